@@ -1,0 +1,101 @@
+"""The base ml_collections config every file under configs/ starts from.
+
+Every number a user may want to change lives here (or in a config file that overrides it);
+`--config.a.b=value` on any entry point overrides a single field.
+"""
+
+import ml_collections
+
+
+def teacher_config(**kw) -> ml_collections.ConfigDict:
+  t = ml_collections.ConfigDict()
+  t.kind = "hf"            # "hf" (a Hugging Face BERT folder or name), "precomputed", "synthetic"
+  t.name = "teacher"       # short name used in the cache folder and the report
+  t.model = ""             # HF model name or local folder (kind="hf")
+  t.preset = ""            # "bge", "coder", "sapbert", "minilm" or "" (use fields below)
+  t.pooling = "cls"        # "cls", "mean" (masked) or "pooler"
+  t.normalize = True       # L2-normalise the pooled output
+  t.max_length = 512
+  t.batch_size = 64        # export batch size (rows per encoder call)
+  t.dtype = "float16"      # storage dtype of the cache (float16 or float32)
+  t.negated_rows = "used"  # "used": embed negated forms only of concepts seen negated in pairs
+                           # (other rows zero); "all": every concept
+  t.precomputed = ""       # folder with text/concepts/negated .npy or .parquet (kind="precomputed")
+  t.dim = 0                # embedding dimension; 0 = read from the model / files
+  t.seed = 0               # kind="synthetic" only
+  t.update(kw)
+  return t
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+
+  c.data = ml_collections.ConfigDict()
+  c.data.dir = ""                          # dataset folder (DESIGN.md format)
+  c.data.builder = ""                      # "", "synthetic" or "hpo": build data.dir if missing
+  c.data.negation_template = "{name} unobserved"
+  c.data.max_concepts_per_pair = 32        # longer lists are truncated, with a count in the log
+  c.data.synthetic = ml_collections.ConfigDict(dict(
+      num_concepts=300, num_pairs=400, num_relation_types=3, edges_per_concept=3,
+      mean_concepts=4, negated_fraction=0.15, dim=32, noise=0.1, seed=0))
+  c.data.hpo = ml_collections.ConfigDict()  # filled by configs that use the HPO builder
+
+  c.teacher1 = teacher_config(name="teacher1")   # text encoder (BGE / GPT-4 / MiniLM)
+  c.teacher2 = teacher_config(name="teacher2")   # concept encoder (CODER / MiniLM)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.dim = 0                  # joint dimension d; 0 = teacher 1's dimension (paper)
+  c.model.init = "identity"        # "identity" where square (start from the teachers' spaces), else lecun
+  c.model.init_scale = 1.0
+  c.model.leaky_relu_slope = 0.2   # GAT attention nonlinearity
+  c.model.compute_dtype = "float32"
+
+  c.graph = ml_collections.ConfigDict()
+  c.graph.relations = ml_collections.FieldReference(None, field_type=list)  # None: every type in the data
+  c.graph.fanout = 8               # sampled neighbours per relation type per concept (static)
+  c.graph.symmetric = True         # attend along both directions of every edge
+  c.graph.max_nodes = 0            # 0 = worst case from batch size, fan-out and types
+  c.graph.max_edges = 0            # 0 = worst case
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.margin = 0.1              # triplet margin on squared distances
+  c.loss.normalize = False         # L2-normalise F(t) and G(c) before the score (paper: raw)
+  c.loss.align_weight = 1.0
+  c.loss.relational_weight = 1.0
+  c.loss.relational_margin = 0.2   # triplet margin on cosine, known vs corrupted edge
+  c.loss.relational_edges = 64     # known edges sampled per batch
+  c.loss.negation_weight = 1.0
+  c.loss.negation_delta = 0.3      # 0 < delta <= 0.5 (paper, A.1)
+
+  c.train = ml_collections.ConfigDict()
+  c.train.seed = 0
+  c.train.batch_size = 128
+  c.train.learning_rate = 1e-3
+  c.train.stage1_epochs = 3
+  c.train.stage2_epochs = 2
+  c.train.log_every = 50
+  c.train.checkpoint_every = 500   # steps; also at the end of every epoch and stage
+  c.train.keep_checkpoints = 3
+  c.train.prefetch = 2             # batches prepared ahead in a background thread
+  c.train.stop_after_steps = 0     # >0: exit after this global step (tests of resumption)
+  c.train.evaluate = True          # run line_jax.evaluate at the end
+
+  c.recovery = ml_collections.ConfigDict()
+  c.recovery.threshold = 0.9       # paper: cosine >= 0.9
+  c.recovery.top_k = 8             # candidates searched, so that ones already in the list can be skipped
+  c.recovery.dictionary_chunk = 8192   # concepts projected per call through G
+
+  c.search = ml_collections.ConfigDict()
+  c.search.memory_budget_mb = 1024  # bounds the score block of one device
+  c.search.query_chunk = 0          # 0 = derived from the budget
+  c.search.key_chunk = 0
+  c.search.use_bf16 = False         # bf16 scores, float32 re-scoring of the top candidates
+  c.search.rescore_factor = 4
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.split = "test"
+  c.eval.num_negatives = 100
+  c.eval.seed = 0
+  c.eval.cv_folds = 5
+  c.eval.max_pairs = 0              # 0 = all
+  return c

@@ -1,0 +1,27 @@
+"""Datasets: loading and validation, builders for the synthetic and HPO datasets."""
+
+import logging
+import os
+
+from line_jax.data.dataset import DataError, Dataset, load_dataset, write_dataset
+
+
+def prepare_dataset(config) -> Dataset:
+  """Builds `config.data.dir` with `config.data.builder` when it is missing, then loads it."""
+  root = os.path.abspath(config.data.dir)
+  if not os.path.exists(os.path.join(root, "pairs.parquet")):
+    builder = config.data.builder
+    if builder == "synthetic":
+      from line_jax.data import synthetic
+      synthetic.build_synthetic_dataset(root, config.data.synthetic)
+    elif builder == "hpo":
+      from line_jax.data import hpo
+      hpo.build_hpo_dataset(root, config.data.hpo)
+    else:
+      raise DataError(f"{root}: no dataset here (pairs.parquet missing) and "
+                      f"config.data.builder is {builder!r}; point --config.data.dir at a "
+                      "folder in DESIGN.md's format or set data.builder")
+    logging.info("built the %s dataset in %s", builder, root)
+  relations = config.graph.relations
+  return load_dataset(root, relations=list(relations) if relations is not None else None,
+                      negation_template=config.data.negation_template)

@@ -1,0 +1,304 @@
+"""A dataset folder in DESIGN.md's format, read into flat integer arrays and validated.
+
+Files (Parquet):
+  concepts.parquet   concept_id (str), name (str), optional group (str),
+                     optional negated_name (str; else `negation_template` makes it)
+  relations.parquet  head_id, tail_id, relation (str)   -- the training graph
+  heldout_relations.parquet (optional, same columns)    -- edges kept out of training,
+                     for evaluation; must not appear in relations.parquet
+  pairs.parquet      pair_id, text, concept_ids (list<str>), negated (list<bool>),
+                     rho (float in (0, 1]), split (train/valid/test), optional label,
+                     optional true_concept_ids (list<str>, synthetic data only),
+                     optional synthetic (bool)
+
+Every check raises `DataError` naming the file, the row and the field. Nothing is
+dropped: a bad row stops the load, so that the user fixes the data rather than losing it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+SPLITS = ("train", "valid", "test")
+DEFAULT_NEGATION_TEMPLATE = "{name} unobserved"
+
+
+class DataError(ValueError):
+  """Bad input data; the message names the file, the row and the field."""
+
+
+def data_error(path: str, row: Optional[int], field: str, problem: str) -> DataError:
+  where = f"{path}: " + (f"row {row}, " if row is not None else "") + f"field '{field}'"
+  return DataError(f"{where}: {problem}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """Concepts, graph and pairs with string ids replaced by row indices into `concept_ids`."""
+  root: str
+  concept_ids: np.ndarray          # [C] object (str)
+  names: np.ndarray                # [C] object (str)
+  negated_names: np.ndarray        # [C] object (str)
+  groups: Optional[np.ndarray]     # [C] object (str) or None
+  relation_types: tuple            # sorted relation names; edge_type indexes this
+  edge_head: np.ndarray            # [E] int32
+  edge_tail: np.ndarray            # [E] int32
+  edge_type: np.ndarray            # [E] int32
+  heldout_head: np.ndarray         # [H] int32
+  heldout_tail: np.ndarray         # [H] int32
+  heldout_relation: np.ndarray     # [H] object (str); may hold types absent from training
+  pair_ids: np.ndarray             # [P] object (str)
+  texts: np.ndarray                # [P] object (str)
+  concept_offsets: np.ndarray      # [P + 1] int64; pair i owns flat[offsets[i]:offsets[i+1]]
+  concept_flat: np.ndarray         # [sum m_i] int32
+  negated_flat: np.ndarray         # [sum m_i] bool
+  rho: np.ndarray                  # [P] float32
+  split: np.ndarray                # [P] object (str)
+  labels: Optional[np.ndarray]     # [P] or None
+  true_offsets: Optional[np.ndarray] = None   # [P + 1] int64 (synthetic truth)
+  true_flat: Optional[np.ndarray] = None      # [sum] int32
+  synthetic: Optional[np.ndarray] = None      # [P] bool
+
+  @property
+  def num_concepts(self) -> int:
+    return len(self.concept_ids)
+
+  @property
+  def num_pairs(self) -> int:
+    return len(self.pair_ids)
+
+  def split_indices(self, name: str) -> np.ndarray:
+    return np.flatnonzero(self.split == name).astype(np.int64)
+
+  def pair_concepts(self, i: int):
+    s, e = self.concept_offsets[i], self.concept_offsets[i + 1]
+    return self.concept_flat[s:e], self.negated_flat[s:e]
+
+  def concept_index(self) -> dict:
+    return {cid: i for i, cid in enumerate(self.concept_ids)}
+
+  def data_hash(self) -> str:
+    """Hash of every string a teacher embeds, in order: texts, names, negated names."""
+    h = hashlib.sha256()
+    for block in (self.texts, self.names, self.negated_names):
+      h.update(str(len(block)).encode())
+      for s in block:
+        h.update(s.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
+def _read(path: str, required: Sequence[str]) -> pa.Table:
+  if not os.path.exists(path):
+    raise DataError(f"{path}: file not found (a dataset folder needs concepts.parquet, "
+                    "relations.parquet and pairs.parquet; see DESIGN.md)")
+  table = pq.read_table(path)
+  for col in required:
+    if col not in table.column_names:
+      raise data_error(path, None, col, f"missing column; found {table.column_names}")
+  return table
+
+
+def _check_strings(path, table, field):
+  col = table.column(field)
+  nulls = pc.is_null(col)
+  if pc.any(nulls).as_py():
+    raise data_error(path, int(np.flatnonzero(nulls.to_numpy(zero_copy_only=False))[0]),
+                     field, "missing value")
+  if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
+    raise data_error(path, None, field, f"expected strings, got {col.type}")
+
+
+def _first(mask: np.ndarray) -> int:
+  return int(np.flatnonzero(mask)[0])
+
+
+def _lookup(path, field, ids: pa.Array, concept_arr: pa.Array, row_of_flat: np.ndarray):
+  idx = pc.index_in(ids, value_set=concept_arr)
+  if idx.null_count:
+    bad = _first(pc.is_null(idx).to_numpy(zero_copy_only=False))
+    raise data_error(path, int(row_of_flat[bad]), field,
+                     f"unknown concept id {ids[bad].as_py()!r} (not in concepts.parquet)")
+  return idx.to_numpy(zero_copy_only=False).astype(np.int32)
+
+
+def _list_column(path, table, field, concept_arr, check_nonempty=True):
+  col = table.column(field).combine_chunks()
+  if col.null_count:
+    raise data_error(path, _first(pc.is_null(col).to_numpy(zero_copy_only=False)), field,
+                     "missing list")
+  lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False).astype(np.int64)
+  if check_nonempty and (lengths == 0).any():
+    raise data_error(path, _first(lengths == 0), field, "empty concept list")
+  offsets = np.zeros(len(lengths) + 1, np.int64)
+  np.cumsum(lengths, out=offsets[1:])
+  flat = pc.list_flatten(col)
+  row_of_flat = np.repeat(np.arange(len(lengths)), lengths)
+  if flat.null_count:
+    raise data_error(path, int(row_of_flat[_first(pc.is_null(flat).to_numpy(
+        zero_copy_only=False))]), field, "null concept id inside the list")
+  return offsets, _lookup(path, field, flat, concept_arr, row_of_flat), lengths
+
+
+def load_dataset(root: str, relations: Optional[Sequence[str]] = None,
+                 negation_template: str = DEFAULT_NEGATION_TEMPLATE) -> Dataset:
+  """Reads and validates a dataset folder.
+
+  Args:
+    root: the folder.
+    relations: allowed relation types (the config's `graph.relations`); None allows every
+      type found in relations.parquet. A relation not in the list is an error.
+    negation_template: surface form of a negated concept when concepts.parquet has no
+      `negated_name` column.
+  """
+  root = os.path.abspath(root)
+  cpath = os.path.join(root, "concepts.parquet")
+  ct = _read(cpath, ["concept_id", "name"])
+  _check_strings(cpath, ct, "concept_id")
+  _check_strings(cpath, ct, "name")
+  concept_arr = ct.column("concept_id").combine_chunks()
+  concept_ids = np.asarray(concept_arr.to_pylist(), dtype=object)
+  uniq, first_idx, counts = np.unique(concept_ids.astype(str), return_index=True,
+                                      return_counts=True)
+  if (counts > 1).any():
+    dup = uniq[counts > 1][0]
+    rows = np.flatnonzero(concept_ids.astype(str) == dup)
+    raise data_error(cpath, int(rows[1]), "concept_id",
+                     f"duplicate id {dup!r} (first at row {int(rows[0])})")
+  names = np.asarray(ct.column("name").to_pylist(), dtype=object)
+  empty = np.array([not n.strip() for n in names], bool)
+  if empty.any():
+    raise data_error(cpath, _first(empty), "name", "empty name")
+  if "negated_name" in ct.column_names:
+    _check_strings(cpath, ct, "negated_name")
+    negated_names = np.asarray(ct.column("negated_name").to_pylist(), dtype=object)
+  else:
+    negated_names = np.asarray([negation_template.format(name=n) for n in names], object)
+  groups = None
+  if "group" in ct.column_names:
+    groups = np.asarray([g if g is not None else "" for g in ct.column("group").to_pylist()],
+                        dtype=object)
+
+  # --- graph -------------------------------------------------------------
+  rpath = os.path.join(root, "relations.parquet")
+  rt = _read(rpath, ["head_id", "tail_id", "relation"])
+  for f in ("head_id", "tail_id", "relation"):
+    _check_strings(rpath, rt, f)
+  rel_names = np.asarray(rt.column("relation").to_pylist(), dtype=object)
+  found = sorted(set(rel_names.tolist()))
+  if relations is not None:
+    allowed = list(relations)
+    bad = np.array([r not in set(allowed) for r in rel_names], bool)
+    if bad.any():
+      raise data_error(rpath, _first(bad), "relation",
+                       f"relation {rel_names[_first(bad)]!r} is not in the config's "
+                       f"graph.relations {allowed}")
+    relation_types = tuple(allowed)
+  else:
+    relation_types = tuple(found)
+  rows = np.arange(rt.num_rows)
+  head = _lookup(rpath, "head_id", rt.column("head_id").combine_chunks(), concept_arr, rows)
+  tail = _lookup(rpath, "tail_id", rt.column("tail_id").combine_chunks(), concept_arr, rows)
+  type_index = {r: i for i, r in enumerate(relation_types)}
+  etype = np.asarray([type_index[r] for r in rel_names], np.int32)
+
+  hpath = os.path.join(root, "heldout_relations.parquet")
+  if os.path.exists(hpath):
+    ht = _read(hpath, ["head_id", "tail_id", "relation"])
+    for f in ("head_id", "tail_id", "relation"):
+      _check_strings(hpath, ht, f)
+    hrows = np.arange(ht.num_rows)
+    h_head = _lookup(hpath, "head_id", ht.column("head_id").combine_chunks(), concept_arr,
+                     hrows)
+    h_tail = _lookup(hpath, "tail_id", ht.column("tail_id").combine_chunks(), concept_arr,
+                     hrows)
+    h_rel = np.asarray(ht.column("relation").to_pylist(), dtype=object)
+    n = len(concept_ids)
+    train_keys = set((np.minimum(head, tail).astype(np.int64) * n
+                      + np.maximum(head, tail)).tolist())
+    h_keys = np.minimum(h_head, h_tail).astype(np.int64) * n + np.maximum(h_head, h_tail)
+    leak = np.array([k in train_keys for k in h_keys.tolist()], bool)
+    if leak.any():
+      raise data_error(hpath, _first(leak), "head_id",
+                       "held-out edge also present in relations.parquet (either direction); "
+                       "held-out edges must be removed from the training graph")
+  else:
+    h_head = h_tail = np.zeros(0, np.int32)
+    h_rel = np.zeros(0, object)
+
+  # --- pairs ---------------------------------------------------------------
+  ppath = os.path.join(root, "pairs.parquet")
+  pt = _read(ppath, ["pair_id", "text", "concept_ids", "negated", "rho", "split"])
+  _check_strings(ppath, pt, "text")
+  pair_ids = np.asarray([str(p) for p in pt.column("pair_id").to_pylist()], dtype=object)
+  if len(set(pair_ids.tolist())) != len(pair_ids):
+    _, inv, cnt = np.unique(pair_ids.astype(str), return_inverse=True, return_counts=True)
+    raise data_error(ppath, _first(cnt[inv] > 1), "pair_id", "duplicate pair_id")
+  texts = np.asarray(pt.column("text").to_pylist(), dtype=object)
+  empty_text = np.array([not t.strip() for t in texts], bool)
+  if empty_text.any():
+    raise data_error(ppath, _first(empty_text), "text", "empty text")
+  offsets, flat, lengths = _list_column(ppath, pt, "concept_ids", concept_arr)
+  neg = pt.column("negated").combine_chunks()
+  if neg.null_count:
+    raise data_error(ppath, _first(pc.is_null(neg).to_numpy(zero_copy_only=False)),
+                     "negated", "missing list")
+  neg_len = pc.list_value_length(neg).to_numpy(zero_copy_only=False).astype(np.int64)
+  if (neg_len != lengths).any():
+    r = _first(neg_len != lengths)
+    raise data_error(ppath, r, "negated",
+                     f"length {neg_len[r]} differs from concept_ids length {lengths[r]}")
+  neg_flat_arr = pc.list_flatten(neg)
+  if neg_flat_arr.null_count:
+    raise data_error(ppath, int(np.repeat(np.arange(len(lengths)), lengths)[
+        _first(pc.is_null(neg_flat_arr).to_numpy(zero_copy_only=False))]), "negated",
+                     "null inside the list")
+  neg_flat = neg_flat_arr.to_numpy(zero_copy_only=False).astype(bool)
+  rho = pt.column("rho").to_numpy().astype(np.float64)
+  bad = ~np.isfinite(rho) | (rho <= 0) | (rho > 1)
+  if bad.any():
+    r = _first(bad)
+    raise data_error(ppath, r, "rho", f"value {rho[r]!r} outside (0, 1]")
+  split = np.asarray(pt.column("split").to_pylist(), dtype=object)
+  bad = np.array([s not in SPLITS for s in split], bool)
+  if bad.any():
+    r = _first(bad)
+    raise data_error(ppath, r, "split", f"value {split[r]!r} is not one of {SPLITS}")
+  labels = None
+  if "label" in pt.column_names:
+    labels = np.asarray(pt.column("label").to_pylist(), dtype=object)
+  true_offsets = true_flat = None
+  if "true_concept_ids" in pt.column_names:
+    true_offsets, true_flat, _ = _list_column(ppath, pt, "true_concept_ids", concept_arr,
+                                              check_nonempty=False)
+  synthetic = None
+  if "synthetic" in pt.column_names:
+    synthetic = pt.column("synthetic").to_numpy(zero_copy_only=False).astype(bool)
+
+  return Dataset(
+      root=root, concept_ids=concept_ids, names=names, negated_names=negated_names,
+      groups=groups, relation_types=relation_types, edge_head=head, edge_tail=tail,
+      edge_type=etype, heldout_head=h_head, heldout_tail=h_tail, heldout_relation=h_rel,
+      pair_ids=pair_ids, texts=texts, concept_offsets=offsets, concept_flat=flat,
+      negated_flat=neg_flat, rho=rho.astype(np.float32), split=split, labels=labels,
+      true_offsets=true_offsets, true_flat=true_flat, synthetic=synthetic)
+
+
+def write_dataset(root: str, concepts: dict, relations: dict, pairs: dict,
+                  heldout_relations: Optional[dict] = None) -> None:
+  """Writes column dicts (name -> list/array) as the dataset's Parquet files."""
+  os.makedirs(root, exist_ok=True)
+  pq.write_table(pa.table(concepts), os.path.join(root, "concepts.parquet"))
+  pq.write_table(pa.table(relations), os.path.join(root, "relations.parquet"))
+  pq.write_table(pa.table(pairs), os.path.join(root, "pairs.parquet"))
+  if heldout_relations is not None:
+    pq.write_table(pa.table(heldout_relations),
+                   os.path.join(root, "heldout_relations.parquet"))

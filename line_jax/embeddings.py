@@ -1,0 +1,113 @@
+"""The teacher-embedding cache: one folder per (teacher, dataset), read with memmap.
+
+Layout (DESIGN.md):
+  <workdir>/embeddings/<teacher name>-<key>/
+      text.npy       [P, d]  row i = pairs.parquet row i
+      concepts.npy   [C, d]  row j = concepts.parquet row j (the concept's name)
+      negated.npy    [C, d]  row j = the negated surface form of concept j
+      meta.json      {"model", "pooling", "max_length", "normalize", "data_hash", "dim",
+                      "dtype", "rows": {"text", "concepts", "negated"}, "complete": true}
+`key` hashes (model, pooling, max length, normalisation, data hash), so that a changed
+dataset or teacher setting gets a new folder and an unchanged one is reused. Arrays are
+float16 or float32 and are opened with `np.load(mmap_mode="r")`, so that millions of rows
+never need to fit in memory. Embeddings made elsewhere (OpenAI, ...) enter through the
+same folder (see `line_jax.export` for the import command).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Optional
+
+import numpy as np
+
+from line_jax.data.dataset import Dataset, DataError, data_error
+
+PARTS = ("text", "concepts", "negated")
+_CHECK_ROWS = 65536
+
+
+def cache_key(model: str, pooling: str, max_length: int, normalize: bool,
+              data_hash: str) -> str:
+  blob = json.dumps([model, pooling, int(max_length), bool(normalize), data_hash])
+  return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def teacher_dir(workdir: str, teacher_name: str, key: str) -> str:
+  return os.path.join(os.path.abspath(workdir), "embeddings", f"{teacher_name}-{key}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherEmbeddings:
+  text: np.ndarray       # [P, d] memmap
+  concepts: np.ndarray   # [C, d] memmap
+  negated: np.ndarray    # [C, d] memmap
+  meta: dict
+  path: str
+
+  @property
+  def dim(self) -> int:
+    return int(self.text.shape[1])
+
+
+def check_finite(path: str, arr: np.ndarray, field: str = "embedding") -> None:
+  """Scans a (memmapped) array in chunks; raises naming the first row with NaN/inf."""
+  for start in range(0, arr.shape[0], _CHECK_ROWS):
+    block = np.asarray(arr[start:start + _CHECK_ROWS], dtype=np.float32)
+    bad = ~np.isfinite(block).all(axis=1)
+    if bad.any():
+      raise data_error(path, start + int(np.flatnonzero(bad)[0]), field,
+                       "non-finite value (NaN or inf)")
+
+
+def load_teacher_embeddings(path: str, dataset: Dataset, expected_dim: Optional[int] = None,
+                            check_values: bool = True) -> TeacherEmbeddings:
+  """Opens a cache folder and validates it against the dataset."""
+  meta_path = os.path.join(path, "meta.json")
+  if not os.path.exists(meta_path):
+    raise DataError(f"{meta_path}: file not found (run `python -m line_jax.export` or "
+                    "import precomputed embeddings)")
+  with open(meta_path) as f:
+    meta = json.load(f)
+  expected_rows = {"text": dataset.num_pairs, "concepts": dataset.num_concepts,
+                   "negated": dataset.num_concepts}
+  arrays = {}
+  dim = expected_dim
+  for part in PARTS:
+    p = os.path.join(path, f"{part}.npy")
+    if not os.path.exists(p):
+      raise DataError(f"{p}: file not found")
+    arr = np.load(p, mmap_mode="r")
+    if arr.ndim != 2:
+      raise data_error(p, None, "shape", f"expected a 2-D array, got shape {arr.shape}")
+    if arr.dtype not in (np.float16, np.float32):
+      raise data_error(p, None, "dtype", f"expected float16 or float32, got {arr.dtype}")
+    if arr.shape[0] != expected_rows[part]:
+      raise data_error(p, None, "rows", f"{arr.shape[0]} rows but the dataset has "
+                       f"{expected_rows[part]} ({'pairs' if part == 'text' else 'concepts'})")
+    if dim is None:
+      dim = arr.shape[1]
+    if arr.shape[1] != dim:
+      raise data_error(p, None, "dim", f"dimension {arr.shape[1]}, expected {dim}")
+    if check_values and not meta.get("checked_finite", False):
+      check_finite(p, arr)
+    arrays[part] = arr
+  if check_values and not meta.get("checked_finite", False):
+    meta["checked_finite"] = True
+    try:
+      with open(meta_path, "w") as f:
+        json.dump(meta, f, indent=1)
+    except OSError:
+      pass
+  return TeacherEmbeddings(text=arrays["text"], concepts=arrays["concepts"],
+                           negated=arrays["negated"], meta=meta, path=path)
+
+
+def write_meta(path: str, meta: dict) -> None:
+  tmp = os.path.join(path, "meta.json.tmp")
+  with open(tmp, "w") as f:
+    json.dump(meta, f, indent=1)
+  os.replace(tmp, os.path.join(path, "meta.json"))
