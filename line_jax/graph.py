@@ -1,0 +1,171 @@
+"""The knowledge graph on the host: per-relation neighbour tables and neighbour sampling.
+
+Every concept that enters G brings a static neighbourhood: for each of the K relation types,
+`fanout` neighbour slots (padded and masked), plus itself. A batch's graph is a
+`jraph.GraphsTuple` in one fixed layout, so that one compiled step serves every batch:
+
+  nodes 0..R-1              the receivers (the concepts G is computed for)
+  nodes R..R+R*K*F-1        neighbour slot (r, k, f) at node R + (r*K + k)*F + f
+  edges, grouped by segment s = r*K + k (sorted), F+1 per segment: the self loop first,
+                            then the F neighbour slots of type k.
+
+Sampling is counter-based: the slot (concept, type, f) at a given step draws from a hash of
+(seed, step, concept, type, f), so a concept gets the same neighbours whichever batch shard
+or device it lands on. Where a concept has more than F neighbours of a type, F of them are
+taken by stratified sampling over the neighbour list (each neighbour has probability F/deg,
+never twice); with `deterministic=True` the strata midpoints are used (evenly spaced
+neighbours; used to project the whole dictionary for recovery and evaluation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jraph
+import numpy as np
+
+from line_jax.data.dataset import Dataset
+
+
+@dataclasses.dataclass(frozen=True)
+class NeighbourTable:
+  """CSR adjacency over (relation type, concept): neighbours of concept c under type k are
+  `neighbours[offsets[k*C + c]:offsets[k*C + c + 1]]`, sorted."""
+  num_concepts: int
+  num_types: int
+  offsets: np.ndarray      # [K*C + 1] int64
+  neighbours: np.ndarray   # [E'] int32
+
+  @classmethod
+  def build(cls, head: np.ndarray, tail: np.ndarray, etype: np.ndarray, num_concepts: int,
+            num_types: int, symmetric: bool = True) -> "NeighbourTable":
+    head, tail, etype = (np.asarray(a, np.int64) for a in (head, tail, etype))
+    if symmetric:
+      head, tail, etype = (np.concatenate([head, tail]), np.concatenate([tail, head]),
+                           np.concatenate([etype, etype]))
+    keep = head != tail                      # the self loop is always there; no duplicates
+    head, tail, etype = head[keep], tail[keep], etype[keep]
+    key = etype * num_concepts + head
+    # Sort by (segment, neighbour) and drop repeated edges (e.g. both directions given).
+    order = np.lexsort((tail, key))
+    key, tail = key[order], tail[order]
+    if len(key):
+      first = np.ones(len(key), bool)
+      first[1:] = (key[1:] != key[:-1]) | (tail[1:] != tail[:-1])
+      key, tail = key[first], tail[first]
+    counts = np.bincount(key, minlength=num_types * num_concepts)
+    offsets = np.zeros(num_types * num_concepts + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return cls(num_concepts, num_types, offsets, tail.astype(np.int32))
+
+  @classmethod
+  def from_dataset(cls, dataset: Dataset, symmetric: bool = True) -> "NeighbourTable":
+    return cls.build(dataset.edge_head, dataset.edge_tail, dataset.edge_type,
+                     dataset.num_concepts, len(dataset.relation_types), symmetric)
+
+  def degree(self, concepts: np.ndarray) -> np.ndarray:
+    """[n, K] number of neighbours per type."""
+    seg = np.arange(self.num_types)[None, :] * self.num_concepts + concepts[:, None]
+    return (self.offsets[seg + 1] - self.offsets[seg]).astype(np.int64)
+
+  def has_neighbours(self, concepts: np.ndarray) -> np.ndarray:
+    return self.degree(concepts).sum(1) > 0
+
+  def any_neighbour(self, concepts: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+    """One neighbour of each concept (any type), chosen by `uniform` in [0, 1); -1 if none."""
+    deg = self.degree(concepts)
+    total = deg.sum(1)
+    pick = np.minimum((uniform * total).astype(np.int64), np.maximum(total - 1, 0))
+    cum = np.cumsum(deg, 1)
+    k = (pick[:, None] >= cum).sum(1)
+    k = np.minimum(k, self.num_types - 1)
+    within = pick - (cum[np.arange(len(k)), k] - deg[np.arange(len(k)), k])
+    seg = k * self.num_concepts + concepts
+    out = self.neighbours[np.minimum(self.offsets[seg] + within,
+                                     max(len(self.neighbours) - 1, 0))] \
+        if len(self.neighbours) else np.zeros(len(concepts), np.int32)
+    return np.where(total > 0, out, -1).astype(np.int32)
+
+  def contains(self, heads: np.ndarray, tails: np.ndarray) -> np.ndarray:
+    """Whether (head, tail) is an edge of any type."""
+    found = np.zeros(len(heads), bool)
+    for k in range(self.num_types):
+      seg = k * self.num_concepts + heads
+      lo, hi = self.offsets[seg], self.offsets[seg + 1]
+      for i in np.flatnonzero(hi > lo):
+        j = np.searchsorted(self.neighbours[lo[i]:hi[i]], tails[i])
+        found[i] |= j < hi[i] - lo[i] and self.neighbours[lo[i] + j] == tails[i]
+    return found
+
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def hash_uniform(*keys) -> np.ndarray:
+  """Counter-based uniform [0, 1) from integer arrays (splitmix64 over a combined key)."""
+  with np.errstate(over="ignore"):
+    h = np.uint64(0x9E3779B97F4A7C15)
+    for key in keys:
+      h = (h ^ np.asarray(key).astype(np.uint64)) * np.uint64(0xBF58476D1CE4E5B9)
+      h = h ^ (h >> np.uint64(31))
+    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    h = h ^ (h >> np.uint64(31))
+  return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def sample_neighbours(table: NeighbourTable, concepts: np.ndarray, fanout: int,
+                      seed: int = 0, step: int = 0, deterministic: bool = False):
+  """Neighbour slots of `concepts` [n]: returns (ids [n, K, F] int32, mask [n, K, F] bool)."""
+  n, k_types = len(concepts), table.num_types
+  seg = np.arange(k_types)[None, :] * table.num_concepts + concepts[:, None]   # [n, K]
+  start = table.offsets[seg]
+  deg = table.offsets[seg + 1] - start
+  f = np.arange(fanout)[None, None, :]
+  if deterministic:
+    u = np.full((n, k_types, fanout), 0.5)
+  else:
+    u = hash_uniform(seed, step, concepts[:, None, None], np.arange(k_types)[None, :, None], f)
+  deg3 = deg[:, :, None]
+  # deg <= F: take all, in order. deg > F: one neighbour from each of F equal strata.
+  pos = np.where(deg3 <= fanout, f, np.floor((f + u) * deg3 / fanout).astype(np.int64))
+  mask = f < deg3
+  idx = np.where(mask, start[:, :, None] + np.minimum(pos, np.maximum(deg3 - 1, 0)), 0)
+  ids = table.neighbours[idx] if len(table.neighbours) else np.zeros(idx.shape, np.int32)
+  return np.where(mask, ids, 0).astype(np.int32), mask
+
+
+@functools.lru_cache(maxsize=16)
+def graph_structure(num_receivers: int, num_types: int, fanout: int):
+  """The constant senders / receivers / edge types of the fixed batch layout."""
+  r = np.arange(num_receivers)[:, None, None]
+  k = np.arange(num_types)[None, :, None]
+  slot = np.arange(fanout + 1)[None, None, :]
+  nbr_node = num_receivers + (r * num_types + k) * fanout + (slot - 1)
+  senders = np.where(slot == 0, r, nbr_node)
+  receivers = np.broadcast_to(r, senders.shape)
+  types = np.broadcast_to(k, senders.shape)
+  return (senders.reshape(-1).astype(np.int32), receivers.reshape(-1).astype(np.int32),
+          types.reshape(-1).astype(np.int32))
+
+
+def build_graph(receiver_ids: np.ndarray, receiver_negated: np.ndarray,
+                neighbour_ids: np.ndarray, neighbour_mask: np.ndarray) -> jraph.GraphsTuple:
+  """GraphsTuple in the fixed layout (module docstring).
+
+  nodes: {"row": int32 row of the concept table, "negated": bool, take the row from the
+  negated-embedding table (receivers only)}; edges: {"type": int32, "mask": bool}. Self loops
+  are never masked, so every softmax segment has a finite entry.
+  """
+  r, k, f = neighbour_ids.shape
+  senders, receivers, types = graph_structure(r, k, f)
+  rows = np.concatenate([receiver_ids.astype(np.int32), neighbour_ids.reshape(-1)])
+  negated = np.concatenate([receiver_negated.astype(bool), np.zeros(r * k * f, bool)])
+  edge_mask = np.concatenate([np.ones((r, k, 1), bool), neighbour_mask], axis=2).reshape(-1)
+  return jraph.GraphsTuple(
+      nodes={"row": rows, "negated": negated},
+      edges={"type": types, "mask": edge_mask},
+      senders=senders, receivers=receivers,
+      n_node=np.asarray([len(rows)], np.int32), n_edge=np.asarray([len(senders)], np.int32),
+      globals=None)

@@ -1,0 +1,103 @@
+"""LINE's trainable module: F (text projector), G (relation-typed graph attention) and the
+negation projector, as pure functions over an explicit parameter pytree.
+
+params = {
+  "text_proj":    {"w": [d_t, d], "b": [d]},      F(t) = t W + b
+  "concept_proj": {"w": [d_c, d]},                W_c, shared by every head (paper eq. 1)
+  "attention":    {"src": [K, d], "dst": [K, d]}, one GAT attention vector pair per relation type
+  "negation_proj": {"w": [d, d], "b": [d]},        applied after G for negated entries
+}
+
+G(c) = mean_k sum_{j in N_k(c) + {c}} alpha^k_cj W_c x_j, with
+alpha^k_c. = softmax_j LeakyReLU(a^k_dst . W_c x_c + a^k_src . W_c x_j).
+
+Cost: W_c is shared and linear, so a^k . W_c x = (W_c a^k) . x: the attention logits and the
+neighbour sum are computed in the teacher's input space (d_c), and W_c runs once per receiver,
+not once per neighbour (the cost model of the "Scale and speed" issue).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+
+
+def _init_matrix(key, d_in: int, d_out: int, init: str, scale: float) -> jnp.ndarray:
+  if init == "identity" and d_in == d_out:
+    return jnp.eye(d_in, dtype=jnp.float32) * scale
+  return jax.random.normal(key, (d_in, d_out), jnp.float32) * (scale / np.sqrt(d_in))
+
+
+def init_params(key: jax.Array, text_dim: int, concept_dim: int, dim: int, num_types: int,
+                init: str = "identity", init_scale: float = 1.0) -> dict:
+  """Parameters of F, G and the negation projector.
+
+  With init="identity" every square matrix starts as the identity (a choice of ours: training
+  starts from the teachers' own spaces, which is what alignment has to improve on); the
+  attention vectors start small and random, so the heads begin near uniform attention.
+  """
+  k_text, k_concept, k_src, k_dst, k_neg = jax.random.split(key, 5)
+  attn_scale = 0.1 / np.sqrt(dim)
+  return {
+      "text_proj": {"w": _init_matrix(k_text, text_dim, dim, init, init_scale),
+                    "b": jnp.zeros((dim,), jnp.float32)},
+      "concept_proj": {"w": _init_matrix(k_concept, concept_dim, dim, init, init_scale)},
+      "attention": {
+          "src": jax.random.normal(k_src, (num_types, dim), jnp.float32) * attn_scale,
+          "dst": jax.random.normal(k_dst, (num_types, dim), jnp.float32) * attn_scale},
+      "negation_proj": {"w": _init_matrix(k_neg, dim, dim, "identity", 1.0),
+                        "b": jnp.zeros((dim,), jnp.float32)},
+  }
+
+
+def project_text(params: dict, text: jnp.ndarray) -> jnp.ndarray:
+  """F: [N, d_t] -> [N, d]."""
+  p = params["text_proj"]
+  return text.astype(jnp.float32) @ p["w"] + p["b"]
+
+
+def graph_attention(params: dict, graph: jraph.GraphsTuple, concept_table: jnp.ndarray,
+                    negated_table: jnp.ndarray, num_receivers: int, num_types: int,
+                    negative_slope: float = 0.2) -> jnp.ndarray:
+  """G over a GraphsTuple; returns [num_receivers, d] for nodes 0..num_receivers-1.
+
+  Nodes carry {"row", "negated"}: the node's features are row `row` of `negated_table` if
+  `negated` else of `concept_table` (frozen teacher-2 embeddings, [C, d_c], any float dtype).
+  Edges carry {"type", "mask"}. Each head k softmaxes over the edges of type k entering a
+  receiver (its self loop included) with `jraph.segment_softmax`; heads are averaged; negated
+  receivers then go through the negation projector.
+  """
+  w = params["concept_proj"]["w"]                               # [d_c, d]
+  u_src = w @ params["attention"]["src"].T                      # [d_c, K]
+  u_dst = w @ params["attention"]["dst"].T                      # [d_c, K]
+  rows, neg = graph.nodes["row"], graph.nodes["negated"]
+  etype, emask = graph.edges["type"], graph.edges["mask"]
+  senders, receivers = graph.senders, graph.receivers
+
+  def features(node_rows, node_neg):
+    x = jnp.where(node_neg[:, None], negated_table[node_rows], concept_table[node_rows])
+    return x.astype(jnp.float32)
+
+  x_recv = features(rows[:num_receivers], neg[:num_receivers])        # [R, d_c]
+  x_edge = features(rows[senders], neg[senders])                       # [E, d_c]
+  dst_logit = (x_recv @ u_dst)[receivers, etype]                       # [E]
+  src_logit = jnp.einsum("ec,ec->e", x_edge, u_src.T[etype])           # [E]
+  logits = jax.nn.leaky_relu(src_logit + dst_logit, negative_slope)
+  logits = jnp.where(emask, logits, -1e9)
+  segments = receivers * num_types + etype
+  num_segments = num_receivers * num_types
+  alpha = jraph.segment_softmax(logits, segments, num_segments, indices_are_sorted=True)
+  alpha = jnp.where(emask, alpha, 0.0)
+  pooled = jax.ops.segment_sum(alpha[:, None] * x_edge, segments, num_segments,
+                               indices_are_sorted=True)               # [R*K, d_c]
+  pooled = pooled.reshape(num_receivers, num_types, -1).mean(axis=1)  # heads averaged
+  out = pooled @ w                                                     # [R, d]
+  p = params["negation_proj"]
+  negated_out = out @ p["w"] + p["b"]
+  return jnp.where(neg[:num_receivers, None], negated_out, out)
+
+
+def l2_normalize(x: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps))

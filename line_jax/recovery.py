@@ -1,0 +1,130 @@
+"""Projecting whole dictionaries through G, and residual recovery (stage 1 -> stage 2).
+
+Residual recovery (paper section 2.4): for each training pair, e_i = F(t_i) - mean(G(c_i));
+the whole concept dictionary is projected through G (deterministic neighbours); the
+dictionary concept with the highest cosine to e_i is added to the pair's list if that cosine
+reaches `recovery.threshold` and it is not already in the list. The search is
+`line_jax.search.search_topk` (batched matmul + lax.top_k, chunked, sharded over devices); we
+take the `recovery.top_k` best so that candidates already in the list can be skipped.
+The dictionary holds the positive concepts only: negated entries stand for an absence the
+text states explicitly, which a residual of missed words should not be matched to.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from line_jax import graph as graph_lib
+from line_jax import model as model_lib
+
+
+@functools.partial(jax.jit, static_argnames=("num_receivers", "num_types", "slope",
+                                             "normalize"))
+def _project_chunk(params, graph, concept_table, negated_table, *, num_receivers, num_types,
+                   slope, normalize):
+  out = model_lib.graph_attention(params, graph, concept_table, negated_table, num_receivers,
+                                  num_types, slope)
+  return model_lib.l2_normalize(out) if normalize else out
+
+
+@functools.partial(jax.jit, static_argnames=("normalize",))
+def _project_text_chunk(params, text, *, normalize):
+  out = model_lib.project_text(params, text)
+  return model_lib.l2_normalize(out) if normalize else out
+
+
+def project_texts(params, text: np.ndarray, chunk: int, normalize: bool) -> np.ndarray:
+  """F over rows of a (memmapped) text-embedding array, chunked, padded to one shape."""
+  n = text.shape[0]
+  out = []
+  for s in range(0, n, chunk):
+    block = np.asarray(text[s:s + chunk])
+    pad = chunk - len(block)
+    if pad:
+      block = np.concatenate([block, np.zeros((pad, block.shape[1]), block.dtype)])
+    out.append(np.asarray(_project_text_chunk(params, block, normalize=normalize))[:chunk - pad])
+  return np.concatenate(out) if out else np.zeros((0, params["text_proj"]["w"].shape[1]),
+                                                  np.float32)
+
+
+def project_concepts(params, table: graph_lib.NeighbourTable, concept_table, negated_table,
+                     concepts: np.ndarray, negated: np.ndarray, fanout: int, chunk: int,
+                     slope: float, normalize: bool) -> np.ndarray:
+  """G of the given (concept, negated) entries with deterministic neighbours, chunked."""
+  concepts = np.asarray(concepts, np.int64)
+  negated = np.asarray(negated, bool)
+  n = len(concepts)
+  chunk = max(1, min(chunk, n))
+  out = []
+  for s in range(0, n, chunk):
+    c = concepts[s:s + chunk]
+    g = negated[s:s + chunk]
+    real = len(c)
+    if real < chunk:
+      c = np.concatenate([c, np.zeros(chunk - real, np.int64)])
+      g = np.concatenate([g, np.zeros(chunk - real, bool)])
+    ids, mask = graph_lib.sample_neighbours(table, c, fanout, deterministic=True)
+    graph = graph_lib.build_graph(c.astype(np.int32), g, ids, mask)
+    res = _project_chunk(params, graph, concept_table, negated_table, num_receivers=chunk,
+                         num_types=table.num_types, slope=slope, normalize=normalize)
+    out.append(np.asarray(res)[:real])
+  return np.concatenate(out) if out else np.zeros((0, params["concept_proj"]["w"].shape[1]),
+                                                  np.float32)
+
+
+def pair_residuals(lists, pair_idx: np.ndarray, text_proj: np.ndarray, positive: np.ndarray,
+                   negated: dict) -> np.ndarray:
+  """e_i = F(t_i) - mean_j G(c_ij) for the given pairs (rows of text_proj align with pair_idx)."""
+  res = np.empty_like(text_proj)
+  for r, i in enumerate(pair_idx):
+    idx, neg = lists.concepts(int(i))
+    rows = [negated[int(j)] if n else positive[int(j)] for j, n in zip(idx, neg)]
+    res[r] = text_proj[r] - np.mean(rows, axis=0)
+  return res
+
+
+def recover(params, lists, text: np.ndarray, table, concept_table, negated_table, config,
+            pair_idx: np.ndarray):
+  """Runs residual recovery over `pair_idx`; returns (added [P] int32, info dict)."""
+  from line_jax import search as search_lib  # the sharded top-k search
+  rc, gc = config.recovery, config.graph
+  normalize = bool(config.loss.normalize)
+  slope = float(config.model.leaky_relu_slope)
+  dataset = lists.dataset
+  logging.info("recovery: projecting %d dictionary concepts through G", dataset.num_concepts)
+  positive = project_concepts(params, table, concept_table, negated_table,
+                              np.arange(dataset.num_concepts), np.zeros(dataset.num_concepts,
+                                                                        bool),
+                              gc.fanout, rc.dictionary_chunk, slope, normalize)
+  neg_concepts = np.unique(dataset.concept_flat[dataset.negated_flat])
+  neg_rows = project_concepts(params, table, concept_table, negated_table, neg_concepts,
+                              np.ones(len(neg_concepts), bool), gc.fanout,
+                              rc.dictionary_chunk, slope, normalize)
+  negated = dict(zip(neg_concepts.tolist(), neg_rows))
+  text_proj = project_texts(params, np.asarray(text[np.sort(pair_idx)]), rc.dictionary_chunk,
+                            normalize)
+  pair_idx = np.sort(pair_idx)
+  residuals = pair_residuals(lists, pair_idx, text_proj, positive, negated)
+  scores, cand = search_lib.search_topk(
+      residuals, positive, min(int(rc.top_k), dataset.num_concepts), normalize=True,
+      **search_lib.search_config_kwargs(config.search))
+  added = np.full(dataset.num_pairs, -1, np.int32)
+  for r, i in enumerate(pair_idx):
+    present = set(lists.concepts(int(i))[0].tolist())
+    for score, j in zip(scores[r], cand[r]):
+      if score < rc.threshold:
+        break
+      if int(j) not in present:
+        added[i] = int(j)
+        break
+  gained = int((added >= 0).sum())
+  info = dict(pairs=int(len(pair_idx)), gained=gained, threshold=float(rc.threshold),
+              mean_best_cosine=float(scores[:, 0].mean()) if len(scores) else 0.0)
+  logging.info("recovery: %d of %d pairs gained a concept (threshold %.3f, mean best cosine "
+               "%.3f)", gained, len(pair_idx), rc.threshold, info["mean_best_cosine"])
+  return added, info

@@ -1,0 +1,308 @@
+r"""Trains LINE: stage 1, residual recovery, stage 2; resumable from orbax checkpoints.
+
+  python -m line_jax.train --config=configs/test.py --workdir=/tmp/line_test \
+      [--config.train.batch_size=64 ...]
+
+One code path for one and many devices: the batch is split into one shard per device
+(`line_jax.pipeline`), the loss runs under `jax.shard_map` over a 1-D mesh ("data"),
+parameters are replicated and gradients are all-reduced by the transpose of that replication.
+Multi-host: pass --distributed (or call jax.distributed.initialize() first); see launch/.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import time
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import app, flags
+from jax.sharding import NamedSharding, PartitionSpec as P
+from ml_collections import config_flags
+
+from line_jax import checkpoint as ckpt_lib
+from line_jax import embeddings as emb_lib
+from line_jax import graph as graph_lib
+from line_jax import logs
+from line_jax import losses as losses_lib
+from line_jax import model as model_lib
+from line_jax import pipeline
+from line_jax import recovery as recovery_lib
+from line_jax.data import prepare_dataset
+
+AXIS = "data"
+COMPILATIONS = {"train_step": 0}   # incremented at trace time: one per compilation
+
+
+def ensure_teacher(tcfg, dataset, workdir: str) -> emb_lib.TeacherEmbeddings:
+  """The teacher's cached embeddings, made (synthetic) or exported (HF / precomputed) if missing."""
+  if tcfg.kind == "synthetic":
+    from line_jax.data import synthetic
+    key = emb_lib.cache_key(f"synthetic-{tcfg.seed}-{tcfg.dim}", "none", 0, True,
+                            dataset.data_hash())
+    path = emb_lib.teacher_dir(workdir, tcfg.name, key)
+    if not os.path.exists(os.path.join(path, "meta.json")):
+      synthetic.write_synthetic_teacher(dataset, path, tcfg)
+  else:
+    from line_jax import export
+    path = export.ensure_teacher_embeddings(tcfg, dataset, workdir)
+  return emb_lib.load_teacher_embeddings(path, dataset)
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+  devices = list(devices if devices is not None else jax.devices())
+  return jax.sharding.Mesh(np.asarray(devices), (AXIS,))
+
+
+def shard_batch(batch: dict, mesh: jax.sharding.Mesh) -> dict:
+  """Host arrays with a leading shard axis -> global arrays split over the mesh's devices."""
+  sharding = NamedSharding(mesh, P(AXIS))
+  if jax.process_count() == 1:
+    return jax.device_put(batch, sharding)
+  local = mesh.local_devices
+  per = len(local)
+  first = jax.process_index() * per
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, x[first:first + per],
+                                                       x.shape), batch)
+
+
+def make_loss_fn(config, shapes: pipeline.BatchShapes, mesh):
+  """loss(params, batch, concept_table, negated_table) -> (scalar, parts) over the mesh."""
+  lc = config.loss
+  normalize = bool(lc.normalize)
+  slope = float(config.model.leaky_relu_slope)
+  b = shapes.pairs_per_shard
+  u = shapes.positive_slots
+
+  def local(params, batch, concept_table, negated_table):
+    batch = jax.tree.map(lambda x: x[0], batch)      # this device's shard
+    g = model_lib.graph_attention(params, batch["graph"], concept_table, negated_table,
+                                  shapes.receivers, shapes.num_types, slope)
+    t = model_lib.project_text(params, batch["text"])
+    if normalize:
+      g, t = model_lib.l2_normalize(g), model_lib.l2_normalize(t)
+    occ = g[batch["occ_slot"]]                                   # [b, M, d]
+    w = batch["occ_mask"].astype(jnp.float32)
+    c_mean = jnp.einsum("bm,bmd->bd", w, occ) / jnp.maximum(w.sum(1), 1.0)[:, None]
+    texts = jax.lax.all_gather(t, AXIS, tiled=True)
+    text_mask = jax.lax.all_gather(batch["pair_mask"], AXIS, tiled=True)
+    first = jax.lax.axis_index(AXIS) * b
+    a = losses_lib.alignment_terms(c_mean, batch["pair_mask"], batch["rho"], texts,
+                                   text_mask, first, lc.margin)
+    r = losses_lib.relational_terms(g[batch["rel_head"]], g[batch["rel_tail"]],
+                                    g[batch["rel_corrupt"]], batch["rel_mask"],
+                                    lc.relational_margin)
+    negated_rows = g[u + jnp.arange(shapes.negated_slots)]
+    n = losses_lib.negation_terms(g[batch["neg_pos_slot"]], negated_rows, batch["neg_mask"],
+                                  lc.negation_delta)
+    sums = jax.lax.psum(jnp.stack([a[0], r[0], n[0]]), AXIS)
+    counts = jax.lax.psum(jnp.stack([a[1], r[1], n[1]]), AXIS)
+    parts = sums / jnp.maximum(counts, 1.0)
+    weights = jnp.asarray([lc.align_weight, lc.relational_weight, lc.negation_weight])
+    return jnp.sum(weights * parts), parts
+
+  return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(AXIS), P(), P()),
+                       out_specs=(P(), P()))
+
+
+def make_train_step(config, shapes, mesh, optimizer):
+  loss_fn = make_loss_fn(config, shapes, mesh)
+
+  def train_step(state, batch, concept_table, negated_table):
+    COMPILATIONS["train_step"] += 1
+    (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"], batch, concept_table, negated_table)
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    new_state = {"params": optax.apply_updates(state["params"], updates),
+                 "opt_state": opt_state, "step": state["step"] + 1}
+    metrics = {"loss": loss, "align": parts[0], "relational": parts[1], "negation": parts[2]}
+    return new_state, metrics
+
+  return jax.jit(train_step, donate_argnums=0)
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  return optax.adam(config.train.learning_rate)
+
+
+class Trainer:
+  """Everything a run needs, built once from the config: data, teachers, graph, step."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, devices=None):
+    self.config = config
+    self.workdir = os.path.abspath(workdir)
+    os.makedirs(self.workdir, exist_ok=True)
+    self.dataset = prepare_dataset(config)
+    ds = self.dataset
+    logging.info("dataset %s: %d concepts, %d relation types %s, %d edges, %d pairs "
+                 "(train %d, valid %d, test %d)", ds.root, ds.num_concepts,
+                 len(ds.relation_types), list(ds.relation_types), len(ds.edge_head),
+                 ds.num_pairs, len(ds.split_indices("train")), len(ds.split_indices("valid")),
+                 len(ds.split_indices("test")))
+    self.teacher1 = ensure_teacher(config.teacher1, ds, self.workdir)
+    self.teacher2 = ensure_teacher(config.teacher2, ds, self.workdir)
+    self.table = graph_lib.NeighbourTable.from_dataset(ds, config.graph.symmetric)
+    self.lists = pipeline.PairLists(ds, config.data.max_concepts_per_pair)
+    self.mesh = make_mesh(devices)
+    self.shapes = pipeline.batch_shapes(
+        self.lists, config.train.batch_size, self.mesh.size, len(ds.relation_types),
+        config.graph.fanout, config.loss.relational_edges, config.graph.max_nodes)
+    logging.info("batch shapes: %s", self.shapes)
+    self.builder = pipeline.BatchBuilder(self.lists, self.table, self.teacher1.text,
+                                         self.shapes, config.train.seed)
+    replicated = NamedSharding(self.mesh, P())
+    self.concept_table = jax.device_put(np.asarray(self.teacher2.concepts), replicated)
+    self.negated_table = jax.device_put(np.asarray(self.teacher2.negated), replicated)
+    self.dim = int(config.model.dim or self.teacher1.dim)
+    self.optimizer = make_optimizer(config)
+    self.train_step = make_train_step(config, self.shapes, self.mesh, self.optimizer)
+
+  def init_state(self) -> dict:
+    params = model_lib.init_params(
+        jax.random.PRNGKey(self.config.train.seed), self.teacher1.dim, self.teacher2.dim,
+        self.dim, len(self.dataset.relation_types), self.config.model.init,
+        self.config.model.init_scale)
+    state = {"params": params, "opt_state": self.optimizer.init(params),
+             "step": jnp.zeros((), jnp.int32)}
+    return jax.device_put(state, NamedSharding(self.mesh, P()))
+
+
+def _write_json(path: str, obj: Any) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1)
+  os.replace(tmp, path)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict:
+  """Runs (or resumes) the two-stage training; returns a summary dict."""
+  trainer = Trainer(config, workdir, devices)
+  workdir = trainer.workdir
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=1))
+  tc = config.train
+  mgr = ckpt_lib.manager(workdir, tc.keep_checkpoints)
+  state = trainer.init_state()
+  restored, progress = ckpt_lib.restore_latest(mgr, {**state, "added": trainer.lists.added})
+  if restored is not None:
+    trainer.lists.added[:] = restored.pop("added")
+    state = jax.device_put(restored, NamedSharding(trainer.mesh, P()))
+    logging.info("resumed from step %d (stage %d, epoch %d, batch %d)", progress["step"],
+                 progress["stage"], progress["epoch"], progress["batch"])
+  else:
+    progress = {"stage": 1, "epoch": 0, "batch": 0, "step": 0, "seed": tc.seed,
+                "recovered": False}
+
+  def save():
+    ckpt_lib.save(mgr, progress["step"], {**state, "added": trainer.lists.added}, progress)
+
+  train_idx = trainer.dataset.split_indices("train")
+  if len(train_idx) == 0:
+    raise ValueError(f"{trainer.dataset.root}/pairs.parquet: no pair has split 'train'")
+  epochs = {1: tc.stage1_epochs, 2: tc.stage2_epochs}
+  log_path = os.path.join(workdir, "train_log.jsonl")
+  batches_per_epoch = -(-len(train_idx) // tc.batch_size)
+  summary = {"workdir": workdir, "compilations": {}}
+  while progress["stage"] <= 2:
+    stage = progress["stage"]
+    if stage == 2 and not progress["recovered"]:
+      t0 = time.time()
+      added, info = recovery_lib.recover(
+          state["params"], trainer.lists, trainer.teacher1.text, trainer.table,
+          trainer.concept_table, trainer.negated_table, config, train_idx)
+      info["seconds"] = time.time() - t0
+      trainer.lists.added[:] = added
+      progress["recovered"] = True
+      _write_json(os.path.join(workdir, "recovery.json"), info)
+      summary["recovery"] = info
+      save()
+    compiled_before = COMPILATIONS["train_step"]
+    while progress["epoch"] < epochs[stage]:
+      order = pipeline.epoch_order(train_idx, tc.seed, stage, progress["epoch"])
+      window, t_window = [], time.time()
+      for bi, batch in pipeline.iterate_batches(trainer.builder, order, progress["batch"],
+                                                progress["step"], tc.prefetch):
+        state, metrics = trainer.train_step(state, shard_batch(batch, trainer.mesh),
+                                            trainer.concept_table, trainer.negated_table)
+        progress["step"] += 1
+        progress["batch"] = bi + 1
+        window.append(metrics)
+        last_of_epoch = bi + 1 == batches_per_epoch
+        if progress["step"] % tc.log_every == 0 or last_of_epoch:
+          vals = jax.device_get(window)
+          mean = {k: float(np.mean([v[k] for v in vals])) for k in vals[0]}
+          rate = len(window) * tc.batch_size / max(time.time() - t_window, 1e-9)
+          record = {"stage": stage, "epoch": progress["epoch"], "step": progress["step"],
+                    **mean, "pairs_per_s": rate}
+          with open(log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+          logging.info("stage %d epoch %d batch %d/%d step %d | loss %.4f (align %.4f, "
+                       "relational %.4f, negation %.4f) | %.0f pairs/s", stage,
+                       progress["epoch"], bi + 1, batches_per_epoch, progress["step"],
+                       mean["loss"], mean["align"], mean["relational"], mean["negation"],
+                       rate)
+          window, t_window = [], time.time()
+        if tc.checkpoint_every and progress["step"] % tc.checkpoint_every == 0:
+          save()
+        if tc.stop_after_steps and progress["step"] >= tc.stop_after_steps:
+          save()
+          logging.info("stopping after step %d (train.stop_after_steps)", progress["step"])
+          summary.update(stopped=True, step=progress["step"])
+          return summary
+      progress["epoch"] += 1
+      progress["batch"] = 0
+      save()
+    summary["compilations"][f"stage{stage}"] = COMPILATIONS["train_step"] - compiled_before
+    progress["stage"] += 1
+    progress["epoch"] = 0
+    progress["batch"] = 0
+    save()
+  summary.update(stopped=False, step=progress["step"],
+                 checkpoint=os.path.join(workdir, "checkpoints"))
+  _write_json(os.path.join(workdir, "train_summary.json"), summary)
+  logging.info("training done: %d steps; checkpoints in %s", progress["step"],
+               summary["checkpoint"])
+  return summary
+
+
+def final_params(workdir: str, config=None):
+  """Parameters of the latest checkpoint of a run (for evaluation and the API)."""
+  from line_jax.api import LineModel
+  return LineModel.load(workdir, config).params
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config()).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory (checkpoints, cache, report).")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize().")
+
+
+def main(argv):
+  del argv
+  logs.setup()
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()
+  config = _CONFIG.value
+  summary = train(config, _WORKDIR.value)
+  if config.train.evaluate and not summary.get("stopped"):
+    from line_jax import evaluate
+    from line_jax.api import LineModel
+    report = evaluate.run_evaluation(LineModel.load(_WORKDIR.value), _WORKDIR.value)
+    summary["report"] = report if isinstance(report, str) else os.path.join(
+        os.path.abspath(_WORKDIR.value), "report.md")
+  print(json.dumps({k: v for k, v in summary.items() if k != "recovery"}, indent=1))
+  print(f"checkpoints: {summary.get('checkpoint')}")
+  if "report" in summary:
+    print(f"report: {summary['report']}")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)
