@@ -1,0 +1,299 @@
+"""report.md from the metrics dictionary, with the tables laid out as in the paper.
+
+Arrows follow the paper's tables: a LINE value that is better than the value of BOTH
+teachers gets "↓" where lower is better (mean rank, the text-minus-proxy gap, the geometry
+losses) and "↑" where higher is better (everything else). Teacher and baseline rows carry
+no arrows.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Mapping, Optional, Sequence
+
+TEACHERS = ("teacher1", "teacher2")
+LINE = "line"
+MAPS = ("map_t2_to_t1", "map_t1_to_t2")
+CLASS_METRICS = (("precision", "Precision"), ("recall", "Recall"), ("f1", "F1"),
+                 ("accuracy", "Accuracy"))
+
+PLOT_FILES = {
+    "ranks": "rank_histogram.png",
+    "roc": "roc_curves.png",
+    "recovery": "recovery_precision_recall.png",
+    "loss": "loss_curves.png",
+}
+
+
+def fmt(value: Optional[float], digits: int = 3) -> str:
+  """A number with fixed decimals; "–" for missing or NaN."""
+  if value is None or (isinstance(value, float) and math.isnan(value)):
+    return "–"
+  return f"{value:.{digits}f}"
+
+
+def improvement_arrow(value: Optional[float], teacher_values: Sequence[Optional[float]],
+                      lower_is_better: bool, magnitude: bool = False) -> str:
+  """"↓"/"↑" when `value` beats every teacher value strictly, else "".
+
+  Args:
+    value: the LINE value.
+    teacher_values: the teachers' values; a missing one means no arrow.
+    lower_is_better: the metric's direction; also picks the arrow.
+    magnitude: compare absolute values (for signed gaps).
+  """
+  def usable(v):
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+  if not usable(value) or not teacher_values or not all(usable(v) for v in teacher_values):
+    return ""
+  key = abs if magnitude else (lambda v: v)
+  if lower_is_better:
+    better = all(key(value) < key(v) for v in teacher_values)
+  else:
+    better = all(key(value) > key(v) for v in teacher_values)
+  return ("↓" if lower_is_better else "↑") if better else ""
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(r) + " |" for r in rows]
+  return lines
+
+
+def _line_group_row(width: int) -> List[str]:
+  return ["**LINE**"] + [""] * (width - 1)
+
+
+def _alignment_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
+  a = m["alignment"]
+  k = a["top_k"]
+  res = a["results"]
+  cols = (("mean_rank", True), ("mean_reciprocal_rank", False), (f"top{k}_accuracy", False))
+  header = ["Models / Metric", "Mean Rank ↓", "Mean Reverse Rank ↑", f"Top{k}@Acc ↑"]
+  out = ["## Table 1: alignment of concept lists and texts (section 3.2)", "",
+         f"For each positive (concept list, text) pair of the {m['split']} split, "
+         f"{a['num_negatives']} other texts of the split replace the text to form negative "
+         "pairs; the cosine between the mean concept embedding and the text embedding ranks "
+         "the positive among them (rank = 1 + number of negatives scoring strictly higher). "
+         f"{a['num_positives']} positive pairs, a pool of {a['pool_size']} texts."]
+  if a["used_all_other_texts"]:
+    out.append(f"The split has only {a['pool_size'] - 1} other texts, so every other text "
+               f"is a negative (fewer than the paper's 100).")
+  out.append("")
+
+  def row(key, arrows):
+    r = res[key]
+    cells = [labels[key]]
+    for name, lower in cols:
+      arrow = improvement_arrow(r[name], [res[t][name] for t in TEACHERS if t in res],
+                                lower) if arrows else ""
+      cells.append(fmt(r[name]) + arrow)
+    return cells
+
+  rows = [row(t, False) for t in TEACHERS if t in res]
+  if LINE in res:
+    rows += [_line_group_row(len(header)), row(LINE, True)]
+  out += _table(header, rows) + [""]
+  maps = [k2 for k2 in MAPS if k2 in res]
+  if maps:
+    out += ["### Table A2: further results for Table 1 (appendix A.4)", "",
+            "Least-squares affine maps fitted on the train split from the mean teacher-2 "
+            "concept embedding to the teacher-1 text embedding of each pair "
+            f"({labels['map_t2_to_t1']}: lists mapped into teacher 1's space, texts as "
+            f"teacher 1 embeds them) and the reverse ({labels['map_t1_to_t2']}: texts "
+            "mapped into teacher 2's space, lists as teacher 2 embeds them).", ""]
+    rows = [row(k2, False) for k2 in maps]
+    if LINE in res:
+      rows += [_line_group_row(len(header)), row(LINE, False)]
+    out += _table(header, rows) + [""]
+  out += [f"![rank histograms]({PLOT_FILES['ranks']})", ""]
+  return out
+
+
+def _relations_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
+  r = m["relations"]
+  out = ["## Table 2: AUC for detecting related pairs vs random pairs (section 3.3.1)", ""]
+  classes = r["classes"]
+  if not classes:
+    return out + ["No held-out relations in this dataset "
+                  "(heldout_relations.parquet missing or empty).", ""]
+  leak = r["leak_check"]
+  out += [f"Held-out edges ({leak['heldout_edges']}) are absent from the training graph "
+          f"(checked in both directions: {leak['in_training_graph']} found). Each related "
+          "pair is matched by one random pair " +
+          ("whose head and tail are drawn from the groups of the related pair's head and "
+           "tail" if r["group_matched"] else "drawn uniformly (the dataset has no groups)") +
+          "; random pairs that are known edges or self-pairs are redrawn. Cosine of the "
+          "concept embeddings (teachers: their concept-name embeddings; LINE: G).", ""]
+  header = ["Models / Relation"] + [c["relation"] for c in classes]
+  model_keys = [k for k in TEACHERS + (LINE,) if k in classes[0]["auc"]]
+
+  def row(key, arrows):
+    cells = [labels[key]]
+    for c in classes:
+      auc = c["auc"][key]
+      arrow = improvement_arrow(auc, [c["auc"][t] for t in TEACHERS if t in c["auc"]],
+                                False) if arrows else ""
+      cells.append(fmt(auc) + arrow)
+    return cells
+
+  rows = [row(k, False) for k in model_keys if k != LINE]
+  if LINE in model_keys:
+    rows += [_line_group_row(len(header)), row(LINE, True)]
+  rows.append(["# relation pairs"] + [str(c["count"]) for c in classes])
+  out += _table(header, rows) + ["", f"![ROC curves]({PLOT_FILES['roc']})", ""]
+  return out
+
+
+def _classification_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
+  c = m["classification"]
+  out = ["## Table 4: classifying texts and their concept-list proxies (section 3.3.3)", ""]
+  if "skipped" in c:
+    return out + [f"Skipped: {c['skipped']}", ""]
+  probe = c["probe"]
+  out += [f"Task: predict the pair's `label` ({c['num_classes']} classes, "
+          f"{c['num_examples']} pairs of the {m['split']} split: " +
+          ", ".join(f"{k} {v}" for k, v in c["class_counts"].items()) + "). "
+          f"Multinomial logistic regression (Adam, lr {probe['learning_rate']:g}, at most "
+          f"{probe['max_epochs']} full-batch epochs, early stopping: "
+          f"{probe['early_stopping']}" +
+          (f" < {probe['tol']:g}" if probe["early_stopping"] == "loss_change" else
+           f", patience {probe['patience']}") +
+          f"; features {'standardised per fold' if probe['standardize'] else 'raw'}), "
+          f"{c['folds']}-fold stratified cross-validation, macro precision/recall/F1 and "
+          "accuracy averaged over folds. \"Concept\" = the mean embedding of the pair's "
+          "concept list (the proxy), \"Sentence\" = the text embedding.", ""]
+  res = c["results"]
+  header = ["Model"] + [f"Concept {n}" for _, n in CLASS_METRICS] + \
+      [f"Sentence {n}" for _, n in CLASS_METRICS]
+
+  def row(key, arrows):
+    cells = [labels[key]]
+    for form in ("concept", "sentence"):
+      for name, _ in CLASS_METRICS:
+        v = res[key][form][name]
+        arrow = improvement_arrow(v, [res[t][form][name] for t in TEACHERS if t in res],
+                                  False) if arrows else ""
+        cells.append(fmt(v) + arrow)
+    return cells
+
+  rows = [row(t, False) for t in TEACHERS if t in res]
+  if LINE in res:
+    rows += [_line_group_row(len(header)), row(LINE, True)]
+  out += _table(header, rows) + [""]
+
+  out += ["### Table 5: text-minus-proxy difference (from Table 4)", "",
+          "Sentence score minus concept-list score; a LINE difference smaller in magnitude "
+          "than both teachers' is marked \"↓\".", ""]
+  gap_header = ["Model"] + [n for _, n in CLASS_METRICS]
+
+  def gap_row(key, arrows):
+    cells = [labels[key]]
+    for name, _ in CLASS_METRICS:
+      v = res[key]["gap"][name]
+      arrow = improvement_arrow(v, [res[t]["gap"][name] for t in TEACHERS if t in res],
+                                True, magnitude=True) if arrows else ""
+      cells.append(fmt(v) + arrow)
+    return cells
+
+  rows = [gap_row(t, False) for t in TEACHERS if t in res]
+  if LINE in res:
+    rows += [_line_group_row(len(gap_header)), gap_row(LINE, True)]
+  out += _table(gap_header, rows) + [""]
+
+  maps = [k for k in MAPS if k in res]
+  if maps:
+    out += ["### Table A3: further results for Table 4 (appendix A.4)", "",
+            "The linear-map baselines of Table A2: each row uses that space's text and "
+            "concept-list embeddings. Last columns: the text-minus-proxy F1 difference.", ""]
+    header_a3 = header + ["F1 difference"]
+    rows = [row(k, False) + [fmt(res[k]["gap"]["f1"])] for k in maps]
+    if LINE in res:
+      rows += [_line_group_row(len(header_a3)),
+               row(LINE, False) + [fmt(res[LINE]["gap"]["f1"])]]
+    out += _table(header_a3, rows) + [""]
+  return out
+
+
+def _recovery_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
+  r = m["recovery"]
+  out = ["## Residual recovery on the synthetic vignettes (section 2.4, appendix A.2)", ""]
+  if "skipped" in r:
+    return out + [f"Skipped: {r['skipped']}", ""]
+  out += [f"{r['num_pairs']} synthetic pairs of the {m['split']} split; "
+          f"{r['num_missing']} true concepts are missing from their extracted lists. For "
+          "each pair the residual e = text - mean(concepts) is searched against the concept "
+          "dictionary; the best candidate not already in the list is recovered when its "
+          "cosine reaches the threshold, and is correct when it is one of the missing true "
+          "concepts. Precision = correct / recovered, recall = correct / missing. "
+          f"Training uses threshold {fmt(r['training_threshold'], 2)}.", ""]
+  keys = [k for k in (LINE,) + TEACHERS if k in r["results"]]
+  header = ["Threshold"]
+  for k in keys:
+    header += [f"{labels[k]} recovered", f"{labels[k]} correct", f"{labels[k]} precision",
+               f"{labels[k]} recall"]
+  rows = []
+  for i, tau in enumerate(r["thresholds"]):
+    cells = [fmt(tau, 2)]
+    for k in keys:
+      curve = r["results"][k]
+      cells += [str(curve["recovered"][i]), str(curve["correct"][i]),
+                fmt(curve["precision"][i]), fmt(curve["recall"][i])]
+    rows.append(cells)
+  out += _table(header, rows) + ["", f"![recovery]({PLOT_FILES['recovery']})", ""]
+  return out
+
+
+def _geometry_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
+  g = m["geometry"]
+  res = g["results"]
+  out = ["## Embedding-space diagnostics (alignment and uniformity, seed 003)", "",
+         "Alignment = mean ||t̂ - ĉ||² over the positive (text, concept-list proxy) pairs of "
+         "the split (L2-normalised); uniformity = log mean exp(-2||x̂ - ŷ||²) over pairs of "
+         f"texts, resp. of dictionary concepts (at most {g['max_points']} points, seeded). "
+         "Lower is better for all three.", ""]
+  cols = (("alignment", "Alignment ↓"), ("uniformity_text", "Uniformity (texts) ↓"),
+          ("uniformity_concepts", "Uniformity (concepts) ↓"))
+  header = ["Space"] + [n for _, n in cols]
+
+  def row(key, arrows):
+    cells = [labels[key]]
+    for name, _ in cols:
+      arrow = improvement_arrow(res[key][name], [res[t][name] for t in TEACHERS if t in res],
+                                True) if arrows else ""
+      cells.append(fmt(res[key][name]) + arrow)
+    return cells
+
+  rows = [row(t, False) for t in TEACHERS if t in res]
+  rows += [row(k, False) for k in MAPS if k in res]
+  if LINE in res:
+    rows += [_line_group_row(len(header)), row(LINE, True)]
+  return out + _table(header, rows) + [""]
+
+
+def render_report(m: Mapping) -> str:
+  """The whole report.md text for a metrics dictionary built by `line_jax.evaluate`."""
+  labels: Dict[str, str] = dict(m["models"])
+  out = [f"# LINE evaluation: {m['split']} split", "",
+         f"Dataset `{m['dataset']}`; {m['num_pairs_evaluated']} of the "
+         f"{m['num_pairs_in_split']} pairs of the split evaluated; seed {m['seed']}. "
+         f"Teacher 1 (text encoder): {labels['teacher1']}; teacher 2 (concept encoder): "
+         f"{labels['teacher2']}; LINE: {labels[LINE]} (F on teacher-1 texts, G on "
+         "teacher-2 concepts). Teacher rows use the raw teacher embeddings of both the text "
+         "and the concept names (negated occurrences use the negated form's embedding). "
+         "Arrows mark LINE values better than both teachers (↓ lower is better, "
+         "↑ higher is better).", ""]
+  if m.get("notes"):
+    out += ["Notes:", ""] + [f"- {n}" for n in m["notes"]] + [""]
+  out += _alignment_section(m, labels)
+  out += _relations_section(m, labels)
+  out += _classification_section(m, labels)
+  out += _recovery_section(m, labels)
+  out += _geometry_section(m, labels)
+  out += ["## Training loss curves", ""]
+  if m.get("training_log"):
+    out += [f"{m['training_log']['records']} records of `train_log.jsonl`.", "",
+            f"![loss curves]({PLOT_FILES['loss']})", ""]
+  else:
+    out += ["No `train_log.jsonl` in the work dir.", ""]
+  return "\n".join(out)
