@@ -9,12 +9,13 @@ Every concept that enters G brings a static neighbourhood: for each of the K rel
   edges, grouped by segment s = r*K + k (sorted), F+1 per segment: the self loop first,
                             then the F neighbour slots of type k.
 
-Sampling is counter-based: the slot (concept, type, f) at a given step draws from a hash of
-(seed, step, concept, type, f), so a concept gets the same neighbours whichever batch shard
-or device it lands on. Where a concept has more than F neighbours of a type, F of them are
-taken by stratified sampling over the neighbour list (each neighbour has probability F/deg,
-never twice); with `deterministic=True` the strata midpoints are used (evenly spaced
-neighbours; used to project the whole dictionary for recovery and evaluation).
+Sampling is counter-based: (concept, type) at a given step draws from a hash of
+(seed, step, concept, type), so a concept gets the same neighbours whichever batch shard or
+device it lands on. Where a concept has more than F neighbours of a type, F of them are taken
+by systematic sampling over the neighbour list: a uniform start s in [0, deg) and positions
+floor(s + f * deg / F) mod deg, so each neighbour has probability exactly F/deg and none is
+taken twice; with `deterministic=True` the start is fixed (evenly spaced neighbours; used to
+project the whole dictionary for recovery and evaluation).
 """
 
 from __future__ import annotations
@@ -124,12 +125,13 @@ def sample_neighbours(table: NeighbourTable, concepts: np.ndarray, fanout: int,
   deg = table.offsets[seg + 1] - start
   f = np.arange(fanout)[None, None, :]
   if deterministic:
-    u = np.full((n, k_types, fanout), 0.5)
+    u = np.full((n, k_types, 1), 0.5 / max(fanout, 1))
   else:
-    u = hash_uniform(seed, step, concepts[:, None, None], np.arange(k_types)[None, :, None], f)
+    u = hash_uniform(seed, step, concepts[:, None], np.arange(k_types)[None, :])[:, :, None]
   deg3 = deg[:, :, None]
-  # deg <= F: take all, in order. deg > F: one neighbour from each of F equal strata.
-  pos = np.where(deg3 <= fanout, f, np.floor((f + u) * deg3 / fanout).astype(np.int64))
+  # deg <= F: take all, in order. deg > F: systematic sample from a random start.
+  spread = np.floor(u * deg3 + f * deg3 / fanout).astype(np.int64) % np.maximum(deg3, 1)
+  pos = np.where(deg3 <= fanout, f, spread)
   mask = f < deg3
   idx = np.where(mask, start[:, :, None] + np.minimum(pos, np.maximum(deg3 - 1, 0)), 0)
   ids = table.neighbours[idx] if len(table.neighbours) else np.zeros(idx.shape, np.int32)

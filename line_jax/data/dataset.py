@@ -172,7 +172,7 @@ def load_dataset(root: str, relations: Optional[Sequence[str]] = None,
     dup = uniq[counts > 1][0]
     rows = np.flatnonzero(concept_ids.astype(str) == dup)
     raise data_error(cpath, int(rows[1]), "concept_id",
-                     f"duplicate id {dup!r} (first at row {int(rows[0])})")
+                     f"duplicate id {str(dup)!r} (first at row {int(rows[0])})")
   names = np.asarray(ct.column("name").to_pylist(), dtype=object)
   empty = np.array([not n.strip() for n in names], bool)
   if empty.any():

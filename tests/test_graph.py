@@ -1,0 +1,82 @@
+"""Neighbour tables and sampling."""
+
+from absl.testing import absltest, parameterized
+import numpy as np
+
+from line_jax import graph as graph_lib
+
+
+class GraphTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    # concept 0 has 10 type-0 neighbours, 2 type-1; edge 3-4 given twice; a self edge;
+    # concept 13 has no edge.
+    heads = [0] * 10 + [0, 0, 3, 4, 5]
+    tails = list(range(1, 11)) + [11, 12, 4, 3, 5]
+    types = [0] * 10 + [1, 1, 1, 1, 0]
+    self.table = graph_lib.NeighbourTable.build(np.array(heads), np.array(tails),
+                                                np.array(types), 14, 2, symmetric=True)
+
+  def test_degrees_symmetric_deduplicated_no_self(self):
+    deg = self.table.degree(np.array([0, 1, 3, 4, 5, 13]))
+    np.testing.assert_array_equal(deg, [[10, 2], [1, 0], [1, 1], [1, 1], [1, 0], [0, 0]])
+
+  @parameterized.parameters(0, 1, 2, 3)
+  def test_sampling_no_duplicates_masks_and_membership(self, step):
+    ids, mask = graph_lib.sample_neighbours(self.table, np.array([0, 3, 13]), 4, seed=7,
+                                            step=step)
+    self.assertEqual(ids.shape, (3, 2, 4))
+    np.testing.assert_array_equal(mask.sum(-1), [[4, 2], [1, 1], [0, 0]])
+    chosen = ids[0, 0][mask[0, 0]]
+    self.assertLen(set(chosen.tolist()), 4)
+    self.assertTrue(set(chosen.tolist()) <= set(range(1, 11)))
+    self.assertEqual(ids[1, 1, 0], 4)
+
+  def test_sampling_is_counter_based(self):
+    a = graph_lib.sample_neighbours(self.table, np.array([0, 3]), 4, seed=1, step=5)[0]
+    b = graph_lib.sample_neighbours(self.table, np.array([3, 0, 0]), 4, seed=1, step=5)[0]
+    np.testing.assert_array_equal(a[0], b[1])
+    np.testing.assert_array_equal(a[0], b[2])
+    c = graph_lib.sample_neighbours(self.table, np.array([0]), 4, seed=1, step=6)[0]
+    self.assertFalse(np.array_equal(a[0], c[0]))   # a new step draws anew
+
+  def test_sampling_is_uniform_over_neighbours(self):
+    counts = np.zeros(14)
+    for step in range(2000):
+      ids, mask = graph_lib.sample_neighbours(self.table, np.array([0]), 4, seed=0, step=step)
+      np.add.at(counts, ids[0, 0][mask[0, 0]], 1)
+    freq = counts[1:11] / 2000
+    np.testing.assert_allclose(freq, 0.4, atol=0.05)   # F / deg = 4 / 10
+
+  def test_deterministic_mode(self):
+    a = graph_lib.sample_neighbours(self.table, np.array([0]), 4, deterministic=True)
+    b = graph_lib.sample_neighbours(self.table, np.array([0]), 4, seed=9, step=9,
+                                    deterministic=True)
+    np.testing.assert_array_equal(a[0], b[0])
+
+  def test_build_graph_layout(self):
+    ids, mask = graph_lib.sample_neighbours(self.table, np.array([0, 3]), 3, seed=0)
+    g = graph_lib.build_graph(np.array([0, 3]), np.array([False, True]), ids, mask)
+    num_edges = 2 * 2 * 4
+    self.assertEqual(g.senders.shape, (num_edges,))
+    self.assertEqual(g.nodes["row"].shape, (2 + 2 * 2 * 3,))
+    segments = g.receivers * 2 + g.edges["type"]
+    self.assertTrue((np.diff(segments) >= 0).all())              # sorted for segment ops
+    self.assertTrue(g.edges["mask"][::4].all())                  # self loops never masked
+    np.testing.assert_array_equal(g.senders[::4], g.receivers[::4])
+    np.testing.assert_array_equal(g.nodes["row"][g.senders[1:4]], ids[0, 0])
+
+  def test_contains_and_any_neighbour(self):
+    np.testing.assert_array_equal(
+        self.table.contains(np.array([0, 0, 3, 1]), np.array([5, 12, 4, 2])),
+        [True, True, True, False])
+    nb = self.table.any_neighbour(np.array([0, 13, 3, 3]), np.array([0.99, 0.5, 0.0, 0.9]))
+    self.assertIn(nb[0], range(1, 13))
+    self.assertEqual(nb[1], -1)
+    self.assertEqual(nb[2], 0)     # type 0 first
+    self.assertEqual(nb[3], 4)     # then type 1
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,98 @@
+"""Losses against plain numpy references on random inputs, plus finite-difference gradients."""
+
+from absl.testing import absltest, parameterized
+import jax
+import jax.numpy as jnp
+from jax import test_util as jtu
+import numpy as np
+
+from line_jax import losses
+
+
+def np_alignment(c, t, rho, mask, margin):
+  total, count = 0.0, 0
+  for i in range(len(c)):
+    if not mask[i]:
+      continue
+    pos = np.sum((t[i] - c[i]) ** 2)
+    for j in range(len(t)):
+      if j == i or not mask[j]:
+        continue
+      neg = np.sum((t[j] - c[i]) ** 2)
+      total += rho[i] * max(0.0, margin + pos - neg)
+      count += 1
+  return total, count
+
+
+def np_cos(a, b):
+  return np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+class LossTest(parameterized.TestCase):
+
+  @parameterized.parameters((8, 5, 0.1), (16, 12, 1.0), (3, 4, 0.5))
+  def test_alignment_matches_numpy(self, n, d, margin):
+    rng = np.random.default_rng(n)
+    c, t = rng.normal(size=(n, d)), rng.normal(size=(n, d))
+    rho = rng.uniform(0.1, 1.0, n)
+    mask = rng.random(n) > 0.2
+    s, k = losses.alignment_terms(jnp.asarray(c, jnp.float32), jnp.asarray(mask),
+                                  jnp.asarray(rho, jnp.float32), jnp.asarray(t, jnp.float32),
+                                  jnp.asarray(mask), 0, margin)
+    ref_s, ref_k = np_alignment(c, t, rho, mask, margin)
+    self.assertEqual(int(k), ref_k)
+    np.testing.assert_allclose(float(s), ref_s, rtol=2e-5, atol=1e-5)
+
+  def test_alignment_local_rows_of_a_global_batch(self):
+    # The rows of shard 1 of 2 against the global texts give that shard's part of the sum.
+    rng = np.random.default_rng(0)
+    c, t = rng.normal(size=(8, 4)), rng.normal(size=(8, 4))
+    rho, mask = np.ones(8), np.ones(8, bool)
+    full = np_alignment(c, t, rho, mask, 0.3)
+    parts = [losses.alignment_terms(jnp.asarray(c[s:s + 4], jnp.float32), jnp.ones(4, bool),
+                                    jnp.ones(4), jnp.asarray(t, jnp.float32), jnp.ones(8, bool),
+                                    s, 0.3) for s in (0, 4)]
+    np.testing.assert_allclose(sum(float(p[0]) for p in parts), full[0], rtol=1e-5)
+    self.assertEqual(sum(int(p[1]) for p in parts), full[1])
+
+  def test_relational_matches_numpy(self):
+    rng = np.random.default_rng(1)
+    h, t, c = (rng.normal(size=(10, 6)) for _ in range(3))
+    mask = rng.random(10) > 0.3
+    s, k = losses.relational_terms(*(jnp.asarray(x, jnp.float32) for x in (h, t, c)),
+                                   jnp.asarray(mask), 0.2)
+    ref = np.maximum(0, 0.2 - np_cos(h, t) + np_cos(h, c))[mask]
+    np.testing.assert_allclose(float(s), ref.sum(), rtol=1e-5)
+    self.assertEqual(int(k), mask.sum())
+
+  @parameterized.parameters(0.1, 0.3, 0.5)
+  def test_negation_matches_numpy(self, delta):
+    rng = np.random.default_rng(2)
+    p, n = rng.normal(size=(7, 5)), rng.normal(size=(7, 5))
+    mask = np.array([1, 1, 0, 1, 1, 1, 0], bool)
+    s, k = losses.negation_terms(jnp.asarray(p, jnp.float32), jnp.asarray(n, jnp.float32),
+                                 jnp.asarray(mask), delta)
+    x = delta - np_cos(p, n)
+    ref = -np.log(np.exp(x) / (1 + np.exp(x)))   # the paper's A.1 form
+    np.testing.assert_allclose(float(s), ref[mask].sum(), rtol=1e-5)
+    self.assertEqual(int(k), 5)
+
+  def test_finite_difference_gradients(self):
+    rng = np.random.default_rng(3)
+    c, t = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    h, tl, cr = (rng.normal(size=(5, 4)) for _ in range(3))
+    m6, m5 = jnp.ones(6, bool), jnp.ones(5, bool)
+
+    def total(c, t, h, tl, cr):
+      a = losses.alignment_terms(c, m6, jnp.linspace(0.2, 1.0, 6), t, m6, 0, 2.0)[0]
+      r = losses.relational_terms(h, tl, cr, m5, 0.5)[0]
+      n = losses.negation_terms(h, tl, m5, 0.3)[0]
+      return a + r + n
+
+    with jax.enable_x64(True):
+      args = tuple(jnp.asarray(x, jnp.float64) for x in (c, t, h, tl, cr))
+      jtu.check_grads(total, args, order=1, modes=["rev"], atol=1e-5, rtol=1e-5, eps=1e-6)
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,127 @@
+"""F and G against a plain numpy reference (loops over receivers, types and neighbours)."""
+
+from absl.testing import absltest, parameterized
+import jax
+import jax.numpy as jnp
+from jax import test_util as jtu
+import numpy as np
+
+from line_jax import graph as graph_lib
+from line_jax import model
+
+
+def leaky(x, slope):
+  return np.where(x > 0, x, slope * x)
+
+
+def reference_g(params, concepts, negated_table, table, receivers, recv_neg, ids, mask, slope):
+  """Per receiver r and type k: softmax over {self} + masked neighbours, heads averaged."""
+  w = np.asarray(params["concept_proj"]["w"], np.float64)
+  src = np.asarray(params["attention"]["src"], np.float64)
+  dst = np.asarray(params["attention"]["dst"], np.float64)
+  out = []
+  for r, c in enumerate(receivers):
+    x_self = (negated_table if recv_neg[r] else concepts)[c] @ w
+    heads = []
+    for k in range(ids.shape[1]):
+      members = [x_self] + [concepts[j] @ w for j, m in zip(ids[r, k], mask[r, k]) if m]
+      members = np.stack(members)
+      logits = leaky(dst[k] @ x_self + members @ src[k], slope)
+      alpha = np.exp(logits - logits.max())
+      alpha /= alpha.sum()
+      heads.append(alpha @ members)
+    g = np.mean(heads, axis=0)
+    if recv_neg[r]:
+      g = g @ np.asarray(params["negation_proj"]["w"]) + np.asarray(params["negation_proj"]["b"])
+    out.append(g)
+  return np.stack(out)
+
+
+def random_setup(seed, num_concepts=30, d_c=6, d=5, num_types=3, fanout=3, n_recv=7):
+  rng = np.random.default_rng(seed)
+  heads = rng.integers(0, num_concepts, 80)
+  tails = rng.integers(0, num_concepts, 80)
+  types = rng.integers(0, num_types, 80)
+  table = graph_lib.NeighbourTable.build(heads, tails, types, num_concepts, num_types)
+  concepts = rng.normal(size=(num_concepts, d_c)).astype(np.float32)
+  negated = rng.normal(size=(num_concepts, d_c)).astype(np.float32)
+  params = model.init_params(jax.random.PRNGKey(seed), 4, d_c, d, num_types, init="lecun")
+  params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.PRNGKey(seed + 1),
+                                                               p.shape), params)
+  receivers = rng.integers(0, num_concepts, n_recv)
+  recv_neg = rng.random(n_recv) < 0.4
+  ids, mask = graph_lib.sample_neighbours(table, receivers, fanout, seed=seed, step=3)
+  return params, concepts, negated, table, receivers, recv_neg, ids, mask
+
+
+class ModelTest(parameterized.TestCase):
+
+  @parameterized.parameters(0, 1, 2)
+  def test_graph_attention_matches_reference(self, seed):
+    params, concepts, negated, table, recv, recv_neg, ids, mask = random_setup(seed)
+    g = graph_lib.build_graph(recv, recv_neg, ids, mask)
+    out = model.graph_attention(params, g, jnp.asarray(concepts), jnp.asarray(negated),
+                                len(recv), table.num_types, 0.2)
+    ref = reference_g(params, concepts, negated, table, recv, recv_neg, ids, mask, 0.2)
+    self.assertEqual(out.shape, (len(recv), 5))
+    np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-4, atol=1e-5)
+
+  def test_heads_follow_the_data(self):
+    for num_types in (1, 4, 9):
+      params, concepts, negated, table, recv, recv_neg, ids, mask = random_setup(
+          0, num_types=num_types)
+      self.assertEqual(params["attention"]["src"].shape, (num_types, 5))
+      g = graph_lib.build_graph(recv, recv_neg, ids, mask)
+      out = model.graph_attention(params, g, jnp.asarray(concepts), jnp.asarray(negated),
+                                  len(recv), num_types)
+      self.assertTrue(np.isfinite(np.asarray(out)).all())
+
+  def test_masked_neighbours_do_not_matter(self):
+    params, concepts, negated, table, recv, recv_neg, ids, mask = random_setup(4)
+    g1 = graph_lib.build_graph(recv, recv_neg, ids, mask)
+    ids2 = np.where(mask, ids, (ids + 7) % concepts.shape[0])     # garbage in padded slots
+    g2 = graph_lib.build_graph(recv, recv_neg, ids2, mask)
+    f = lambda g: model.graph_attention(params, g, jnp.asarray(concepts), jnp.asarray(negated),
+                                        len(recv), table.num_types)
+    np.testing.assert_allclose(np.asarray(f(g1)), np.asarray(f(g2)), rtol=1e-6)
+
+  def test_concept_without_neighbours_is_its_projection(self):
+    params, concepts, negated, table, *_ = random_setup(5)
+    lonely = np.flatnonzero(~table.has_neighbours(np.arange(30)))
+    if not len(lonely):
+      lonely = np.array([0])
+      ids = np.zeros((1, table.num_types, 3), np.int32)
+      mask = np.zeros((1, table.num_types, 3), bool)
+    else:
+      ids, mask = graph_lib.sample_neighbours(table, lonely[:1], 3)
+    g = graph_lib.build_graph(lonely[:1], np.zeros(1, bool), ids, mask)
+    out = model.graph_attention(params, g, jnp.asarray(concepts), jnp.asarray(negated), 1,
+                                table.num_types)
+    np.testing.assert_allclose(np.asarray(out)[0],
+                               concepts[lonely[0]] @ np.asarray(params["concept_proj"]["w"]),
+                               rtol=1e-5, atol=1e-6)
+
+  def test_project_text_and_identity_init(self):
+    params = model.init_params(jax.random.PRNGKey(0), 8, 8, 8, 2, init="identity")
+    x = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(model.project_text(params, x)), x, rtol=1e-6)
+    params = model.init_params(jax.random.PRNGKey(0), 8, 6, 4, 2, init="identity")
+    self.assertEqual(model.project_text(params, x).shape, (3, 4))
+    self.assertEqual(params["concept_proj"]["w"].shape, (6, 4))
+
+  def test_gradients_finite_difference(self):
+    params, concepts, negated, table, recv, recv_neg, ids, mask = random_setup(6, n_recv=4)
+    g = graph_lib.build_graph(recv, recv_neg, ids, mask)
+    with jax.enable_x64(True):
+      p64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
+      c64, n64 = jnp.asarray(concepts, jnp.float64), jnp.asarray(negated, jnp.float64)
+
+      def f(p):
+        out = model.graph_attention(p, g, c64, n64, len(recv), table.num_types)
+        return jnp.sum(jnp.sin(out))
+
+      jtu.check_grads(f, (p64,), order=1, modes=["rev"], atol=1e-5, rtol=1e-5, eps=1e-6)
+
+
+if __name__ == "__main__":
+  absltest.main()
