@@ -605,11 +605,14 @@ def render_vignette(findings: Sequence[Finding], rng: np.random.Generator,
   if pos_groups and neg_groups and rng.random() < mixed_rate:
     template = MIXED_TEMPLATES[rng.integers(len(MIXED_TEMPLATES))]
     body.append(_fill(template, person, pos=pos_groups.pop(), neg=neg_groups.pop()))
-  for group in pos_groups:
-    template = POSITIVE_TEMPLATES[rng.integers(len(POSITIVE_TEMPLATES))]
+  # Templates are drawn without replacement so that no sentence frame repeats in a text.
+  positive_order = rng.permutation(len(POSITIVE_TEMPLATES))
+  for k, group in enumerate(pos_groups):
+    template = POSITIVE_TEMPLATES[positive_order[k % len(positive_order)]]
     body.append(_fill(template, person, pos=group))
-  for group in neg_groups:
-    template = NEGATIVE_TEMPLATES[rng.integers(len(NEGATIVE_TEMPLATES))]
+  negative_order = rng.permutation(len(NEGATIVE_TEMPLATES))
+  for k, group in enumerate(neg_groups):
+    template = NEGATIVE_TEMPLATES[negative_order[k % len(negative_order)]]
     body.append(_fill(template, person, neg=group))
   order = rng.permutation(len(body))
   return " ".join(sentences + [body[i] for i in order])
