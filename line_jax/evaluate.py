@@ -65,6 +65,7 @@ class EvalSettings:
   map_max_train_pairs: int = 200000
   geometry_max_points: int = 2000
   chunk_size: int = 4096                # rows per matmul / projection call
+  search_memory_mb: float = 1024        # config.search.memory_budget_mb (recovery search)
   probe: probe_lib.ProbeConfig = probe_lib.ProbeConfig()
 
 
@@ -103,6 +104,8 @@ def read_settings(config) -> EvalSettings:
       map_max_train_pairs=int(get("map_max_train_pairs", d.map_max_train_pairs)),
       geometry_max_points=int(get("geometry_max_points", d.geometry_max_points)),
       chunk_size=int(get("chunk_size", d.chunk_size)),
+      search_memory_mb=float(config.search.get("memory_budget_mb", d.search_memory_mb))
+      if config.get("search", None) is not None else d.search_memory_mb,
       probe=probe)
 
 
@@ -231,7 +234,10 @@ def fit_affine_map(x: np.ndarray, y: np.ndarray, ridge: float = 1e-6,
     cross += xs.T @ np.asarray(y[s:s + chunk], np.float64)
   scale = np.mean(np.diag(gram)[:d_in]) if d_in else 1.0
   gram[np.arange(d_in), np.arange(d_in)] += ridge * max(scale, 1e-12)
-  solution = np.linalg.lstsq(gram, cross, rcond=None)[0]
+  try:
+    solution = np.linalg.solve(gram, cross)
+  except np.linalg.LinAlgError:   # singular without a ridge: the minimum-norm solution
+    solution = np.linalg.lstsq(gram, cross, rcond=None)[0]
   return solution[:d_in].astype(np.float32), solution[d_in].astype(np.float32)
 
 
@@ -276,28 +282,31 @@ def map_spaces(model, dataset, settings: EvalSettings, labels: Dict[str, str],
 
 
 def alignment_ranks(proxies: np.ndarray, pool_texts: np.ndarray, own_position: np.ndarray,
-                    negative_idx: np.ndarray, chunk: int = 1024) -> np.ndarray:
+                    negative_idx: np.ndarray, max_block_bytes: int = 64 << 20) -> np.ndarray:
   """Rank of each pair's own text among its negatives, by cosine to the list's proxy.
+
+  Only the K + 1 candidate texts of each query are scored (gathered in row blocks of at
+  most `max_block_bytes`), so memory does not grow with the pool.
 
   Args:
     proxies: [N, d] concept-list embeddings of the evaluated pairs.
     pool_texts: [n, d] text embeddings of the candidate pool.
     own_position: [N] index of each pair's own text in the pool.
     negative_idx: [N, K] pool indices of its negatives.
-    chunk: rows of the [chunk, n] score block.
+    max_block_bytes: bound on one gathered [rows, K + 1, d] block.
 
   Returns:
     [N] ranks (1 = the own text beats every negative).
   """
   queries = metrics.l2_normalize(proxies)
   keys = metrics.l2_normalize(pool_texts)
+  candidates = np.concatenate([np.asarray(own_position)[:, None], negative_idx], axis=1)
+  rows = max(1, int(max_block_bytes // (4 * candidates.shape[1] * max(keys.shape[1], 1))))
   ranks = np.empty(len(queries), np.int64)
-  for s in range(0, len(queries), chunk):
-    scores = queries[s:s + chunk] @ keys.T
-    rows = np.arange(scores.shape[0])
-    positive = scores[rows, own_position[s:s + chunk]]
-    negative = np.take_along_axis(scores, negative_idx[s:s + chunk], axis=1)
-    ranks[s:s + chunk] = metrics.ranks_against_negatives(positive, negative)
+  for s in range(0, len(queries), rows):
+    block = keys[candidates[s:s + rows]]                        # [r, K + 1, d]
+    scores = np.einsum("rd,rkd->rk", queries[s:s + rows], block)
+    ranks[s:s + rows] = metrics.ranks_against_negatives(scores[:, 0], scores[:, 1:])
   return ranks
 
 
@@ -501,14 +510,15 @@ def top_k_cosine(queries: np.ndarray, keys: np.ndarray, k: int,
   return scores, index
 
 
-def search_candidates(queries: np.ndarray, keys: np.ndarray,
-                      k: int) -> Tuple[np.ndarray, np.ndarray]:
-  """`line_jax.search.search_topk` when it exists, else `top_k_cosine`."""
+def search_candidates(queries: np.ndarray, keys: np.ndarray, k: int,
+                      memory_budget_mb: float = 1024) -> Tuple[np.ndarray, np.ndarray]:
+  """`line_jax.search.search_topk` (cosine) when it exists, else `top_k_cosine`."""
   try:
     from line_jax.search import search_topk  # pylint: disable=g-import-not-at-top
   except ImportError:
     return top_k_cosine(queries, keys, k)
-  scores, index = search_topk(queries, keys, k, normalize=True)
+  scores, index = search_topk(queries, keys, k, normalize=True,
+                              memory_budget_mb=memory_budget_mb)
   return np.asarray(scores, np.float32), np.asarray(index, np.int64)
 
 
@@ -535,7 +545,7 @@ def residual_recovery(dataset, pair_idx: np.ndarray, spaces: Sequence[Space],
     residual = space.embed_texts(idx) - space.proxies(dataset, idx)
     # Enough candidates that one not in the list always exists.
     k = min(len(keys), max(settings.recovery_top_k, max_len + 1))
-    scores, cand = search_candidates(residual, keys, k)
+    scores, cand = search_candidates(residual, keys, k, settings.search_memory_mb)
     chosen, best = metrics.first_new_candidate(cand, scores, offsets, flat)
     correct, missing = metrics.recovery_correctness(chosen, offsets, flat, true_offsets,
                                                     true_flat)
@@ -631,7 +641,11 @@ def run_evaluation(model, workdir: str) -> Dict:
     pair_idx = np.sort(_rng(settings, _RNG_PAIR_CAP).choice(
         split_idx, size=settings.max_pairs, replace=False))
     notes.append(f"{settings.max_pairs} of the {len(split_idx)} pairs of the split drawn "
-                 "(config.eval.max_pairs); negatives still come from every text of the split.")
+                 "(config.eval.max_pairs); every protocol uses these pairs, and the alignment "
+                 "negatives are drawn among their texts.")
+  if len(pair_idx) < 2:
+    raise ValueError(f"config.eval.max_pairs={settings.max_pairs} leaves {len(pair_idx)} "
+                     "pair; evaluation needs at least two")
   logging.info("evaluating %d pairs of the %s split (%d in the split)", len(pair_idx),
                settings.split, len(split_idx))
 
@@ -642,15 +656,15 @@ def run_evaluation(model, workdir: str) -> Dict:
   all_spaces = [teacher1, teacher2, line] + maps
   logging.info("linear-map baselines fitted (%.1fs)", time.time() - started)
 
-  # 1. Alignment ranks: the same negatives for every space.
-  pool_size = len(split_idx)
+  # 1. Alignment ranks: the same negatives for every space, drawn among the evaluated pairs.
+  pool_size = len(pair_idx)
   num_negatives = min(settings.num_negatives, pool_size - 1)
   used_all = pool_size - 1 <= settings.num_negatives
   if used_all:
-    notes.append(f"The {settings.split} split has {pool_size - 1} other texts per pair, not "
-                 f"more than {settings.num_negatives}: every other text is a negative.")
-  own_position = np.searchsorted(split_idx, pair_idx)
-  negative_idx = metrics.draw_negative_indices(len(pair_idx), pool_size, num_negatives,
+    notes.append(f"{pool_size - 1} other texts per pair among the evaluated pairs, not more "
+                 f"than {settings.num_negatives}: every other text is a negative.")
+  own_position = np.arange(pool_size)
+  negative_idx = metrics.draw_negative_indices(pool_size, pool_size, num_negatives,
                                                own_position, _rng(settings, _RNG_NEGATIVES))
   alignment = {"num_negatives": int(num_negatives), "requested_negatives":
                settings.num_negatives, "used_all_other_texts": bool(used_all),
@@ -659,7 +673,7 @@ def run_evaluation(model, workdir: str) -> Dict:
   rank_arrays = {}
   for space in all_spaces:
     start = time.time()
-    ranks = alignment_ranks(space.proxies(dataset, pair_idx), space.embed_texts(split_idx),
+    ranks = alignment_ranks(space.proxies(dataset, pair_idx), space.embed_texts(pair_idx),
                             own_position, negative_idx)
     rank_arrays[space.label] = ranks
     alignment["results"][space.key] = metrics.rank_summary(ranks, settings.top_k_accuracy)
@@ -704,21 +718,34 @@ def run_evaluation(model, workdir: str) -> Dict:
   return _json_safe(result)
 
 
-def main(argv: Sequence[str]) -> None:
+def main(argv: Sequence[str], model_class=None) -> None:
+  """CLI body: loads the model of --workdir (with --config if given) and evaluates it."""
   del argv
-  from line_jax.api import LineModel  # pylint: disable=g-import-not-at-top
-  workdir = _WORKDIR.value
-  model = LineModel.load(workdir, _CONFIG.value)
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if model_class is None:
+    from line_jax.api import LineModel as model_class  # pylint: disable=g-import-not-at-top
+  workdir = flags.FLAGS.workdir
+  model = model_class.load(workdir, flags.FLAGS.config)
   result = run_evaluation(model, workdir)
-  print(json.dumps({k: result["alignment"]["results"][k] for k in
-                    result["alignment"]["results"]}, indent=1))
-  print(f"report: {os.path.join(workdir, 'report.md')}")
+  print(json.dumps(result["alignment"]["results"], indent=1))
+  print(f"report: {os.path.join(os.path.abspath(workdir), 'report.md')}")
+
+
+def _cli() -> None:
+  """Defines the flags (reusing --config/--workdir if an import already defined them)."""
+  import functools  # pylint: disable=g-import-not-at-top
+  from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  # Imported before the flags: line_jax.api may import line_jax.train, which defines them.
+  from line_jax.api import LineModel  # pylint: disable=g-import-not-at-top
+  if "config" not in flags.FLAGS:
+    config_flags.DEFINE_config_file("config", None, "ml_collections config file; default: "
+                                    "the config saved with the model in --workdir.")
+  if "workdir" not in flags.FLAGS:
+    flags.DEFINE_string("workdir", None, "Work dir of the trained model; outputs go there.")
+  flags.mark_flag_as_required("workdir")
+  app.run(functools.partial(main, model_class=LineModel))
 
 
 if __name__ == "__main__":
-  from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.")
-  _WORKDIR = flags.DEFINE_string("workdir", None, "Work dir of the trained model.")
-  flags.mark_flags_as_required(["workdir"])
-  app.run(main)
+  _cli()

@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -176,7 +178,7 @@ class RunEvaluationTest(absltest.TestCase):
     align = result["alignment"]
     self.assertEqual(align["num_negatives"], 59)
     self.assertTrue(align["used_all_other_texts"])
-    self.assertIn("every other text is a negative", text)
+    self.assertIn("every other text is a negative (the paper draws 100)", text)
     for key in ("teacher1", "teacher2", "line", "map_t2_to_t1", "map_t1_to_t2"):
       r = align["results"][key]
       self.assertBetween(r["mean_rank"], 1.0, 60.0)
@@ -206,7 +208,7 @@ class RunEvaluationTest(absltest.TestCase):
     result = evaluate.run_evaluation(make_model(config), workdir)
     self.assertEqual(result["alignment"]["num_negatives"], 10)
     self.assertFalse(result["alignment"]["used_all_other_texts"])
-    self.assertEqual(result["alignment"]["pool_size"], 60)
+    self.assertEqual(result["alignment"]["pool_size"], 20)
     self.assertEqual(result["num_pairs_evaluated"], 20)
     self.assertEqual(result["classification"]["folds"], 2)
     self.assertIsNone(result["training_log"])
@@ -221,6 +223,54 @@ class RunEvaluationTest(absltest.TestCase):
         edge_type=np.r_[dataset.edge_type, 0].astype(np.int32))
     with self.assertRaisesRegex(AssertionError, "held-out edges are in the training graph"):
       evaluate.run_evaluation(make_model(dataset=leaky), self.make_workdir())
+
+
+_CLI_SCRIPT = """
+import functools, sys
+sys.path.insert(0, {tests_dir!r})
+from absl import app, flags
+from ml_collections import config_flags
+import test_evaluate
+from line_jax import evaluate
+
+class FakeLoader:
+  @classmethod
+  def load(cls, workdir, config=None):
+    return test_evaluate.make_model(config)
+
+config_flags.DEFINE_config_file("config", None, "")
+flags.DEFINE_string("workdir", None, "")
+app.run(functools.partial(evaluate.main, model_class=FakeLoader))
+"""
+
+
+class CliTest(absltest.TestCase):
+
+  def test_main_reads_config_and_workdir_flags(self):
+    handle = tempfile.TemporaryDirectory()
+    self.addCleanup(handle.cleanup)
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(tests_dir)
+    config_path = os.path.join(handle.name, "eval_config.py")
+    with open(config_path, "w") as f:
+      f.write("from line_jax.config import base_config\n"
+              "def get_config():\n"
+              "  c = base_config()\n"
+              "  c.eval.classifier_max_epochs = 50\n"
+              "  return c\n")
+    env = dict(os.environ, MPLBACKEND="Agg", JAX_PLATFORMS="cpu",
+               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-c", _CLI_SCRIPT.format(tests_dir=tests_dir),
+         f"--config={config_path}", "--config.eval.num_negatives=7",
+         f"--workdir={handle.name}"],
+        capture_output=True, text=True, env=env, cwd=root, timeout=300)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn("report:", proc.stdout)
+    with open(os.path.join(handle.name, "metrics.json")) as f:
+      written = json.load(f)
+    self.assertEqual(written["alignment"]["num_negatives"], 7)
+    self.assertEqual(written["classification"]["probe"]["max_epochs"], 50)
 
 
 class PartsTest(parameterized.TestCase):
@@ -256,9 +306,10 @@ class PartsTest(parameterized.TestCase):
     # Proxy 0 is closest to text 0; proxy 1 is closer to text 2 than to its own text 1.
     proxies = np.array([[1.0, 0.0], [0.0, 1.0]])
     pool = np.array([[1.0, 0.1], [0.6, 0.4], [0.1, 1.0]])
-    ranks = evaluate.alignment_ranks(proxies, pool, np.array([0, 1]),
-                                     np.array([[1, 2], [0, 2]]), chunk=1)
-    np.testing.assert_array_equal(ranks, [1, 2])
+    for block_bytes in (1, 1 << 20):   # one query per block; all at once
+      ranks = evaluate.alignment_ranks(proxies, pool, np.array([0, 1]),
+                                       np.array([[1, 2], [0, 2]]), max_block_bytes=block_bytes)
+      np.testing.assert_array_equal(ranks, [1, 2])
 
   def test_affine_map_is_recovered(self):
     rng = np.random.default_rng(0)

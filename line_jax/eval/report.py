@@ -72,13 +72,14 @@ def _alignment_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
   header = ["Models / Metric", "Mean Rank ↓", "Mean Reverse Rank ↑", f"Top{k}@Acc ↑"]
   out = ["## Table 1: alignment of concept lists and texts (section 3.2)", "",
          f"For each positive (concept list, text) pair of the {m['split']} split, "
-         f"{a['num_negatives']} other texts of the split replace the text to form negative "
-         "pairs; the cosine between the mean concept embedding and the text embedding ranks "
-         "the positive among them (rank = 1 + number of negatives scoring strictly higher). "
-         f"{a['num_positives']} positive pairs, a pool of {a['pool_size']} texts."]
+         f"{a['num_negatives']} other texts of the evaluated pairs, drawn without "
+         "replacement, replace the text to form negative pairs; the cosine between the mean "
+         "concept embedding and the text embedding ranks the positive among them (rank = 1 + "
+         "number of negatives scoring strictly higher, so ties count for the positive). "
+         f"{a['num_positives']} positive pairs."]
   if a["used_all_other_texts"]:
-    out.append(f"The split has only {a['pool_size'] - 1} other texts, so every other text "
-               f"is a negative (fewer than the paper's 100).")
+    out.append(f"Only {a['pool_size'] - 1} other texts exist, so every other text is a "
+               f"negative (the paper draws {a['requested_negatives']}).")
   out.append("")
 
   def row(key, arrows):
