@@ -158,26 +158,31 @@ class Space:
     return metrics.segment_mean(self.embed_concepts(flat, negated), offsets)
 
 
+def gather_segments(offsets: np.ndarray, pair_idx: np.ndarray,
+                    *flat_arrays: np.ndarray) -> Tuple[np.ndarray, ...]:
+  """The segments of `pair_idx` (in that order) from flat arrays indexed by `offsets`.
+
+  Returns:
+    (new offsets [N+1], then each flat array restricted to those segments).
+  """
+  pair_idx = np.asarray(pair_idx, np.int64)
+  starts = offsets[pair_idx]
+  lengths = offsets[pair_idx + 1] - starts
+  new_offsets = np.zeros(len(pair_idx) + 1, np.int64)
+  np.cumsum(lengths, out=new_offsets[1:])
+  flat_pos = np.repeat(starts - new_offsets[:-1], lengths) + np.arange(new_offsets[-1])
+  return (new_offsets,) + tuple(a[flat_pos] for a in flat_arrays)
+
+
 def list_slices(dataset, pair_idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(offsets [N+1], concept indices, negated flags) of the lists of `pair_idx`, in order."""
-  pair_idx = np.asarray(pair_idx, np.int64)
-  starts = dataset.concept_offsets[pair_idx]
-  lengths = dataset.concept_offsets[pair_idx + 1] - starts
-  offsets = np.zeros(len(pair_idx) + 1, np.int64)
-  np.cumsum(lengths, out=offsets[1:])
-  flat_pos = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-  return offsets, dataset.concept_flat[flat_pos], dataset.negated_flat[flat_pos]
+  return gather_segments(dataset.concept_offsets, pair_idx, dataset.concept_flat,
+                         dataset.negated_flat)
 
 
 def true_slices(dataset, pair_idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-  """(offsets [N+1], concept indices) of the true lists of `pair_idx`."""
-  pair_idx = np.asarray(pair_idx, np.int64)
-  starts = dataset.true_offsets[pair_idx]
-  lengths = dataset.true_offsets[pair_idx + 1] - starts
-  offsets = np.zeros(len(pair_idx) + 1, np.int64)
-  np.cumsum(lengths, out=offsets[1:])
-  flat_pos = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-  return offsets, dataset.true_flat[flat_pos]
+  """(offsets [N+1], concept indices) of the true (synthetic) lists of `pair_idx`."""
+  return gather_segments(dataset.true_offsets, pair_idx, dataset.true_flat)
 
 
 def _chunked(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, chunk: int) -> np.ndarray:

@@ -284,6 +284,42 @@ class PartsTest(parameterized.TestCase):
       np.testing.assert_array_equal(flat[offsets[i]:offsets[i + 1]], c)
       np.testing.assert_array_equal(neg[offsets[i]:offsets[i + 1]], n)
 
+  def test_true_slices_match_true_lists(self):
+    dataset = make_dataset()
+    idx = np.array([9, 2])
+    offsets, flat = evaluate.true_slices(dataset, idx)
+    for i, p in enumerate(idx):
+      np.testing.assert_array_equal(
+          flat[offsets[i]:offsets[i + 1]],
+          dataset.true_flat[dataset.true_offsets[p]:dataset.true_offsets[p + 1]])
+
+  def test_recovery_matches_a_per_pair_loop(self):
+    model = make_model()
+    dataset = model.dataset
+    settings = evaluate.read_settings(model.config)
+    pair_idx = dataset.split_indices("test")
+    space = evaluate.line_space("line", model, chunk=16)
+    out = evaluate.residual_recovery(dataset, pair_idx, [space],
+                                     {"line": model.dictionary}, settings)
+    keys = metrics.l2_normalize(model.dictionary())
+    best, correct, missing = [], [], 0
+    for p in pair_idx:
+      c, n = dataset.pair_concepts(p)
+      truth = dataset.true_flat[dataset.true_offsets[p]:dataset.true_offsets[p + 1]]
+      residual = (model.project_texts(model.teacher1.text[p:p + 1])[0]
+                  - model.project_concepts(c, n).mean(0))
+      cos = keys @ (residual / np.linalg.norm(residual))
+      top = next(j for j in np.argsort(-cos, kind="stable") if j not in set(c.tolist()))
+      best.append(cos[top])
+      correct.append(top in set(truth.tolist()) - set(c.tolist()))
+      missing += len(set(truth.tolist()) - set(c.tolist()))
+    best, correct = np.array(best), np.array(correct)
+    curve = out["results"]["line"]
+    self.assertEqual(out["num_missing"], missing)
+    for i, tau in enumerate(curve["threshold"]):
+      self.assertEqual(curve["recovered"][i], int((best >= tau).sum()), tau)
+      self.assertEqual(curve["correct"][i], int(((best >= tau) & correct).sum()), tau)
+
   def test_teacher_proxy_uses_negated_rows(self):
     dataset = make_dataset()
     teacher = make_teacher(dataset, 6, seed=3, noise=0.1)
