@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
