@@ -18,7 +18,8 @@ def get_config():
   c.graph.fanout = 4
   c.loss.relational_edges = 8
   c.train.batch_size = 32
-  c.train.stage1_epochs = 2
+  c.train.learning_rate = 1e-2   # the tiny synthetic run needs bigger steps than the paper's
+  c.train.stage1_epochs = 4
   c.train.stage2_epochs = 1
   c.train.log_every = 5
   c.train.checkpoint_every = 4

@@ -62,8 +62,13 @@ def relational_terms(head: jnp.ndarray, tail: jnp.ndarray, corrupted: jnp.ndarra
   return jnp.sum(jnp.where(mask, terms, 0.0)), jnp.sum(mask).astype(jnp.float32)
 
 
-def negation_terms(positive: jnp.ndarray, negated: jnp.ndarray, mask: jnp.ndarray,
+def negation_terms(positive: jnp.ndarray, negated: jnp.ndarray, weight: jnp.ndarray,
                    delta: float):
-  """-log sigmoid(delta - cos(c_pos, c_neg)) per (positive, negated) pair (paper A.1)."""
+  """-log sigmoid(delta - cos(c_pos, c_neg)) per (positive, negated) pair (paper A.1).
+
+  `weight` counts the negated mentions of each pair's concept in the batch (0 for padding):
+  every negated mention is one term, so the loss does not depend on how the batch is split.
+  """
+  weight = weight.astype(jnp.float32)
   terms = jax.nn.softplus(cosine(positive, negated) - delta)
-  return jnp.sum(jnp.where(mask, terms, 0.0)), jnp.sum(mask).astype(jnp.float32)
+  return jnp.sum(weight * terms), jnp.sum(weight)

@@ -9,7 +9,8 @@ Per shard (b = B / S pairs):
   text [b, d_t], rho [b], pair_mask [b]
   occ_slot [b, M], occ_mask [b, M]   receiver slot of each concept occurrence of each pair
   receivers: U positive slots then V negated slots (negated slot v is receiver U + v)
-  neg_pos_slot [V], neg_mask [V]     the positive receiver paired with negated receiver U + v
+  neg_pos_slot [V], neg_weight [V]   the positive receiver paired with negated receiver U + v,
+                                     and how many negated mentions it has in the shard
   rel_head / rel_tail / rel_corrupt [Rs], rel_mask [Rs]   relational-loss triplets
   graph: jraph.GraphsTuple over the U + V receivers (line_jax.graph layout)
 Capacities U and V are the largest any b pairs of the dataset can need (sum of the b longest
@@ -149,7 +150,7 @@ class BatchBuilder:
         "occ_slot": np.zeros((s_count, b, m), np.int32),
         "occ_mask": np.zeros((s_count, b, m), bool),
         "neg_pos_slot": np.zeros((s_count, v), np.int32),
-        "neg_mask": np.zeros((s_count, v), bool),
+        "neg_weight": np.zeros((s_count, v), np.float32),
         "rel_head": np.zeros((s_count, rs), np.int32),
         "rel_tail": np.zeros((s_count, rs), np.int32),
         "rel_corrupt": np.zeros((s_count, rs), np.int32),
@@ -169,7 +170,8 @@ class BatchBuilder:
       pos = np.unique(np.concatenate(pos_parts + [shard_trip.reshape(-1).astype(np.int32),
                                                   np.zeros(0, np.int32)]))
       neg_parts = [occurrences[s * b + i][0][occurrences[s * b + i][1]] for i in range(b)]
-      negc = np.unique(np.concatenate(neg_parts + [np.zeros(0, np.int32)]))
+      negc, neg_count = np.unique(np.concatenate(neg_parts + [np.zeros(0, np.int32)]),
+                                  return_counts=True)
       assert len(pos) <= u and len(negc) <= v, (len(pos), u, len(negc), v)
       for i in range(b):
         if shard_pairs[i] < 0:
@@ -186,7 +188,7 @@ class BatchBuilder:
         start = int(valid[:first].sum())
         out["text"][s, np.flatnonzero(valid[sl])] = gathered[start:start + n_valid]
       out["neg_pos_slot"][s, :len(negc)] = np.searchsorted(pos, negc)
-      out["neg_mask"][s, :len(negc)] = True
+      out["neg_weight"][s, :len(negc)] = neg_count
       if len(shard_trip):
         n_t = len(shard_trip)
         out["rel_head"][s, :n_t] = np.searchsorted(pos, shard_trip[:, 0])

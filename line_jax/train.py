@@ -101,7 +101,7 @@ def make_loss_fn(config, shapes: pipeline.BatchShapes, mesh):
                                     g[batch["rel_corrupt"]], batch["rel_mask"],
                                     lc.relational_margin)
     negated_rows = g[u + jnp.arange(shapes.negated_slots)]
-    n = losses_lib.negation_terms(g[batch["neg_pos_slot"]], negated_rows, batch["neg_mask"],
+    n = losses_lib.negation_terms(g[batch["neg_pos_slot"]], negated_rows, batch["neg_weight"],
                                   lc.negation_delta)
     sums = jax.lax.psum(jnp.stack([a[0], r[0], n[0]]), AXIS)
     counts = jax.lax.psum(jnp.stack([a[1], r[1], n[1]]), AXIS)

@@ -69,13 +69,13 @@ class LossTest(parameterized.TestCase):
   def test_negation_matches_numpy(self, delta):
     rng = np.random.default_rng(2)
     p, n = rng.normal(size=(7, 5)), rng.normal(size=(7, 5))
-    mask = np.array([1, 1, 0, 1, 1, 1, 0], bool)
+    weight = np.array([1, 2, 0, 1, 1, 3, 0], np.float32)   # mentions per negated concept
     s, k = losses.negation_terms(jnp.asarray(p, jnp.float32), jnp.asarray(n, jnp.float32),
-                                 jnp.asarray(mask), delta)
+                                 jnp.asarray(weight), delta)
     x = delta - np_cos(p, n)
     ref = -np.log(np.exp(x) / (1 + np.exp(x)))   # the paper's A.1 form
-    np.testing.assert_allclose(float(s), ref[mask].sum(), rtol=1e-5)
-    self.assertEqual(int(k), 5)
+    np.testing.assert_allclose(float(s), (weight * ref).sum(), rtol=1e-5)
+    self.assertEqual(float(k), 8.0)
 
   def test_finite_difference_gradients(self):
     rng = np.random.default_rng(3)
@@ -86,7 +86,7 @@ class LossTest(parameterized.TestCase):
     def total(c, t, h, tl, cr):
       a = losses.alignment_terms(c, m6, jnp.linspace(0.2, 1.0, 6), t, m6, 0, 2.0)[0]
       r = losses.relational_terms(h, tl, cr, m5, 0.5)[0]
-      n = losses.negation_terms(h, tl, m5, 0.3)[0]
+      n = losses.negation_terms(h, tl, jnp.arange(5.0), 0.3)[0]
       return a + r + n
 
     with jax.enable_x64(True):
