@@ -98,4 +98,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.seed = 0
   c.eval.cv_folds = 5
   c.eval.max_pairs = 0              # 0 = all
+  c.eval.top_k_accuracy = 10
+  c.eval.max_relation_pairs = 0     # per held-out relation class; 0 = all
+  c.eval.recovery_thresholds = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
+  c.eval.map_ridge = 1e-6           # relative ridge of the least-squares map baselines
+  c.eval.map_max_train_pairs = 200000
+  c.eval.geometry_max_points = 2000
+  c.eval.chunk_size = 4096
+  c.eval.classifier_learning_rate = 1e-3
+  c.eval.classifier_max_epochs = 2000
+  c.eval.classifier_tol = 1e-5
+  c.eval.classifier_early_stopping = "loss_change"   # or "validation"
+  c.eval.classifier_validation_fraction = 0.1
+  c.eval.classifier_patience = 20
+  c.eval.classifier_standardize = True
+  c.eval.classifier_weight_decay = 0.0
   return c

@@ -273,36 +273,32 @@ def train(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict
   return summary
 
 
-def final_params(workdir: str, config=None):
-  """Parameters of the latest checkpoint of a run (for evaluation and the API)."""
-  from line_jax.api import LineModel
-  return LineModel.load(workdir, config).params
-
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config()).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory (checkpoints, cache, report).")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize().")
-
-
 def main(argv):
   del argv
   logs.setup()
-  if _DISTRIBUTED.value:
+  if flags.FLAGS.distributed:
     jax.distributed.initialize()
-  config = _CONFIG.value
-  summary = train(config, _WORKDIR.value)
+  config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+  summary = train(config, workdir)
   if config.train.evaluate and not summary.get("stopped"):
     from line_jax import evaluate
     from line_jax.api import LineModel
-    report = evaluate.run_evaluation(LineModel.load(_WORKDIR.value), _WORKDIR.value)
-    summary["report"] = report if isinstance(report, str) else os.path.join(
-        os.path.abspath(_WORKDIR.value), "report.md")
+    evaluate.run_evaluation(LineModel.load(workdir, config), workdir)
+    summary["report"] = os.path.join(os.path.abspath(workdir), "report.md")
   print(json.dumps({k: v for k, v in summary.items() if k != "recovery"}, indent=1))
   print(f"checkpoints: {summary.get('checkpoint')}")
   if "report" in summary:
     print(f"report: {summary['report']}")
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
+  """The command line; defined only when run as a program, so importing is side-effect free."""
+  config_flags.DEFINE_config_file("config", None, "Config file (get_config()).")
+  flags.DEFINE_string("workdir", None, "Work directory (checkpoints, cache, report).")
+  flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
   flags.mark_flags_as_required(["config", "workdir"])
+
+
+if __name__ == "__main__":
+  define_flags()
   app.run(main)
