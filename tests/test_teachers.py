@@ -4,6 +4,7 @@ import functools
 import json
 import os
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -15,6 +16,7 @@ from line_jax.data.dataset import DataError
 from line_jax.teachers import (BUNDLED_MINILM_NAMES, Encoder, ModelNotFoundError, bert,
                                bundled_minilm_dir, load_bert, load_encoder, load_tokenizer,
                                resolve_model_dir, resolve_settings)
+from line_jax.teachers import resolve
 from line_jax.teachers.testing import write_tiny_bert
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "minilm_reference.npz")
@@ -142,6 +144,20 @@ class TinyBertTest(parameterized.TestCase):
     self.assertIn("huggingface-cli download no-such-org/no-such-model --local-dir", message)
     with self.assertRaisesRegex(ModelNotFoundError, "local folder.*not found"):
       resolve_model_dir(os.path.join(self.tmp.name, "nowhere", "model"))
+
+  def test_other_names_are_found_in_the_local_hugging_face_cache(self):
+    cache = self.create_tempdir().full_path
+    repo = os.path.join(cache, "models--some-org--tiny-bert")
+    snapshot = os.path.join(repo, "snapshots", "0123abc")
+    os.makedirs(os.path.join(repo, "refs"))
+    with open(os.path.join(repo, "refs", "main"), "w") as f:
+      f.write("0123abc")
+    write_tiny_bert(snapshot)
+    with mock.patch.object(resolve, "_hf_cache_dir", return_value=cache):
+      self.assertEqual(os.path.realpath(resolve_model_dir("some-org/tiny-bert")),
+                       os.path.realpath(snapshot))
+      with self.assertRaisesRegex(ModelNotFoundError, f"Hugging Face cache {cache}"):
+        resolve_model_dir("some-org/other-bert")
 
 
 class PresetTest(parameterized.TestCase):

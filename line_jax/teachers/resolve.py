@@ -60,7 +60,7 @@ def resolve_model_dir(model: str) -> str:
     cache = _hf_cache_dir()
     try:
       from huggingface_hub import snapshot_download
-      folder = snapshot_download(repo_id=model, local_files_only=True)
+      folder = snapshot_download(repo_id=model, cache_dir=cache, local_files_only=True)
       if os.path.exists(os.path.join(folder, "config.json")):
         return folder
       tried.append(f"Hugging Face cache {cache}: snapshot of {model!r} has no config.json")
