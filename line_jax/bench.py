@@ -1,0 +1,228 @@
+"""Throughput benchmarks: residual search, training step, embedding export.
+
+  python -m line_jax.bench --what=search --queries=20000 --dict_size=200000 --dim=384 \
+      --k=8 --repeats=3 --compare
+
+The search section times `line_jax.search.search_topk` end to end from host arrays
+(placing and normalising the dictionary included) as the median of `--repeats` runs after a
+warm-up run that compiles, and with `--compare` times faiss-cpu `IndexFlatIP` on the same
+normalised data in the same process (normalising copies, `add` and `search` included), then
+prints the ratio line_jax time / faiss time. It also projects the paper-scale search
+(7.2M x 4M x 768) onto a GPU from its FLOP count.
+
+The train and export sections call `line_jax.train.bench_train_step` and
+`line_jax.export.bench_export`; a section whose module is missing says so and the others run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable, Sequence
+
+from absl import app
+from absl import flags
+import numpy as np
+
+_SECTIONS = ("search", "train", "export")
+
+_WHAT = flags.DEFINE_list("what", list(_SECTIONS), f"Sections to run, among {_SECTIONS}.")
+_COMPARE = flags.DEFINE_bool("compare", False, "Also time faiss-cpu IndexFlatIP on the search.")
+_QUERIES = flags.DEFINE_integer("queries", 20000, "Search: number of queries Q.")
+_DICT_SIZE = flags.DEFINE_integer("dict_size", 200000, "Search: dictionary size N.")
+_DIM = flags.DEFINE_integer("dim", 384, "Embedding dimension d (search and train).")
+_K = flags.DEFINE_integer("k", 8, "Search: results per query.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats per measurement (median).")
+_USE_BF16 = flags.DEFINE_bool("use_bf16", False, "Search: bf16 scores + float32 re-scoring.")
+_MEMORY_BUDGET_MB = flags.DEFINE_float("memory_budget_mb", 1024, "Search: per-device budget.")
+_QUERY_CHUNK = flags.DEFINE_integer("query_chunk", 0, "Search: query chunk, 0 = derived.")
+_KEY_CHUNK = flags.DEFINE_integer("key_chunk", 0, "Search: key chunk, 0 = derived.")
+_SEED = flags.DEFINE_integer("seed", 0, "Random data seed.")
+_GPU_TFLOPS_F32 = flags.DEFINE_float(
+    "gpu_tflops_f32", 67.0, "GPU float32 (non-tensor-core) peak, TFLOP/s; H100 SXM: 67.")
+_GPU_TFLOPS_BF16 = flags.DEFINE_float(
+    "gpu_tflops_bf16", 989.0, "GPU bf16 dense tensor-core peak, TFLOP/s; H100 SXM: 989.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Train: pairs per step.")
+_CONCEPTS_PER_PAIR = flags.DEFINE_integer("concepts_per_pair", 32, "Train: concepts per pair.")
+_FANOUT = flags.DEFINE_integer("fanout", 8, "Train: sampled neighbours per relation type.")
+_NUM_RELATIONS = flags.DEFINE_integer("num_relations", 6, "Train: relation types.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Train: timed steps.")
+_EXPORT_ROWS = flags.DEFINE_integer("export_rows", 4096, "Export: rows embedded.")
+
+# Residual recovery at paper scale (DESIGN.md): 7.2M pairs against a 4M-concept dictionary.
+PAPER_QUERIES = 7_200_000
+PAPER_DICT_SIZE = 4_000_000
+PAPER_DIM = 768
+
+
+def median_seconds(run: Callable[[], Any], repeats: int) -> float:
+  """Median wall time of `repeats` calls of `run` (call it once before, to compile)."""
+  times = []
+  for _ in range(max(1, repeats)):
+    started = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - started)
+  return statistics.median(times)
+
+
+def search_flops(num_queries: int, dict_size: int, dim: int) -> float:
+  """Multiply-adds of the full score matrix, counted as 2 FLOPs each."""
+  return 2.0 * num_queries * dict_size * dim
+
+
+def paper_scale_gpu_lines(tflops_f32: float, tflops_bf16: float) -> list[str]:
+  """Projected GPU time of the paper-scale search, at the stated peak throughputs."""
+  flops = search_flops(PAPER_QUERIES, PAPER_DICT_SIZE, PAPER_DIM)
+  lines = []
+  for label, tflops in (("float32 exact", tflops_f32), ("bf16 + rescoring", tflops_bf16)):
+    seconds = flops / (tflops * 1e12)
+    lines.append(
+        f"projected GPU search at paper scale ({PAPER_QUERIES:,} x {PAPER_DICT_SIZE:,} x "
+        f"{PAPER_DIM}, {flops:.3g} FLOP), {label} at {tflops:g} TFLOP/s (H100 peak; real "
+        f"runs reach ~50-70% of it): {seconds:,.0f} s = {seconds / 3600:.1f} h per device, "
+        "divided by the number of devices")
+  return lines
+
+
+def random_unit_rows(rng: np.random.Generator, rows: int, dim: int) -> np.ndarray:
+  """Gaussian float32 rows (the search normalises them)."""
+  return rng.standard_normal((rows, dim), dtype=np.float32)
+
+
+def faiss_flat_ip_search(queries: np.ndarray, keys: np.ndarray, k: int
+                         ) -> tuple[np.ndarray, np.ndarray]:
+  """Cosine top k with faiss IndexFlatIP on normalised copies of the inputs."""
+  import faiss  # pylint: disable=g-import-not-at-top
+  queries = np.array(queries, np.float32)
+  keys = np.array(keys, np.float32)
+  faiss.normalize_L2(queries)
+  faiss.normalize_L2(keys)
+  index = faiss.IndexFlatIP(keys.shape[1])
+  index.add(keys)
+  return index.search(queries, k)
+
+
+def bench_search(*, num_queries: int, dict_size: int, dim: int, k: int, repeats: int,
+                 compare: bool, use_bf16: bool, memory_budget_mb: float, query_chunk: int,
+                 key_chunk: int, seed: int) -> dict[str, Any]:
+  """Times line_jax search (and faiss with `compare`); prints and returns the numbers."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from line_jax import search  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(seed)
+  queries = random_unit_rows(rng, num_queries, dim)
+  keys = random_unit_rows(rng, dict_size, dim)
+  devices = jax.devices()
+  query_chunk, key_chunk = search.derive_chunk_sizes(
+      num_queries, -(-dict_size // len(devices)), dim, k, memory_budget_mb=memory_budget_mb,
+      query_chunk=query_chunk, key_chunk=key_chunk, use_bf16=use_bf16)
+  options = dict(memory_budget_mb=memory_budget_mb, query_chunk=query_chunk,
+                 key_chunk=key_chunk, use_bf16=use_bf16)
+  print(f"search: Q={num_queries} N={dict_size} d={dim} k={k} bf16={use_bf16} "
+        f"query_chunk={query_chunk} key_chunk={key_chunk} devices={len(devices)} "
+        f"({devices[0].platform}) repeats={repeats}", flush=True)
+
+  started = time.perf_counter()
+  search.search_topk(queries[:query_chunk], keys, k, **options)
+  print(f"search: warm-up (compile) {time.perf_counter() - started:.2f} s", flush=True)
+  results = {}
+
+  def run_line_jax():
+    results["line_jax"] = search.search_topk(queries, keys, k, **options)
+
+  def run_faiss():
+    results["faiss"] = faiss_flat_ip_search(queries, keys, k)
+
+  have_faiss = False
+  if compare:
+    try:
+      import faiss  # pylint: disable=g-import-not-at-top,unused-import
+      have_faiss = True
+    except ImportError as error:
+      print(f"search: faiss comparison not available ({error}); "
+            "install it with `pip install faiss-cpu` (extra `bench`)")
+  if have_faiss:
+    run_faiss()
+  # Repeats alternate between the two, so that load from other processes hits both alike.
+  line_jax_times, faiss_times = [], []
+  for _ in range(max(1, repeats)):
+    line_jax_times.append(median_seconds(run_line_jax, 1))
+    if have_faiss:
+      faiss_times.append(median_seconds(run_faiss, 1))
+  line_jax_seconds = statistics.median(line_jax_times)
+  flops = search_flops(num_queries, dict_size, dim)
+  report = dict(line_jax_seconds=line_jax_seconds,
+                line_jax_queries_per_s=num_queries / line_jax_seconds,
+                line_jax_times=line_jax_times)
+  print(f"search: line_jax {line_jax_seconds:.3f} s, {num_queries / line_jax_seconds:,.0f} "
+        f"queries/s, {flops / line_jax_seconds / 1e9:.1f} GFLOP/s (median of "
+        f"{len(line_jax_times)}: {', '.join(f'{t:.2f}' for t in line_jax_times)} s)",
+        flush=True)
+  if have_faiss:
+    faiss_seconds = statistics.median(faiss_times)
+    ratios = [mine / theirs for mine, theirs in zip(line_jax_times, faiss_times)]
+    _, faiss_index = results["faiss"]
+    agreement = float(np.mean(faiss_index == results["line_jax"][1]))
+    report.update(faiss_seconds=faiss_seconds,
+                  faiss_queries_per_s=num_queries / faiss_seconds,
+                  faiss_times=faiss_times,
+                  ratio_line_jax_to_faiss=line_jax_seconds / faiss_seconds,
+                  median_paired_ratio=statistics.median(ratios),
+                  index_agreement=agreement)
+    print(f"search: faiss IndexFlatIP {faiss_seconds:.3f} s, "
+          f"{num_queries / faiss_seconds:,.0f} queries/s, "
+          f"{flops / faiss_seconds / 1e9:.1f} GFLOP/s (median of {len(faiss_times)}: "
+          f"{', '.join(f'{t:.2f}' for t in faiss_times)} s)", flush=True)
+    print(f"search: ratio line_jax_time/faiss_time = {line_jax_seconds / faiss_seconds:.3f} "
+          f"(median of paired ratios {statistics.median(ratios):.3f}; indices equal to "
+          f"faiss: {agreement:.2%})", flush=True)
+  for line in paper_scale_gpu_lines(_GPU_TFLOPS_F32.value, _GPU_TFLOPS_BF16.value):
+    print("search: " + line)
+  return report
+
+
+def run_section(name: str, run: Callable[[], dict[str, Any]]) -> None:
+  """Runs one section; a section whose code is not there yet is reported, not fatal."""
+  try:
+    result = run()
+  except ImportError as error:
+    print(f"{name} bench: not available ({error})", flush=True)
+    return
+  print(f"{name} bench: {result}", flush=True)
+
+
+def bench_train() -> dict[str, Any]:
+  from line_jax.train import bench_train_step  # pylint: disable=g-import-not-at-top
+  return bench_train_step(batch_size=_BATCH_SIZE.value, dim=_DIM.value,
+                          concepts_per_pair=_CONCEPTS_PER_PAIR.value, fanout=_FANOUT.value,
+                          num_relations=_NUM_RELATIONS.value, steps=_STEPS.value)
+
+
+def bench_export() -> dict[str, Any]:
+  from line_jax.export import bench_export as export_bench  # pylint: disable=g-import-not-at-top
+  return export_bench(num_rows=_EXPORT_ROWS.value)
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  unknown = sorted(set(_WHAT.value) - set(_SECTIONS))
+  if unknown:
+    raise app.UsageError(f"--what: unknown sections {unknown}; choose among {_SECTIONS}")
+  for name in _SECTIONS:
+    if name not in _WHAT.value:
+      continue
+    if name == "search":
+      run_section(name, lambda: bench_search(
+          num_queries=_QUERIES.value, dict_size=_DICT_SIZE.value, dim=_DIM.value, k=_K.value,
+          repeats=_REPEATS.value, compare=_COMPARE.value, use_bf16=_USE_BF16.value,
+          memory_budget_mb=_MEMORY_BUDGET_MB.value, query_chunk=_QUERY_CHUNK.value,
+          key_chunk=_KEY_CHUNK.value, seed=_SEED.value))
+    elif name == "train":
+      run_section(name, bench_train)
+    else:
+      run_section(name, bench_export)
+
+
+if __name__ == "__main__":
+  app.run(main)
