@@ -54,8 +54,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.graph.relations = ml_collections.FieldReference(None, field_type=list)  # None: every type in the data
   c.graph.fanout = 8               # sampled neighbours per relation type per concept (static)
   c.graph.symmetric = True         # attend along both directions of every edge
-  c.graph.max_nodes = 0            # 0 = worst case from batch size, fan-out and types
-  c.graph.max_edges = 0            # 0 = worst case
+  c.graph.capacity_margin = 1.2    # static receiver/edge capacity = margin x most needed by
+  c.graph.capacity_sample_batches = 16   # this many sampled batches (+ the longest lists)
 
   c.loss = ml_collections.ConfigDict()
   c.loss.margin = 0.1              # triplet margin on squared distances

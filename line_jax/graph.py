@@ -2,12 +2,9 @@
 
 Every concept that enters G brings a static neighbourhood: for each of the K relation types,
 `fanout` neighbour slots (padded and masked), plus itself. A batch's graph is a
-`jraph.GraphsTuple` in one fixed layout, so that one compiled step serves every batch:
-
-  nodes 0..R-1              the receivers (the concepts G is computed for)
-  nodes R..R+R*K*F-1        neighbour slot (r, k, f) at node R + (r*K + k)*F + f
-  edges, grouped by segment s = r*K + k (sorted), F+1 per segment: the self loop first,
-                            then the F neighbour slots of type k.
+compact `jraph.GraphsTuple` (`build_graph`): the receivers and their real sampled
+neighbours (self loops implicit), padded to a static edge capacity so that one compiled step
+serves every batch.
 
 Sampling is counter-based: (concept, type) at a given step draws from a hash of
 (seed, step, concept, type), so a concept gets the same neighbours whichever batch shard or
@@ -21,7 +18,6 @@ project the whole dictionary for recovery and evaluation).
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jraph
 import numpy as np
@@ -138,36 +134,42 @@ def sample_neighbours(table: NeighbourTable, concepts: np.ndarray, fanout: int,
   return np.where(mask, ids, 0).astype(np.int32), mask
 
 
-@functools.lru_cache(maxsize=16)
-def graph_structure(num_receivers: int, num_types: int, fanout: int):
-  """The constant senders / receivers / edge types of the fixed batch layout."""
-  r = np.arange(num_receivers)[:, None, None]
-  k = np.arange(num_types)[None, :, None]
-  slot = np.arange(fanout + 1)[None, None, :]
-  nbr_node = num_receivers + (r * num_types + k) * fanout + (slot - 1)
-  senders = np.where(slot == 0, r, nbr_node)
-  receivers = np.broadcast_to(r, senders.shape)
-  types = np.broadcast_to(k, senders.shape)
-  return (senders.reshape(-1).astype(np.int32), receivers.reshape(-1).astype(np.int32),
-          types.reshape(-1).astype(np.int32))
+def num_edges(neighbour_mask: np.ndarray) -> int:
+  """Edges of a compact graph: its real sampled neighbours (self loops are implicit)."""
+  return int(neighbour_mask.sum())
 
 
 def build_graph(receiver_ids: np.ndarray, receiver_negated: np.ndarray,
-                neighbour_ids: np.ndarray, neighbour_mask: np.ndarray) -> jraph.GraphsTuple:
-  """GraphsTuple in the fixed layout (module docstring).
+                neighbour_ids: np.ndarray, neighbour_mask: np.ndarray,
+                max_edges: int = 0) -> jraph.GraphsTuple:
+  """A compact GraphsTuple over R receivers, padded to `max_edges` edges (0: exact size).
 
+  Nodes 0..R-1 are the receivers; node R + e is the sender of edge e (one node per
+  neighbour edge, so edge features need no second gather). Edges are the real sampled
+  neighbours only, sorted by segment receiver * K + type; every receiver's self loop is
+  implicit (G adds it to each head's softmax), so the cost follows the graph's actual
+  degrees, not R * K * fanout. Padding edges sit in the last segment, masked.
   nodes: {"row": int32 row of the concept table, "negated": bool, take the row from the
-  negated-embedding table (receivers only)}; edges: {"type": int32, "mask": bool}. Self loops
-  are never masked, so every softmax segment has a finite entry.
+  negated-embedding table (receivers only)}; edges: {"type": int32, "mask": bool}.
   """
   r, k, f = neighbour_ids.shape
-  senders, receivers, types = graph_structure(r, k, f)
-  rows = np.concatenate([receiver_ids.astype(np.int32), neighbour_ids.reshape(-1)])
-  negated = np.concatenate([receiver_negated.astype(bool), np.zeros(r * k * f, bool)])
-  edge_mask = np.concatenate([np.ones((r, k, 1), bool), neighbour_mask], axis=2).reshape(-1)
+  flat = np.flatnonzero(neighbour_mask.reshape(-1))    # C order: sorted by (r, k) segment
+  e_real = len(flat)
+  cap = max_edges or max(e_real, 1)
+  if e_real > cap:
+    raise ValueError(f"graph needs {e_real} edges, capacity is {cap}")
+  recv = (flat // (k * f)).astype(np.int32)
+  etype = ((flat // f) % k).astype(np.int32)
+  pad = cap - e_real
+  rows = np.concatenate([receiver_ids.astype(np.int32),
+                         neighbour_ids.reshape(-1)[flat].astype(np.int32),
+                         np.zeros(pad, np.int32)])
+  negated = np.concatenate([receiver_negated.astype(bool), np.zeros(cap, bool)])
   return jraph.GraphsTuple(
       nodes={"row": rows, "negated": negated},
-      edges={"type": types, "mask": edge_mask},
-      senders=senders, receivers=receivers,
-      n_node=np.asarray([len(rows)], np.int32), n_edge=np.asarray([len(senders)], np.int32),
+      edges={"type": np.concatenate([etype, np.full(pad, k - 1, np.int32)]),
+             "mask": np.concatenate([np.ones(e_real, bool), np.zeros(pad, bool)])},
+      senders=(r + np.arange(cap)).astype(np.int32),
+      receivers=np.concatenate([recv, np.full(pad, r - 1, np.int32)]),
+      n_node=np.asarray([r + cap], np.int32), n_edge=np.asarray([cap], np.int32),
       globals=None)

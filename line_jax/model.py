@@ -58,45 +58,62 @@ def project_text(params: dict, text: jnp.ndarray) -> jnp.ndarray:
   return text.astype(jnp.float32) @ p["w"] + p["b"]
 
 
-def graph_attention(params: dict, graph: jraph.GraphsTuple, concept_table: jnp.ndarray,
-                    negated_table: jnp.ndarray, num_receivers: int, num_types: int,
-                    negative_slope: float = 0.2) -> jnp.ndarray:
-  """G over a GraphsTuple; returns [num_receivers, d] for nodes 0..num_receivers-1.
+def aggregate_neighbourhoods(params: dict, graph: jraph.GraphsTuple,
+                             concept_table: jnp.ndarray, negated_table: jnp.ndarray,
+                             num_receivers: int, num_types: int,
+                             negative_slope: float = 0.2) -> jnp.ndarray:
+  """The attention-weighted neighbourhood of each receiver, in the input space: [R, d_c].
 
-  Nodes carry {"row", "negated"}: the node's features are row `row` of `negated_table` if
-  `negated` else of `concept_table` (frozen teacher-2 embeddings, [C, d_c], any float dtype).
-  Edges carry {"type", "mask"}. Each head k softmaxes over the edges of type k entering a
-  receiver (its self loop included) with `jraph.segment_softmax`; heads are averaged; negated
-  receivers then go through the negation projector.
+  G(c) = pooled(c) @ W_c (then the negation projector for negated receivers); see
+  `graph_attention`. Nodes carry {"row", "negated"}: a node's features are row `row` of
+  `negated_table` if `negated` else of `concept_table` (frozen teacher-2 embeddings, [C, d_c],
+  any float dtype). Edges carry {"type", "mask"} and must be sorted by receiver * K + type.
+  Each head k softmaxes over the edges of type k entering a receiver (its self loop included)
+  with `jraph.segment_softmax`; the heads are averaged.
   """
   w = params["concept_proj"]["w"]                               # [d_c, d]
   u_src = w @ params["attention"]["src"].T                      # [d_c, K]
   u_dst = w @ params["attention"]["dst"].T                      # [d_c, K]
   rows, neg = graph.nodes["row"], graph.nodes["negated"]
   etype, emask = graph.edges["type"], graph.edges["mask"]
-  senders, receivers = graph.senders, graph.receivers
-
-  def features(node_rows, node_neg):
-    x = jnp.where(node_neg[:, None], negated_table[node_rows], concept_table[node_rows])
-    return x.astype(jnp.float32)
-
-  x_recv = features(rows[:num_receivers], neg[:num_receivers])        # [R, d_c]
-  x_edge = features(rows[senders], neg[senders])                       # [E, d_c]
-  dst_logit = (x_recv @ u_dst)[receivers, etype]                       # [E]
-  src_logit = jnp.einsum("ec,ec->e", x_edge, u_src.T[etype])           # [E]
-  logits = jax.nn.leaky_relu(src_logit + dst_logit, negative_slope)
-  logits = jnp.where(emask, logits, -1e9)
-  segments = receivers * num_types + etype
   num_segments = num_receivers * num_types
-  alpha = jraph.segment_softmax(logits, segments, num_segments, indices_are_sorted=True)
-  alpha = jnp.where(emask, alpha, 0.0)
-  pooled = jax.ops.segment_sum(alpha[:, None] * x_edge, segments, num_segments,
-                               indices_are_sorted=True)               # [R*K, d_c]
-  pooled = pooled.reshape(num_receivers, num_types, -1).mean(axis=1)  # heads averaged
-  out = pooled @ w                                                     # [R, d]
+  # Receivers: their own row (negated ones from the negated table); neighbours: positive.
+  x_recv = jnp.where(neg[:num_receivers, None], negated_table[rows[:num_receivers]],
+                     concept_table[rows[:num_receivers]]).astype(jnp.float32)   # [R, d_c]
+  x_edge = concept_table[rows[graph.senders]].astype(jnp.float32)               # [E, d_c]
+  dst_logit = x_recv @ u_dst                                                     # [R, K]
+  self_logit = jax.nn.leaky_relu(dst_logit + x_recv @ u_src, negative_slope)    # [R, K]
+  edge_logit = jax.nn.leaky_relu(
+      dst_logit[graph.receivers, etype] + jnp.einsum("ec,ec->e", x_edge, u_src.T[etype]),
+      negative_slope)
+  edge_logit = jnp.where(emask, edge_logit, -1e9)
+  # One softmax per (receiver, type) segment over {self loop} + that type's neighbours.
+  segments = jnp.concatenate([jnp.arange(num_segments, dtype=jnp.int32),
+                              graph.receivers * num_types + etype])
+  alpha = jraph.segment_softmax(jnp.concatenate([self_logit.reshape(-1), edge_logit]),
+                                segments, num_segments)
+  alpha_self = alpha[:num_segments].reshape(num_receivers, num_types)
+  alpha_edge = jnp.where(emask, alpha[num_segments:], 0.0)
+  pooled = jax.ops.segment_sum(alpha_edge[:, None] * x_edge, segments[num_segments:],
+                               num_segments, indices_are_sorted=True)
+  pooled = pooled.reshape(num_receivers, num_types, -1) + alpha_self[:, :, None] * x_recv[:, None]
+  return pooled.mean(axis=1)                                         # heads averaged
+
+
+def project_pooled(params: dict, pooled: jnp.ndarray, negated: jnp.ndarray) -> jnp.ndarray:
+  """W_c on pooled neighbourhoods [n, d_c] -> [n, d]; negated rows through their projector."""
+  out = pooled @ params["concept_proj"]["w"]
   p = params["negation_proj"]
-  negated_out = out @ p["w"] + p["b"]
-  return jnp.where(neg[:num_receivers, None], negated_out, out)
+  return jnp.where(negated[:, None], out @ p["w"] + p["b"], out)
+
+
+def graph_attention(params: dict, graph: jraph.GraphsTuple, concept_table: jnp.ndarray,
+                    negated_table: jnp.ndarray, num_receivers: int, num_types: int,
+                    negative_slope: float = 0.2) -> jnp.ndarray:
+  """G over a GraphsTuple; returns [num_receivers, d] for nodes 0..num_receivers-1."""
+  pooled = aggregate_neighbourhoods(params, graph, concept_table, negated_table,
+                                    num_receivers, num_types, negative_slope)
+  return project_pooled(params, pooled, graph.nodes["negated"][:num_receivers])
 
 
 def l2_normalize(x: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:

@@ -13,8 +13,9 @@ Per shard (b = B / S pairs):
                                      and how many negated mentions it has in the shard
   rel_head / rel_tail / rel_corrupt [Rs], rel_mask [Rs]   relational-loss triplets
   graph: jraph.GraphsTuple over the U + V receivers (line_jax.graph layout)
-Capacities U and V are the largest any b pairs of the dataset can need (sum of the b longest
-lists), so no batch ever overflows and one compiled step serves them all.
+Capacities (U, V and the graph's edge count) are measured on sampled batches at start-up
+(`fit_capacity`, with a margin), so one compiled step serves every batch; a batch that still
+needs more grows them, with a warning, at the cost of one more compilation.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class BatchShapes:
   max_concepts: int      # M (includes the slot for a recovered concept)
   positive_slots: int    # U per shard
   negated_slots: int     # V per shard
+  edges: int             # neighbour-edge capacity of a shard's graph
   relational_edges: int  # Rs per shard
   num_types: int         # K
   fanout: int            # F
@@ -90,20 +92,17 @@ class PairLists:
 
 
 def batch_shapes(lists: PairLists, batch_size: int, num_shards: int, num_types: int,
-                 fanout: int, relational_edges: int, max_nodes: int = 0) -> BatchShapes:
+                 fanout: int, relational_edges: int) -> BatchShapes:
+  """Starting capacities; `BatchBuilder.fit_capacity` sets them from sampled batches."""
   if batch_size % num_shards:
     raise ValueError(f"train.batch_size={batch_size} must be a multiple of the number of "
                      f"devices ({num_shards})")
   b = batch_size // num_shards
   rs = -(-relational_edges // num_shards)
-  longest = np.sort(lists.lengths + 1)[::-1][:b].sum()
-  most_negated = np.sort(lists.negated_counts)[::-1][:b].sum()
-  u = _round_up(longest + 3 * rs)
-  v = _round_up(max(1, most_negated))
-  if max_nodes and u + v > max_nodes:
-    raise ValueError(f"a batch shard may need {u + v} receivers; graph.max_nodes={max_nodes}"
-                     " is smaller (lower the batch size or raise graph.max_nodes)")
-  return BatchShapes(batch_size, num_shards, lists.max_concepts, u, v, rs, num_types, fanout)
+  u = _round_up(b * 2 + 3 * rs)
+  v = _round_up(max(1, b // 4))
+  return BatchShapes(batch_size, num_shards, lists.max_concepts, u, v, u * fanout, rs,
+                     num_types, fanout)
 
 
 class BatchBuilder:
@@ -129,19 +128,72 @@ class BatchBuilder:
     ok = (corrupt != head) & (corrupt != tail) & ~self.table.contains(head, corrupt)
     return np.stack([head, tail, corrupt], 1)[ok]
 
-  def build(self, pair_idx: np.ndarray, step: int) -> dict:
+  def _plan(self, pair_idx: np.ndarray, step: int):
+    """Per shard: receivers, sampled neighbours, triplets; and what capacity they need."""
     sh = self.shapes
-    b, m, u, v, rs = (sh.pairs_per_shard, sh.max_concepts, sh.positive_slots,
-                      sh.negated_slots, sh.relational_edges)
-    s_count = sh.num_shards
-    pair_idx = np.asarray(pair_idx, np.int64)
+    b, s_count = sh.pairs_per_shard, sh.num_shards
     padded = np.full(sh.batch_size, -1, np.int64)
-    padded[:len(pair_idx)] = pair_idx
+    padded[:len(pair_idx)] = np.asarray(pair_idx, np.int64)
     occurrences = [self.lists.concepts(i) if i >= 0 else
                    (np.zeros(0, np.int32), np.zeros(0, bool)) for i in padded]
     all_pos = np.unique(np.concatenate([o[0] for o in occurrences] + [np.zeros(0, np.int32)]))
     triplets = self._relational(all_pos.astype(np.int64), step)
+    shards = []
+    need = np.zeros(3, np.int64)   # positive receivers, negated receivers, neighbour edges
+    for s in range(s_count):
+      occ = occurrences[s * b:(s + 1) * b]
+      trip = triplets[s::s_count][:sh.relational_edges]
+      pos = np.unique(np.concatenate([o[0] for o in occ] + [trip.reshape(-1).astype(np.int32),
+                                                           np.zeros(0, np.int32)]))
+      negc, neg_count = np.unique(np.concatenate([o[0][o[1]] for o in occ] +
+                                                 [np.zeros(0, np.int32)]), return_counts=True)
+      recv = np.concatenate([pos, negc]).astype(np.int64)
+      ids, mask = graph_lib.sample_neighbours(self.table, recv, sh.fanout, self.seed, step)
+      need = np.maximum(need, [len(pos), len(negc), int(mask.sum())])
+      shards.append(dict(pairs=padded[s * b:(s + 1) * b], occ=occ, trip=trip, pos=pos,
+                         negc=negc, neg_count=neg_count, ids=ids, mask=mask))
+    return padded, shards, need
 
+  def _grow(self, need: np.ndarray, margin: float) -> bool:
+    sh = self.shapes
+    u, v = sh.positive_slots, sh.negated_slots
+    new_u = _round_up(need[0] * margin) if need[0] > u else u
+    new_v = _round_up(need[1] * margin) if need[1] > v else v
+    new_e = _round_up(need[2] * margin, 256) if need[2] > sh.edges else sh.edges
+    if (new_u, new_v, new_e) == (u, v, sh.edges):
+      return False
+    self.shapes = dataclasses.replace(sh, positive_slots=new_u, negated_slots=new_v,
+                                      edges=new_e)
+    return True
+
+  def fit_capacity(self, pair_idx: np.ndarray, num_batches: int, margin: float) -> BatchShapes:
+    """Sets capacities to `margin` x the most that `num_batches` sampled batches need."""
+    bsz = self.shapes.batch_size
+    order = np.random.default_rng([self.seed, 7]).permutation(pair_idx)
+    samples = [order[i * bsz:(i + 1) * bsz] for i in range(num_batches)]
+    need = np.zeros(3, np.int64)
+    for i, batch in enumerate(samples):
+      if len(batch):
+        need = np.maximum(need, self._plan(batch, i)[2])
+    sh = self.shapes
+    u, v = _round_up(need[0] * margin), _round_up(max(1, need[1]) * margin)
+    e = _round_up(need[2] * margin, 256)
+    self.shapes = dataclasses.replace(sh, positive_slots=u, negated_slots=v, edges=e)
+    return self.shapes
+
+  def build(self, pair_idx: np.ndarray, step: int) -> dict:
+    padded, shards, need = self._plan(pair_idx, step)
+    sh = self.shapes
+    if (need[0] > sh.positive_slots or need[1] > sh.negated_slots
+        or need[2] > sh.edges):
+      self._grow(need, 1.25)
+      logging.warning("step %d needs more graph capacity than the sampled estimate (%s); "
+                      "grown to %s: the train step compiles once more", step, need.tolist(),
+                      self.shapes)
+      sh = self.shapes
+    b, m, u, v, rs = (sh.pairs_per_shard, sh.max_concepts, sh.positive_slots,
+                      sh.negated_slots, sh.relational_edges)
+    s_count = sh.num_shards
     d_t = self.text.shape[1]
     out = {
         "text": np.zeros((s_count, b, d_t), self.text.dtype),
@@ -149,6 +201,7 @@ class BatchBuilder:
         "pair_mask": np.zeros((s_count, b), bool),
         "occ_slot": np.zeros((s_count, b, m), np.int32),
         "occ_mask": np.zeros((s_count, b, m), bool),
+        "receiver_real": np.zeros((s_count, u + v), bool),
         "neg_pos_slot": np.zeros((s_count, v), np.int32),
         "neg_weight": np.zeros((s_count, v), np.float32),
         "rel_head": np.zeros((s_count, rs), np.int32),
@@ -156,62 +209,49 @@ class BatchBuilder:
         "rel_corrupt": np.zeros((s_count, rs), np.int32),
         "rel_mask": np.zeros((s_count, rs), bool),
     }
-    rows, negs, nbr_ids, nbr_masks = [], [], [], []
     valid = padded >= 0
     if valid.any():
-      out_text = np.asarray(self.text[np.sort(padded[valid])])
-      order = np.argsort(np.argsort(padded[valid]))
-      gathered = out_text[order]
-    for s in range(s_count):
-      sl = slice(s * b, (s + 1) * b)
-      shard_pairs = padded[sl]
-      shard_trip = triplets[s::s_count][:rs]
-      pos_parts = [occurrences[s * b + i][0] for i in range(b)]
-      pos = np.unique(np.concatenate(pos_parts + [shard_trip.reshape(-1).astype(np.int32),
-                                                  np.zeros(0, np.int32)]))
-      neg_parts = [occurrences[s * b + i][0][occurrences[s * b + i][1]] for i in range(b)]
-      negc, neg_count = np.unique(np.concatenate(neg_parts + [np.zeros(0, np.int32)]),
-                                  return_counts=True)
-      assert len(pos) <= u and len(negc) <= v, (len(pos), u, len(negc), v)
-      for i in range(b):
-        if shard_pairs[i] < 0:
+      rows_sorted = np.sort(padded[valid])
+      gathered = np.asarray(self.text[rows_sorted])[np.searchsorted(rows_sorted,
+                                                                    padded[valid])]
+    graphs = []
+    for s, plan in enumerate(shards):
+      pos, negc = plan["pos"], plan["negc"]
+      for i, pair in enumerate(plan["pairs"]):
+        if pair < 0:
           continue
-        idx, neg = occurrences[s * b + i]
+        idx, neg = plan["occ"][i]
         slots = np.where(neg, u + np.searchsorted(negc, idx), np.searchsorted(pos, idx))
         out["occ_slot"][s, i, :len(idx)] = slots
         out["occ_mask"][s, i, :len(idx)] = True
-        out["rho"][s, i] = self.lists.dataset.rho[shard_pairs[i]]
+        out["rho"][s, i] = self.lists.dataset.rho[pair]
         out["pair_mask"][s, i] = True
-      first = s * b
-      n_valid = int(valid[sl].sum())
-      if n_valid:
-        start = int(valid[:first].sum())
-        out["text"][s, np.flatnonzero(valid[sl])] = gathered[start:start + n_valid]
+      n_before = int(valid[:s * b].sum())
+      here = np.flatnonzero(valid[s * b:(s + 1) * b])
+      out["text"][s, here] = gathered[n_before:n_before + len(here)]
       out["neg_pos_slot"][s, :len(negc)] = np.searchsorted(pos, negc)
-      out["neg_weight"][s, :len(negc)] = neg_count
-      if len(shard_trip):
-        n_t = len(shard_trip)
-        out["rel_head"][s, :n_t] = np.searchsorted(pos, shard_trip[:, 0])
-        out["rel_tail"][s, :n_t] = np.searchsorted(pos, shard_trip[:, 1])
-        out["rel_corrupt"][s, :n_t] = np.searchsorted(pos, shard_trip[:, 2])
-        out["rel_mask"][s, :n_t] = True
+      out["neg_weight"][s, :len(negc)] = plan["neg_count"]
+      trip = plan["trip"]
+      if len(trip):
+        out["rel_head"][s, :len(trip)] = np.searchsorted(pos, trip[:, 0])
+        out["rel_tail"][s, :len(trip)] = np.searchsorted(pos, trip[:, 1])
+        out["rel_corrupt"][s, :len(trip)] = np.searchsorted(pos, trip[:, 2])
+        out["rel_mask"][s, :len(trip)] = True
+      out["receiver_real"][s, :len(pos)] = True
+      out["receiver_real"][s, u:u + len(negc)] = True
+      # Receiver slots: positives at 0..U-1, negated at U..U+V-1; padding slots are row 0
+      # with no neighbours (a self loop only).
       recv = np.zeros(u + v, np.int32)
       recv[:len(pos)] = pos
       recv[u:u + len(negc)] = negc
       recv_neg = np.zeros(u + v, bool)
       recv_neg[u:] = True
-      ids, mask = graph_lib.sample_neighbours(self.table, recv.astype(np.int64), sh.fanout,
-                                              self.seed, step)
-      real = np.zeros(u + v, bool)
-      real[:len(pos)] = True
-      real[u:u + len(negc)] = True
-      mask &= real[:, None, None]
-      rows.append(recv)
-      negs.append(recv_neg)
-      nbr_ids.append(ids)
-      nbr_masks.append(mask)
-    graphs = [graph_lib.build_graph(r, n, i, k) for r, n, i, k in
-              zip(rows, negs, nbr_ids, nbr_masks)]
+      ids = np.zeros((u + v, sh.num_types, sh.fanout), np.int32)
+      mask = np.zeros((u + v, sh.num_types, sh.fanout), bool)
+      ids[:len(pos)], mask[:len(pos)] = plan["ids"][:len(pos)], plan["mask"][:len(pos)]
+      ids[u:u + len(negc)] = plan["ids"][len(pos):]
+      mask[u:u + len(negc)] = plan["mask"][len(pos):]
+      graphs.append(graph_lib.build_graph(recv, recv_neg, ids, mask, sh.edges))
     out["graph"] = _stack_graphs(graphs)
     return out
 

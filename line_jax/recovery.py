@@ -69,7 +69,9 @@ def project_concepts(params, table: graph_lib.NeighbourTable, concept_table, neg
       c = np.concatenate([c, np.zeros(chunk - real, np.int64)])
       g = np.concatenate([g, np.zeros(chunk - real, bool)])
     ids, mask = graph_lib.sample_neighbours(table, c, fanout, deterministic=True)
-    graph = graph_lib.build_graph(c.astype(np.int32), g, ids, mask)
+    # Edge capacity bucketed to a power of two: few shapes, few compilations.
+    capacity = 1 << max(0, int(graph_lib.num_edges(mask) - 1).bit_length())
+    graph = graph_lib.build_graph(c.astype(np.int32), g, ids, mask, capacity)
     res = _project_chunk(params, graph, concept_table, negated_table, num_receivers=chunk,
                          num_types=table.num_types, slope=slope, normalize=normalize)
     out.append(np.asarray(res)[:real])

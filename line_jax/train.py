@@ -74,34 +74,55 @@ def shard_batch(batch: dict, mesh: jax.sharding.Mesh) -> dict:
                                                        x.shape), batch)
 
 
-def make_loss_fn(config, shapes: pipeline.BatchShapes, mesh):
-  """loss(params, batch, concept_table, negated_table) -> (scalar, parts) over the mesh."""
+def make_loss_fn(config, num_types: int, mesh):
+  """loss(params, batch, concept_table, negated_table) -> (scalar, parts) over the mesh.
+
+  Sizes come from the batch's array shapes, so a grown capacity just retraces."""
   lc = config.loss
   normalize = bool(lc.normalize)
   slope = float(config.model.leaky_relu_slope)
-  b = shapes.pairs_per_shard
-  u = shapes.positive_slots
 
   def local(params, batch, concept_table, negated_table):
     batch = jax.tree.map(lambda x: x[0], batch)      # this device's shard
-    g = model_lib.graph_attention(params, batch["graph"], concept_table, negated_table,
-                                  shapes.receivers, shapes.num_types, slope)
+    b = batch["pair_mask"].shape[0]
+    num_receivers = batch["receiver_real"].shape[0]
+    num_negated = batch["neg_weight"].shape[0]
+    u = num_receivers - num_negated
+    pooled = model_lib.aggregate_neighbourhoods(params, batch["graph"], concept_table,
+                                                negated_table, num_receivers, num_types, slope)
+    receiver_negated = batch["graph"].nodes["negated"][:num_receivers]
+
+    def concepts(slots):      # G of the given receiver slots, in the joint space
+      out = model_lib.project_pooled(params, pooled[slots], receiver_negated[slots])
+      return model_lib.l2_normalize(out) if normalize else out
+
     t = model_lib.project_text(params, batch["text"])
+    w = batch["occ_mask"].astype(jnp.float32)                     # [b, M]
+    count = jnp.maximum(w.sum(1), 1.0)[:, None]
     if normalize:
-      g, t = model_lib.l2_normalize(g), model_lib.l2_normalize(t)
-    occ = g[batch["occ_slot"]]                                   # [b, M, d]
-    w = batch["occ_mask"].astype(jnp.float32)
-    c_mean = jnp.einsum("bm,bmd->bd", w, occ) / jnp.maximum(w.sum(1), 1.0)[:, None]
+      occ = concepts(batch["occ_slot"].reshape(-1)).reshape(*w.shape, -1)
+      c_mean = jnp.einsum("bm,bmd->bd", w, occ) / count
+      t = model_lib.l2_normalize(t)
+    else:
+      # G is linear after pooling: the mean of projections is the projection of the mean,
+      # per polarity, so W_c runs once per pair instead of once per concept mention.
+      occ_pooled = pooled[batch["occ_slot"]]                      # [b, M, d_c]
+      neg_w = w * (batch["occ_slot"] >= u)
+      pos_mean = jnp.einsum("bm,bmc->bc", w - neg_w, occ_pooled) / count
+      neg_mean = jnp.einsum("bm,bmc->bc", neg_w, occ_pooled) / count
+      wc, pn = params["concept_proj"]["w"], params["negation_proj"]
+      c_mean = (pos_mean @ wc + (neg_mean @ wc) @ pn["w"]
+                + (neg_w.sum(1, keepdims=True) / count) * pn["b"])
     texts = jax.lax.all_gather(t, AXIS, tiled=True)
     text_mask = jax.lax.all_gather(batch["pair_mask"], AXIS, tiled=True)
     first = jax.lax.axis_index(AXIS) * b
     a = losses_lib.alignment_terms(c_mean, batch["pair_mask"], batch["rho"], texts,
                                    text_mask, first, lc.margin)
-    r = losses_lib.relational_terms(g[batch["rel_head"]], g[batch["rel_tail"]],
-                                    g[batch["rel_corrupt"]], batch["rel_mask"],
+    r = losses_lib.relational_terms(concepts(batch["rel_head"]), concepts(batch["rel_tail"]),
+                                    concepts(batch["rel_corrupt"]), batch["rel_mask"],
                                     lc.relational_margin)
-    negated_rows = g[u + jnp.arange(shapes.negated_slots)]
-    n = losses_lib.negation_terms(g[batch["neg_pos_slot"]], negated_rows, batch["neg_weight"],
+    n = losses_lib.negation_terms(concepts(batch["neg_pos_slot"]),
+                                  concepts(u + jnp.arange(num_negated)), batch["neg_weight"],
                                   lc.negation_delta)
     sums = jax.lax.psum(jnp.stack([a[0], r[0], n[0]]), AXIS)
     counts = jax.lax.psum(jnp.stack([a[1], r[1], n[1]]), AXIS)
@@ -113,8 +134,8 @@ def make_loss_fn(config, shapes: pipeline.BatchShapes, mesh):
                        out_specs=(P(), P()))
 
 
-def make_train_step(config, shapes, mesh, optimizer):
-  loss_fn = make_loss_fn(config, shapes, mesh)
+def make_train_step(config, num_types, mesh, optimizer):
+  loss_fn = make_loss_fn(config, num_types, mesh)
 
   def train_step(state, batch, concept_table, negated_table):
     COMPILATIONS["train_step"] += 1
@@ -136,34 +157,44 @@ def make_optimizer(config) -> optax.GradientTransformation:
 class Trainer:
   """Everything a run needs, built once from the config: data, teachers, graph, step."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str, devices=None):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, devices=None,
+               dataset=None, teachers=None):
+    """`dataset` and `teachers` (a pair of TeacherEmbeddings) may be given in memory
+    (benchmarks); otherwise they come from config.data and the teacher cache."""
     self.config = config
     self.workdir = os.path.abspath(workdir)
     os.makedirs(self.workdir, exist_ok=True)
-    self.dataset = prepare_dataset(config)
+    self.dataset = dataset if dataset is not None else prepare_dataset(config)
     ds = self.dataset
     logging.info("dataset %s: %d concepts, %d relation types %s, %d edges, %d pairs "
                  "(train %d, valid %d, test %d)", ds.root, ds.num_concepts,
                  len(ds.relation_types), list(ds.relation_types), len(ds.edge_head),
                  ds.num_pairs, len(ds.split_indices("train")), len(ds.split_indices("valid")),
                  len(ds.split_indices("test")))
-    self.teacher1 = ensure_teacher(config.teacher1, ds, self.workdir)
-    self.teacher2 = ensure_teacher(config.teacher2, ds, self.workdir)
+    if teachers is None:
+      teachers = (ensure_teacher(config.teacher1, ds, self.workdir),
+                  ensure_teacher(config.teacher2, ds, self.workdir))
+    self.teacher1, self.teacher2 = teachers
     self.table = graph_lib.NeighbourTable.from_dataset(ds, config.graph.symmetric)
     self.lists = pipeline.PairLists(ds, config.data.max_concepts_per_pair)
     self.mesh = make_mesh(devices)
-    self.shapes = pipeline.batch_shapes(
+    shapes = pipeline.batch_shapes(
         self.lists, config.train.batch_size, self.mesh.size, len(ds.relation_types),
-        config.graph.fanout, config.loss.relational_edges, config.graph.max_nodes)
-    logging.info("batch shapes: %s", self.shapes)
+        config.graph.fanout, config.loss.relational_edges)
     self.builder = pipeline.BatchBuilder(self.lists, self.table, self.teacher1.text,
-                                         self.shapes, config.train.seed)
+                                         shapes, config.train.seed)
+    train_idx = ds.split_indices("train")
+    if len(train_idx):
+      self.builder.fit_capacity(train_idx, config.graph.capacity_sample_batches,
+                                config.graph.capacity_margin)
+    logging.info("batch shapes: %s", self.builder.shapes)
     replicated = NamedSharding(self.mesh, P())
     self.concept_table = jax.device_put(np.asarray(self.teacher2.concepts), replicated)
     self.negated_table = jax.device_put(np.asarray(self.teacher2.negated), replicated)
     self.dim = int(config.model.dim or self.teacher1.dim)
     self.optimizer = make_optimizer(config)
-    self.train_step = make_train_step(config, self.shapes, self.mesh, self.optimizer)
+    self.train_step = make_train_step(config, len(ds.relation_types), self.mesh,
+                                      self.optimizer)
 
   def init_state(self) -> dict:
     params = model_lib.init_params(

@@ -55,17 +55,25 @@ class GraphTest(parameterized.TestCase):
                                     deterministic=True)
     np.testing.assert_array_equal(a[0], b[0])
 
-  def test_build_graph_layout(self):
+  def test_build_graph_compact_layout(self):
     ids, mask = graph_lib.sample_neighbours(self.table, np.array([0, 3]), 3, seed=0)
-    g = graph_lib.build_graph(np.array([0, 3]), np.array([False, True]), ids, mask)
-    num_edges = 2 * 2 * 4
-    self.assertEqual(g.senders.shape, (num_edges,))
-    self.assertEqual(g.nodes["row"].shape, (2 + 2 * 2 * 3,))
+    self.assertEqual(graph_lib.num_edges(mask), 3 + 2 + 1 + 1)
+    g = graph_lib.build_graph(np.array([0, 3]), np.array([False, True]), ids, mask, 10)
+    self.assertEqual(g.senders.shape, (10,))
+    self.assertEqual(g.nodes["row"].shape, (12,))
+    self.assertEqual(int(g.edges["mask"].sum()), 7)
     segments = g.receivers * 2 + g.edges["type"]
     self.assertTrue((np.diff(segments) >= 0).all())              # sorted for segment ops
-    self.assertTrue(g.edges["mask"][::4].all())                  # self loops never masked
-    np.testing.assert_array_equal(g.senders[::4], g.receivers[::4])
-    np.testing.assert_array_equal(g.nodes["row"][g.senders[1:4]], ids[0, 0])
+    np.testing.assert_array_equal(g.receivers[:7], [0, 0, 0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(g.edges["type"][:7], [0, 0, 0, 1, 1, 0, 1])
+    np.testing.assert_array_equal(g.nodes["row"][g.senders[:3]], ids[0, 0])
+    np.testing.assert_array_equal(g.nodes["row"][g.senders[5:7]], [0, 4])
+    np.testing.assert_array_equal(g.nodes["negated"][:2], [False, True])
+    self.assertFalse(g.nodes["negated"][2:].any())
+    g2 = graph_lib.build_graph(np.array([0, 3]), np.array([False, True]), ids, mask)
+    np.testing.assert_array_equal(g2.receivers, g.receivers[:7])
+    with self.assertRaisesRegex(ValueError, "needs 7 edges, capacity is 5"):
+      graph_lib.build_graph(np.array([0, 3]), np.array([False, True]), ids, mask, 5)
 
   def test_contains_and_any_neighbour(self):
     np.testing.assert_array_equal(

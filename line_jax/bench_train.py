@@ -1,0 +1,163 @@
+"""Train-step throughput and streaming memory on synthetic data of a chosen size.
+
+`bench_train_step` times the compiled step alone (batches built beforehand) and the whole
+loop (host batch building in the prefetch thread + step), and counts compilations.
+`bench_streaming` writes a large synthetic dataset to disk (memmapped float16 embeddings)
+and trains over it, reporting peak resident memory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from line_jax import config as config_lib
+from line_jax import embeddings as emb_lib
+from line_jax import pipeline
+from line_jax import train as train_lib
+from line_jax.data.dataset import Dataset
+
+
+def synthetic_dataset(num_pairs: int, num_concepts: int, num_edges: int, num_relations: int,
+                      concepts_per_pair: float, seed: int = 0) -> Dataset:
+  """An in-memory Dataset with random lists (Poisson lengths, >= 1) and a random graph."""
+  rng = np.random.default_rng(seed)
+  lengths = np.maximum(1, rng.poisson(concepts_per_pair, num_pairs))
+  offsets = np.zeros(num_pairs + 1, np.int64)
+  np.cumsum(lengths, out=offsets[1:])
+  flat = rng.integers(0, num_concepts, offsets[-1]).astype(np.int32)
+  negated = rng.random(offsets[-1]) < 0.1
+  ids = np.asarray([f"C{j}" for j in range(num_concepts)], object)
+  return Dataset(
+      root="<synthetic benchmark>", concept_ids=ids, names=ids, negated_names=ids,
+      groups=None, relation_types=tuple(f"r{k}" for k in range(num_relations)),
+      edge_head=rng.integers(0, num_concepts, num_edges).astype(np.int32),
+      edge_tail=rng.integers(0, num_concepts, num_edges).astype(np.int32),
+      edge_type=rng.integers(0, num_relations, num_edges).astype(np.int32),
+      heldout_head=np.zeros(0, np.int32), heldout_tail=np.zeros(0, np.int32),
+      heldout_relation=np.zeros(0, object),
+      pair_ids=np.asarray([f"P{i}" for i in range(num_pairs)], object),
+      texts=np.asarray([""] * num_pairs, object), concept_offsets=offsets, concept_flat=flat,
+      negated_flat=negated, rho=rng.uniform(0.2, 1.0, num_pairs).astype(np.float32),
+      split=np.asarray(["train"] * num_pairs, object), labels=None)
+
+
+def _teachers(dataset: Dataset, dim: int, text=None, concepts=None, negated=None, seed=0):
+  rng = np.random.default_rng(seed)
+  make = lambda n: rng.standard_normal((n, dim), np.float32).astype(np.float16)
+  t1 = emb_lib.TeacherEmbeddings(text if text is not None else make(dataset.num_pairs),
+                                 make(1), make(1), {}, "<memory>")
+  c = concepts if concepts is not None else make(dataset.num_concepts)
+  n = negated if negated is not None else make(dataset.num_concepts)
+  t2 = emb_lib.TeacherEmbeddings(make(1), c, n, {}, "<memory>")
+  return t1, t2
+
+
+def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: float = 8,
+                     fanout: int = 8, num_relations: int = 7, steps: int = 20,
+                     num_concepts: int = 50000, num_edges: int = 400000, devices=None) -> dict:
+  """Pairs/s of the train step at the given sizes (median over `steps` timed steps)."""
+  cfg = config_lib.base_config()
+  cfg.train.batch_size = batch_size
+  cfg.graph.fanout = fanout
+  num_pairs = batch_size * (steps + 2)
+  ds = synthetic_dataset(num_pairs, num_concepts, num_edges, num_relations, concepts_per_pair)
+  workdir = tempfile.mkdtemp(prefix="line_bench_")
+  trainer = train_lib.Trainer(cfg, workdir, devices, dataset=ds, teachers=_teachers(ds, dim))
+  state = trainer.init_state()
+  order = np.arange(num_pairs)
+  t0 = time.perf_counter()
+  batches = [trainer.builder.build(order[i * batch_size:(i + 1) * batch_size], i)
+             for i in range(steps + 2)]
+  host_s = (time.perf_counter() - t0) / len(batches)
+  compiled_before = train_lib.COMPILATIONS["train_step"]
+  t0 = time.perf_counter()
+  state, m = trainer.train_step(state, train_lib.shard_batch(batches[0], trainer.mesh),
+                                trainer.concept_table, trainer.negated_table)
+  jax.block_until_ready(m)
+  compile_s = time.perf_counter() - t0
+  times = []
+  for b in batches[1:]:
+    sharded = train_lib.shard_batch(b, trainer.mesh)
+    jax.block_until_ready(sharded)
+    t0 = time.perf_counter()
+    state, m = trainer.train_step(state, sharded, trainer.concept_table,
+                                  trainer.negated_table)
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t0)
+  # The whole loop: batches built by the prefetch thread while the device steps.
+  t0 = time.perf_counter()
+  n = 0
+  for _, b in pipeline.iterate_batches(trainer.builder, order, 0, 0, 2):
+    state, m = trainer.train_step(state, train_lib.shard_batch(b, trainer.mesh),
+                                  trainer.concept_table, trainer.negated_table)
+    n += 1
+  jax.block_until_ready(m)
+  loop_s = (time.perf_counter() - t0) / n
+  step_s = float(np.median(times))
+  sh = trainer.builder.shapes
+  edges = sh.edges
+  return {
+      "batch_size": batch_size, "dim": dim, "concepts_per_pair": concepts_per_pair,
+      "fanout": fanout, "relation_types": num_relations, "devices": trainer.mesh.size,
+      "receivers_per_shard": sh.receivers, "edges_per_shard": edges,
+      "step_ms_median": 1e3 * step_s, "pairs_per_s_step": batch_size / step_s,
+      "host_batch_ms": 1e3 * host_s, "pairs_per_s_loop": batch_size / loop_s,
+      "compile_s": compile_s,
+      "compilations": train_lib.COMPILATIONS["train_step"] - compiled_before,
+      # forward: attention logits + weighted sum over edges (d_c each), W_c once per pair
+      # and per loss row; backward ~2x forward
+      "gflop_per_step_est": 3 * (4 * edges * dim + 2 * (3 * batch_size + 2 * sh.negated_slots
+                                                        + 3 * sh.relational_edges) * dim * dim
+                                 + 2 * batch_size * batch_size * dim) / 1e9,
+  }
+
+
+def peak_rss_gib() -> float:
+  import resource
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def bench_streaming(num_pairs: int = 2_000_000, num_concepts: int = 500_000,
+                    num_edges: int = 5_000_000, dim: int = 768, steps: int = 200,
+                    batch_size: int = 128, workdir: str = "") -> dict:
+  """Trains `steps` steps over memmapped float16 embeddings of the given size; peak RSS."""
+  workdir = workdir or tempfile.mkdtemp(prefix="line_stream_")
+  os.makedirs(workdir, exist_ok=True)
+  rng = np.random.default_rng(0)
+
+  def memmap(name, rows):
+    path = os.path.join(workdir, name)
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(rows, dim))
+    for s in range(0, rows, 65536):    # written in blocks: never the whole array in memory
+      arr[s:s + 65536] = rng.standard_normal((min(65536, rows - s), dim), np.float32)
+    arr.flush()
+    del arr
+    return np.load(path, mmap_mode="r")
+
+  t0 = time.perf_counter()
+  text = memmap("text.npy", num_pairs)
+  concepts = memmap("concepts.npy", num_concepts)
+  negated = memmap("negated.npy", num_concepts)
+  write_s = time.perf_counter() - t0
+  ds = synthetic_dataset(num_pairs, num_concepts, num_edges, 7, 8)
+  cfg = config_lib.base_config()
+  cfg.train.batch_size = batch_size
+  teachers = _teachers(ds, dim, text=text, concepts=concepts, negated=negated)
+  trainer = train_lib.Trainer(cfg, workdir, dataset=ds, teachers=teachers)
+  state = trainer.init_state()
+  order = pipeline.epoch_order(np.arange(num_pairs), 0, 1, 0)[:steps * batch_size]
+  t0 = time.perf_counter()
+  for _, b in pipeline.iterate_batches(trainer.builder, order, 0, 0, 2):
+    state, m = trainer.train_step(state, train_lib.shard_batch(b, trainer.mesh),
+                                  trainer.concept_table, trainer.negated_table)
+  jax.block_until_ready(m)
+  train_s = time.perf_counter() - t0
+  return {"pairs": num_pairs, "concepts": num_concepts, "edges": num_edges, "dim": dim,
+          "text_embeddings_gib": num_pairs * dim * 2 / 2**30, "steps": steps,
+          "write_s": write_s, "train_s": train_s, "pairs_per_s": steps * batch_size / train_s,
+          "peak_rss_gib": peak_rss_gib()}
