@@ -74,6 +74,16 @@ def _round_up(value: int, multiple: int) -> int:
   return -(-value // multiple) * multiple
 
 
+def _balanced_chunk(rows: int, largest_chunk: int, multiple: int) -> int:
+  """Chunk size that covers `rows` in as few chunks as `largest_chunk` allows, padding least.
+
+  E.g. 200,000 keys with chunks of at most 16,384: 13 chunks of 15,488 (0.7% padding)
+  rather than 13 chunks of 16,384 (6.5%).
+  """
+  num_chunks = -(-rows // largest_chunk)
+  return min(_round_up(-(-rows // num_chunks), multiple), largest_chunk)
+
+
 def derive_chunk_sizes(
     num_queries: int,
     keys_per_device: int,
@@ -92,8 +102,9 @@ def derive_chunk_sizes(
   float32 scores), the float32 query chunk and, with bf16, the float32
   candidate rows gathered for re-scoring (`query_chunk * k * rescore_factor * dim`).
   Sizes given explicitly are kept (rounded up to the row multiples); the others are derived:
-  the key chunk is the device's whole slice up to `DEFAULT_KEY_CHUNK`, the query chunk the
-  most rows the budget allows, at most the (rounded) number of queries.
+  at most `DEFAULT_KEY_CHUNK` keys and the most query rows the budget allows, then evened
+  out so that the fewest chunks cover the device's keys and the queries with the least
+  padding (padded rows cost a full matmul).
 
   Args:
     num_queries: Q.
@@ -119,20 +130,21 @@ def derive_chunk_sizes(
   if key_chunk > 0:
     key_chunk = _round_up(key_chunk, _KEY_ROW_MULTIPLE)
   else:
-    key_chunk = min(_round_up(max(keys_per_device, 1), _KEY_ROW_MULTIPLE),
-                    DEFAULT_KEY_CHUNK)
+    key_chunk = DEFAULT_KEY_CHUNK
     if query_chunk <= 0:
       # Shrink the key chunk before the query chunk falls under its minimum.
       affordable = (budget_bytes / min_rows - dim * 4 - rescore_row_bytes) / score_bytes
       affordable = int(affordable) // _KEY_ROW_MULTIPLE * _KEY_ROW_MULTIPLE
       key_chunk = max(min(key_chunk, affordable), _KEY_ROW_MULTIPLE)
+    key_chunk = _balanced_chunk(max(keys_per_device, 1), key_chunk, _KEY_ROW_MULTIPLE)
   per_query_row = key_chunk * score_bytes + dim * 4 + rescore_row_bytes
   if query_chunk > 0:
     query_chunk = _round_up(query_chunk, _QUERY_ROW_MULTIPLE)
   else:
     query_chunk = int(budget_bytes // per_query_row)
     query_chunk = query_chunk // _QUERY_ROW_MULTIPLE * _QUERY_ROW_MULTIPLE
-    query_chunk = min(query_chunk, _round_up(max(num_queries, 1), _QUERY_ROW_MULTIPLE))
+    if query_chunk >= min_rows:
+      query_chunk = _balanced_chunk(max(num_queries, 1), query_chunk, _QUERY_ROW_MULTIPLE)
   needed_mb = query_chunk * per_query_row / 2**20
   if query_chunk < min_rows or needed_mb > memory_budget_mb:
     raise ValueError(

@@ -176,10 +176,15 @@ class ChunkSizeTest(parameterized.TestCase):
   def test_derived_from_budget(self):
     query_chunk, key_chunk = search.derive_chunk_sizes(
         1_000_000, 4_000_000, 768, 8, memory_budget_mb=1024)
-    self.assertEqual(key_chunk, search.DEFAULT_KEY_CHUNK)
+    self.assertEqual(key_chunk, 4_000_000 // 245 // 128 * 128 + 128)   # 245 even chunks
+    self.assertLessEqual(key_chunk, search.DEFAULT_KEY_CHUNK)
     per_row = key_chunk * 4 + 768 * 4
+    largest = 1024 * 2**20 // per_row
     self.assertLessEqual(query_chunk * per_row, 1024 * 2**20)
-    self.assertGreater((query_chunk + 8) * per_row, 1024 * 2**20)   # largest that fits
+    # As few query chunks as the budget allows, evened out: padding under one row multiple.
+    num_chunks = -(-1_000_000 // largest)
+    self.assertEqual(-(-1_000_000 // query_chunk), num_chunks)
+    self.assertLess(num_chunks * query_chunk - 1_000_000, 8 * num_chunks)
     self.assertEqual(query_chunk % 8, 0)
 
   def test_bf16_budget_counts_rescoring_rows(self):
