@@ -142,7 +142,7 @@ def bench_search(*, num_queries: int, dict_size: int, dim: int, k: int, repeats:
       print(f"search: faiss comparison not available ({error}); "
             "install it with `pip install faiss-cpu` (extra `bench`)")
   if have_faiss:
-    run_faiss()
+    faiss_flat_ip_search(queries[:query_chunk], keys, k)   # warm-up, as for line_jax
   # Repeats alternate between the two, so that load from other processes hits both alike.
   line_jax_times, faiss_times = [], []
   for _ in range(max(1, repeats)):
