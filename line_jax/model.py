@@ -94,10 +94,11 @@ def aggregate_neighbourhoods(params: dict, graph: jraph.GraphsTuple,
                                 segments, num_segments)
   alpha_self = alpha[:num_segments].reshape(num_receivers, num_types)
   alpha_edge = jnp.where(emask, alpha[num_segments:], 0.0)
-  pooled = jax.ops.segment_sum(alpha_edge[:, None] * x_edge, segments[num_segments:],
-                               num_segments, indices_are_sorted=True)
-  pooled = pooled.reshape(num_receivers, num_types, -1) + alpha_self[:, :, None] * x_recv[:, None]
-  return pooled.mean(axis=1)                                         # heads averaged
+  # Heads averaged: mean_k (a_self[r,k] x_r + sum_{e in (r,k)} a_e x_e), so the edge sum can
+  # go straight to the receiver ([R, d_c], not [R*K, d_c]).
+  pooled = jax.ops.segment_sum(alpha_edge[:, None] * x_edge, graph.receivers, num_receivers,
+                               indices_are_sorted=True)
+  return (pooled + alpha_self.sum(axis=1, keepdims=True) * x_recv) / num_types
 
 
 def project_pooled(params: dict, pooled: jnp.ndarray, negated: jnp.ndarray) -> jnp.ndarray:
