@@ -11,7 +11,9 @@ time is printed too). When torch imports, the same texts run through transformer
 BertModel the way sentence-transformers does it (sort by length, batches padded to their
 longest row, masked mean, normalise) in the same process, and the ratio JAX / PyTorch is
 printed. Runs alternate between the two so that load from other processes hits both alike;
-the best of `--repeats` runs of each is reported.
+the best of `--repeats` runs of each is reported. `--threads=1` runs both single-threaded
+(XLA without its Eigen thread pool, torch.set_num_threads(1)): a comparison that suffers
+less from other processes competing for the cores.
 """
 
 from __future__ import annotations
@@ -90,7 +92,19 @@ def main() -> None:
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--no_torch", action="store_true")
+  parser.add_argument("--threads", type=int, default=0,
+                      help="1: single-threaded JAX and PyTorch; 0: each library's default")
   args = parser.parse_args()
+  if args.threads == 1:   # must precede the first jax import
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen"
+                               "=false intra_op_parallelism_threads=1").strip()
+    try:
+      import torch
+      torch.set_num_threads(1)
+    except ImportError:
+      pass
+  elif args.threads:
+    raise SystemExit("--threads supports 0 (library defaults) or 1")
 
   import jax
   from line_jax.config import teacher_config

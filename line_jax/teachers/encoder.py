@@ -1,8 +1,8 @@
 """`Encoder`: texts -> pooled teacher embeddings, with length-bucketed jit-compiled batches.
 
 Texts are tokenised without padding, grouped by token length into bucket lengths
-(8, 12, 16, 24, 32, 48, ...: steps of x1.5 / x1.33, so that padding wastes at most a third
-of a row; capped by and including max_length), and each bucket runs in batches
+(6, 8, ..., 16, 20, ..., 32, 48, 64, 96, ...; see `bucket_lengths`; capped by and including
+max_length), and each bucket runs in batches
 of a fixed number of rows (the last batch is padded with dummy rows). Every (rows, length)
 shape therefore compiles once, so the number of compilations is the number of buckets used.
 """
@@ -21,32 +21,41 @@ from line_jax.teachers import bert
 from line_jax.teachers.presets import EncoderSettings, resolve_settings
 from line_jax.teachers.resolve import resolve_model_dir
 
-_MIN_BUCKET = 8
-_TOKENS_PER_ROW_AT_FULL_BATCH = 128   # longer buckets shrink the batch to bound memory
+# Tokens per batch. On CPU, small batches keep a layer's activations in cache: on the 2-core
+# test machine 32 rows of 12 tokens ran ~1.5x faster per row than 64 and ~2.5x faster than
+# 256. Accelerators want big batches; there the budget is batch_size * 128 tokens.
+CPU_TOKENS_PER_BATCH = 512
+_ACCELERATOR_TOKENS_PER_ROW = 128
 
 
-def bucket_lengths(max_length: int, min_length: int = _MIN_BUCKET) -> tuple[int, ...]:
-  """Powers of two from `min_length` and 1.5x each, below `max_length`, then max_length.
+def bucket_lengths(max_length: int) -> tuple[int, ...]:
+  """Padded lengths: 6 to 16 in steps of 2, to 32 in steps of 4, then x1.5 / x1.33.
 
-  E.g. max_length 256 -> (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256); 25 -> (8, 12, 16,
-  25). Halfway steps cut the padding of ~20-token sentences (24 instead of 32) and of
-  9-12-token names at the price of one more compilation per octave used.
+  E.g. max_length 256 -> (6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 48, 64, 96, 128, 192, 256);
+  25 -> (6, 8, 10, 12, 14, 16, 20, 25). Concept names are mostly 4-14 tokens, where each
+  padding token costs as much as a real one; on HPO term names these buckets pad 8% of
+  tokens where powers of two (8, 16, 32) pad 25%, for a few more one-off compilations.
+  Lengths above 0.8 * max_length are dropped so that no bucket sits just below max_length.
   """
-  lengths = []
-  length = min_length
-  while length <= 0.8 * max_length:   # no bucket just below max_length (24 for 25)
-    lengths.append(length)
-    if length * 3 // 2 <= 0.8 * max_length:
-      lengths.append(length * 3 // 2)
+  lengths = list(range(6, 16, 2)) + list(range(16, 32, 4))
+  length = 32
+  while length < max_length:
+    lengths += [length, length * 3 // 2]
     length *= 2
-  lengths.append(max_length)
-  return tuple(lengths)
+  kept = [n for n in lengths if n <= 0.8 * max_length]
+  return tuple(kept) + (max_length,)
 
 
-def rows_per_batch(bucket_length: int, batch_size: int) -> int:
-  """At most `batch_size` rows and `batch_size * 128` tokens per batch (at least 1 row)."""
-  budget = batch_size * _TOKENS_PER_ROW_AT_FULL_BATCH
-  return max(1, min(batch_size, budget // bucket_length))
+def default_tokens_per_batch(batch_size: int) -> int:
+  """512 tokens on CPU, `batch_size * 128` on GPU/TPU (see CPU_TOKENS_PER_BATCH)."""
+  if jax.default_backend() == "cpu":
+    return CPU_TOKENS_PER_BATCH
+  return batch_size * _ACCELERATOR_TOKENS_PER_ROW
+
+
+def rows_per_batch(bucket_length: int, batch_size: int, tokens_per_batch: int) -> int:
+  """At most `batch_size` rows and `tokens_per_batch` tokens per batch (at least 1 row)."""
+  return max(1, min(batch_size, tokens_per_batch // bucket_length))
 
 
 class Encoder:
@@ -56,14 +65,16 @@ class Encoder:
     settings: model name/path, pooling, normalize and max_length in effect.
     model_dir: the checkpoint folder the weights came from.
     dim: the embedding dimension (the model's hidden size).
-    batch_size: default rows per batch.
+    batch_size: default maximum rows per batch.
+    tokens_per_batch: maximum padded tokens per batch (None: `default_tokens_per_batch`).
     compile_count: how many batch shapes have been traced and compiled so far.
   """
 
   def __init__(self, params: bert.Params, config: bert.BertConfig, tokenizer,
                settings: EncoderSettings, model_dir: str = "", batch_size: int = 64,
                precision=jax.lax.Precision.HIGHEST,
-               buckets: Optional[Sequence[int]] = None):
+               buckets: Optional[Sequence[int]] = None,
+               tokens_per_batch: Optional[int] = None):
     if settings.max_length > config.max_position_embeddings:
       raise ValueError(f"{model_dir}: max_length {settings.max_length} exceeds the model's "
                        f"max_position_embeddings {config.max_position_embeddings}")
@@ -75,9 +86,13 @@ class Encoder:
     self.config = config
     self.tokenizer = tokenizer
     self.batch_size = int(batch_size)
-    self.buckets = tuple(buckets) if buckets else bucket_lengths(settings.max_length)
-    if max(self.buckets) < settings.max_length:
-      raise ValueError(f"buckets {self.buckets} do not reach max_length {settings.max_length}")
+    self.tokens_per_batch = tokens_per_batch
+    self.buckets = tuple(sorted(set(buckets))) if buckets else bucket_lengths(
+        settings.max_length)
+    if max(self.buckets) < settings.max_length or (
+        max(self.buckets) > config.max_position_embeddings):
+      raise ValueError(f"buckets {self.buckets} must reach max_length {settings.max_length} "
+                       f"and stay within {config.max_position_embeddings} positions")
     self.compile_count = 0
     self._params = jax.device_put(params)
     embed = functools.partial(bert.bert_embed, config=config, pooling=settings.pooling,
@@ -107,7 +122,7 @@ class Encoder:
     Args:
       texts: the strings to embed.
       batch_size: maximum rows per batch (default: the encoder's); each bucket uses a fixed
-        row count, see `rows_per_batch`.
+        row count, see `rows_per_batch`, so each bucket compiles once.
       progress: called with the number of real rows after each batch finishes.
     """
     texts = [str(t) for t in texts]
@@ -115,6 +130,7 @@ class Encoder:
     if not texts:
       return out
     batch_size = int(batch_size or self.batch_size)
+    tokens_per_batch = self.tokens_per_batch or default_tokens_per_batch(batch_size)
     token_ids = self.tokenize(texts)
     lengths = np.fromiter((len(t) for t in token_ids), np.int64, len(token_ids))
     bucket_of_row = np.searchsorted(np.asarray(self.buckets), lengths, side="left")
@@ -131,7 +147,7 @@ class Encoder:
     for bucket in np.unique(bucket_of_row):
       length = self.buckets[bucket]
       rows_in_bucket = order[bucket_of_row[order] == bucket]
-      rows = rows_per_batch(length, batch_size)
+      rows = rows_per_batch(length, batch_size, tokens_per_batch)
       for start in range(0, len(rows_in_bucket), rows):
         batch_rows = rows_in_bucket[start:start + rows]
         input_ids = np.full((rows, length), pad_id, np.int32)
@@ -162,13 +178,16 @@ def load_tokenizer(model_dir: str):
 
 
 def load_encoder(teacher_cfg, batch_size: Optional[int] = None,
-                 precision=jax.lax.Precision.HIGHEST) -> Encoder:
+                 precision=jax.lax.Precision.HIGHEST,
+                 buckets: Optional[Sequence[int]] = None) -> Encoder:
   """Builds the Encoder a teacher config describes (kind "hf").
 
   `teacher_cfg` is a `line_jax.config.teacher_config()` ConfigDict (or a mapping with its
   fields); the preset fills pooling / normalize / max_length / model as described in
   `line_jax.teachers.presets`. The model is resolved with `resolve_model_dir` (local
   folder, bundled MiniLM, local HF cache; never the network, never remote code).
+  `batch_size` (default teacher_cfg.batch_size), `precision` and `buckets` (default
+  `bucket_lengths(max_length)`) are passed to `Encoder`.
   """
   settings = resolve_settings(teacher_cfg)
   model_dir = resolve_model_dir(settings.model)
@@ -185,4 +204,4 @@ def load_encoder(teacher_cfg, batch_size: Optional[int] = None,
                teacher_cfg.get("name"), model_dir, settings.pooling, settings.normalize,
                settings.max_length, config.hidden_size)
   return Encoder(params, config, tokenizer, settings, model_dir=model_dir,
-                 batch_size=batch_size, precision=precision)
+                 batch_size=batch_size, precision=precision, buckets=buckets)
