@@ -221,7 +221,9 @@ def _local_search(queries: jax.Array, local_keys: jax.Array, *, k: int, num_keys
   num_chunks = keys_per_device // key_chunk
   first_key = lax.axis_index(_KEY_AXIS) * keys_per_device
   num_rows = queries.shape[0]
-  keep = min(k * rescore_factor, keys_per_device) if use_bf16 else k
+  # Candidates kept per device: k, or with bf16 up to k * rescore_factor (fewer where the
+  # device holds fewer keys, never fewer than k: missing ones stay at -inf).
+  keep = max(k, min(k * rescore_factor, keys_per_device)) if use_bf16 else k
   chunk_keep = min(keep, key_chunk)
   operand_dtype = jnp.bfloat16 if use_bf16 else jnp.float32
   precision = lax.Precision.DEFAULT if use_bf16 else lax.Precision.HIGHEST

@@ -238,6 +238,8 @@ _FOUR_DEVICE_SCRIPT = textwrap.dedent("""
         four_bf16=search.search_topk(queries, keys, 6, key_chunk=128, use_bf16=True,
                                      rescore_factor=8),
         four_k_above_local=search.search_topk(queries, keys, 300, key_chunk=128),
+        four_bf16_k_above_local=search.search_topk(queries, keys, 300, key_chunk=128,
+                                                   use_bf16=True),
         two=search.search_topk(queries, keys, 6, key_chunk=128, devices=jax.devices()[:2]),
         one=search.search_topk(queries, keys, 6, key_chunk=128, devices=jax.devices()[:1]),
     )
@@ -267,6 +269,7 @@ class MultiDeviceTest(ReferenceAssertions, parameterized.TestCase):
     cls.results = dict(np.load(cls.output))
 
   @parameterized.parameters(("four", 6), ("four_bf16", 6), ("four_k_above_local", 300),
+                            ("four_bf16_k_above_local", 300),
                             ("two", 6), ("one", 6))
   def test_sharded_matches_brute_force(self, name, k):
     self.assert_matches_reference(self.results["queries"], self.results["keys"], k,
