@@ -22,9 +22,10 @@ from line_jax.teachers.presets import EncoderSettings, resolve_settings
 from line_jax.teachers.resolve import resolve_model_dir
 
 # Tokens per batch. On CPU, small batches keep a layer's activations in cache: on the 2-core
-# test machine 32 rows of 12 tokens ran ~1.5x faster per row than 64 and ~2.5x faster than
-# 256. Accelerators want big batches; there the budget is batch_size * 128 tokens.
-CPU_TOKENS_PER_BATCH = 512
+# test machine (MiniLM) 256-token batches ran 1.2-1.5x more rows/s than 4096-token ones,
+# single- or multi-threaded. More cores need more rows per op to share: the budget is
+# 128 tokens per core, at least 256. Accelerators want big batches: batch_size * 128.
+CPU_TOKENS_PER_CORE = 128
 _ACCELERATOR_TOKENS_PER_ROW = 128
 
 
@@ -47,9 +48,9 @@ def bucket_lengths(max_length: int) -> tuple[int, ...]:
 
 
 def default_tokens_per_batch(batch_size: int) -> int:
-  """512 tokens on CPU, `batch_size * 128` on GPU/TPU (see CPU_TOKENS_PER_BATCH)."""
+  """128 per CPU core (at least 256) on CPU, `batch_size * 128` on GPU/TPU."""
   if jax.default_backend() == "cpu":
-    return CPU_TOKENS_PER_BATCH
+    return max(256, CPU_TOKENS_PER_CORE * (os.cpu_count() or 1))
   return batch_size * _ACCELERATOR_TOKENS_PER_ROW
 
 
