@@ -10,7 +10,7 @@ normalised data in the same process (normalising copies, `add` and `search` incl
 prints the ratio line_jax time / faiss time. It also projects the paper-scale search
 (7.2M x 4M x 768) onto a GPU from its FLOP count.
 
-The train and export sections call `line_jax.train.bench_train_step` and
+The train and export sections call `line_jax.bench_train.bench_train_step` and
 `line_jax.export.bench_export`; a section whose module is missing says so and the others run.
 """
 
@@ -24,9 +24,10 @@ from absl import app
 from absl import flags
 import numpy as np
 
-_SECTIONS = ("search", "train", "export")
+_SECTIONS = ("search", "train", "export", "stream")   # "stream" writes GBs: only on request
 
-_WHAT = flags.DEFINE_list("what", list(_SECTIONS), f"Sections to run, among {_SECTIONS}.")
+_WHAT = flags.DEFINE_list("what", ["search", "train", "export"],
+                          f"Sections to run, among {_SECTIONS}.")
 _COMPARE = flags.DEFINE_bool("compare", False, "Also time faiss-cpu IndexFlatIP on the search.")
 _QUERIES = flags.DEFINE_integer("queries", 20000, "Search: number of queries Q.")
 _DICT_SIZE = flags.DEFINE_integer("dict_size", 200000, "Search: dictionary size N.")
@@ -43,11 +44,18 @@ _GPU_TFLOPS_F32 = flags.DEFINE_float(
 _GPU_TFLOPS_BF16 = flags.DEFINE_float(
     "gpu_tflops_bf16", 989.0, "GPU bf16 dense tensor-core peak, TFLOP/s; H100 SXM: 989.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Train: pairs per step.")
-_CONCEPTS_PER_PAIR = flags.DEFINE_integer("concepts_per_pair", 32, "Train: concepts per pair.")
+_CONCEPTS_PER_PAIR = flags.DEFINE_integer("concepts_per_pair", 8,
+                                          "Train: mean concepts per pair (Poisson).")
 _FANOUT = flags.DEFINE_integer("fanout", 8, "Train: sampled neighbours per relation type.")
-_NUM_RELATIONS = flags.DEFINE_integer("num_relations", 6, "Train: relation types.")
+_NUM_RELATIONS = flags.DEFINE_integer("num_relations", 7, "Train: relation types.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Train: timed steps.")
 _EXPORT_ROWS = flags.DEFINE_integer("export_rows", 4096, "Export: rows embedded.")
+_STREAM_PAIRS = flags.DEFINE_integer("stream_pairs", 2_000_000, "Stream: pairs on disk.")
+_STREAM_CONCEPTS = flags.DEFINE_integer("stream_concepts", 500_000, "Stream: concepts.")
+_STREAM_EDGES = flags.DEFINE_integer("stream_edges", 5_000_000, "Stream: graph edges.")
+_STREAM_STEPS = flags.DEFINE_integer("stream_steps", 100, "Stream: train steps timed.")
+_STREAM_DIR = flags.DEFINE_string("stream_dir", "", "Stream: folder for the memmaps "
+                                  "(default: a new temporary folder).")
 
 # Residual recovery at paper scale (DESIGN.md): 7.2M pairs against a 4M-concept dictionary.
 PAPER_QUERIES = 7_200_000
@@ -192,7 +200,7 @@ def run_section(name: str, run: Callable[[], dict[str, Any]]) -> None:
 
 
 def bench_train() -> dict[str, Any]:
-  from line_jax.train import bench_train_step  # pylint: disable=g-import-not-at-top
+  from line_jax.bench_train import bench_train_step  # pylint: disable=g-import-not-at-top
   return bench_train_step(batch_size=_BATCH_SIZE.value, dim=_DIM.value,
                           concepts_per_pair=_CONCEPTS_PER_PAIR.value, fanout=_FANOUT.value,
                           num_relations=_NUM_RELATIONS.value, steps=_STEPS.value)
@@ -201,6 +209,14 @@ def bench_train() -> dict[str, Any]:
 def bench_export() -> dict[str, Any]:
   from line_jax.export import bench_export as export_bench  # pylint: disable=g-import-not-at-top
   return export_bench(num_rows=_EXPORT_ROWS.value)
+
+
+def bench_stream() -> dict[str, Any]:
+  from line_jax.bench_train import bench_streaming  # pylint: disable=g-import-not-at-top
+  return bench_streaming(num_pairs=_STREAM_PAIRS.value, num_concepts=_STREAM_CONCEPTS.value,
+                         num_edges=_STREAM_EDGES.value, dim=_DIM.value,
+                         steps=_STREAM_STEPS.value, batch_size=_BATCH_SIZE.value,
+                         workdir=_STREAM_DIR.value)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -220,6 +236,8 @@ def main(argv: Sequence[str]) -> None:
           key_chunk=_KEY_CHUNK.value, seed=_SEED.value))
     elif name == "train":
       run_section(name, bench_train)
+    elif name == "stream":
+      run_section(name, bench_stream)
     else:
       run_section(name, bench_export)
 

@@ -61,11 +61,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.margin = 0.1              # triplet margin on squared distances
   c.loss.normalize = False         # L2-normalise F(t) and G(c) before the score (paper: raw)
   c.loss.align_weight = 1.0
+  c.loss.align_reduction = "per_pair"   # hinge terms summed over a pair's in-batch negatives,
+                                   # averaged over pairs (the paper's double sum per pair);
+                                   # "per_term": averaged over all (i, i') terms, which left
+                                   # the alignment gradient ~B times weaker than the others
   c.loss.relational_weight = 1.0
   c.loss.relational_margin = 0.2   # triplet margin on cosine, known vs corrupted edge
   c.loss.relational_edges = 64     # known edges sampled per batch
   c.loss.negation_weight = 1.0
   c.loss.negation_delta = 0.3      # 0 < delta <= 0.5 (paper, A.1)
+  c.loss.negation_trains = "projector"  # "projector": the negation loss trains only the
+                                   # negated entries' projector; "all": also G's W_c and
+                                   # attention (on HPO + MiniLM this cost the alignment)
 
   c.train = ml_collections.ConfigDict()
   c.train.seed = 0

@@ -18,7 +18,7 @@ def squared_distances(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
 
 def alignment_terms(concept_mean: jnp.ndarray, pair_mask: jnp.ndarray, rho: jnp.ndarray,
                     texts: jnp.ndarray, text_mask: jnp.ndarray, first_index: jnp.ndarray,
-                    margin: float):
+                    margin: float, per_anchor: bool = False):
   """rho-weighted triplet loss over in-batch negatives (paper section 2.4).
 
   score s(c, t) = -||t - mean(c)||^2. For local pair i (global batch position
@@ -33,8 +33,10 @@ def alignment_terms(concept_mean: jnp.ndarray, pair_mask: jnp.ndarray, rho: jnp.
     text_mask: [B] which of them are real.
     first_index: global position of local pair 0.
     margin: triplet margin.
+    per_anchor: count anchors (pairs) instead of (i, i') terms, i.e. sum over the negatives
+      and average over the pairs, as the paper's double sum does within a pair.
   Returns:
-    (sum of weighted hinge terms, number of (i, i') terms).
+    (sum of weighted hinge terms, number of (i, i') terms, or of pairs if per_anchor).
   """
   dist = squared_distances(concept_mean, texts)                          # [b, B]
   local = jnp.arange(concept_mean.shape[0]) + first_index
@@ -42,7 +44,8 @@ def alignment_terms(concept_mean: jnp.ndarray, pair_mask: jnp.ndarray, rho: jnp.
   valid = (pair_mask[:, None] & text_mask[None, :]
            & (jnp.arange(texts.shape[0])[None, :] != local[:, None]))
   hinge = jax.nn.relu(margin + positive - dist) * rho[:, None]
-  return jnp.sum(jnp.where(valid, hinge, 0.0)), jnp.sum(valid).astype(jnp.float32)
+  count = jnp.sum(pair_mask) if per_anchor else jnp.sum(valid)
+  return jnp.sum(jnp.where(valid, hinge, 0.0)), count.astype(jnp.float32)
 
 
 def cosine(a: jnp.ndarray, b: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:

@@ -114,6 +114,7 @@ def recover(params, lists, text: np.ndarray, table, concept_table, negated_table
   residuals = pair_residuals(lists, pair_idx, text_proj, positive, negated)
   scores, cand = search_lib.search_topk(
       residuals, positive, min(int(rc.top_k), dataset.num_concepts), normalize=True,
+      devices=jax.local_devices(),   # multi-host: every process recovers the same lists
       **search_lib.search_config_kwargs(config.search))
   added = np.full(dataset.num_pairs, -1, np.int32)
   for r, i in enumerate(pair_idx):

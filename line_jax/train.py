@@ -117,13 +117,25 @@ def make_loss_fn(config, num_types: int, mesh):
     text_mask = jax.lax.all_gather(batch["pair_mask"], AXIS, tiled=True)
     first = jax.lax.axis_index(AXIS) * b
     a = losses_lib.alignment_terms(c_mean, batch["pair_mask"], batch["rho"], texts,
-                                   text_mask, first, lc.margin)
+                                   text_mask, first, lc.margin,
+                                   per_anchor=lc.align_reduction == "per_pair")
     r = losses_lib.relational_terms(concepts(batch["rel_head"]), concepts(batch["rel_tail"]),
                                     concepts(batch["rel_corrupt"]), batch["rel_mask"],
                                     lc.relational_margin)
-    n = losses_lib.negation_terms(concepts(batch["neg_pos_slot"]),
-                                  concepts(u + jnp.arange(num_negated)), batch["neg_weight"],
-                                  lc.negation_delta)
+    neg_slots = u + jnp.arange(num_negated)
+    if lc.negation_trains == "projector":
+      # The negation loss moves only the negated entries' own projector: G (W_c and the
+      # attention) is left to the alignment and relational losses (see config.py).
+      frozen = jax.lax.stop_gradient
+      g_pos = frozen(concepts(batch["neg_pos_slot"]))
+      g_neg = model_lib.project_pooled(
+          {"concept_proj": frozen(params["concept_proj"]),
+           "negation_proj": params["negation_proj"]},
+          frozen(pooled[neg_slots]), jnp.ones(num_negated, bool))
+      g_neg = model_lib.l2_normalize(g_neg) if normalize else g_neg
+    else:
+      g_pos, g_neg = concepts(batch["neg_pos_slot"]), concepts(neg_slots)
+    n = losses_lib.negation_terms(g_pos, g_neg, batch["neg_weight"], lc.negation_delta)
     sums = jax.lax.psum(jnp.stack([a[0], r[0], n[0]]), AXIS)
     counts = jax.lax.psum(jnp.stack([a[1], r[1], n[1]]), AXIS)
     parts = sums / jnp.maximum(counts, 1.0)
@@ -207,6 +219,8 @@ class Trainer:
 
 
 def _write_json(path: str, obj: Any) -> None:
+  if jax.process_index() != 0:     # multi-host: one writer
+    return
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(obj, f, indent=1)
@@ -217,8 +231,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict
   """Runs (or resumes) the two-stage training; returns a summary dict."""
   trainer = Trainer(config, workdir, devices)
   workdir = trainer.workdir
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=1))
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=1))
   tc = config.train
   mgr = ckpt_lib.manager(workdir, tc.keep_checkpoints)
   state = trainer.init_state()
@@ -273,8 +288,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict
           rate = len(window) * tc.batch_size / max(time.time() - t_window, 1e-9)
           record = {"stage": stage, "epoch": progress["epoch"], "step": progress["step"],
                     **mean, "pairs_per_s": rate}
-          with open(log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+          if jax.process_index() == 0:
+            with open(log_path, "a") as f:
+              f.write(json.dumps(record) + "\n")
           logging.info("stage %d epoch %d batch %d/%d step %d | loss %.4f (align %.4f, "
                        "relational %.4f, negation %.4f) | %.0f pairs/s", stage,
                        progress["epoch"], bi + 1, batches_per_epoch, progress["step"],

@@ -43,6 +43,18 @@ class LossTest(parameterized.TestCase):
     self.assertEqual(int(k), ref_k)
     np.testing.assert_allclose(float(s), ref_s, rtol=2e-5, atol=1e-5)
 
+  def test_alignment_per_pair_reduction(self):
+    rng = np.random.default_rng(5)
+    c, t = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
+    mask = np.array([1, 1, 0, 1, 1, 1], bool)
+    args = (jnp.asarray(c, jnp.float32), jnp.asarray(mask), jnp.ones(6),
+            jnp.asarray(t, jnp.float32), jnp.asarray(mask), 0, 0.5)
+    s_term, k_term = losses.alignment_terms(*args)
+    s_pair, k_pair = losses.alignment_terms(*args, per_anchor=True)
+    self.assertAlmostEqual(float(s_term), float(s_pair), places=5)
+    self.assertEqual(int(k_term), 5 * 4)      # valid (i, i') with i != i'
+    self.assertEqual(int(k_pair), 5)          # valid pairs
+
   def test_alignment_local_rows_of_a_global_batch(self):
     # The rows of shard 1 of 2 against the global texts give that shard's part of the sum.
     rng = np.random.default_rng(0)
