@@ -6,17 +6,30 @@
                        negated=[[False, True]])               # mean of G(...)       [n, d]
   model.nearest_concepts("recurrent seizures", k=5)           # [(concept_id, name, cosine)]
 
-Texts and concept names that are not in the training dataset are embedded with the teachers'
-encoders (Hugging Face teachers only; a run on precomputed or synthetic embeddings can
-project only the rows it has). The vectors live in the joint space that training used (L2-
-normalised when `loss.normalize` was on).
+Behaviour at the edges (tested in tests/test_api.py):
+  * New strings are embedded with teacher 1's encoder, so only a run whose teacher 1 is a
+    Hugging Face teacher (kind "hf") can embed them; a run on precomputed or synthetic
+    embeddings raises `TeacherUnavailableError` and can project only the rows it has
+    (`dataset_texts`, `project_texts`, `project_concepts`).
+  * Texts longer than `teacher1.max_length` tokens (with [CLS]/[SEP]) are truncated to that
+    length, as in the export of the training cache: words past the limit do not change the
+    vector. `overlong_texts` lists them; `embed_texts(..., overlong="error")` refuses them.
+  * Concept lists: every id must be in the run's concepts.parquet (else `DataError` naming
+    the list and position); an empty list has no proxy (`DataError`); `negated` must match
+    the lists' lengths. An empty input gives a [0, d] array.
+  * A negated concept whose negated form teacher 2 never embedded (export with
+    negated_rows="used" embeds only concepts seen negated in the pairs) is embedded on the
+    fly by an HF teacher 2, otherwise raises `DataError` that says how to export them all.
+
+The vectors live in the joint space that training used (each concept and text L2-normalised
+when `loss.normalize` was on; a proxy is the mean of its concepts' vectors).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import jax
 import ml_collections
@@ -29,8 +42,15 @@ from line_jax import recovery as recovery_lib
 from line_jax.data import prepare_dataset
 from line_jax.data.dataset import DataError
 
+OVERLONG_CHOICES = ("truncate", "error")
+
+
+class TeacherUnavailableError(ValueError):
+  """A teacher that cannot embed new strings (kind "synthetic" or "precomputed")."""
+
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config.json that `line_jax.train` saved in `workdir`."""
   path = os.path.join(os.path.abspath(workdir), "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path}: not found; is {workdir} the work dir of a "
@@ -39,41 +59,96 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
+def abstract_state(config: ml_collections.ConfigDict, num_relation_types: int,
+                   text_dim: int, concept_dim: int, num_pairs: int) -> dict:
+  """A train-state pytree with the shapes and dtypes a run of `config` checkpoints."""
+  from line_jax import train as train_lib   # make_optimizer
+  dim = int(config.model.dim or text_dim)
+  params = model_lib.init_params(jax.random.PRNGKey(0), text_dim, concept_dim, dim,
+                                 num_relation_types, config.model.init,
+                                 config.model.init_scale)
+  return {"params": params, "opt_state": train_lib.make_optimizer(config).init(params),
+          "step": np.zeros((), np.int32), "added": np.zeros(num_pairs, np.int32)}
+
+
+def restore_state(workdir: str, config: ml_collections.ConfigDict, abstract: dict
+                  ) -> Tuple[dict, dict]:
+  """(state, progress) of the latest checkpoint of `workdir`; FileNotFoundError if none."""
+  restored, progress = ckpt_lib.restore_latest(
+      ckpt_lib.manager(workdir, config.train.keep_checkpoints), abstract)
+  if restored is None:
+    raise FileNotFoundError(f"{os.path.abspath(workdir)}/checkpoints: no checkpoint to load")
+  return restored, progress
+
+
+def cosine_top_k(queries: np.ndarray, keys: np.ndarray, k: int
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+  """(scores [Q, k], indices [Q, k]) of the k keys with the highest cosine per query."""
+  from line_jax import search as search_lib
+  keys = np.asarray(keys, np.float32)
+  if not 1 <= k <= len(keys):
+    raise ValueError(f"k={k}: must be between 1 and the number of keys ({len(keys)})")
+  return search_lib.search_topk(np.asarray(queries, np.float32), keys, k, normalize=True)
+
+
+def _check_string_list(texts: Sequence[str], what: str) -> List[str]:
+  if isinstance(texts, (str, bytes)):
+    raise TypeError(f"{what} takes a list of strings, not a single string")
+  texts = list(texts)
+  for i, t in enumerate(texts):
+    if not isinstance(t, str):
+      raise TypeError(f"{what}: item {i} is a {type(t).__name__}, not a str")
+  return texts
+
+
 class LineModel:
-  """Parameters of a run plus what projecting needs: dataset, teachers, graph."""
+  """Parameters of a run plus what projecting needs: dataset, teachers, graph.
+
+  Attributes:
+    config: the run's ConfigDict.
+    workdir: absolute path of the run's work dir.
+    dataset: the `line_jax.data.Dataset` the run trained on (its concepts are the dictionary).
+    teacher1, teacher2: the cached `TeacherEmbeddings` of the dataset's rows.
+    table: the knowledge graph's `NeighbourTable`.
+    params: LINE's parameters (F, G, negation projector).
+  """
 
   def __init__(self, config, workdir, dataset, teacher1, teacher2, table, params):
     self.config, self.workdir, self.dataset = config, workdir, dataset
     self.teacher1, self.teacher2, self.table, self.params = teacher1, teacher2, table, params
     self.concept_table = jax.device_put(np.asarray(teacher2.concepts))
     self.negated_table = jax.device_put(np.asarray(teacher2.negated))
+    self._negated_missing = ~np.asarray(teacher2.negated != 0).any(axis=1)
     self._dictionary: Optional[np.ndarray] = None
-    self._encoders = {}
-    self._index = None
+    self._negated_cache: dict = {}
+    self._encoders: dict = {}
+    self._index: Optional[dict] = None
 
   @classmethod
   def load(cls, workdir: str, config: Optional[ml_collections.ConfigDict] = None
            ) -> "LineModel":
-    from line_jax import train as train_lib   # ensure_teacher, make_optimizer
+    """Loads the latest checkpoint of a `line_jax.train` (or `line_jax.soup`) work dir.
+
+    Args:
+      workdir: the run's work dir (config.json, checkpoints/, embeddings/).
+      config: overrides the saved config.json (e.g. another eval split); shapes must match.
+    """
+    from line_jax import train as train_lib   # ensure_teacher
     workdir = os.path.abspath(workdir)
     config = config if config is not None else load_config(workdir)
     dataset = prepare_dataset(config)
     teacher1 = train_lib.ensure_teacher(config.teacher1, dataset, workdir)
     teacher2 = train_lib.ensure_teacher(config.teacher2, dataset, workdir)
     table = graph_lib.NeighbourTable.from_dataset(dataset, config.graph.symmetric)
-    dim = int(config.model.dim or teacher1.dim)
-    params = model_lib.init_params(jax.random.PRNGKey(0), teacher1.dim, teacher2.dim, dim,
-                                   len(dataset.relation_types), config.model.init,
-                                   config.model.init_scale)
-    optimizer = train_lib.make_optimizer(config)
-    abstract = {"params": params, "opt_state": optimizer.init(params),
-                "step": np.zeros((), np.int32),
-                "added": np.zeros(dataset.num_pairs, np.int32)}
-    restored, _ = ckpt_lib.restore_latest(
-        ckpt_lib.manager(workdir, config.train.keep_checkpoints), abstract)
-    if restored is None:
-      raise FileNotFoundError(f"{workdir}/checkpoints: no checkpoint to load")
+    abstract = abstract_state(config, len(dataset.relation_types), teacher1.dim, teacher2.dim,
+                              dataset.num_pairs)
+    restored, _ = restore_state(workdir, config, abstract)
     return cls(config, workdir, dataset, teacher1, teacher2, table, restored["params"])
+
+  @property
+  def dim(self) -> int:
+    """The joint space's dimension d."""
+    return int(self.params["text_proj"]["w"].shape[1])
 
   # --- projections of rows the run already has -----------------------------------------
   @property
@@ -101,55 +176,184 @@ class LineModel:
       self._dictionary = self.project_concepts(np.arange(n), np.zeros(n, bool))
     return self._dictionary
 
-  # --- the user-facing API ---------------------------------------------------------------
+  def dataset_texts(self, pair_idx: Sequence[int]) -> np.ndarray:
+    """F of the cached teacher-1 rows of dataset pairs `pair_idx` (any teacher kind)."""
+    pair_idx = np.asarray(pair_idx, np.int64)
+    if pair_idx.size and (pair_idx.min() < 0 or pair_idx.max() >= self.dataset.num_pairs):
+      raise IndexError(f"pair indices must lie in [0, {self.dataset.num_pairs})")
+    if pair_idx.size == 0:
+      return np.zeros((0, self.dim), np.float32)
+    unique, inverse = np.unique(pair_idx, return_inverse=True)
+    return self.project_texts(np.asarray(self.teacher1.text[unique], np.float32))[inverse]
+
+  # --- new strings ------------------------------------------------------------------------
+  def text_encoder(self):
+    """Teacher 1's `Encoder` (loaded once); TeacherUnavailableError unless kind "hf"."""
+    return self._encoder("teacher1")
+
   def _encoder(self, which: str):
     if which not in self._encoders:
       tcfg = self.config[which]
       if tcfg.kind != "hf":
-        raise ValueError(f"{which} is a {tcfg.kind!r} teacher: new strings cannot be embedded; "
-                         "use project_texts / project_concepts on its cached rows")
+        raise TeacherUnavailableError(
+            f"{which} is a {tcfg.kind!r} teacher: it cannot embed new strings, only the "
+            "dataset's rows it was given; use dataset_texts / project_texts / "
+            "project_concepts, or train with a Hugging Face teacher (kind 'hf')")
       from line_jax import teachers
       self._encoders[which] = teachers.load_encoder(tcfg)
     return self._encoders[which]
 
-  def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-    """Teacher 1 then F. Texts longer than teacher1.max_length tokens are truncated (as in
-    export)."""
-    if isinstance(texts, str):
-      raise TypeError("embed_texts takes a list of strings")
+  def overlong_texts(self, texts: Sequence[str]) -> np.ndarray:
+    """Indices of the texts that teacher 1 truncates (more than max_length tokens)."""
+    texts = _check_string_list(texts, "overlong_texts")
+    encoder = self._encoder("teacher1")
     if not texts:
-      return np.zeros((0, self.params["text_proj"]["w"].shape[1]), np.float32)
-    return self.project_texts(self._encoder("teacher1").encode(list(texts)))
+      return np.zeros(0, np.int64)
+    ids = encoder.tokenizer(texts, truncation=False, padding=False,
+                            return_attention_mask=False, return_token_type_ids=False,
+                            verbose=False)["input_ids"]
+    limit = encoder.settings.max_length
+    return np.asarray([i for i, t in enumerate(ids) if len(t) > limit], np.int64)
 
+  def embed_texts(self, texts: Sequence[str], overlong: str = "truncate") -> np.ndarray:
+    """Teacher 1 then F: [len(texts), d].
+
+    Args:
+      texts: strings to embed.
+      overlong: "truncate" (default): texts over teacher1.max_length tokens are cut there,
+        as in the training cache; "error": raise ValueError naming the first such text.
+    """
+    texts = _check_string_list(texts, "embed_texts")
+    if overlong not in OVERLONG_CHOICES:
+      raise ValueError(f"overlong={overlong!r}: expected one of {OVERLONG_CHOICES}")
+    encoder = self._encoder("teacher1")
+    if not texts:
+      return np.zeros((0, self.dim), np.float32)
+    if overlong == "error":
+      too_long = self.overlong_texts(texts)
+      if len(too_long):
+        raise ValueError(f"text {int(too_long[0])} (and {len(too_long) - 1} more) is longer "
+                         f"than teacher1.max_length={encoder.settings.max_length} tokens")
+    return self.project_texts(encoder.encode(texts))
+
+  # --- concept lists ----------------------------------------------------------------------
   def concept_rows(self, concept_ids: Sequence[str]) -> np.ndarray:
+    """Dictionary row of each concept id; DataError naming an unknown id."""
     if self._index is None:
       self._index = self.dataset.concept_index()
     rows = []
     for pos, cid in enumerate(concept_ids):
-      if cid not in self._index:
+      row = self._index.get(cid)
+      if row is None:
         raise DataError(f"concept id {cid!r} (position {pos}) is not in "
                         f"{self.dataset.root}/concepts.parquet")
-      rows.append(self._index[cid])
+      rows.append(row)
     return np.asarray(rows, np.int64)
+
+  def _fill_missing_negated(self, concept_idx: np.ndarray) -> None:
+    """Embeds with teacher 2 the negated forms its cache lacks (zero rows), if it can."""
+    missing = np.unique(concept_idx[self._negated_missing[concept_idx]])
+    if not len(missing):
+      return
+    try:
+      encoder = self._encoder("teacher2")
+    except TeacherUnavailableError as e:
+      raise DataError(
+          f"concept {self.dataset.concept_ids[missing[0]]!r} (and {len(missing) - 1} more) "
+          "has no negated-form embedding in teacher 2's cache "
+          f"({self.teacher2.path}/negated.npy); re-export with "
+          "--config.teacher2.negated_rows=all") from e
+    vectors = encoder.encode([str(self.dataset.negated_names[j]) for j in missing])
+    self.negated_table = self.negated_table.at[missing].set(
+        vectors.astype(self.negated_table.dtype))
+    self._negated_missing[missing] = False
+
+  def _negated_rows(self, concept_idx: np.ndarray) -> np.ndarray:
+    """G of the negated forms of `concept_idx`, each distinct concept projected once."""
+    todo = np.asarray([j for j in np.unique(concept_idx) if j not in self._negated_cache],
+                      np.int64)
+    if len(todo):
+      self._fill_missing_negated(todo)
+      for j, row in zip(todo, self.project_concepts(todo, np.ones(len(todo), bool))):
+        self._negated_cache[int(j)] = row
+    return np.stack([self._negated_cache[int(j)] for j in concept_idx])
+
+  def embed_concept_rows(self, offsets: np.ndarray, concept_idx: np.ndarray,
+                         negated: np.ndarray) -> np.ndarray:
+    """Proxies of lists given as flat dictionary rows: list i is `[offsets[i]:offsets[i+1]]`.
+
+    Args:
+      offsets: [N + 1] nondecreasing int, offsets[0] = 0, offsets[-1] = len(concept_idx).
+      concept_idx: [M] dictionary rows.
+      negated: [M] bool, True where the concept is negated.
+
+    Returns:
+      [N, d] float32: the mean of G over each list; NaN rows for empty lists.
+    """
+    offsets = np.asarray(offsets, np.int64)
+    concept_idx = np.asarray(concept_idx, np.int64)
+    negated = np.asarray(negated, bool)
+    if len(concept_idx) != len(negated) or offsets[-1] != len(concept_idx):
+      raise ValueError(f"{len(concept_idx)} concepts, {len(negated)} negated flags and "
+                       f"offsets ending at {offsets[-1]} must agree")
+    rows = np.asarray(self.dictionary()[concept_idx], np.float32)
+    if negated.any():
+      rows[negated] = self._negated_rows(concept_idx[negated])
+    sums = np.add.reduceat(np.concatenate([rows, np.zeros((1, self.dim), np.float32)]),
+                           np.minimum(offsets[:-1], len(rows)), axis=0)
+    counts = np.diff(offsets)
+    with np.errstate(invalid="ignore", divide="ignore"):
+      return np.where(counts[:, None] > 0, sums / counts[:, None], np.nan).astype(np.float32)
 
   def embed_concepts(self, concept_lists: Sequence[Sequence[str]],
                      negated: Optional[Sequence[Sequence[bool]]] = None) -> np.ndarray:
-    """Cross-form proxies: the mean of G over each list of dictionary concept ids."""
-    out = []
+    """Cross-form proxies: the mean of G over each list of dictionary concept ids.
+
+    Args:
+      concept_lists: one list of concept ids (concepts.parquet `concept_id`) per item.
+      negated: per list, a bool per id (True: the concept is negated); default all False.
+
+    Returns:
+      [len(concept_lists), d] float32.
+
+    Raises:
+      DataError: an unknown id, an empty list, or a negated list of another length.
+    """
+    if isinstance(concept_lists, (str, bytes)):
+      raise TypeError("embed_concepts takes a list of concept-id lists")
+    if negated is not None and len(negated) != len(concept_lists):
+      raise DataError(f"negated has {len(negated)} lists for {len(concept_lists)} "
+                      "concept lists")
+    offsets, flat_rows, flat_negated = [0], [], []
     for i, ids in enumerate(concept_lists):
+      if isinstance(ids, (str, bytes)):
+        raise TypeError(f"concept list {i} is a string; pass a list of ids, e.g. [{ids!r}]")
       if len(ids) == 0:
         raise DataError(f"concept list {i} is empty: a proxy needs at least one concept")
       neg = np.zeros(len(ids), bool) if negated is None else np.asarray(negated[i], bool)
       if len(neg) != len(ids):
         raise DataError(f"concept list {i}: negated has {len(neg)} entries for {len(ids)} ids")
-      rows = self.concept_rows(ids)
-      out.append(self.project_concepts(rows, neg).mean(0))
-    return np.stack(out) if out else np.zeros((0, self.dictionary().shape[1]), np.float32)
+      try:
+        flat_rows.append(self.concept_rows(ids))
+      except DataError as e:
+        raise DataError(f"concept list {i}: {e}") from None
+      flat_negated.append(neg)
+      offsets.append(offsets[-1] + len(ids))
+    if not flat_rows:
+      return np.zeros((0, self.dim), np.float32)
+    return self.embed_concept_rows(np.asarray(offsets), np.concatenate(flat_rows),
+                                   np.concatenate(flat_negated))
 
-  def nearest_concepts(self, text: str, k: int = 10):
+  # --- retrieval --------------------------------------------------------------------------
+  def top_concepts(self, queries: np.ndarray, k: int = 10
+                   ) -> List[List[Tuple[str, str, float]]]:
+    """For each query vector [Q, d], the k dictionary concepts of highest cosine."""
+    scores, idx = cosine_top_k(np.atleast_2d(queries), self.dictionary(), k)
+    return [[(str(self.dataset.concept_ids[j]), str(self.dataset.names[j]), float(s))
+             for s, j in zip(row_scores, row_idx)] for row_scores, row_idx in zip(scores, idx)]
+
+  def nearest_concepts(self, text: str, k: int = 10) -> List[Tuple[str, str, float]]:
     """The k dictionary concepts whose G is closest (cosine) to F(text)."""
-    from line_jax import search as search_lib
-    query = self.embed_texts([text])
-    scores, idx = search_lib.search_topk(query, self.dictionary(), k, normalize=True)
-    return [(self.dataset.concept_ids[j], self.dataset.names[j], float(s))
-            for s, j in zip(scores[0], idx[0])]
+    if not isinstance(text, str):
+      raise TypeError(f"nearest_concepts takes one string, not a {type(text).__name__}")
+    return self.top_concepts(self.embed_texts([text]), k)[0]

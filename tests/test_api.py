@@ -1,0 +1,167 @@
+"""LineModel on a tiny trained synthetic run: proxies, retrieval, edge cases, new strings."""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest, parameterized
+import numpy as np
+
+from configs import test as test_config
+from line_jax import evaluate
+from line_jax import train
+from line_jax.api import LineModel, TeacherUnavailableError
+from line_jax.data.dataset import DataError
+from line_jax.teachers import testing as teacher_testing
+
+
+def train_tiny_run(root: str, seed: int = 0, workdir_name: str = "run"):
+  """Trains the synthetic test config briefly (2 + 1 epochs); returns (config, workdir)."""
+  config = test_config.get_config()
+  config.data.dir = os.path.join(root, "data")
+  config.train.seed = seed
+  config.train.stage1_epochs = 2
+  config.train.stage2_epochs = 1
+  workdir = os.path.join(root, workdir_name)
+  train.train(config, workdir)
+  return config, workdir
+
+
+_SHARED_RUN = {}
+
+
+def shared_tiny_run():
+  """One tiny run for every test class of this file: (config, workdir)."""
+  if not _SHARED_RUN:
+    _SHARED_RUN["run"] = train_tiny_run(tempfile.mkdtemp())
+  return _SHARED_RUN["run"]
+
+
+def pair_lists(dataset, pair_idx):
+  """(concept-id lists, negated lists) of dataset pairs."""
+  ids, negs = [], []
+  for i in pair_idx:
+    rows, neg = dataset.pair_concepts(int(i))
+    ids.append([str(dataset.concept_ids[j]) for j in rows])
+    negs.append(neg.tolist())
+  return ids, negs
+
+
+class LineModelTest(parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.config, cls.workdir = shared_tiny_run()
+    cls.model = LineModel.load(cls.workdir)
+    cls.test_idx = cls.model.dataset.split_indices("test")[:40]
+
+  def test_lazy_export_keeps_import_light(self):
+    code = ("import sys, line_jax; assert 'jax' not in sys.modules; "
+            "assert line_jax.LineModel.__name__ == 'LineModel'; assert 'jax' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__))))
+
+  def test_proxies_equal_evaluation_line_space(self):
+    ds = self.model.dataset
+    ids, negs = pair_lists(ds, self.test_idx)
+    self.assertTrue(any(any(n) for n in negs))   # the negated path is exercised
+    proxies = self.model.embed_concepts(ids, negated=negs)
+    reference = evaluate.line_space("line", self.model, 64).proxies(ds, self.test_idx)
+    np.testing.assert_allclose(proxies, reference, atol=1e-5)
+
+  def test_negation_changes_the_proxy(self):
+    cid = str(self.model.dataset.concept_ids[self.model.dataset.concept_flat[0]])
+    plain, negated = self.model.embed_concepts([[cid], [cid]], negated=[[False], [True]])
+    self.assertGreater(np.linalg.norm(plain - negated), 1e-3)
+    np.testing.assert_allclose(plain, self.model.dictionary()[
+        self.model.concept_rows([cid])[0]], atol=1e-6)
+
+  def test_cross_form_retrieval_beats_chance(self):
+    ds = self.model.dataset
+    ids, negs = pair_lists(ds, self.test_idx)
+    proxies = self.model.embed_concepts(ids, negated=negs)
+    texts = self.model.dataset_texts(self.test_idx)
+    from line_jax.api import cosine_top_k
+    _, top = cosine_top_k(proxies, texts, 5)
+    hit_rate = np.mean([i in row for i, row in enumerate(top)])
+    self.assertGreater(hit_rate, 3 * 5 / len(self.test_idx))
+
+  def test_top_concepts_are_sorted_dictionary_entries(self):
+    hits = self.model.top_concepts(self.model.dataset_texts(self.test_idx[:3]), k=4)
+    self.assertLen(hits, 3)
+    for row in hits:
+      self.assertLen(row, 4)
+      scores = [s for _, _, s in row]
+      self.assertEqual(scores, sorted(scores, reverse=True))
+      for cid, name, _ in row:
+        j = self.model.concept_rows([cid])[0]
+        self.assertEqual(self.model.dataset.names[j], name)
+
+  @parameterized.named_parameters(
+      ("unknown_id", [["C000001", "NOT-A-CONCEPT"]], None, DataError, "NOT-A-CONCEPT"),
+      ("empty_list", [["C000001"], []], None, DataError, "list 1 is empty"),
+      ("negated_length", [["C000001", "C000002"]], [[True]], DataError, "1 entries for 2"),
+      ("string_not_list", ["C000001"], None, TypeError, "list of ids"),
+  )
+  def test_concept_errors(self, lists, negated, error, message):
+    with self.assertRaisesRegex(error, message):
+      self.model.embed_concepts(lists, negated=negated)
+
+  def test_empty_inputs_give_empty_arrays(self):
+    self.assertEqual(self.model.embed_concepts([]).shape, (0, self.model.dim))
+
+  def test_synthetic_teacher_cannot_embed_strings(self):
+    with self.assertRaisesRegex(TeacherUnavailableError, "cannot embed new strings"):
+      self.model.embed_texts(["chest pain"])
+    with self.assertRaisesRegex(TeacherUnavailableError, "synthetic"):
+      self.model.nearest_concepts("chest pain", k=3)
+
+  def test_k_out_of_range(self):
+    with self.assertRaisesRegex(ValueError, "k=0"):
+      self.model.top_concepts(self.model.dataset_texts([0]), k=0)
+
+
+class HfTextTeacherTest(absltest.TestCase):
+  """New strings through a tiny random BERT as teacher 1 (same width as the synthetic one,
+  swapped in after loading: F's weights apply, which is all these behaviours need)."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.root = tempfile.mkdtemp()
+    _, workdir = shared_tiny_run()
+    cls.model = LineModel.load(workdir)
+    bert_dir = teacher_testing.write_tiny_bert(os.path.join(cls.root, "bert"), hidden_size=32)
+    cls.model.config.teacher1.update(kind="hf", model=bert_dir, preset="", pooling="mean",
+                                     max_length=12, dim=32, batch_size=8)
+
+  def test_overlong_texts_are_truncated(self):
+    short = "the patient has severe chest pain and fever"
+    longer = short + " with chronic cough of the left lung and mild ataxia"
+    self.assertEqual(self.model.overlong_texts([short, longer]).tolist(), [1])
+    limit = self.model.text_encoder().tokenize([longer])[0]
+    truncated = self.model.text_encoder().tokenizer.decode(limit[1:-1])
+    vectors = self.model.embed_texts([longer, truncated, short])
+    np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-5)
+    self.assertGreater(np.abs(vectors[0] - vectors[2]).max(), 1e-4)
+    with self.assertRaisesRegex(ValueError, "text 1 .*max_length=12"):
+      self.model.embed_texts([short, longer], overlong="error")
+
+  def test_embed_texts_is_f_of_the_encoder(self):
+    texts = ["fever", "no cough", ""]
+    expected = self.model.project_texts(self.model.text_encoder().encode(texts))
+    np.testing.assert_allclose(self.model.embed_texts(texts), expected, atol=1e-6)
+    self.assertEqual(self.model.embed_texts([]).shape, (0, self.model.dim))
+    with self.assertRaisesRegex(TypeError, "single string"):
+      self.model.embed_texts("fever")
+
+  def test_nearest_concepts(self):
+    hits = self.model.nearest_concepts("severe chest pain", k=3)
+    self.assertLen(hits, 3)
+    self.assertTrue(all(h[0] in set(self.model.dataset.concept_ids) for h in hits))
+
+
+if __name__ == "__main__":
+  absltest.main()
