@@ -42,17 +42,10 @@ COMPILATIONS = {"train_step": 0}   # incremented at trace time: one per compilat
 
 
 def ensure_teacher(tcfg, dataset, workdir: str) -> emb_lib.TeacherEmbeddings:
-  """The teacher's cached embeddings, made (synthetic) or exported (HF / precomputed) if missing."""
-  if tcfg.kind == "synthetic":
-    from line_jax.data import synthetic
-    key = emb_lib.cache_key(f"synthetic-{tcfg.seed}-{tcfg.dim}", "none", 0, True,
-                            dataset.data_hash())
-    path = emb_lib.teacher_dir(workdir, tcfg.name, key)
-    if not os.path.exists(os.path.join(path, "meta.json")):
-      synthetic.write_synthetic_teacher(dataset, path, tcfg)
-  else:
-    from line_jax import export
-    path = export.ensure_teacher_embeddings(tcfg, dataset, workdir)
+  """The teacher's cached embeddings, exported (HF), imported (precomputed) or made
+  (synthetic) first if missing."""
+  from line_jax import export
+  path = export.ensure_teacher_embeddings(tcfg, dataset, workdir)
   return emb_lib.load_teacher_embeddings(path, dataset)
 
 
