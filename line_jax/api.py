@@ -111,11 +111,14 @@ class LineModel:
     teacher1, teacher2: the cached `TeacherEmbeddings` of the dataset's rows.
     table: the knowledge graph's `NeighbourTable`.
     params: LINE's parameters (F, G, negation projector).
+    progress: the checkpoint's progress record (stage, epoch, step, seed, ...), or None.
   """
 
-  def __init__(self, config, workdir, dataset, teacher1, teacher2, table, params):
+  def __init__(self, config, workdir, dataset, teacher1, teacher2, table, params,
+               progress: Optional[dict] = None):
     self.config, self.workdir, self.dataset = config, workdir, dataset
     self.teacher1, self.teacher2, self.table, self.params = teacher1, teacher2, table, params
+    self.progress = progress
     self.concept_table = jax.device_put(np.asarray(teacher2.concepts))
     self.negated_table = jax.device_put(np.asarray(teacher2.negated))
     self._negated_missing = ~np.asarray(teacher2.negated != 0).any(axis=1)
@@ -142,8 +145,9 @@ class LineModel:
     table = graph_lib.NeighbourTable.from_dataset(dataset, config.graph.symmetric)
     abstract = abstract_state(config, len(dataset.relation_types), teacher1.dim, teacher2.dim,
                               dataset.num_pairs)
-    restored, _ = restore_state(workdir, config, abstract)
-    return cls(config, workdir, dataset, teacher1, teacher2, table, restored["params"])
+    restored, progress = restore_state(workdir, config, abstract)
+    return cls(config, workdir, dataset, teacher1, teacher2, table, restored["params"],
+               progress)
 
   @property
   def dim(self) -> int:

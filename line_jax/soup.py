@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import jax
 import numpy as np
@@ -114,6 +114,31 @@ def comparison_rows(named_metrics: Dict[str, dict], soup_name: str) -> List[dict
   return rows
 
 
+# metrics.json fields that must agree for the numbers of two runs to be comparable.
+_PROTOCOL_FIELDS = (("split",), ("seed",), ("num_pairs_evaluated",),
+                    ("alignment", "num_negatives"), ("classification", "folds"))
+
+
+def protocol_differences(named_metrics: Dict[str, dict], reference: str) -> List[str]:
+  """Messages for runs whose evaluation protocol differs from `reference`'s (e.g. an
+  ingredient's metrics.json computed with other eval settings)."""
+  def field(metrics, path):
+    value = metrics
+    for key in path:
+      value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+  base = named_metrics[reference]
+  messages = []
+  for name, metrics in named_metrics.items():
+    for path in _PROTOCOL_FIELDS:
+      if field(metrics, path) != field(base, path):
+        messages.append(f"{name}: {'.'.join(path)} is {field(metrics, path)!r} but "
+                        f"{field(base, path)!r} for {reference}: rerun with --reevaluate to "
+                        "compare like with like")
+  return messages
+
+
 def format_table(rows: Sequence[dict]) -> str:
   """A Markdown table of `comparison_rows`."""
   labels = [label for label, _, _ in COMPARED_METRICS]
@@ -164,7 +189,7 @@ def make_soup(workdirs: Sequence[str], out: str, evaluate_soup: bool = True,
   """
   from line_jax import checkpoint as ckpt_lib
   from line_jax import evaluate
-  from line_jax.api import LineModel, abstract_state, restore_state
+  from line_jax.api import LineModel
   workdirs = [os.path.abspath(w) for w in workdirs]
   out = os.path.abspath(out)
   if len(workdirs) < 2:
@@ -179,9 +204,7 @@ def make_soup(workdirs: Sequence[str], out: str, evaluate_soup: bool = True,
     names = workdirs
   check_compatible(models, names)
   soup_params = average_params([m.params for m in models])
-  steps = [int(restore_state(m.workdir, m.config, abstract_state(
-      m.config, len(m.dataset.relation_types), m.teacher1.dim, m.teacher2.dim,
-      m.dataset.num_pairs))[1]["step"]) for m in models]
+  steps = [int(m.progress["step"]) for m in models]
 
   base = models[0]
   os.makedirs(out, exist_ok=True)
@@ -209,7 +232,10 @@ def make_soup(workdirs: Sequence[str], out: str, evaluate_soup: bool = True,
              for name, m in zip(names, models)}
     named["soup"] = evaluate.run_evaluation(soup_model, out)
     rows = comparison_rows(named, "soup")
-    summary.update(rows=rows, table=format_table(rows))
+    warnings = protocol_differences(named, "soup")
+    for warning in warnings:
+      logging.warning("%s", warning)
+    summary.update(rows=rows, table=format_table(rows), warnings=warnings)
   with open(os.path.join(out, "soup.json"), "w") as f:
     json.dump(summary, f, indent=1, ensure_ascii=False)
   return summary
@@ -225,6 +251,8 @@ def main(argv: Sequence[str]) -> None:
                       reevaluate_ingredients=f.reevaluate)
   if "table" in summary:
     print(summary["table"])
+    for warning in summary["warnings"]:
+      print("warning:", warning)
   print(f"soup: {os.path.abspath(f.out)}")
 
 

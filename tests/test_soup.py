@@ -77,6 +77,16 @@ class AverageTest(absltest.TestCase):
     self.assertIn("| soup | 2.0000 |", soup.format_table(rows))
 
 
+  def test_protocol_differences(self):
+    base = {"split": "test", "seed": 0, "num_pairs_evaluated": 80,
+            "alignment": {"num_negatives": 79}, "classification": {"folds": 2}}
+    other = {**base, "classification": {"folds": 5}}
+    self.assertEqual(soup.protocol_differences({"a": base, "soup": base}, "soup"), [])
+    messages = soup.protocol_differences({"a": other, "soup": base}, "soup")
+    self.assertLen(messages, 1)
+    self.assertIn("a: classification.folds is 5 but 2", messages[0])
+
+
 class SoupTest(absltest.TestCase):
 
   @classmethod
@@ -102,6 +112,7 @@ class SoupTest(absltest.TestCase):
     np.testing.assert_allclose(flat[2], (flat[0] + flat[1]) / 2, atol=1e-6)
     summary = json.load(open(os.path.join(out, "soup.json")))
     self.assertEqual(summary["seeds"], [0, 1])
+    self.assertEqual(summary["warnings"], [])
     self.assertEqual([r["name"] for r in summary["rows"]][-1], "soup")
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     self.assertGreater(metrics["alignment"]["results"]["line"]["mean_reciprocal_rank"], 0)
