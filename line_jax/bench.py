@@ -207,8 +207,23 @@ def bench_train() -> dict[str, Any]:
 
 
 def bench_export() -> dict[str, Any]:
-  from line_jax.export import bench_export as export_bench  # pylint: disable=g-import-not-at-top
-  return export_bench(num_rows=_EXPORT_ROWS.value)
+  """Rows/s of the bundled MiniLM teacher on short concept-like names and ~20-word sentences
+  (scripts/bench_export.py also times transformers-PyTorch when torch is installed)."""
+  from line_jax.config import teacher_config  # pylint: disable=g-import-not-at-top
+  from line_jax.teachers import load_encoder  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(_SEED.value)
+  words = ("abnormal", "cardiac", "renal", "seizure", "fever", "chronic", "left", "hypoplasia",
+           "of", "the", "muscle", "defect", "skin", "eye", "retinal", "pain", "acute")
+  names = [" ".join(rng.choice(words, rng.integers(1, 5))) for _ in range(_EXPORT_ROWS.value)]
+  sentences = [" ".join(rng.choice(words, 20)) for _ in range(_EXPORT_ROWS.value // 4)]
+  encoder = load_encoder(teacher_config(model="all-MiniLM-L6-v2", preset="minilm"))
+  result = {}
+  for label, texts in (("names", names), ("sentences", sentences)):
+    encoder.encode(texts[:256])                     # compile the common buckets
+    seconds = median_seconds(lambda texts=texts: encoder.encode(texts), _REPEATS.value)
+    result[f"{label}_rows_per_s"] = len(texts) / seconds
+  result["compilations"] = encoder.compile_count
+  return result
 
 
 def bench_stream() -> dict[str, Any]:

@@ -116,18 +116,7 @@ def make_loss_fn(config, num_types: int, mesh):
                                     concepts(batch["rel_corrupt"]), batch["rel_mask"],
                                     lc.relational_margin)
     neg_slots = u + jnp.arange(num_negated)
-    if lc.negation_trains == "projector":
-      # The negation loss moves only the negated entries' own projector: G (W_c and the
-      # attention) is left to the alignment and relational losses (see config.py).
-      frozen = jax.lax.stop_gradient
-      g_pos = frozen(concepts(batch["neg_pos_slot"]))
-      g_neg = model_lib.project_pooled(
-          {"concept_proj": frozen(params["concept_proj"]),
-           "negation_proj": params["negation_proj"]},
-          frozen(pooled[neg_slots]), jnp.ones(num_negated, bool))
-      g_neg = model_lib.l2_normalize(g_neg) if normalize else g_neg
-    else:
-      g_pos, g_neg = concepts(batch["neg_pos_slot"]), concepts(neg_slots)
+    g_pos, g_neg = concepts(batch["neg_pos_slot"]), concepts(neg_slots)
     n = losses_lib.negation_terms(g_pos, g_neg, batch["neg_weight"], lc.negation_delta)
     sums = jax.lax.psum(jnp.stack([a[0], r[0], n[0]]), AXIS)
     counts = jax.lax.psum(jnp.stack([a[1], r[1], n[1]]), AXIS)
