@@ -230,9 +230,10 @@ def make_soup(workdirs: Sequence[str], out: str, evaluate_soup: bool = True,
     soup_model = LineModel.load(out)
     named = {name: ingredient_metrics(m, reevaluate_ingredients)
              for name, m in zip(names, models)}
-    named["soup"] = evaluate.run_evaluation(soup_model, out)
-    rows = comparison_rows(named, "soup")
-    warnings = protocol_differences(named, "soup")
+    soup_name = "soup" if "soup" not in names else f"soup {out}"
+    named[soup_name] = evaluate.run_evaluation(soup_model, out)
+    rows = comparison_rows(named, soup_name)
+    warnings = protocol_differences(named, soup_name)
     for warning in warnings:
       logging.warning("%s", warning)
     summary.update(rows=rows, table=format_table(rows), warnings=warnings)
