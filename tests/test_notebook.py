@@ -34,6 +34,7 @@ class NotebookTest(absltest.TestCase):
     outputs = "\n".join(out.get("text", "") for cell in notebook.cells
                         if cell.cell_type == "code" for out in cell.outputs)
     self.assertIn("its own text ranks", outputs)
+    self.assertIn("in the top 5", outputs)
     self.assertIn("dictionary concepts closest to the text", outputs)
     self.assertIn("new strings cannot be embedded", outputs)
     images = [out for cell in notebook.cells if cell.cell_type == "code"
