@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import mmap
 import os
 from typing import Optional
 
@@ -53,6 +54,17 @@ class TeacherEmbeddings:
     return int(self.text.shape[1])
 
 
+def open_npy(path: str) -> np.ndarray:
+  """np.load with mmap_mode="r", advised for random access: batches gather scattered rows,
+  and the kernel's default read-ahead would otherwise pull (and keep resident) far more of
+  the file than the rows asked for."""
+  arr = np.load(path, mmap_mode="r")
+  mapping = getattr(arr, "_mmap", None)
+  if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_RANDOM"):
+    mapping.madvise(mmap.MADV_RANDOM)
+  return arr
+
+
 def check_finite(path: str, arr: np.ndarray, field: str = "embedding") -> None:
   """Scans a (memmapped) array in chunks; raises naming the first row with NaN/inf."""
   for start in range(0, arr.shape[0], _CHECK_ROWS):
@@ -80,7 +92,7 @@ def load_teacher_embeddings(path: str, dataset: Dataset, expected_dim: Optional[
     p = os.path.join(path, f"{part}.npy")
     if not os.path.exists(p):
       raise DataError(f"{p}: file not found")
-    arr = np.load(p, mmap_mode="r")
+    arr = open_npy(p)
     if arr.ndim != 2:
       raise data_error(p, None, "shape", f"expected a 2-D array, got shape {arr.shape}")
     if arr.dtype not in (np.float16, np.float32):
@@ -104,6 +116,28 @@ def load_teacher_embeddings(path: str, dataset: Dataset, expected_dim: Optional[
       pass
   return TeacherEmbeddings(text=arrays["text"], concepts=arrays["concepts"],
                            negated=arrays["negated"], meta=meta, path=path)
+
+
+def read_rows(arr: np.ndarray, chunk_rows: int = _CHECK_ROWS) -> np.ndarray:
+  """A memmapped .npy read into an ordinary array with file reads, chunk by chunk.
+
+  Copying through the mapping would leave every page of the file resident in this process
+  (counted in its RSS) besides the copy; plain reads go through the page cache only.
+  """
+  filename = getattr(arr, "filename", None)
+  if not isinstance(arr, np.memmap) or filename is None:
+    return np.asarray(arr)
+  out = np.empty(arr.shape, arr.dtype)
+  flat = out.reshape(-1).view(np.uint8)
+  row_bytes = arr.dtype.itemsize * int(np.prod(arr.shape[1:]))
+  with open(filename, "rb") as f:
+    f.seek(arr.offset)
+    for start in range(0, arr.shape[0], chunk_rows):
+      stop = min(arr.shape[0], start + chunk_rows)
+      view = memoryview(flat[start * row_bytes:stop * row_bytes])
+      if f.readinto(view) != len(view):
+        raise DataError(f"{filename}: file ends before row {stop}")
+  return out
 
 
 def write_meta(path: str, meta: dict) -> None:

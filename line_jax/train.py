@@ -148,6 +148,15 @@ def make_optimizer(config) -> optax.GradientTransformation:
   return optax.adam(config.train.learning_rate)
 
 
+def _to_device(table: np.ndarray, sharding) -> jax.Array:
+  """A host table on the devices; the host copy is freed once the transfer is done."""
+  host = emb_lib.read_rows(table)
+  on_device = jax.device_put(host, sharding)
+  jax.block_until_ready(on_device)
+  del host
+  return on_device
+
+
 class Trainer:
   """Everything a run needs, built once from the config: data, teachers, graph, step."""
 
@@ -183,8 +192,10 @@ class Trainer:
                                 config.graph.capacity_margin)
     logging.info("batch shapes: %s", self.builder.shapes)
     replicated = NamedSharding(self.mesh, P())
-    self.concept_table = jax.device_put(np.asarray(self.teacher2.concepts), replicated)
-    self.negated_table = jax.device_put(np.asarray(self.teacher2.negated), replicated)
+    # Device-resident teacher-2 tables, read with file reads (not through the memmap) and
+    # the host copy dropped at once, so peak memory holds one host table at a time.
+    self.concept_table = _to_device(self.teacher2.concepts, replicated)
+    self.negated_table = _to_device(self.teacher2.negated, replicated)
     self.dim = int(config.model.dim or self.teacher1.dim)
     self.optimizer = make_optimizer(config)
     self.train_step = make_train_step(config, len(ds.relation_types), self.mesh,

@@ -128,6 +128,13 @@ class EmbeddingValidationTest(parameterized.TestCase):
     self.assertEqual(t.dim, 5)
     self.assertIsInstance(t.text, np.memmap)
 
+  def test_read_rows_equals_the_memmap(self):
+    self.save()
+    t = emb_lib.load_teacher_embeddings(self.path, self.ds)
+    rows = emb_lib.read_rows(t.concepts, chunk_rows=3)
+    self.assertNotIsInstance(rows, np.memmap)
+    np.testing.assert_array_equal(rows, np.asarray(t.concepts))
+
   def test_nan_names_file_row_field(self):
     self.arrays["concepts"][2, 1] = np.nan
     self.save()
