@@ -100,6 +100,47 @@ class TrainTest(parameterized.TestCase):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=0)
 
 
+class LossFunctionTest(absltest.TestCase):
+
+  def test_loss_matches_per_mention_reference(self):
+    """The linear fast path (W_c once per pair) equals projecting every mention through G."""
+    import jax.numpy as jnp
+    from line_jax import losses, model
+    root = self.create_tempdir().full_path
+    config = make_config(root)
+    config.loss.relational_margin = 1.5     # every relational hinge active
+    trainer = train.Trainer(config, os.path.join(root, "w"))
+    state = trainer.init_state()
+    params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(3),
+                                                                  p.shape), state["params"])
+    host = trainer.builder.build(trainer.dataset.split_indices("train")[:32], 0)
+    loss_fn = train.make_loss_fn(config, len(trainer.dataset.relation_types), trainer.mesh)
+    total, parts = loss_fn(params, train.shard_batch(host, trainer.mesh),
+                           trainer.concept_table, trainer.negated_table)
+    b = jax.tree.map(lambda x: x[0], host)
+    num_receivers = b["receiver_real"].shape[0]
+    g = np.asarray(model.graph_attention(params, b["graph"], trainer.concept_table,
+                                         trainer.negated_table, num_receivers,
+                                         len(trainer.dataset.relation_types)))
+    t = np.asarray(model.project_text(params, b["text"]))
+    w = b["occ_mask"].astype(np.float32)
+    c_mean = np.einsum("bm,bmd->bd", w, g[b["occ_slot"]]) / w.sum(1, keepdims=True)
+    lc = config.loss
+    a = losses.alignment_terms(jnp.asarray(c_mean), b["pair_mask"], b["rho"], jnp.asarray(t),
+                               b["pair_mask"], 0, lc.margin, per_anchor=True)
+    r = losses.relational_terms(g[b["rel_head"]], g[b["rel_tail"]], g[b["rel_corrupt"]],
+                                b["rel_mask"], lc.relational_margin)
+    u = num_receivers - b["neg_weight"].shape[0]
+    n = losses.negation_terms(g[b["neg_pos_slot"]], g[u:], b["neg_weight"],
+                              lc.negation_delta)
+    ref = np.array([float(x[0]) / max(float(x[1]), 1.0) for x in (a, r, n)])
+    self.assertGreater(ref[1], 0)
+    self.assertGreater(ref[2], 0)
+    np.testing.assert_allclose(np.asarray(parts), ref, rtol=2e-5, atol=1e-6)
+    weights = np.array([lc.align_weight, lc.relational_weight, lc.negation_weight])
+    np.testing.assert_allclose(float(total), float(weights @ ref), rtol=2e-5)
+
+
 class DataParallelTest(absltest.TestCase):
 
   def test_four_devices_match_one(self):
