@@ -48,7 +48,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.init = "identity"        # "identity" where square (start from the teachers' spaces), else lecun
   c.model.init_scale = 1.0
   c.model.leaky_relu_slope = 0.2   # GAT attention nonlinearity
-  c.model.compute_dtype = "float32"
+  c.model.table_dtype = ""          # teacher-2 tables on the device: "" = as stored in the
+                                   # cache (float16 by default), "bfloat16" or "float32"
 
   c.graph = ml_collections.ConfigDict()
   c.graph.relations = ml_collections.FieldReference(None, field_type=list)  # None: every type in the data

@@ -148,9 +148,12 @@ def make_optimizer(config) -> optax.GradientTransformation:
   return optax.adam(config.train.learning_rate)
 
 
-def _to_device(table: np.ndarray, sharding) -> jax.Array:
-  """A host table on the devices; the host copy is freed once the transfer is done."""
+def _to_device(table: np.ndarray, sharding, dtype: str = "") -> jax.Array:
+  """A host table on the devices (as `dtype`, or as stored when empty); the host copy is
+  freed once the transfer is done."""
   host = emb_lib.read_rows(table)
+  if dtype:
+    host = host.astype(jnp.dtype(dtype), copy=False)
   on_device = jax.device_put(host, sharding)
   jax.block_until_ready(on_device)
   del host
@@ -194,8 +197,10 @@ class Trainer:
     replicated = NamedSharding(self.mesh, P())
     # Device-resident teacher-2 tables, read with file reads (not through the memmap) and
     # the host copy dropped at once, so peak memory holds one host table at a time.
-    self.concept_table = _to_device(self.teacher2.concepts, replicated)
-    self.negated_table = _to_device(self.teacher2.negated, replicated)
+    self.concept_table = _to_device(self.teacher2.concepts, replicated,
+                                    config.model.table_dtype)
+    self.negated_table = _to_device(self.teacher2.negated, replicated,
+                                    config.model.table_dtype)
     self.dim = int(config.model.dim or self.teacher1.dim)
     self.optimizer = make_optimizer(config)
     self.train_step = make_train_step(config, len(ds.relation_types), self.mesh,
