@@ -599,7 +599,10 @@ def _labels(config) -> Dict[str, str]:
     value = sub.get("name", "") if sub is not None else ""
     return value or fallback
   t1, t2 = name("teacher1", "teacher 1"), name("teacher2", "teacher 2")
-  return {"teacher1": t1, "teacher2": t2, "line": f"{t1}+{t2}",
+  line = f"{t1}+{t2}"
+  if t1 == t2:        # one encoder in both roles (the HPO default): keep the rows apart
+    t1, t2 = f"{t1} (teacher 1)", f"{t2} (teacher 2)"
+  return {"teacher1": t1, "teacher2": t2, "line": line,
           "map_t2_to_t1": f"{t2}→{t1}", "map_t1_to_t2": f"{t1}→{t2}"}
 
 
