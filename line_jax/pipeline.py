@@ -28,6 +28,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from line_jax import embeddings as emb_lib
 from line_jax import graph as graph_lib
 from line_jax.data.dataset import Dataset
 
@@ -212,8 +213,8 @@ class BatchBuilder:
     valid = padded >= 0
     if valid.any():
       rows_sorted = np.sort(padded[valid])
-      gathered = np.asarray(self.text[rows_sorted])[np.searchsorted(rows_sorted,
-                                                                    padded[valid])]
+      gathered = emb_lib.gather_rows(self.text, rows_sorted)[np.searchsorted(rows_sorted,
+                                                                             padded[valid])]
     graphs = []
     for s, plan in enumerate(shards):
       pos, negc = plan["pos"], plan["negc"]
