@@ -26,6 +26,7 @@ import queue
 import threading
 from typing import Iterator, Optional
 
+import jax
 import numpy as np
 
 from line_jax import embeddings as emb_lib
@@ -155,17 +156,15 @@ class BatchBuilder:
                          negc=negc, neg_count=neg_count, ids=ids, mask=mask))
     return padded, shards, need
 
-  def _grow(self, need: np.ndarray, margin: float) -> bool:
+  def _set_capacity(self, need: np.ndarray, margin: float, keep: bool) -> None:
+    """Capacities = margin x `need` (positive, negated receivers, neighbour edges); with
+    `keep`, a capacity that already covers its need is left as it is."""
     sh = self.shapes
-    u, v = sh.positive_slots, sh.negated_slots
-    new_u = _round_up(need[0] * margin) if need[0] > u else u
-    new_v = _round_up(need[1] * margin) if need[1] > v else v
-    new_e = _round_up(need[2] * margin, 256) if need[2] > sh.edges else sh.edges
-    if (new_u, new_v, new_e) == (u, v, sh.edges):
-      return False
-    self.shapes = dataclasses.replace(sh, positive_slots=new_u, negated_slots=new_v,
-                                      edges=new_e)
-    return True
+    fitted = (_round_up(need[0] * margin), _round_up(max(1, need[1]) * margin),
+              _round_up(need[2] * margin, 256))
+    current = (sh.positive_slots, sh.negated_slots, sh.edges)
+    u, v, e = (c if keep and c >= n else f for c, n, f in zip(current, need, fitted))
+    self.shapes = dataclasses.replace(sh, positive_slots=u, negated_slots=v, edges=e)
 
   def fit_capacity(self, pair_idx: np.ndarray, num_batches: int, margin: float) -> BatchShapes:
     """Sets capacities to `margin` x the most that `num_batches` sampled batches need."""
@@ -176,10 +175,7 @@ class BatchBuilder:
     for i, batch in enumerate(samples):
       if len(batch):
         need = np.maximum(need, self._plan(batch, i)[2])
-    sh = self.shapes
-    u, v = _round_up(need[0] * margin), _round_up(max(1, need[1]) * margin)
-    e = _round_up(need[2] * margin, 256)
-    self.shapes = dataclasses.replace(sh, positive_slots=u, negated_slots=v, edges=e)
+    self._set_capacity(need, margin, keep=False)
     return self.shapes
 
   def build(self, pair_idx: np.ndarray, step: int) -> dict:
@@ -187,7 +183,7 @@ class BatchBuilder:
     sh = self.shapes
     if (need[0] > sh.positive_slots or need[1] > sh.negated_slots
         or need[2] > sh.edges):
-      self._grow(need, 1.25)
+      self._set_capacity(need, 1.25, keep=True)
       logging.warning("step %d needs more graph capacity than the sampled estimate (%s); "
                       "grown to %s: the train step compiles once more", step, need.tolist(),
                       self.shapes)
@@ -258,7 +254,6 @@ class BatchBuilder:
 
 
 def _stack_graphs(graphs):
-  import jax
   return jax.tree.map(lambda *xs: np.stack(xs), *graphs)
 
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from line_jax import embeddings as emb_lib
 from line_jax import graph as graph_lib
 from line_jax import model as model_lib
 
@@ -38,12 +40,15 @@ def _project_text_chunk(params, text, *, normalize):
   return model_lib.l2_normalize(out) if normalize else out
 
 
-def project_texts(params, text: np.ndarray, chunk: int, normalize: bool) -> np.ndarray:
-  """F over rows of a (memmapped) text-embedding array, chunked, padded to one shape."""
-  n = text.shape[0]
+def project_texts(params, text: np.ndarray, chunk: int, normalize: bool,
+                  rows: Optional[np.ndarray] = None) -> np.ndarray:
+  """F over the rows `rows` (default: all) of a (memmapped) text-embedding array, chunked
+  and padded to one shape; a memmap is read chunk by chunk, never whole."""
+  n = text.shape[0] if rows is None else len(rows)
   out = []
   for s in range(0, n, chunk):
-    block = np.asarray(text[s:s + chunk])
+    block = (np.asarray(text[s:s + chunk]) if rows is None
+             else emb_lib.gather_rows(text, rows[s:s + chunk]))
     pad = chunk - len(block)
     if pad:
       block = np.concatenate([block, np.zeros((pad, block.shape[1]), block.dtype)])
@@ -108,9 +113,8 @@ def recover(params, lists, text: np.ndarray, table, concept_table, negated_table
                               np.ones(len(neg_concepts), bool), gc.fanout,
                               rc.dictionary_chunk, slope, normalize)
   negated = dict(zip(neg_concepts.tolist(), neg_rows))
-  text_proj = project_texts(params, np.asarray(text[np.sort(pair_idx)]), rc.dictionary_chunk,
-                            normalize)
   pair_idx = np.sort(pair_idx)
+  text_proj = project_texts(params, text, rc.dictionary_chunk, normalize, rows=pair_idx)
   residuals = pair_residuals(lists, pair_idx, text_proj, positive, negated)
   scores, cand = search_lib.search_topk(
       residuals, positive, min(int(rc.top_k), dataset.num_concepts), normalize=True,
