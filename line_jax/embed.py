@@ -40,17 +40,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from line_jax.data.dataset import DataError, data_error
+from line_jax.embeddings import write_json
 
 PARTS = ("text", "concepts")
 INVALID_CHOICES = ("error", "nan")
 _EXAMPLES = 10
-
-
-def _write_json(path: str, value: dict) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=1)
-  os.replace(tmp, path)
 
 
 def choose_parts(schema_names: Sequence[str], columns: Dict[str, str],
@@ -257,7 +251,7 @@ def embed_parquet(model, input_path: str, output_dir: str, *, chunk_rows: int = 
         os.remove(path)
       outputs[part] = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
                                                 shape=(num_rows, model.dim))
-  _write_json(meta_path, meta)
+  write_json(meta_path, meta)
   needed = [columns[p] for p in parts] + (
       [negated_column] if "concepts" in parts and has_negated else [])
   started = time.perf_counter()
@@ -294,13 +288,13 @@ def embed_parquet(model, input_path: str, output_dir: str, *, chunk_rows: int = 
       for array in outputs.values():
         array.flush()
       meta["rows_done"] = start + n
-      _write_json(meta_path, meta)
+      write_json(meta_path, meta)
       bar.update(n)
       if stop_after_rows and meta["rows_done"] >= stop_after_rows:
         break
   meta["complete"] = meta["rows_done"] >= num_rows
   meta["seconds"] = meta.get("seconds", 0.0) + time.perf_counter() - started
-  _write_json(meta_path, meta)
+  write_json(meta_path, meta)
   if meta["truncated_texts"]:
     logging.warning("%d texts were longer than teacher1.max_length=%d tokens and were "
                     "truncated", meta["truncated_texts"], model.config.teacher1.max_length)

@@ -164,8 +164,14 @@ def gather_rows(arr: np.ndarray, rows: np.ndarray) -> np.ndarray:
   return out
 
 
-def write_meta(path: str, meta: dict) -> None:
-  tmp = os.path.join(path, "meta.json.tmp")
+def write_json(path: str, value) -> None:
+  """Writes JSON atomically: a temporary file renamed over `path`, so a reader (or a run
+  killed mid-write) never sees half a file."""
+  tmp = path + ".tmp"
   with open(tmp, "w") as f:
-    json.dump(meta, f, indent=1)
-  os.replace(tmp, os.path.join(path, "meta.json"))
+    json.dump(value, f, indent=1)
+  os.replace(tmp, path)
+
+
+def write_meta(path: str, meta: dict) -> None:
+  write_json(os.path.join(path, "meta.json"), meta)

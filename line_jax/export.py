@@ -63,7 +63,8 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 
 from line_jax.data.dataset import Dataset, DataError, data_error
-from line_jax.embeddings import PARTS, cache_key, check_finite, teacher_dir, write_meta
+from line_jax.embeddings import (PARTS, cache_key, check_finite, teacher_dir, write_json,
+                                 write_meta)
 
 DEFAULT_SHARD_ROWS = 8192
 _COPY_ROWS = 65536
@@ -262,13 +263,6 @@ def _open_output(path: str, rows: int, dim: int, dtype: np.dtype, reuse: bool) -
   return _new_memmap(path, dtype, (rows, dim))
 
 
-def _write_json(path: str, value: Any) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(value, f)
-  os.replace(tmp, path)
-
-
 def _export_hf(teacher_cfg, dataset: Dataset, path: str, encoder, shard_rows: int,
                progress_bar: bool) -> dict:
   from tqdm.auto import tqdm
@@ -293,7 +287,7 @@ def _export_hf(teacher_cfg, dataset: Dataset, path: str, encoder, shard_rows: in
   done = {part: set(progress.get("done", {}).get(part, [])) if resuming else set()
           for part in PARTS}
   if not resuming:
-    _write_json(progress_path, {"plan": plan, "done": {p: [] for p in PARTS}})
+    write_json(progress_path, {"plan": plan, "done": {p: [] for p in PARTS}})
   elif any(done.values()):
     logging.info("teacher %s: resuming export in %s (%s)", teacher_cfg.get("name"), path,
                  ", ".join(f"{p}: {len(d)} shards done" for p, d in done.items()))
@@ -324,7 +318,7 @@ def _export_hf(teacher_cfg, dataset: Dataset, path: str, encoder, shard_rows: in
         output[shard_rows_idx] = stored
         output.flush()
         done[part].add(shard)
-        _write_json(progress_path, {"plan": plan,
+        write_json(progress_path, {"plan": plan,
                                     "done": {p: sorted(d) for p, d in done.items()}})
     if todo:
       seconds = time.perf_counter() - start_time

@@ -217,12 +217,8 @@ class Trainer:
 
 
 def _write_json(path: str, obj: Any) -> None:
-  if jax.process_index() != 0:     # multi-host: one writer
-    return
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
+  if jax.process_index() == 0:     # multi-host: one writer
+    emb_lib.write_json(path, obj)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict:
