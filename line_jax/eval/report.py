@@ -64,6 +64,14 @@ def _line_group_row(width: int) -> List[str]:
   return ["**LINE**"] + [""] * (width - 1)
 
 
+def _rows_then_line(keys, row, width: int, with_line: bool, line_arrows: bool = True):
+  """The rows of `keys` (no arrows), then, if `with_line`, the LINE group header and row."""
+  rows = [row(k, False) for k in keys]
+  if with_line:
+    rows += [_line_group_row(width), row(LINE, line_arrows)]
+  return rows
+
+
 def _alignment_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
   a = m["alignment"]
   k = a["top_k"]
@@ -91,9 +99,7 @@ def _alignment_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
       cells.append(fmt(r[name]) + arrow)
     return cells
 
-  rows = [row(t, False) for t in TEACHERS if t in res]
-  if LINE in res:
-    rows += [_line_group_row(len(header)), row(LINE, True)]
+  rows = _rows_then_line([t for t in TEACHERS if t in res], row, len(header), LINE in res)
   out += _table(header, rows) + [""]
   maps = [k2 for k2 in MAPS if k2 in res]
   if maps:
@@ -103,9 +109,7 @@ def _alignment_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
             f"({labels['map_t2_to_t1']}: lists mapped into teacher 1's space, texts as "
             f"teacher 1 embeds them) and the reverse ({labels['map_t1_to_t2']}: texts "
             "mapped into teacher 2's space, lists as teacher 2 embeds them).", ""]
-    rows = [row(k2, False) for k2 in maps]
-    if LINE in res:
-      rows += [_line_group_row(len(header)), row(LINE, False)]
+    rows = _rows_then_line(maps, row, len(header), LINE in res, line_arrows=False)
     out += _table(header, rows) + [""]
   out += [f"![rank histograms]({PLOT_FILES['ranks']})", ""]
   return out
@@ -138,9 +142,8 @@ def _relations_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
       cells.append(fmt(auc) + arrow)
     return cells
 
-  rows = [row(k, False) for k in model_keys if k != LINE]
-  if LINE in model_keys:
-    rows += [_line_group_row(len(header)), row(LINE, True)]
+  rows = _rows_then_line([k for k in model_keys if k != LINE], row, len(header),
+                         LINE in model_keys)
   rows.append(["# relation pairs"] + [str(c["count"]) for c in classes])
   out += _table(header, rows) + ["", f"![ROC curves]({PLOT_FILES['roc']})", ""]
   return out
@@ -178,9 +181,7 @@ def _classification_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
         cells.append(fmt(v) + arrow)
     return cells
 
-  rows = [row(t, False) for t in TEACHERS if t in res]
-  if LINE in res:
-    rows += [_line_group_row(len(header)), row(LINE, True)]
+  rows = _rows_then_line([t for t in TEACHERS if t in res], row, len(header), LINE in res)
   out += _table(header, rows) + [""]
 
   out += ["### Table 5: text-minus-proxy difference (from Table 4)", "",
@@ -197,9 +198,8 @@ def _classification_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
       cells.append(fmt(v) + arrow)
     return cells
 
-  rows = [gap_row(t, False) for t in TEACHERS if t in res]
-  if LINE in res:
-    rows += [_line_group_row(len(gap_header)), gap_row(LINE, True)]
+  rows = _rows_then_line([t for t in TEACHERS if t in res], gap_row, len(gap_header),
+                         LINE in res)
   out += _table(gap_header, rows) + [""]
 
   maps = [k for k in MAPS if k in res]
@@ -208,10 +208,8 @@ def _classification_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
             "The linear-map baselines of Table A2: each row uses that space's text and "
             "concept-list embeddings. Last columns: the text-minus-proxy F1 difference.", ""]
     header_a3 = header + ["F1 difference"]
-    rows = [row(k, False) + [fmt(res[k]["gap"]["f1"])] for k in maps]
-    if LINE in res:
-      rows += [_line_group_row(len(header_a3)),
-               row(LINE, False) + [fmt(res[LINE]["gap"]["f1"])]]
+    rows = _rows_then_line(maps, lambda k, arrows: row(k, arrows) + [fmt(res[k]["gap"]["f1"])],
+                           len(header_a3), LINE in res, line_arrows=False)
     out += _table(header_a3, rows) + [""]
   return out
 
@@ -265,10 +263,8 @@ def _geometry_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
       cells.append(fmt(res[key][name]) + arrow)
     return cells
 
-  rows = [row(t, False) for t in TEACHERS if t in res]
-  rows += [row(k, False) for k in MAPS if k in res]
-  if LINE in res:
-    rows += [_line_group_row(len(header)), row(LINE, True)]
+  rows = _rows_then_line([t for t in TEACHERS if t in res] + [k for k in MAPS if k in res],
+                         row, len(header), LINE in res)
   return out + _table(header, rows) + [""]
 
 
