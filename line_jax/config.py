@@ -48,15 +48,23 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.init = "identity"        # "identity" where square (start from the teachers' spaces), else lecun
   c.model.init_scale = 1.0
   c.model.leaky_relu_slope = 0.2   # GAT attention nonlinearity
-  c.model.table_dtype = ""          # teacher-2 tables on the device: "" = as stored in the
-                                   # cache (float16 by default), "bfloat16" or "float32"
+  c.model.table_dtype = "auto"      # teacher-2 tables on the device: "" = as stored in the
+                                   # cache (float16 by default), "bfloat16", "float32", or
+                                   # "auto": float32 on CPU while both tables fit in
+                                   # cpu_table_budget_gib (XLA:CPU would otherwise convert
+                                   # every gathered row, every step), else as stored
+  c.model.cpu_table_budget_gib = 2.0
 
   c.graph = ml_collections.ConfigDict()
   c.graph.relations = ml_collections.FieldReference(None, field_type=list)  # None: every type in the data
   c.graph.fanout = 8               # sampled neighbours per relation type per concept (static)
+  c.graph.edge_block = 4           # G's edge slots per block: each receiver's edges are padded
+                                   # to a multiple of this so that G sums per block densely
   c.graph.symmetric = True         # attend along both directions of every edge
-  c.graph.capacity_margin = 1.2    # static receiver/edge capacity = margin x most needed by
-  c.graph.capacity_sample_batches = 16   # this many sampled batches (+ the longest lists)
+  c.graph.capacity_sample_batches = 16   # static receiver/edge capacities: measured on this
+  c.graph.capacity_sigmas = 4.0    # many sampled batches, max(most needed, mean + this many
+  c.graph.capacity_margin = 1.02   # standard deviations) x this margin; a batch that needs
+                                   # more grows them (one more compilation)
 
   c.loss = ml_collections.ConfigDict()
   c.loss.margin = 0.5              # triplet margin on squared distances; with 0.1 the hinge

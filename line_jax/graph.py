@@ -134,42 +134,60 @@ def sample_neighbours(table: NeighbourTable, concepts: np.ndarray, fanout: int,
   return np.where(mask, ids, 0).astype(np.int32), mask
 
 
-def num_edges(neighbour_mask: np.ndarray) -> int:
-  """Edges of a compact graph: its real sampled neighbours (self loops are implicit)."""
-  return int(neighbour_mask.sum())
+def num_edges(neighbour_mask: np.ndarray, block: int = 1) -> int:
+  """Edge slots of a compact graph: each receiver's real sampled neighbours, rounded up to a
+  multiple of `block` (self loops are implicit)."""
+  counts = neighbour_mask.reshape(len(neighbour_mask), -1).sum(1)
+  return int((-(-counts // block) * block).sum())
 
 
 def build_graph(receiver_ids: np.ndarray, receiver_negated: np.ndarray,
                 neighbour_ids: np.ndarray, neighbour_mask: np.ndarray,
-                max_edges: int = 0) -> jraph.GraphsTuple:
-  """A compact GraphsTuple over R receivers, padded to `max_edges` edges (0: exact size).
+                max_edges: int = 0, block: int = 1) -> jraph.GraphsTuple:
+  """A compact, blocked GraphsTuple over R receivers, padded to `max_edges` edge slots.
 
-  Nodes 0..R-1 are the receivers; node R + e is the sender of edge e (one node per
-  neighbour edge, so edge features need no second gather). Edges are the real sampled
-  neighbours only, sorted by segment receiver * K + type; every receiver's self loop is
-  implicit (G adds it to each head's softmax), so the cost follows the graph's actual
-  degrees, not R * K * fanout. Padding edges sit in the last segment, masked.
+  Nodes 0..R-1 are the receivers; node R + e is the sender of edge slot e (one node per
+  slot, so edge features need no second gather). Edges are the real sampled neighbours only,
+  sorted by segment receiver * K + type; every receiver's self loop is implicit (G adds it
+  to each head's softmax), so the cost follows the graph's actual degrees, not
+  R * K * fanout.
+
+  Blocks: each receiver's edges start at a multiple of `block` and are padded (masked) to a
+  whole number of blocks, so every block of `block` consecutive slots belongs to one
+  receiver. G then sums and differentiates over the [slots / block, block, d] view with
+  dense contractions instead of scattering [E, d] rows (`line_jax.model`); the receiver of
+  each block is `globals["block_receivers"]` [1, slots / block]. Padding slots after the
+  last block belong to the last receiver, masked. `max_edges` (0: exact size) must be a
+  multiple of `block`.
   nodes: {"row": int32 row of the concept table, "negated": bool, take the row from the
   negated-embedding table (receivers only)}; edges: {"type": int32, "mask": bool}.
   """
   r, k, f = neighbour_ids.shape
+  if block < 1 or max_edges % block:
+    raise ValueError(f"edge capacity {max_edges} must be a multiple of the block {block}")
+  counts = neighbour_mask.reshape(r, -1).sum(1).astype(np.int64)
+  blocks = -(-counts // block)
+  need = int(blocks.sum()) * block
+  cap = max_edges or max(need, block)
+  if need > cap:
+    raise ValueError(f"graph needs {need} edges, capacity is {cap}")
   flat = np.flatnonzero(neighbour_mask.reshape(-1))    # C order: sorted by (r, k) segment
-  e_real = len(flat)
-  cap = max_edges or max(e_real, 1)
-  if e_real > cap:
-    raise ValueError(f"graph needs {e_real} edges, capacity is {cap}")
-  recv = (flat // (k * f)).astype(np.int32)
-  etype = ((flat // f) % k).astype(np.int32)
-  pad = cap - e_real
-  rows = np.concatenate([receiver_ids.astype(np.int32),
-                         neighbour_ids.reshape(-1)[flat].astype(np.int32),
-                         np.zeros(pad, np.int32)])
-  negated = np.concatenate([receiver_negated.astype(bool), np.zeros(cap, bool)])
+  recv = flat // (k * f)
+  first_slot = np.concatenate([[0], np.cumsum(blocks * block)[:-1]])
+  first_edge = np.concatenate([[0], np.cumsum(counts)[:-1]])
+  slot = first_slot[recv] + np.arange(len(flat)) - first_edge[recv]
+  receivers = np.full(cap, r - 1, np.int32)
+  receivers[:need] = np.repeat(np.arange(r, dtype=np.int32), blocks * block)
+  etype = np.full(cap, k - 1, np.int32)               # padding last in its receiver's order
+  etype[slot] = (flat // f) % k
+  mask = np.zeros(cap, bool)
+  mask[slot] = True
+  senders_rows = np.zeros(cap, np.int32)
+  senders_rows[slot] = neighbour_ids.reshape(-1)[flat]
   return jraph.GraphsTuple(
-      nodes={"row": rows, "negated": negated},
-      edges={"type": np.concatenate([etype, np.full(pad, k - 1, np.int32)]),
-             "mask": np.concatenate([np.ones(e_real, bool), np.zeros(pad, bool)])},
-      senders=(r + np.arange(cap)).astype(np.int32),
-      receivers=np.concatenate([recv, np.full(pad, r - 1, np.int32)]),
+      nodes={"row": np.concatenate([receiver_ids.astype(np.int32), senders_rows]),
+             "negated": np.concatenate([receiver_negated.astype(bool), np.zeros(cap, bool)])},
+      edges={"type": etype, "mask": mask},
+      senders=(r + np.arange(cap)).astype(np.int32), receivers=receivers,
       n_node=np.asarray([r + cap], np.int32), n_edge=np.asarray([cap], np.int32),
-      globals=None)
+      globals={"block_receivers": receivers[::block][None]})

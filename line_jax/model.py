@@ -65,26 +65,60 @@ def aggregate_neighbourhoods(params: dict, graph: jraph.GraphsTuple,
   """The attention-weighted neighbourhood of each receiver, in the input space: [R, d_c].
 
   G(c) = pooled(c) @ W_c (then the negation projector for negated receivers); see
-  `graph_attention`. Nodes carry {"row", "negated"}: a node's features are row `row` of
-  `negated_table` if `negated` else of `concept_table` (frozen teacher-2 embeddings, [C, d_c],
-  any float dtype). Edges carry {"type", "mask"} and must be sorted by receiver * K + type.
+  `graph_attention`. `graph` has the compact blocked layout of
+  `line_jax.graph.build_graph`: nodes carry {"row", "negated"} (a node's features are row
+  `row` of `negated_table` if `negated` else of `concept_table`: frozen teacher-2
+  embeddings, [C, d_c], any float dtype); edge slot e's sender is node R + e; edges carry
+  {"type", "mask"}, sorted by receiver * K + type; `globals["block_receivers"]` names the
+  receiver of each block of E / V consecutive slots.
   Each head k softmaxes over the edges of type k entering a receiver (its self loop included)
   with `jraph.segment_softmax`; the heads are averaged.
+
+  Cost (the "Scale and speed" cost model): the [E, d_c] neighbour rows are the only large
+  operand, and they are read five times per training step: gathered once, the attention
+  logits (one [E, d_c] x [d_c, K] matmul), the weighted sum (a dense contraction per block),
+  and in the backward pass its transpose (per block) and the logit weights' gradient (one
+  matmul). No [E, d_c] scatter and no per-edge gather of anything but table rows.
   """
   w = params["concept_proj"]["w"]                               # [d_c, d]
-  u_src = w @ params["attention"]["src"].T                      # [d_c, K]
-  u_dst = w @ params["attention"]["dst"].T                      # [d_c, K]
+  # The attention vectors mapped back to the input space, as [K, d_c] rows: the gradient of
+  # the [E, d_c] x [K, d_c]^T logits then comes out as a [K, d_c] = [E, K]^T [E, d_c]
+  # matmul, which XLA:CPU runs about twice as fast as the [d_c, K] orientation.
+  u_src = params["attention"]["src"] @ w.T                      # [K, d_c]
+  u_dst = params["attention"]["dst"] @ w.T                      # [K, d_c]
   rows, neg = graph.nodes["row"], graph.nodes["negated"]
   etype, emask = graph.edges["type"], graph.edges["mask"]
+  block_receivers = graph.globals["block_receivers"].reshape(-1)                  # [V]
+  num_edges, num_blocks = etype.shape[0], block_receivers.shape[0]
   num_segments = num_receivers * num_types
+  if rows.shape[0] != num_receivers + num_edges:
+    raise ValueError(f"graph has {rows.shape[0]} nodes; the compact layout needs "
+                     f"{num_receivers} receivers + {num_edges} edge senders")
+  if num_blocks == 0 or num_edges % num_blocks:
+    raise ValueError(f"{num_edges} edge slots do not split into {num_blocks} blocks")
+  block = num_edges // num_blocks
+  take = lambda table, idx: table.at[idx].get(mode="promise_in_bounds",
+                                              wrap_negative_indices=False)
   # Receivers: their own row (negated ones from the negated table); neighbours: positive.
-  x_recv = jnp.where(neg[:num_receivers, None], negated_table[rows[:num_receivers]],
-                     concept_table[rows[:num_receivers]]).astype(jnp.float32)   # [R, d_c]
-  x_edge = concept_table[rows[graph.senders]].astype(jnp.float32)               # [E, d_c]
-  dst_logit = x_recv @ u_dst                                                     # [R, K]
-  self_logit = jax.nn.leaky_relu(dst_logit + x_recv @ u_src, negative_slope)    # [R, K]
+  r_rows = rows[:num_receivers]
+  x_recv = jnp.where(neg[:num_receivers, None], take(negated_table, r_rows),
+                     take(concept_table, r_rows)).astype(jnp.float32)          # [R, d_c]
+  # Edge e's sender is node R + e: one plain row gather per edge (a rows[senders] double
+  # indirection runs on XLA:CPU as a per-element loop, several times slower). Every use
+  # below reads the [V, S, d_c] block view. With a narrower table XLA:CPU converts the rows
+  # once per use: on CPU keep the tables in float32 (config model.table_dtype "auto").
+  x_edge = take(concept_table, rows[num_receivers:]).astype(jnp.float32).reshape(
+      num_blocks, block, -1)                                                     # [V, S, d_c]
+  logits = lambda x, u: jnp.einsum("ec,kc->ek", x, u)
+  dst_logit = logits(x_recv, u_dst)                                              # [R, K]
+  self_logit = jax.nn.leaky_relu(dst_logit + logits(x_recv, u_src), negative_slope)
+  # Each edge's logit is its own head's: one [E, d_c] x [d_c, K] matmul and a one-hot
+  # select (indexing u by type would scatter [E, d_c] rows in the backward pass).
+  onehot = jax.nn.one_hot(etype, num_types, dtype=jnp.float32)                   # [E, K]
   edge_logit = jax.nn.leaky_relu(
-      dst_logit[graph.receivers, etype] + jnp.einsum("ec,ec->e", x_edge, u_src.T[etype]),
+      jnp.sum((take(dst_logit, graph.receivers)
+               + jnp.einsum("vsc,kc->vsk", x_edge, u_src).reshape(num_edges, -1)) * onehot,
+              axis=1),
       negative_slope)
   edge_logit = jnp.where(emask, edge_logit, -1e9)
   # One softmax per (receiver, type) segment over {self loop} + that type's neighbours.
@@ -94,9 +128,11 @@ def aggregate_neighbourhoods(params: dict, graph: jraph.GraphsTuple,
                                 segments, num_segments)
   alpha_self = alpha[:num_segments].reshape(num_receivers, num_types)
   alpha_edge = jnp.where(emask, alpha[num_segments:], 0.0)
-  # Heads averaged: mean_k (a_self[r,k] x_r + sum_{e in (r,k)} a_e x_e), so the edge sum can
-  # go straight to the receiver ([R, d_c], not [R*K, d_c]).
-  pooled = jax.ops.segment_sum(alpha_edge[:, None] * x_edge, graph.receivers, num_receivers,
+  # Heads averaged: mean_k (a_self[r,k] x_r + sum_{e in (r,k)} a_e x_e), so the edge sum
+  # goes straight to the receiver. Each block has one receiver: a dense weighted sum per
+  # block, then a scatter of [V, d_c] block sums (not of [E, d_c] edge rows).
+  block_sum = jnp.einsum("vs,vsd->vd", alpha_edge.reshape(num_blocks, block), x_edge)
+  pooled = jax.ops.segment_sum(block_sum, block_receivers, num_receivers,
                                indices_are_sorted=True)
   return (pooled + alpha_self.sum(axis=1, keepdims=True) * x_recv) / num_types
 

@@ -59,7 +59,7 @@ def project_texts(params, text: np.ndarray, chunk: int, normalize: bool,
 
 def project_concepts(params, table: graph_lib.NeighbourTable, concept_table, negated_table,
                      concepts: np.ndarray, negated: np.ndarray, fanout: int, chunk: int,
-                     slope: float, normalize: bool) -> np.ndarray:
+                     slope: float, normalize: bool, edge_block: int = 8) -> np.ndarray:
   """G of the given (concept, negated) entries with deterministic neighbours, chunked."""
   concepts = np.asarray(concepts, np.int64)
   negated = np.asarray(negated, bool)
@@ -74,9 +74,11 @@ def project_concepts(params, table: graph_lib.NeighbourTable, concept_table, neg
       c = np.concatenate([c, np.zeros(chunk - real, np.int64)])
       g = np.concatenate([g, np.zeros(chunk - real, bool)])
     ids, mask = graph_lib.sample_neighbours(table, c, fanout, deterministic=True)
-    # Edge capacity bucketed to a power of two: few shapes, few compilations.
-    capacity = 1 << max(0, int(graph_lib.num_edges(mask) - 1).bit_length())
-    graph = graph_lib.build_graph(c.astype(np.int32), g, ids, mask, capacity)
+    # Edge capacity bucketed to a power of two (times the block): few shapes, few
+    # compilations.
+    blocks = -(-graph_lib.num_edges(mask, edge_block) // edge_block)
+    capacity = edge_block << max(0, int(blocks - 1).bit_length())
+    graph = graph_lib.build_graph(c.astype(np.int32), g, ids, mask, capacity, edge_block)
     res = _project_chunk(params, graph, concept_table, negated_table, num_receivers=chunk,
                          num_types=table.num_types, slope=slope, normalize=normalize)
     out.append(np.asarray(res)[:real])
@@ -107,11 +109,11 @@ def recover(params, lists, text: np.ndarray, table, concept_table, negated_table
   positive = project_concepts(params, table, concept_table, negated_table,
                               np.arange(dataset.num_concepts), np.zeros(dataset.num_concepts,
                                                                         bool),
-                              gc.fanout, rc.dictionary_chunk, slope, normalize)
+                              gc.fanout, rc.dictionary_chunk, slope, normalize, gc.edge_block)
   neg_concepts = np.unique(dataset.concept_flat[dataset.negated_flat])
   neg_rows = project_concepts(params, table, concept_table, negated_table, neg_concepts,
                               np.ones(len(neg_concepts), bool), gc.fanout,
-                              rc.dictionary_chunk, slope, normalize)
+                              rc.dictionary_chunk, slope, normalize, gc.edge_block)
   negated = dict(zip(neg_concepts.tolist(), neg_rows))
   pair_idx = np.sort(pair_idx)
   text_proj = project_texts(params, text, rc.dictionary_chunk, normalize, rows=pair_idx)

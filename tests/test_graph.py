@@ -75,6 +75,33 @@ class GraphTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "needs 7 edges, capacity is 5"):
       graph_lib.build_graph(np.array([0, 3]), np.array([False, True]), ids, mask, 5)
 
+  @parameterized.parameters(2, 3, 4)
+  def test_build_graph_blocks_belong_to_one_receiver(self, block):
+    receivers = np.array([0, 3, 13, 1])
+    ids, mask = graph_lib.sample_neighbours(self.table, receivers, 3, seed=0)
+    counts = mask.reshape(4, -1).sum(1)
+    need = int((-(-counts // block) * block).sum())
+    self.assertEqual(graph_lib.num_edges(mask, block), need)
+    cap = need + 2 * block
+    g = graph_lib.build_graph(receivers, np.zeros(4, bool), ids, mask, cap, block)
+    self.assertEqual(g.receivers.shape, (cap,))
+    self.assertEqual(int(g.edges["mask"].sum()), int(mask.sum()))     # no edge lost or added
+    blocks = g.receivers.reshape(-1, block)
+    self.assertTrue((blocks == blocks[:, :1]).all())                 # one receiver per block
+    np.testing.assert_array_equal(g.globals["block_receivers"][0], blocks[:, 0])
+    segments = g.receivers * self.table.num_types + g.edges["type"]
+    self.assertTrue((np.diff(segments) >= 0).all())                  # still sorted
+    rows = g.nodes["row"][len(receivers):]
+    for r in range(4):       # each receiver's real edges: its sampled neighbours, in order
+      here = (g.receivers == r) & g.edges["mask"]
+      np.testing.assert_array_equal(rows[here], ids[r][mask[r]])
+      np.testing.assert_array_equal(g.edges["type"][here],
+                                    np.nonzero(mask[r])[0])
+    with self.assertRaisesRegex(ValueError, "multiple of the block"):
+      graph_lib.build_graph(receivers, np.zeros(4, bool), ids, mask, cap + 1, block)
+    with self.assertRaisesRegex(ValueError, f"needs {need} edges"):
+      graph_lib.build_graph(receivers, np.zeros(4, bool), ids, mask, need - block, block)
+
   def test_contains_and_any_neighbour(self):
     np.testing.assert_array_equal(
         self.table.contains(np.array([0, 0, 3, 1]), np.array([5, 12, 4, 2])),

@@ -56,15 +56,44 @@ def random_setup(seed, num_concepts=30, d_c=6, d=5, num_types=3, fanout=3, n_rec
 
 class ModelTest(parameterized.TestCase):
 
-  @parameterized.parameters(0, 1, 2)
-  def test_graph_attention_matches_reference(self, seed):
+  @parameterized.product(seed=(0, 1, 2), block=(1, 4))
+  def test_graph_attention_matches_reference(self, seed, block):
     params, concepts, negated, table, recv, recv_neg, ids, mask = random_setup(seed)
-    g = graph_lib.build_graph(recv, recv_neg, ids, mask)
+    g = graph_lib.build_graph(recv, recv_neg, ids, mask, block=block)
     out = model.graph_attention(params, g, jnp.asarray(concepts), jnp.asarray(negated),
                                 len(recv), table.num_types, 0.2)
     ref = reference_g(params, concepts, negated, table, recv, recv_neg, ids, mask, 0.2)
     self.assertEqual(out.shape, (len(recv), 5))
     np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-4, atol=1e-5)
+
+  def test_block_size_changes_neither_values_nor_gradients(self):
+    params, concepts, negated, table, recv, recv_neg, ids, mask = random_setup(7, n_recv=9)
+    c, n = jnp.asarray(concepts), jnp.asarray(negated)
+
+    def run(block, capacity=0):
+      g = graph_lib.build_graph(recv, recv_neg, ids, mask, capacity, block)
+      f = lambda p: model.graph_attention(p, g, c, n, len(recv), table.num_types)
+      out = f(params)
+      grads = jax.grad(lambda p: jnp.sum(jnp.tanh(f(p))))(params)
+      return out, grads
+
+    out1, grads1 = run(1)
+    for block, capacity in ((2, 0), (3, 0), (8, 0), (4, 96)):    # 96: padded capacity
+      out, grads = run(block, capacity)
+      np.testing.assert_allclose(np.asarray(out), np.asarray(out1), rtol=1e-5, atol=1e-6)
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b),
+                                                           rtol=1e-4, atol=1e-6),
+                   grads, grads1)
+
+  def test_rejects_a_graph_without_the_compact_layout(self):
+    params, concepts, negated, table, recv, recv_neg, ids, mask = random_setup(0)
+    g = graph_lib.build_graph(recv, recv_neg, ids, mask, block=2)
+    c, n = jnp.asarray(concepts), jnp.asarray(negated)
+    with self.assertRaisesRegex(ValueError, "compact layout needs"):
+      model.graph_attention(params, g, c, n, len(recv) + 1, table.num_types)
+    bad = g._replace(globals={"block_receivers": g.globals["block_receivers"][:, :-1]})
+    with self.assertRaisesRegex(ValueError, "do not split into"):
+      model.graph_attention(params, bad, c, n, len(recv), table.num_types)
 
   def test_heads_follow_the_data(self):
     for num_types in (1, 4, 9):
@@ -111,7 +140,7 @@ class ModelTest(parameterized.TestCase):
 
   def test_gradients_finite_difference(self):
     params, concepts, negated, table, recv, recv_neg, ids, mask = random_setup(6, n_recv=4)
-    g = graph_lib.build_graph(recv, recv_neg, ids, mask)
+    g = graph_lib.build_graph(recv, recv_neg, ids, mask, block=4)
     with jax.enable_x64(True):
       p64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
       c64, n64 = jnp.asarray(concepts, jnp.float64), jnp.asarray(negated, jnp.float64)
