@@ -36,6 +36,7 @@ import ml_collections
 import numpy as np
 
 from line_jax import checkpoint as ckpt_lib
+from line_jax import config as config_lib
 from line_jax import graph as graph_lib
 from line_jax import model as model_lib
 from line_jax import recovery as recovery_lib
@@ -56,7 +57,11 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise FileNotFoundError(f"{path}: not found; is {workdir} the work dir of a "
                             "`python -m line_jax.train` run?")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    saved = json.load(f)
+  # Over the current defaults, so that a run saved before a field existed gets its default.
+  config = config_lib.base_config()
+  config.update(saved)
+  return config
 
 
 def abstract_state(config: ml_collections.ConfigDict, num_relation_types: int,
@@ -119,8 +124,10 @@ class LineModel:
     self.config, self.workdir, self.dataset = config, workdir, dataset
     self.teacher1, self.teacher2, self.table, self.params = teacher1, teacher2, table, params
     self.progress = progress
-    self.concept_table = jax.device_put(np.asarray(teacher2.concepts))
-    self.negated_table = jax.device_put(np.asarray(teacher2.negated))
+    from line_jax import train as train_lib   # resolve_table_dtype
+    table_dtype = train_lib.resolve_table_dtype(config, teacher2) or teacher2.concepts.dtype
+    self.concept_table = jax.device_put(np.asarray(teacher2.concepts, table_dtype))
+    self.negated_table = jax.device_put(np.asarray(teacher2.negated, table_dtype))
     self._negated_missing = ~np.asarray(teacher2.negated != 0).any(axis=1)
     self._dictionary: Optional[np.ndarray] = None
     self._negated_cache: dict = {}
@@ -171,7 +178,7 @@ class LineModel:
         self.params, self.table, self.concept_table, self.negated_table,
         np.asarray(concept_idx), np.asarray(negated, bool), self.config.graph.fanout,
         int(self.config.recovery.dictionary_chunk), self.config.model.leaky_relu_slope,
-        self._normalize)
+        self._normalize, self.config.graph.edge_block)
 
   def dictionary(self) -> np.ndarray:
     """[C, d] G of every concept (positive form), computed once."""

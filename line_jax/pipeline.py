@@ -14,14 +14,16 @@ Per shard (b = B / S pairs):
   rel_head / rel_tail / rel_corrupt [Rs], rel_mask [Rs]   relational-loss triplets
   graph: jraph.GraphsTuple over the U + V receivers (line_jax.graph layout)
 Capacities (U, V and the graph's edge count) are measured on sampled batches at start-up
-(`fit_capacity`, with a margin), so one compiled step serves every batch; a batch that still
-needs more grows them, with a warning, at the cost of one more compilation.
+(`fit_capacity`, with a statistical margin), so one compiled step serves every batch; a
+batch that still needs more grows them, with a warning, at the cost of one more compilation.
+Stage 2 measures them again after recovery (capacities only grow).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import queue
 import threading
 from typing import Iterator, Optional
@@ -49,6 +51,7 @@ class BatchShapes:
   relational_edges: int  # Rs per shard
   num_types: int         # K
   fanout: int            # F
+  edge_block: int = 1    # edge slots per block (line_jax.graph.build_graph)
 
   @property
   def pairs_per_shard(self) -> int:
@@ -94,7 +97,7 @@ class PairLists:
 
 
 def batch_shapes(lists: PairLists, batch_size: int, num_shards: int, num_types: int,
-                 fanout: int, relational_edges: int) -> BatchShapes:
+                 fanout: int, relational_edges: int, edge_block: int = 1) -> BatchShapes:
   """Starting capacities; `BatchBuilder.fit_capacity` sets them from sampled batches."""
   if batch_size % num_shards:
     raise ValueError(f"train.batch_size={batch_size} must be a multiple of the number of "
@@ -103,8 +106,8 @@ def batch_shapes(lists: PairLists, batch_size: int, num_shards: int, num_types: 
   rs = -(-relational_edges // num_shards)
   u = _round_up(b * 2 + 3 * rs)
   v = _round_up(max(1, b // 4))
-  return BatchShapes(batch_size, num_shards, lists.max_concepts, u, v, u * fanout, rs,
-                     num_types, fanout)
+  return BatchShapes(batch_size, num_shards, lists.max_concepts, u, v,
+                     _round_up(u * fanout, edge_block), rs, num_types, fanout, edge_block)
 
 
 class BatchBuilder:
@@ -151,7 +154,8 @@ class BatchBuilder:
                                                  [np.zeros(0, np.int32)]), return_counts=True)
       recv = np.concatenate([pos, negc]).astype(np.int64)
       ids, mask = graph_lib.sample_neighbours(self.table, recv, sh.fanout, self.seed, step)
-      need = np.maximum(need, [len(pos), len(negc), int(mask.sum())])
+      need = np.maximum(need, [len(pos), len(negc),
+                               graph_lib.num_edges(mask, sh.edge_block)])
       shards.append(dict(pairs=padded[s * b:(s + 1) * b], occ=occ, trip=trip, pos=pos,
                          negc=negc, neg_count=neg_count, ids=ids, mask=mask))
     return padded, shards, need
@@ -161,21 +165,26 @@ class BatchBuilder:
     `keep`, a capacity that already covers its need is left as it is."""
     sh = self.shapes
     fitted = (_round_up(need[0] * margin), _round_up(max(1, need[1]) * margin),
-              _round_up(need[2] * margin, 256))
+              _round_up(need[2] * margin, math.lcm(256, sh.edge_block)))
     current = (sh.positive_slots, sh.negated_slots, sh.edges)
     u, v, e = (c if keep and c >= n else f for c, n, f in zip(current, need, fitted))
     self.shapes = dataclasses.replace(sh, positive_slots=u, negated_slots=v, edges=e)
 
-  def fit_capacity(self, pair_idx: np.ndarray, num_batches: int, margin: float) -> BatchShapes:
-    """Sets capacities to `margin` x the most that `num_batches` sampled batches need."""
+  def fit_capacity(self, pair_idx: np.ndarray, num_batches: int, margin: float,
+                   sigmas: float = 0.0, keep: bool = False) -> BatchShapes:
+    """Sets capacities from `num_batches` sampled batches: `margin` x the larger of their
+    most and their mean + `sigmas` standard deviations (a batch's needs are sums over many
+    pairs, so their spread shrinks relative to the mean as batches grow: large batches get
+    tight capacities, small ones room). With `keep`, a capacity that already covers its
+    need stays (capacities only grow)."""
     bsz = self.shapes.batch_size
     order = np.random.default_rng([self.seed, 7]).permutation(pair_idx)
     samples = [order[i * bsz:(i + 1) * bsz] for i in range(num_batches)]
-    need = np.zeros(3, np.int64)
-    for i, batch in enumerate(samples):
-      if len(batch):
-        need = np.maximum(need, self._plan(batch, i)[2])
-    self._set_capacity(need, margin, keep=False)
+    needs = np.asarray([self._plan(batch, i)[2] for i, batch in enumerate(samples)
+                        if len(batch)] or [np.zeros(3, np.int64)], np.float64)
+    spread = needs.std(0, ddof=1) if len(needs) > 1 else np.zeros(3)
+    need = np.maximum(needs.max(0), np.ceil(needs.mean(0) + sigmas * spread))
+    self._set_capacity(need.astype(np.int64), margin, keep=keep)
     return self.shapes
 
   def build(self, pair_idx: np.ndarray, step: int) -> dict:
@@ -248,7 +257,8 @@ class BatchBuilder:
       ids[:len(pos)], mask[:len(pos)] = plan["ids"][:len(pos)], plan["mask"][:len(pos)]
       ids[u:u + len(negc)] = plan["ids"][len(pos):]
       mask[u:u + len(negc)] = plan["mask"][len(pos):]
-      graphs.append(graph_lib.build_graph(recv, recv_neg, ids, mask, sh.edges))
+      graphs.append(graph_lib.build_graph(recv, recv_neg, ids, mask, sh.edges,
+                                          sh.edge_block))
     out["graph"] = _stack_graphs(graphs)
     return out
 

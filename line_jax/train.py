@@ -84,27 +84,44 @@ def make_loss_fn(config, num_types: int, mesh):
     pooled = model_lib.aggregate_neighbourhoods(params, batch["graph"], concept_table,
                                                 negated_table, num_receivers, num_types, slope)
     receiver_negated = batch["graph"].nodes["negated"][:num_receivers]
-
-    def concepts(slots):      # G of the given receiver slots, in the joint space
-      out = model_lib.project_pooled(params, pooled[slots], receiver_negated[slots])
-      return model_lib.l2_normalize(out) if normalize else out
+    wc, pn = params["concept_proj"]["w"], params["negation_proj"]
+    finish = model_lib.l2_normalize if normalize else (lambda x: x)
+    # Slots the relational and negation losses need: rel_* and neg_pos_slot are positive
+    # receivers (slots < U), the negated receivers are the V slots from U on.
+    rs = batch["rel_head"].shape[0]
+    positive_slots = jnp.concatenate([batch["rel_head"], batch["rel_tail"],
+                                      batch["rel_corrupt"], batch["neg_pos_slot"]])
+    neg_slots = u + jnp.arange(num_negated, dtype=jnp.int32)
 
     t = model_lib.project_text(params, batch["text"])
     w = batch["occ_mask"].astype(jnp.float32)                     # [b, M]
     count = jnp.maximum(w.sum(1), 1.0)[:, None]
     if normalize:
-      occ = concepts(batch["occ_slot"].reshape(-1)).reshape(*w.shape, -1)
-      c_mean = jnp.einsum("bm,bmd->bd", w, occ) / count
+      occ_slot = batch["occ_slot"].reshape(-1)
+      occ = finish(model_lib.project_pooled(params, pooled[occ_slot],
+                                            receiver_negated[occ_slot]))
+      c_mean = jnp.einsum("bm,bmd->bd", w, occ.reshape(*w.shape, -1)) / count
       t = model_lib.l2_normalize(t)
+      means = jnp.zeros((0, pooled.shape[1]), pooled.dtype)
     else:
       # G is linear after pooling: the mean of projections is the projection of the mean,
       # per polarity, so W_c runs once per pair instead of once per concept mention.
       occ_pooled = pooled[batch["occ_slot"]]                      # [b, M, d_c]
       neg_w = w * (batch["occ_slot"] >= u)
-      pos_mean = jnp.einsum("bm,bmc->bc", w - neg_w, occ_pooled) / count
-      neg_mean = jnp.einsum("bm,bmc->bc", neg_w, occ_pooled) / count
-      wc, pn = params["concept_proj"]["w"], params["negation_proj"]
-      c_mean = (pos_mean @ wc + (neg_mean @ wc) @ pn["w"]
+      means = jnp.concatenate([jnp.einsum("bm,bmc->bc", w - neg_w, occ_pooled),
+                               jnp.einsum("bm,bmc->bc", neg_w, occ_pooled)]) / jnp.tile(count,
+                                                                                     (2, 1))
+    # Every W_c of the step in one matmul, and every negation projector in one more: the
+    # pair means (positive, negated), the positive slots, the negated slots.
+    nm = means.shape[0] // 2
+    projected = jnp.concatenate([means, pooled[positive_slots], pooled[neg_slots]]) @ wc
+    n_pos = positive_slots.shape[0]
+    neg_in = jnp.concatenate([projected[nm:2 * nm], projected[2 * nm + n_pos:]])
+    neg_out = neg_in @ pn["w"]
+    g_pos = finish(projected[2 * nm:2 * nm + n_pos])
+    g_neg = finish(neg_out[nm:] + pn["b"])
+    if not normalize:
+      c_mean = (projected[:nm] + neg_out[:nm]
                 + (neg_w.sum(1, keepdims=True) / count) * pn["b"])
     texts = jax.lax.all_gather(t, AXIS, tiled=True)
     text_mask = jax.lax.all_gather(batch["pair_mask"], AXIS, tiled=True)
@@ -112,12 +129,10 @@ def make_loss_fn(config, num_types: int, mesh):
     a = losses_lib.alignment_terms(c_mean, batch["pair_mask"], batch["rho"], texts,
                                    text_mask, first, lc.margin,
                                    per_anchor=lc.align_reduction == "per_pair")
-    r = losses_lib.relational_terms(concepts(batch["rel_head"]), concepts(batch["rel_tail"]),
-                                    concepts(batch["rel_corrupt"]), batch["rel_mask"],
-                                    lc.relational_margin)
-    neg_slots = u + jnp.arange(num_negated)
-    g_pos, g_neg = concepts(batch["neg_pos_slot"]), concepts(neg_slots)
-    n = losses_lib.negation_terms(g_pos, g_neg, batch["neg_weight"], lc.negation_delta)
+    r = losses_lib.relational_terms(g_pos[:rs], g_pos[rs:2 * rs], g_pos[2 * rs:3 * rs],
+                                    batch["rel_mask"], lc.relational_margin)
+    n = losses_lib.negation_terms(g_pos[3 * rs:], g_neg, batch["neg_weight"],
+                                  lc.negation_delta)
     sums = jax.lax.psum(jnp.stack([a[0], r[0], n[0]]), AXIS)
     counts = jax.lax.psum(jnp.stack([a[1], r[1], n[1]]), AXIS)
     parts = sums / jnp.maximum(counts, 1.0)
@@ -146,6 +161,19 @@ def make_train_step(config, num_types, mesh, optimizer):
 
 def make_optimizer(config) -> optax.GradientTransformation:
   return optax.adam(config.train.learning_rate)
+
+
+def resolve_table_dtype(config, teacher2) -> str:
+  """config.model.table_dtype, with "auto" resolved for this backend (see config.py)."""
+  setting = str(config.model.table_dtype)
+  if setting != "auto":
+    return setting
+  rows = teacher2.concepts.shape[0] + teacher2.negated.shape[0]
+  as_float32 = rows * teacher2.concepts.shape[1] * 4
+  if (jax.default_backend() == "cpu"
+      and as_float32 <= float(config.model.cpu_table_budget_gib) * 2**30):
+    return "float32"
+  return ""
 
 
 def _to_device(table: np.ndarray, sharding, dtype: str = "") -> jax.Array:
@@ -186,21 +214,20 @@ class Trainer:
     self.mesh = make_mesh(devices)
     shapes = pipeline.batch_shapes(
         self.lists, config.train.batch_size, self.mesh.size, len(ds.relation_types),
-        config.graph.fanout, config.loss.relational_edges)
+        config.graph.fanout, config.loss.relational_edges, config.graph.edge_block)
     self.builder = pipeline.BatchBuilder(self.lists, self.table, self.teacher1.text,
                                          shapes, config.train.seed)
     train_idx = ds.split_indices("train")
     if len(train_idx):
       self.builder.fit_capacity(train_idx, config.graph.capacity_sample_batches,
-                                config.graph.capacity_margin)
+                                config.graph.capacity_margin, config.graph.capacity_sigmas)
     logging.info("batch shapes: %s", self.builder.shapes)
     replicated = NamedSharding(self.mesh, P())
     # Device-resident teacher-2 tables, read with file reads (not through the memmap) and
     # the host copy dropped at once, so peak memory holds one host table at a time.
-    self.concept_table = _to_device(self.teacher2.concepts, replicated,
-                                    config.model.table_dtype)
-    self.negated_table = _to_device(self.teacher2.negated, replicated,
-                                    config.model.table_dtype)
+    table_dtype = resolve_table_dtype(config, self.teacher2)
+    self.concept_table = _to_device(self.teacher2.concepts, replicated, table_dtype)
+    self.negated_table = _to_device(self.teacher2.negated, replicated, table_dtype)
     self.dim = int(config.model.dim or self.teacher1.dim)
     self.optimizer = make_optimizer(config)
     self.train_step = make_train_step(config, len(ds.relation_types), self.mesh,
@@ -265,6 +292,15 @@ def train(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict
       summary["recovery"] = info
       save()
     compiled_before = COMPILATIONS["train_step"]
+    if stage == 2 and epochs[2] and trainer.lists.added.max(initial=-1) >= 0:
+      # Recovered concepts lengthen the lists: capacities are measured again (they only
+      # grow), so that stage 2 compiles at most once, here, rather than mid-epoch.
+      before = trainer.builder.shapes
+      trainer.builder.fit_capacity(train_idx, config.graph.capacity_sample_batches,
+                                   config.graph.capacity_margin,
+                                   config.graph.capacity_sigmas, keep=True)
+      if trainer.builder.shapes != before:
+        logging.info("stage 2 batch shapes (recovered concepts): %s", trainer.builder.shapes)
     while progress["epoch"] < epochs[stage]:
       order = pipeline.epoch_order(train_idx, tc.seed, stage, progress["epoch"])
       window, t_window = [], time.time()

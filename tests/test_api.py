@@ -48,6 +48,27 @@ def pair_lists(dataset, pair_idx):
   return ids, negs
 
 
+class LoadConfigTest(absltest.TestCase):
+
+  def test_fields_added_after_a_run_get_their_defaults(self):
+    import json
+    from line_jax import api
+    from line_jax import config as config_lib
+    saved = json.loads(test_config.get_config().to_json())
+    del saved["graph"]["edge_block"]           # a run saved before the field existed
+    saved["train"]["batch_size"] = 24
+    workdir = self.create_tempdir().full_path
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      json.dump(saved, f)
+    config = api.load_config(workdir)
+    self.assertEqual(config.graph.edge_block, config_lib.base_config().graph.edge_block)
+    self.assertEqual(config.train.batch_size, 24)
+    self.assertEqual(config.data.builder, "synthetic")
+    self.assertEqual(config.teacher1.dim, 32)
+    with self.assertRaisesRegex(FileNotFoundError, "config.json: not found"):
+      api.load_config(os.path.join(workdir, "missing"))
+
+
 class LineModelTest(parameterized.TestCase):
 
   @classmethod

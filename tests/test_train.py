@@ -42,10 +42,13 @@ class TrainTest(parameterized.TestCase):
     cls.summary = train.train(cls.config, cls.workdir)
     cls.state, cls.progress = final_state(cls.workdir, cls.config)
 
-  def test_runs_both_stages_with_one_compilation(self):
+  def test_runs_both_stages_with_one_compilation_each_at_most(self):
     self.assertFalse(self.summary["stopped"])
     self.assertEqual(self.progress["stage"], 3)
-    self.assertEqual(self.summary["compilations"], {"stage1": 1, "stage2": 0})
+    # Stage 2 recompiles only if the recovered concepts outgrow the stage-1 capacities,
+    # and then once, at its start (capacities are refitted before the first batch).
+    self.assertEqual(self.summary["compilations"]["stage1"], 1)
+    self.assertLessEqual(self.summary["compilations"]["stage2"], 1)
     steps_per_epoch = -(-277 // 32)
     self.assertEqual(self.progress["step"], 5 * steps_per_epoch)
     log = [json.loads(l) for l in open(os.path.join(self.workdir, "train_log.jsonl"))]
@@ -100,15 +103,18 @@ class TrainTest(parameterized.TestCase):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=0)
 
 
-class LossFunctionTest(absltest.TestCase):
+class LossFunctionTest(parameterized.TestCase):
 
-  def test_loss_matches_per_mention_reference(self):
-    """The linear fast path (W_c once per pair) equals projecting every mention through G."""
+  @parameterized.parameters(False, True)
+  def test_loss_matches_per_mention_reference(self, normalize):
+    """The step's loss (W_c once per pair on the linear path, every projection in one
+    matmul) equals projecting every mention through G, for raw and normalised spaces."""
     import jax.numpy as jnp
     from line_jax import losses, model
     root = self.create_tempdir().full_path
     config = make_config(root)
     config.loss.relational_margin = 1.5     # every relational hinge active
+    config.loss.normalize = normalize
     trainer = train.Trainer(config, os.path.join(root, "w"))
     state = trainer.init_state()
     params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(3),
@@ -123,6 +129,9 @@ class LossFunctionTest(absltest.TestCase):
                                          trainer.negated_table, num_receivers,
                                          len(trainer.dataset.relation_types)))
     t = np.asarray(model.project_text(params, b["text"]))
+    if normalize:
+      g = g / np.linalg.norm(g, axis=1, keepdims=True)
+      t = t / np.linalg.norm(t, axis=1, keepdims=True)
     w = b["occ_mask"].astype(np.float32)
     c_mean = np.einsum("bm,bmd->bd", w, g[b["occ_slot"]]) / w.sum(1, keepdims=True)
     lc = config.loss
@@ -136,9 +145,27 @@ class LossFunctionTest(absltest.TestCase):
     ref = np.array([float(x[0]) / max(float(x[1]), 1.0) for x in (a, r, n)])
     self.assertGreater(ref[1], 0)
     self.assertGreater(ref[2], 0)
-    np.testing.assert_allclose(np.asarray(parts), ref, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(parts), ref, rtol=5e-5, atol=1e-6)
     weights = np.array([lc.align_weight, lc.relational_weight, lc.negation_weight])
     np.testing.assert_allclose(float(total), float(weights @ ref), rtol=2e-5)
+
+
+class TableDtypeTest(parameterized.TestCase):
+
+  @parameterized.parameters(
+      ("auto", 1.0, "float32"),      # CPU, fits the budget: compute dtype once, up front
+      ("auto", 1e-6, ""),            # over the budget: as stored
+      ("bfloat16", 1.0, "bfloat16"), ("", 1.0, ""))
+  def test_resolve(self, setting, budget_gib, expected):
+    from line_jax import config as config_lib
+    from line_jax import embeddings
+    config = config_lib.base_config()
+    config.model.table_dtype = setting
+    config.model.cpu_table_budget_gib = budget_gib
+    table = np.zeros((100, 16), np.float16)
+    teacher = embeddings.TeacherEmbeddings(table[:1], table, table, {}, "<memory>")
+    self.assertEqual(jax.default_backend(), "cpu")
+    self.assertEqual(train.resolve_table_dtype(config, teacher), expected)
 
 
 class DataParallelTest(absltest.TestCase):
