@@ -48,7 +48,8 @@ _CONCEPTS_PER_PAIR = flags.DEFINE_integer("concepts_per_pair", 8,
                                           "Train: mean concepts per pair (Poisson).")
 _FANOUT = flags.DEFINE_integer("fanout", 8, "Train: sampled neighbours per relation type.")
 _NUM_RELATIONS = flags.DEFINE_integer("num_relations", 7, "Train: relation types.")
-_STEPS = flags.DEFINE_integer("steps", 20, "Train: timed steps.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Train: distinct batches, each timed --repeats "
+                               "times (the median step is reported; shared machines are noisy).")
 _EXPORT_ROWS = flags.DEFINE_integer("export_rows", 4096, "Export: rows embedded.")
 _STREAM_PAIRS = flags.DEFINE_integer("stream_pairs", 2_000_000, "Stream: pairs on disk.")
 _STREAM_CONCEPTS = flags.DEFINE_integer("stream_concepts", 500_000, "Stream: concepts.")
@@ -203,7 +204,8 @@ def bench_train() -> dict[str, Any]:
   from line_jax.bench_train import bench_train_step  # pylint: disable=g-import-not-at-top
   return bench_train_step(batch_size=_BATCH_SIZE.value, dim=_DIM.value,
                           concepts_per_pair=_CONCEPTS_PER_PAIR.value, fanout=_FANOUT.value,
-                          num_relations=_NUM_RELATIONS.value, steps=_STEPS.value)
+                          num_relations=_NUM_RELATIONS.value, steps=_STEPS.value,
+                          repeats=_REPEATS.value)
 
 
 def bench_export() -> dict[str, Any]:

@@ -59,8 +59,10 @@ def _teachers(dataset: Dataset, dim: int, text=None, concepts=None, negated=None
 
 def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: float = 8,
                      fanout: int = 8, num_relations: int = 7, steps: int = 20,
-                     num_concepts: int = 50000, num_edges: int = 400000, devices=None) -> dict:
-  """Pairs/s of the train step at the given sizes (median over `steps` timed steps)."""
+                     num_concepts: int = 50000, num_edges: int = 400000, devices=None,
+                     repeats: int = 3) -> dict:
+  """Pairs/s of the train step at the given sizes: the median of `steps` batches each
+  timed `repeats` times (and the quartiles, as the spread on a shared machine)."""
   cfg = config_lib.base_config()
   cfg.train.batch_size = batch_size
   cfg.graph.fanout = fanout
@@ -81,14 +83,15 @@ def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: f
   jax.block_until_ready(m)
   compile_s = time.perf_counter() - t0
   times = []
-  for b in batches[1:]:
-    sharded = train_lib.shard_batch(b, trainer.mesh)
-    jax.block_until_ready(sharded)
-    t0 = time.perf_counter()
-    state, m = trainer.train_step(state, sharded, trainer.concept_table,
-                                  trainer.negated_table)
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t0)
+  sharded_batches = [train_lib.shard_batch(b, trainer.mesh) for b in batches[1:]]
+  jax.block_until_ready(sharded_batches)
+  for _ in range(max(1, repeats)):
+    for sharded in sharded_batches:
+      t0 = time.perf_counter()
+      state, m = trainer.train_step(state, sharded, trainer.concept_table,
+                                    trainer.negated_table)
+      jax.block_until_ready(m)
+      times.append(time.perf_counter() - t0)
   # The whole loop: batches built by the prefetch thread while the device steps.
   t0 = time.perf_counter()
   n = 0
@@ -106,15 +109,31 @@ def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: f
       "fanout": fanout, "relation_types": num_relations, "devices": trainer.mesh.size,
       "receivers_per_shard": sh.receivers, "edges_per_shard": edges,
       "step_ms_median": 1e3 * step_s, "pairs_per_s_step": batch_size / step_s,
+      "step_ms_quartiles": [round(1e3 * float(q), 2) for q in np.percentile(times, [25, 75])],
+      "table_dtype": str(trainer.concept_table.dtype),
       "host_batch_ms": 1e3 * host_s, "pairs_per_s_loop": batch_size / loop_s,
       "compile_s": compile_s,
       "compilations": train_lib.COMPILATIONS["train_step"] - compiled_before,
-      # forward: attention logits + weighted sum over edges (d_c each), W_c once per pair
-      # and per loss row; backward ~2x forward
-      "gflop_per_step_est": 3 * (4 * edges * dim + 2 * (3 * batch_size + 2 * sh.negated_slots
-                                                        + 3 * sh.relational_edges) * dim * dim
-                                 + 2 * batch_size * batch_size * dim) / 1e9,
+      **step_cost(sh, dim, num_relations),
   }
+
+
+def step_cost(sh: pipeline.BatchShapes, dim: int, num_types: int) -> dict:
+  """FLOPs and edge-slab bytes of one train step at these shapes (d_t = d_c = d).
+
+  G over E edge slots: the logits ([E, d] x [d, K]) and the logit weights' gradient
+  (the same size), the per-block weighted sum and its transpose (2 E d each). The loss's
+  projections: W_c over 2b pair means + 3 Rs relational + 2 V negation rows, the negation
+  projector over b + V rows, F over b texts; each is one forward and two backward matmuls
+  (F: one, texts are frozen). The in-batch distances: [b, d] x [d, B], forward + backward.
+  The [E, d] float32 slab of neighbour rows is written once (gather) and read four times.
+  """
+  b, e, v, rs = sh.pairs_per_shard, sh.edges, sh.negated_slots, sh.relational_edges
+  g_flop = 2 * (2 * e * dim * num_types) + 2 * (2 * e * dim)
+  proj_rows = 3 * (2 * b + 3 * rs + 2 * v + b + v) + 2 * b
+  flop = g_flop + 2 * proj_rows * dim * dim + 3 * 2 * b * sh.batch_size * dim
+  return {"gflop_per_step_est": flop / 1e9, "g_share_of_flop": g_flop / flop,
+          "edge_slab_mb_moved_per_step_est": 5 * e * dim * 4 / 2**20}
 
 
 def peak_rss_gib() -> float:
