@@ -85,6 +85,17 @@ class ModelTest(parameterized.TestCase):
                                                            rtol=1e-4, atol=1e-6),
                    grads, grads1)
 
+  def test_block_sums_vjp_matches_autodiff_of_the_einsum(self):
+    rng = np.random.default_rng(0)
+    alpha = jnp.asarray(rng.random((5, 3)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(5, 3, 4)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(5, 4)), jnp.float32)
+    ours = jax.vjp(model._block_sums, alpha, x)
+    ref = jax.vjp(lambda a, y: jnp.einsum("vs,vsd->vd", a, y), alpha, x)
+    np.testing.assert_allclose(np.asarray(ours[0]), np.asarray(ref[0]), rtol=1e-6)
+    for a, b in zip(ours[1](g), ref[1](g)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
   def test_rejects_a_graph_without_the_compact_layout(self):
     params, concepts, negated, table, recv, recv_neg, ids, mask = random_setup(0)
     g = graph_lib.build_graph(recv, recv_neg, ids, mask, block=2)
