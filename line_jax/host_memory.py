@@ -4,14 +4,18 @@ XLA:CPU allocates a step's temporary buffers afresh on every call. glibc serves 
 of more than 32 MiB with mmap, and frees them with munmap (as it does whole per-thread
 heaps), so every step asks the kernel for new zeroed pages: at batch 128, d = 384 that is
 about 17,000 page faults and 14 ms of a 52 ms step, measured with
-`python -m line_jax.bench --what=train --dim=384` on a 2-core machine. `tune()` sets glibc's
-malloc to serve everything from one heap that is never trimmed below 1 GiB (mallopt:
-M_MMAP_MAX = 0, M_TRIM_THRESHOLD = 1 GiB, M_ARENA_MAX = 1), after which a step reuses the
-same pages: no page faults, the same step in 38 ms.
+`python -m line_jax.bench --what=train --dim=384` on a 2-core machine.
 
-The arena setting only applies to threads that have not allocated yet, so it has to run
-before JAX starts its CPU thread pool: `line_jax` calls it when imported. Set
-LINE_JAX_SYSTEM_MALLOC=1 to leave malloc as it is. Elsewhere than glibc it does nothing.
+Two settings (mallopt) fix it:
+  * `use_one_arena()`: every thread allocates from the main heap (M_ARENA_MAX = 1). It only
+    applies to threads that have not allocated yet, so it has to run before JAX starts its
+    CPU thread pool: `line_jax` calls it when imported.
+  * `keep_freed_memory()`: no mmap, and the heap is not trimmed below 1 GiB
+    (M_MMAP_MAX = 0, M_TRIM_THRESHOLD = 1 GiB), so a step reuses the pages of the last one:
+    no page faults, the same step in 38 ms. The trainer calls it once its set-up is done:
+    set-up's large short-lived arrays still go back to the system when freed (with the
+    heap kept from the start, the 2M-pair streaming benchmark peaked at 3.8 GiB, not 2.9).
+Set LINE_JAX_SYSTEM_MALLOC=1 to leave malloc as it is. Elsewhere than glibc it does nothing.
 """
 
 from __future__ import annotations
@@ -19,29 +23,45 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+from typing import Optional
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 TRIM_THRESHOLD = 1 << 30
 
-STATE = {"tuned": False, "reason": "not tried"}
+STATE = {"one_arena": False, "keep_freed": False, "reason": "not tried"}
 
 
-def tune() -> bool:
-  """Applies the settings above once; returns whether they are in effect."""
-  if STATE["tuned"] or STATE["reason"] != "not tried":
-    return STATE["tuned"]
+def _mallopt() -> Optional[ctypes._CFuncPtr]:
   if os.environ.get("LINE_JAX_SYSTEM_MALLOC", "") not in ("", "0"):
     STATE["reason"] = "LINE_JAX_SYSTEM_MALLOC is set"
-    return False
+    return None
   try:
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     mallopt = libc.mallopt
     libc.gnu_get_libc_version   # glibc only: the parameters below are glibc's
   except (OSError, AttributeError):
     STATE["reason"] = "not glibc"
-    return False
+    return None
   mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-  ok = (mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-        and mallopt(_M_ARENA_MAX, 1) == 1)
-  STATE.update(tuned=ok, reason="mallopt applied" if ok else "mallopt refused")
-  return ok
+  return mallopt
+
+
+def use_one_arena() -> bool:
+  """M_ARENA_MAX = 1 (see the module doc); returns whether it is in effect."""
+  if not STATE["one_arena"]:
+    mallopt = _mallopt()
+    if mallopt is not None:
+      STATE["one_arena"] = mallopt(_M_ARENA_MAX, 1) == 1
+      STATE["reason"] = "mallopt applied" if STATE["one_arena"] else "mallopt refused"
+  return STATE["one_arena"]
+
+
+def keep_freed_memory() -> bool:
+  """M_MMAP_MAX = 0 and M_TRIM_THRESHOLD = 1 GiB (see the module doc); returns whether
+  freed memory is now kept for reuse."""
+  if not STATE["keep_freed"] and STATE["one_arena"]:
+    mallopt = _mallopt()
+    if mallopt is not None:
+      STATE["keep_freed"] = (mallopt(_M_MMAP_MAX, 0) == 1
+                             and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
+  return STATE["keep_freed"]

@@ -30,6 +30,7 @@ from ml_collections import config_flags
 from line_jax import checkpoint as ckpt_lib
 from line_jax import embeddings as emb_lib
 from line_jax import graph as graph_lib
+from line_jax import host_memory
 from line_jax import logs
 from line_jax import losses as losses_lib
 from line_jax import model as model_lib
@@ -228,6 +229,8 @@ class Trainer:
     table_dtype = resolve_table_dtype(config, self.teacher2)
     self.concept_table = _to_device(self.teacher2.concepts, replicated, table_dtype)
     self.negated_table = _to_device(self.teacher2.negated, replicated, table_dtype)
+    # Set-up is done: from here on freed memory stays for the next step's buffers.
+    host_memory.keep_freed_memory()
     self.dim = int(config.model.dim or self.teacher1.dim)
     self.optimizer = make_optimizer(config)
     self.train_step = make_train_step(config, len(ds.relation_types), self.mesh,
