@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 from absl import app
 from absl import flags
+import jax
 import numpy as np
 
 _SECTIONS = ("search", "train", "export", "stream")   # "stream" writes GBs: only on request
@@ -43,6 +44,10 @@ _GPU_TFLOPS_F32 = flags.DEFINE_float(
     "gpu_tflops_f32", 67.0, "GPU float32 (non-tensor-core) peak, TFLOP/s; H100 SXM: 67.")
 _GPU_TFLOPS_BF16 = flags.DEFINE_float(
     "gpu_tflops_bf16", 989.0, "GPU bf16 dense tensor-core peak, TFLOP/s; H100 SXM: 989.")
+_GPU_BANDWIDTH = flags.DEFINE_float(
+    "gpu_bandwidth_tb_s", 3.35, "GPU memory bandwidth, TB/s; H100 SXM: 3.35.")
+_GPU_LAUNCH_US = flags.DEFINE_float(
+    "gpu_kernel_launch_us", 4.0, "GPU time per kernel launch of a step, microseconds.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Train: pairs per step.")
 _CONCEPTS_PER_PAIR = flags.DEFINE_integer("concepts_per_pair", 8,
                                           "Train: mean concepts per pair (Poisson).")
@@ -200,12 +205,32 @@ def run_section(name: str, run: Callable[[], dict[str, Any]]) -> None:
   print(f"{name} bench: {result}", flush=True)
 
 
+def train_gpu_projection(result: dict[str, Any], tflops_f32: float, bandwidth_tb_s: float,
+                         launch_us: float) -> str:
+  """Projected GPU pairs/s of the measured step from its FLOP and byte counts: float32
+  FLOPs at the float32 peak, the edge slab at the memory bandwidth, plus one launch per
+  kernel of the compiled CPU step (a lower bound on the GPU's kernel count is not known
+  here; XLA:GPU fuses at least as much)."""
+  flop_s = result["gflop_per_step_est"] * 1e9 / (tflops_f32 * 1e12)
+  byte_s = result["edge_slab_mb_moved_per_step_est"] * 2**20 / (bandwidth_tb_s * 1e12)
+  launch_s = result["kernels_per_step"] * launch_us * 1e-6
+  step_s = flop_s + byte_s + launch_s
+  return (f"projected GPU step {1e3 * step_s:.2f} ms = FLOPs {1e3 * flop_s:.3f} + edge slab "
+          f"{1e3 * byte_s:.3f} + {result['kernels_per_step']} launches {1e3 * launch_s:.3f} "
+          f"ms -> {result['batch_size'] / step_s:,.0f} pairs/s at {tflops_f32:g} TFLOP/s, "
+          f"{bandwidth_tb_s:g} TB/s, {launch_us:g} us per launch (not measured)")
+
+
 def bench_train() -> dict[str, Any]:
   from line_jax.bench_train import bench_train_step  # pylint: disable=g-import-not-at-top
-  return bench_train_step(batch_size=_BATCH_SIZE.value, dim=_DIM.value,
-                          concepts_per_pair=_CONCEPTS_PER_PAIR.value, fanout=_FANOUT.value,
-                          num_relations=_NUM_RELATIONS.value, steps=_STEPS.value,
-                          repeats=_REPEATS.value)
+  result = bench_train_step(batch_size=_BATCH_SIZE.value, dim=_DIM.value,
+                            concepts_per_pair=_CONCEPTS_PER_PAIR.value, fanout=_FANOUT.value,
+                            num_relations=_NUM_RELATIONS.value, steps=_STEPS.value,
+                            repeats=_REPEATS.value)
+  if jax.default_backend() == "cpu":
+    print("train: " + train_gpu_projection(result, _GPU_TFLOPS_F32.value, _GPU_BANDWIDTH.value,
+                                           _GPU_LAUNCH_US.value), flush=True)
+  return result
 
 
 def bench_export() -> dict[str, Any]:

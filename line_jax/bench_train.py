@@ -102,6 +102,10 @@ def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: f
   jax.block_until_ready(m)
   loop_s = (time.perf_counter() - t0) / n
   step_s = float(np.median(times))
+  compilations = train_lib.COMPILATIONS["train_step"] - compiled_before
+  kernels = count_kernels(trainer.train_step.lower(     # traces again: counted above
+      state, train_lib.shard_batch(batches[0], trainer.mesh), trainer.concept_table,
+      trainer.negated_table).compile().as_text())
   sh = trainer.builder.shapes
   edges = sh.edges
   return {
@@ -113,9 +117,19 @@ def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: f
       "table_dtype": str(trainer.concept_table.dtype),
       "host_batch_ms": 1e3 * host_s, "pairs_per_s_loop": batch_size / loop_s,
       "compile_s": compile_s,
-      "compilations": train_lib.COMPILATIONS["train_step"] - compiled_before,
+      "compilations": compilations,
+      "kernels_per_step": kernels,
       **step_cost(sh, dim, num_relations),
   }
+
+
+def count_kernels(hlo_text: str) -> int:
+  """Instructions of a compiled module's entry computation that run as kernels (fusions,
+  dots, scatters, collectives, copies; not parameters, constants, tuples or bitcasts)."""
+  entry = hlo_text[hlo_text.index("ENTRY"):]
+  free = ("parameter(", "constant(", "tuple(", "get-tuple-element(", "bitcast(")
+  return sum(1 for line in entry.splitlines()
+             if " = " in line and not any(op in line for op in free))
 
 
 def step_cost(sh: pipeline.BatchShapes, dim: int, num_types: int) -> dict:

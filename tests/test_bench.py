@@ -1,0 +1,48 @@
+"""The benchmarks run at toy sizes and report what they claim (not their speed)."""
+
+from absl.testing import absltest
+
+from line_jax import bench
+from line_jax import bench_train
+from line_jax import pipeline
+
+
+class TrainBenchTest(absltest.TestCase):
+
+  def test_train_step_bench_reports_one_compilation_and_its_cost(self):
+    r = bench_train.bench_train_step(batch_size=16, dim=16, concepts_per_pair=4, fanout=2,
+                                     num_relations=3, steps=2, num_concepts=400,
+                                     num_edges=1500, repeats=2)
+    self.assertEqual(r["compilations"], 1)
+    self.assertGreater(r["pairs_per_s_step"], 0)
+    self.assertLessEqual(r["step_ms_quartiles"][0], r["step_ms_median"])
+    self.assertLessEqual(r["step_ms_median"], r["step_ms_quartiles"][1])
+    self.assertEqual(r["table_dtype"], "float32")         # "auto" on CPU, small tables
+    self.assertGreater(r["kernels_per_step"], 20)
+    self.assertEqual(r["edges_per_shard"] % 4, 0)          # whole edge blocks
+    line = bench.train_gpu_projection(r, 50.0, 2.0, 5.0)
+    self.assertIn(f"{r['kernels_per_step']} launches", line)
+    self.assertIn("pairs/s", line)
+
+  def test_step_cost_counts(self):
+    shapes = pipeline.BatchShapes(batch_size=8, num_shards=1, max_concepts=3,
+                                  positive_slots=16, negated_slots=4, edges=40,
+                                  relational_edges=2, num_types=3, fanout=2, edge_block=4)
+    cost = bench_train.step_cost(shapes, dim=10, num_types=3)
+    g = 2 * (2 * 40 * 10 * 3) + 2 * (2 * 40 * 10)       # logits + grad, sums + transpose
+    rows = 3 * (2 * 8 + 3 * 2 + 2 * 4 + 8 + 4) + 2 * 8
+    total = g + 2 * rows * 10 * 10 + 3 * 2 * 8 * 8 * 10
+    self.assertAlmostEqual(cost["gflop_per_step_est"], total / 1e9)
+    self.assertAlmostEqual(cost["g_share_of_flop"], g / total)
+    self.assertAlmostEqual(cost["edge_slab_mb_moved_per_step_est"], 5 * 40 * 10 * 4 / 2**20)
+
+  def test_count_kernels_skips_free_instructions(self):
+    hlo = ("HloModule m\n\nENTRY %main {\n  %p = f32[2] parameter(0)\n"
+           "  %c = f32[] constant(1)\n  %b = f32[2,1] bitcast(%p)\n"
+           "  %f = f32[2] fusion(%p, %c), kind=kLoop\n  %d = f32[2] dot(%f, %f)\n"
+           "  ROOT %t = (f32[2]) tuple(%d)\n}\n")
+    self.assertEqual(bench_train.count_kernels(hlo), 2)
+
+
+if __name__ == "__main__":
+  absltest.main()
