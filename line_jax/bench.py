@@ -120,7 +120,6 @@ def bench_search(*, num_queries: int, dict_size: int, dim: int, k: int, repeats:
                  compare: bool, use_bf16: bool, memory_budget_mb: float, query_chunk: int,
                  key_chunk: int, seed: int) -> dict[str, Any]:
   """Times line_jax search (and faiss with `compare`); prints and returns the numbers."""
-  import jax  # pylint: disable=g-import-not-at-top
   from line_jax import search  # pylint: disable=g-import-not-at-top
 
   rng = np.random.default_rng(seed)

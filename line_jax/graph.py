@@ -137,7 +137,7 @@ def sample_neighbours(table: NeighbourTable, concepts: np.ndarray, fanout: int,
 def num_edges(neighbour_mask: np.ndarray, block: int = 1) -> int:
   """Edge slots of a compact graph: each receiver's real sampled neighbours, rounded up to a
   multiple of `block` (self loops are implicit)."""
-  counts = neighbour_mask.reshape(len(neighbour_mask), -1).sum(1)
+  counts = neighbour_mask.sum(axis=tuple(range(1, neighbour_mask.ndim)))
   return int((-(-counts // block) * block).sum())
 
 
@@ -165,7 +165,7 @@ def build_graph(receiver_ids: np.ndarray, receiver_negated: np.ndarray,
   r, k, f = neighbour_ids.shape
   if block < 1 or max_edges % block:
     raise ValueError(f"edge capacity {max_edges} must be a multiple of the block {block}")
-  counts = neighbour_mask.reshape(r, -1).sum(1).astype(np.int64)
+  counts = neighbour_mask.reshape(r, k * f).sum(1).astype(np.int64)
   blocks = -(-counts // block)
   need = int(blocks.sum()) * block
   cap = max_edges or max(need, block)

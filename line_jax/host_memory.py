@@ -14,8 +14,11 @@ Two settings (mallopt) fix it:
     (M_MMAP_MAX = 0, M_TRIM_THRESHOLD = 1 GiB), so a step reuses the pages of the last one:
     no page faults, the same step in 38 ms. The trainer calls it once its set-up is done:
     set-up's large short-lived arrays still go back to the system when freed (with the
-    heap kept from the start, the 2M-pair streaming benchmark peaked at 3.8 GiB, not 2.9).
-Set LINE_JAX_SYSTEM_MALLOC=1 to leave malloc as it is. Elsewhere than glibc it does nothing.
+    heap kept from the start, the 2M-pair streaming benchmark peaked at 3.8 GiB, not 3.4).
+The one arena has a price where many threads allocate at once: exporting teacher embeddings
+(`python -m line_jax.bench --what=export`) runs about 8% slower with it (names 820 vs 890
+rows/s, alternating runs). Set LINE_JAX_SYSTEM_MALLOC=1 to leave malloc as it is.
+Elsewhere than glibc it does nothing.
 """
 
 from __future__ import annotations
@@ -64,4 +67,6 @@ def keep_freed_memory() -> bool:
     if mallopt is not None:
       STATE["keep_freed"] = (mallopt(_M_MMAP_MAX, 0) == 1
                              and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
+      if not STATE["keep_freed"]:
+        STATE["reason"] = "mallopt refused M_MMAP_MAX or M_TRIM_THRESHOLD"
   return STATE["keep_freed"]

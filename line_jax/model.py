@@ -93,15 +93,15 @@ def aggregate_neighbourhoods(params: dict, graph: jraph.GraphsTuple,
   `row` of `negated_table` if `negated` else of `concept_table`: frozen teacher-2
   embeddings, [C, d_c], any float dtype); edge slot e's sender is node R + e; edges carry
   {"type", "mask"}, sorted by receiver * K + type; `globals["block_receivers"]` names the
-  receiver of each block of E / V consecutive slots.
+  receiver of each block of S consecutive slots (S = E / number of blocks).
   Each head k softmaxes over the edges of type k entering a receiver (its self loop included)
   with `jraph.segment_softmax`; the heads are averaged.
 
-  Cost (the "Scale and speed" cost model): the [E, d_c] neighbour rows are the only large
-  operand, and they are read five times per training step: gathered once, the attention
-  logits (one [E, d_c] x [d_c, K] matmul), the weighted sum (a dense contraction per block),
-  and in the backward pass its transpose (per block) and the logit weights' gradient (one
-  matmul). No [E, d_c] scatter and no per-edge gather of anything but table rows.
+  Cost (the "Scale and speed" cost model): the [E, d_c] slab of neighbour rows is the only
+  large operand: written once by the gather, then read four times per training step (the
+  attention logits, one [E, d_c] x [d_c, K] matmul; the per-block weighted sums; in the
+  backward pass, their transpose and the logit weights' gradient, one matmul). No [E, d_c]
+  scatter, and no per-edge gather or scatter of d_c-wide rows but the table rows'.
   """
   w = params["concept_proj"]["w"]                               # [d_c, d]
   # The attention vectors mapped back to the input space, as [K, d_c] rows: the gradient of

@@ -36,6 +36,9 @@ from line_jax import graph as graph_lib
 from line_jax.data.dataset import Dataset
 
 
+GROWTH = 1.25   # capacity factor when a batch overflows (and with too few samples to fit)
+
+
 def _round_up(x: int, multiple: int = 8) -> int:
   return max(multiple, -(-int(x) // multiple) * multiple)
 
@@ -99,6 +102,8 @@ class PairLists:
 def batch_shapes(lists: PairLists, batch_size: int, num_shards: int, num_types: int,
                  fanout: int, relational_edges: int, edge_block: int = 1) -> BatchShapes:
   """Starting capacities; `BatchBuilder.fit_capacity` sets them from sampled batches."""
+  if edge_block < 1:
+    raise ValueError(f"graph.edge_block={edge_block} must be at least 1")
   if batch_size % num_shards:
     raise ValueError(f"train.batch_size={batch_size} must be a multiple of the number of "
                      f"devices ({num_shards})")
@@ -117,6 +122,7 @@ class BatchBuilder:
                shapes: BatchShapes, seed: int):
     self.lists, self.table, self.text, self.shapes, self.seed = lists, table, text, shapes, seed
     self.num_concepts = lists.dataset.num_concepts
+    self.growths = 0   # batches that outgrew the capacities (each one more compilation)
 
   def _relational(self, positives: np.ndarray, step: int):
     """Known edges (head from the batch, tail a neighbour) and a corrupted tail for each."""
@@ -182,8 +188,10 @@ class BatchBuilder:
     samples = [order[i * bsz:(i + 1) * bsz] for i in range(num_batches)]
     needs = np.asarray([self._plan(batch, i)[2] for i, batch in enumerate(samples)
                         if len(batch)] or [np.zeros(3, np.int64)], np.float64)
-    spread = needs.std(0, ddof=1) if len(needs) > 1 else np.zeros(3)
-    need = np.maximum(needs.max(0), np.ceil(needs.mean(0) + sigmas * spread))
+    if len(needs) >= 4:
+      need = np.maximum(needs.max(0), np.ceil(needs.mean(0) + sigmas * needs.std(0, ddof=1)))
+    else:    # too few batches to estimate a spread from: the growth factor's room
+      need = np.ceil(needs.max(0) * GROWTH)
     self._set_capacity(need.astype(np.int64), margin, keep=keep)
     return self.shapes
 
@@ -192,7 +200,8 @@ class BatchBuilder:
     sh = self.shapes
     if (need[0] > sh.positive_slots or need[1] > sh.negated_slots
         or need[2] > sh.edges):
-      self._set_capacity(need, 1.25, keep=True)
+      self._set_capacity(need, GROWTH, keep=True)
+      self.growths += 1
       logging.warning("step %d needs more graph capacity than the sampled estimate (%s); "
                       "grown to %s: the train step compiles once more", step, need.tolist(),
                       self.shapes)

@@ -59,7 +59,7 @@ def project_texts(params, text: np.ndarray, chunk: int, normalize: bool,
 
 def project_concepts(params, table: graph_lib.NeighbourTable, concept_table, negated_table,
                      concepts: np.ndarray, negated: np.ndarray, fanout: int, chunk: int,
-                     slope: float, normalize: bool, edge_block: int = 8) -> np.ndarray:
+                     slope: float, normalize: bool, edge_block: int = 4) -> np.ndarray:
   """G of the given (concept, negated) entries with deterministic neighbours, chunked."""
   concepts = np.asarray(concepts, np.int64)
   negated = np.asarray(negated, bool)

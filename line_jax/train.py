@@ -280,7 +280,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict
   epochs = {1: tc.stage1_epochs, 2: tc.stage2_epochs}
   log_path = os.path.join(workdir, "train_log.jsonl")
   batches_per_epoch = -(-len(train_idx) // tc.batch_size)
-  summary = {"workdir": workdir, "compilations": {}}
+  summary = {"workdir": workdir, "compilations": {}, "capacity_growths": {}}
   while progress["stage"] <= 2:
     stage = progress["stage"]
     if stage == 2 and not progress["recovered"]:
@@ -295,6 +295,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict
       summary["recovery"] = info
       save()
     compiled_before = COMPILATIONS["train_step"]
+    grown_before = trainer.builder.growths
     if stage == 2 and epochs[2] and trainer.lists.added.max(initial=-1) >= 0:
       # Recovered concepts lengthen the lists: capacities are measured again (they only
       # grow), so that stage 2 compiles at most once, here, rather than mid-epoch.
@@ -341,6 +342,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict
       progress["batch"] = 0
       save()
     summary["compilations"][f"stage{stage}"] = COMPILATIONS["train_step"] - compiled_before
+    summary["capacity_growths"][f"stage{stage}"] = trainer.builder.growths - grown_before
     progress["stage"] += 1
     progress["epoch"] = 0
     progress["batch"] = 0

@@ -85,6 +85,29 @@ class ModelTest(parameterized.TestCase):
                                                            rtol=1e-4, atol=1e-6),
                    grads, grads1)
 
+  def test_padding_slots_contribute_exactly_nothing(self):
+    """Padding edge slots point at a huge row (finite: tables are validated): any weight on
+    it would swamp the result, in values or gradients."""
+    params, concepts, negated, table, recv, recv_neg, ids, mask = random_setup(3)
+    c = jnp.asarray(np.concatenate([concepts, np.full((1, concepts.shape[1]), 1e20,
+                                                      np.float32)]))
+    n = jnp.asarray(np.concatenate([negated, np.zeros((1, negated.shape[1]), np.float32)]))
+    g = graph_lib.build_graph(recv, recv_neg, ids, mask, 64, block=4)
+    rows = np.asarray(g.nodes["row"]).copy()
+    rows[len(recv):][~g.edges["mask"]] = concepts.shape[0]        # the huge row
+    self.assertGreater(int((~g.edges["mask"]).sum()), 0)
+    g = g._replace(nodes={**g.nodes, "row": rows})
+    f = lambda p: model.graph_attention(p, g, c, n, len(recv), table.num_types)
+    out = f(params)
+    ref = reference_g(params, concepts, negated, table, recv, recv_neg, ids, mask, 0.2)
+    np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-4, atol=1e-5)
+    grads = jax.grad(lambda p: jnp.sum(jnp.tanh(f(p))))(params)
+    g_clean = graph_lib.build_graph(recv, recv_neg, ids, mask, 64, block=4)
+    clean = jax.grad(lambda p: jnp.sum(jnp.tanh(model.graph_attention(
+        p, g_clean, c, n, len(recv), table.num_types))))(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b),
+                                                         rtol=1e-5, atol=1e-6), grads, clean)
+
   def test_block_sums_vjp_matches_autodiff_of_the_einsum(self):
     rng = np.random.default_rng(0)
     alpha = jnp.asarray(rng.random((5, 3)), jnp.float32)

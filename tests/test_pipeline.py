@@ -1,0 +1,58 @@
+"""Host batches: capacities fitted from sampled batches, and shards left empty."""
+
+from absl.testing import absltest
+import numpy as np
+
+from line_jax import bench_train
+from line_jax import graph as graph_lib
+from line_jax import pipeline
+
+
+def builder(num_pairs, batch_size, num_shards, relational_edges, edge_block=4):
+  ds = bench_train.synthetic_dataset(num_pairs, 300, 1200, 3, 4, seed=1)
+  lists = pipeline.PairLists(ds, 16)
+  table = graph_lib.NeighbourTable.from_dataset(ds, True)
+  text = np.zeros((num_pairs, 8), np.float32)
+  shapes = pipeline.batch_shapes(lists, batch_size, num_shards, 3, 2, relational_edges,
+                                 edge_block)
+  return pipeline.BatchBuilder(lists, table, text, shapes, seed=0)
+
+
+class PipelineTest(absltest.TestCase):
+
+  def test_a_shard_without_pairs_builds(self):
+    # 21 pairs over 4 shards of 8: the last shard has none, and no triplets either.
+    b = builder(21, 32, 4, relational_edges=0)
+    b.fit_capacity(np.arange(21), 4, 1.02, 4.0)
+    out = b.build(np.arange(21), 0)
+    self.assertEqual(int(out["pair_mask"][3].sum()), 0)
+    self.assertEqual(int(out["pair_mask"].sum()), 21)
+    self.assertEqual(int(out["graph"].edges["mask"][3].sum()), 0)
+    self.assertEqual(graph_lib.num_edges(np.zeros((0, 3, 2), bool), 4), 0)
+
+  def test_capacities_cover_the_epoch_without_growing(self):
+    b = builder(2048, 64, 1, relational_edges=8)
+    shapes = b.fit_capacity(np.arange(2048), 16, 1.02, 4.0)
+    self.assertEqual(shapes.edges % 4, 0)
+    needs = np.array([b._plan(np.arange(i, i + 64), i)[2] for i in range(0, 2048, 64)])
+    self.assertTrue((needs.max(0) <= [shapes.positive_slots, shapes.negated_slots,
+                                      shapes.edges]).all())
+    self.assertLess(shapes.edges, 1.2 * needs[:, 2].max())      # tight: no flat 20% slack
+    for i in range(0, 2048, 64):
+      b.build(np.arange(i, i + 64), i)
+    self.assertEqual(b.growths, 0)
+
+  def test_too_few_samples_get_the_growth_factor(self):
+    b = builder(64, 64, 1, relational_edges=8)
+    need = b._plan(np.random.default_rng([0, 7]).permutation(64), 0)[2]
+    shapes = b.fit_capacity(np.arange(64), 16, 1.0, 4.0)   # one batch: no spread to use
+    self.assertGreaterEqual(shapes.edges, need[2] * pipeline.GROWTH)
+    self.assertGreaterEqual(shapes.positive_slots, need[0] * pipeline.GROWTH)
+
+  def test_edge_block_is_validated(self):
+    with self.assertRaisesRegex(ValueError, "edge_block=0 must be at least 1"):
+      builder(64, 64, 1, relational_edges=8, edge_block=0)
+
+
+if __name__ == "__main__":
+  absltest.main()
