@@ -124,10 +124,10 @@ class LineModel:
     self.config, self.workdir, self.dataset = config, workdir, dataset
     self.teacher1, self.teacher2, self.table, self.params = teacher1, teacher2, table, params
     self.progress = progress
-    from line_jax import train as train_lib   # resolve_table_dtype
-    table_dtype = train_lib.resolve_table_dtype(config, teacher2) or teacher2.concepts.dtype
-    self.concept_table = jax.device_put(np.asarray(teacher2.concepts, table_dtype))
-    self.negated_table = jax.device_put(np.asarray(teacher2.negated, table_dtype))
+    from line_jax import train as train_lib   # the trainer's table dtype and upload
+    table_dtype = train_lib.resolve_table_dtype(config, teacher2)
+    self.concept_table = train_lib.table_to_device(teacher2.concepts, dtype=table_dtype)
+    self.negated_table = train_lib.table_to_device(teacher2.negated, dtype=table_dtype)
     self._negated_missing = ~np.asarray(teacher2.negated != 0).any(axis=1)
     self._dictionary: Optional[np.ndarray] = None
     self._negated_cache: dict = {}

@@ -177,9 +177,9 @@ def resolve_table_dtype(config, teacher2) -> str:
   return ""
 
 
-def _to_device(table: np.ndarray, sharding, dtype: str = "") -> jax.Array:
-  """A host table on the devices (as `dtype`, or as stored when empty); the host copy is
-  freed once the transfer is done."""
+def table_to_device(table: np.ndarray, sharding=None, dtype: str = "") -> jax.Array:
+  """A host table on the devices (`sharding`; None: the default device), as `dtype` or as
+  stored when empty; the host copy is freed once the transfer is done."""
   host = emb_lib.read_rows(table)
   if dtype:
     host = host.astype(jnp.dtype(dtype), copy=False)
@@ -218,23 +218,28 @@ class Trainer:
         config.graph.fanout, config.loss.relational_edges, config.graph.edge_block)
     self.builder = pipeline.BatchBuilder(self.lists, self.table, self.teacher1.text,
                                          shapes, config.train.seed)
-    train_idx = ds.split_indices("train")
-    if len(train_idx):
-      self.builder.fit_capacity(train_idx, config.graph.capacity_sample_batches,
-                                config.graph.capacity_margin, config.graph.capacity_sigmas)
+    if len(ds.split_indices("train")):
+      self.fit_capacity()
     logging.info("batch shapes: %s", self.builder.shapes)
     replicated = NamedSharding(self.mesh, P())
     # Device-resident teacher-2 tables, read with file reads (not through the memmap) and
     # the host copy dropped at once, so peak memory holds one host table at a time.
     table_dtype = resolve_table_dtype(config, self.teacher2)
-    self.concept_table = _to_device(self.teacher2.concepts, replicated, table_dtype)
-    self.negated_table = _to_device(self.teacher2.negated, replicated, table_dtype)
+    self.concept_table = table_to_device(self.teacher2.concepts, replicated, table_dtype)
+    self.negated_table = table_to_device(self.teacher2.negated, replicated, table_dtype)
     # Set-up is done: from here on freed memory stays for the next step's buffers.
     host_memory.keep_freed_memory()
     self.dim = int(config.model.dim or self.teacher1.dim)
     self.optimizer = make_optimizer(config)
     self.train_step = make_train_step(config, len(ds.relation_types), self.mesh,
                                       self.optimizer)
+
+  def fit_capacity(self, keep: bool = False) -> pipeline.BatchShapes:
+    """Batch capacities measured on sampled train batches (config.graph.capacity_*)."""
+    gc = self.config.graph
+    return self.builder.fit_capacity(self.dataset.split_indices("train"),
+                                     gc.capacity_sample_batches, gc.capacity_margin,
+                                     gc.capacity_sigmas, keep=keep)
 
   def init_state(self) -> dict:
     params = model_lib.init_params(
@@ -300,10 +305,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict
       # Recovered concepts lengthen the lists: capacities are measured again (they only
       # grow), so that stage 2 compiles at most once, here, rather than mid-epoch.
       before = trainer.builder.shapes
-      trainer.builder.fit_capacity(train_idx, config.graph.capacity_sample_batches,
-                                   config.graph.capacity_margin,
-                                   config.graph.capacity_sigmas, keep=True)
-      if trainer.builder.shapes != before:
+      if trainer.fit_capacity(keep=True) != before:
         logging.info("stage 2 batch shapes (recovered concepts): %s", trainer.builder.shapes)
     while progress["epoch"] < epochs[stage]:
       order = pipeline.epoch_order(train_idx, tc.seed, stage, progress["epoch"])
