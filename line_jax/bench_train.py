@@ -85,6 +85,7 @@ def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: f
   times = []
   sharded_batches = [train_lib.shard_batch(b, trainer.mesh) for b in batches[1:]]
   jax.block_until_ready(sharded_batches)
+  faults_before = _minor_faults()
   for _ in range(max(1, repeats)):
     for sharded in sharded_batches:
       t0 = time.perf_counter()
@@ -92,6 +93,7 @@ def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: f
                                     trainer.negated_table)
       jax.block_until_ready(m)
       times.append(time.perf_counter() - t0)
+  faults_per_step = (_minor_faults() - faults_before) / len(times)
   # The whole loop: batches built by the prefetch thread while the device steps.
   t0 = time.perf_counter()
   n = 0
@@ -115,6 +117,7 @@ def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: f
       "step_ms_median": 1e3 * step_s, "pairs_per_s_step": batch_size / step_s,
       "step_ms_quartiles": [round(1e3 * float(q), 2) for q in np.percentile(times, [25, 75])],
       "table_dtype": str(trainer.concept_table.dtype),
+      "page_faults_per_step": round(faults_per_step),   # see line_jax/host_memory.py
       "host_batch_ms": 1e3 * host_s, "pairs_per_s_loop": batch_size / loop_s,
       "compile_s": compile_s,
       "compilations": compilations,
@@ -148,6 +151,11 @@ def step_cost(sh: pipeline.BatchShapes, dim: int, num_types: int) -> dict:
   flop = g_flop + 2 * proj_rows * dim * dim + 3 * 2 * b * sh.batch_size * dim
   return {"gflop_per_step_est": flop / 1e9, "g_share_of_flop": g_flop / flop,
           "edge_slab_mb_moved_per_step_est": 5 * e * dim * 4 / 2**20}
+
+
+def _minor_faults() -> int:
+  import resource
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def peak_rss_gib() -> float:

@@ -2,9 +2,11 @@
 
 XLA:CPU allocates a step's temporary buffers afresh on every call. glibc serves allocations
 of more than 32 MiB with mmap, and frees them with munmap (as it does whole per-thread
-heaps), so every step asks the kernel for new zeroed pages: at batch 128, d = 384 that is
-about 17,000 page faults and 14 ms of a 52 ms step, measured with
-`python -m line_jax.bench --what=train --dim=384` on a 2-core machine.
+heaps), so every step asks the kernel for new zeroed pages. At batch 128, d = 384 on a
+2-core machine, `python -m line_jax.bench --what=train --dim=384` (which prints
+`page_faults_per_step`) measured about 15,000 faults and a 40.6–51.5 ms step with
+LINE_JAX_SYSTEM_MALLOC=1, against 706 faults and 28.8–33.7 ms with the settings below
+(alternating runs).
 
 Two settings (mallopt) fix it:
   * `use_one_arena()`: every thread allocates from the main heap (M_ARENA_MAX = 1). It only
@@ -12,9 +14,10 @@ Two settings (mallopt) fix it:
     CPU thread pool: `line_jax` calls it when imported.
   * `keep_freed_memory()`: no mmap, and the heap is not trimmed below 1 GiB
     (M_MMAP_MAX = 0, M_TRIM_THRESHOLD = 1 GiB), so a step reuses the pages of the last one:
-    no page faults, the same step in 38 ms. The trainer calls it once its set-up is done:
+    the figures above. The trainer calls it once its set-up is done:
     set-up's large short-lived arrays still go back to the system when freed (with the
-    heap kept from the start, the 2M-pair streaming benchmark peaked at 3.8 GiB, not 3.4).
+    heap kept from the start, the 2M-pair streaming benchmark peaked at 3.8 GiB, not 3.4,
+    in a measurement made while this was developed).
 The one arena has a price where many threads allocate at once: exporting teacher embeddings
 (`python -m line_jax.bench --what=export`) runs about 8% slower with it (names 820 vs 890
 rows/s, alternating runs). Set LINE_JAX_SYSTEM_MALLOC=1 to leave malloc as it is.

@@ -21,6 +21,7 @@ class TrainBenchTest(absltest.TestCase):
     if jax.default_backend() == "cpu":
       self.assertEqual(r["table_dtype"], "float32")       # "auto" on CPU, small tables
     self.assertGreater(r["kernels_per_step"], 20)
+    self.assertGreaterEqual(r["page_faults_per_step"], 0)
     line = bench.train_gpu_projection(r, 50.0, 2.0, 5.0)
     self.assertIn(f"{r['kernels_per_step']} launches", line)
     self.assertIn("pairs/s", line)
