@@ -14,7 +14,8 @@ Two settings (mallopt) fix it:
     CPU thread pool: `line_jax` calls it when imported.
   * `keep_freed_memory()`: no mmap, and the heap is not trimmed below 1 GiB
     (M_MMAP_MAX = 0, M_TRIM_THRESHOLD = 1 GiB), so a step reuses the pages of the last one:
-    the figures above. The trainer calls it once its set-up is done:
+    the figures above. In the first tens of steps the heap still grows by a whole buffer
+    now and then, while small allocations split the freed holes; then it settles. The trainer calls it once its set-up is done:
     set-up's large short-lived arrays still go back to the system when freed (with the
     heap kept from the start, the 2M-pair streaming benchmark peaked at 3.8 GiB, not 3.4,
     in a measurement made while this was developed).

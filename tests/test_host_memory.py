@@ -16,10 +16,10 @@ table = jnp.ones((8192, 512), jnp.float32)
 idx = jnp.asarray(np.random.default_rng(0).integers(0, 8192, 32768).astype(np.int32))
 v = jnp.ones((512, 4), jnp.float32)
 f = jax.jit(lambda t, i, v: jnp.sum(t[i] @ v))     # a 64 MiB temporary buffer per call
-for _ in range(5):
+for _ in range(30):     # the heap grows now and then while freed holes are split up
   jax.block_until_ready(f(table, idx, v))
 faults = []
-for _ in range(10):
+for _ in range(30):
   before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   jax.block_until_ready(f(table, idx, v))
   faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -43,8 +43,10 @@ class HostMemoryTest(absltest.TestCase):
     tuned, reason, faults = probe(LINE_JAX_SYSTEM_MALLOC="")
     if not tuned:
       self.skipTest(f"malloc not tunable here: {reason}")
-    # A call whose 64 MiB temporary were mapped anew would take ~16,000 page faults (the
-    # heap may still grow once in a while: the median call is compared).
+    # A call whose 64 MiB temporary were mapped anew would take ~16,000 page faults. The
+    # kept heap still grows by a whole buffer now and then in the first calls, while small
+    # allocations split the freed holes (seen up to the 20th call, more often with several
+    # XLA devices; once, in CI, in most of calls 6-15): the median of calls 31-60 is compared.
     self.assertLess(faults, 500)
 
   def test_opt_out_leaves_malloc_alone(self):
