@@ -38,6 +38,7 @@ import numpy as np
 from line_jax import checkpoint as ckpt_lib
 from line_jax import config as config_lib
 from line_jax import graph as graph_lib
+from line_jax import kernels
 from line_jax import model as model_lib
 from line_jax import recovery as recovery_lib
 from line_jax.data import prepare_dataset
@@ -128,6 +129,8 @@ class LineModel:
     table_dtype = train_lib.resolve_table_dtype(config, teacher2)
     self.concept_table = train_lib.table_to_device(teacher2.concepts, dtype=table_dtype)
     self.negated_table = train_lib.table_to_device(teacher2.negated, dtype=table_dtype)
+    self._cpu_kernel = (kernels.use_kernel(str(config.model.cpu_kernel), self.concept_table),
+                        int(config.model.cpu_kernel_threads))
     self._negated_missing = ~np.asarray(teacher2.negated != 0).any(axis=1)
     self._dictionary: Optional[np.ndarray] = None
     self._negated_cache: dict = {}
@@ -178,7 +181,7 @@ class LineModel:
         self.params, self.table, self.concept_table, self.negated_table,
         np.asarray(concept_idx), np.asarray(negated, bool), self.config.graph.fanout,
         int(self.config.recovery.dictionary_chunk), self.config.model.leaky_relu_slope,
-        self._normalize, self.config.graph.edge_block)
+        self._normalize, self.config.graph.edge_block, *self._cpu_kernel)
 
   def dictionary(self) -> np.ndarray:
     """[C, d] G of every concept (positive form), computed once."""

@@ -117,6 +117,7 @@ def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: f
       "step_ms_median": 1e3 * step_s, "pairs_per_s_step": batch_size / step_s,
       "step_ms_quartiles": [round(1e3 * float(q), 2) for q in np.percentile(times, [25, 75])],
       "table_dtype": str(trainer.concept_table.dtype),
+      "g_edge_attention": "cpu_kernel" if trainer.cpu_kernel else "xla",
       "page_faults_per_step": round(faults_per_step),   # see line_jax/host_memory.py
       "host_batch_ms": 1e3 * host_s, "pairs_per_s_loop": batch_size / loop_s,
       "compile_s": compile_s,
@@ -143,14 +144,17 @@ def step_cost(sh: pipeline.BatchShapes, dim: int, num_types: int) -> dict:
   projections: W_c over 2b pair means + 3 Rs relational + 2 V negation rows, the negation
   projector over b + V rows, F over b texts; each is one forward and two backward matmuls
   (F: one, texts are frozen). The in-batch distances: [b, d] x [d, B], forward + backward.
-  The [E, d] float32 slab of neighbour rows is written once (gather) and read four times.
+  On the XLA path the [E, d] float32 slab of neighbour rows is written once (gather) and
+  read four times; the fused CPU kernel (`line_jax.kernels`) writes no slab and reads each
+  neighbour row twice (forward, backward).
   """
   b, e, v, rs = sh.pairs_per_shard, sh.edges, sh.negated_slots, sh.relational_edges
   g_flop = 2 * (2 * e * dim * num_types) + 2 * (2 * e * dim)
   proj_rows = 3 * (2 * b + 3 * rs + 2 * v + b + v) + 2 * b
   flop = g_flop + 2 * proj_rows * dim * dim + 3 * 2 * b * sh.batch_size * dim
   return {"gflop_per_step_est": flop / 1e9, "g_share_of_flop": g_flop / flop,
-          "edge_slab_mb_moved_per_step_est": 5 * e * dim * 4 / 2**20}
+          "edge_slab_mb_moved_per_step_est": 5 * e * dim * 4 / 2**20,
+          "cpu_kernel_edge_mb_read_per_step_est": 2 * e * dim * 4 / 2**20}
 
 
 def _minor_faults() -> int:

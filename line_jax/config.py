@@ -54,6 +54,11 @@ def base_config() -> ml_collections.ConfigDict:
                                    # cpu_table_budget_gib (XLA:CPU would otherwise convert
                                    # every gathered row, every step), else as stored
   c.model.cpu_table_budget_gib = 2.0
+  c.model.cpu_kernel = "auto"      # G's edge attention on the fused CPU kernel
+                                   # (line_jax.kernels, compiled on first use): "auto" = on
+                                   # the CPU backend when it builds and the table is float32,
+                                   # "on" (error if it cannot), "off" (the XLA path)
+  c.model.cpu_kernel_threads = 0   # threads of that kernel; 0 = all cores
 
   c.graph = ml_collections.ConfigDict()
   c.graph.relations = ml_collections.FieldReference(None, field_type=list)  # None: every type in the data

@@ -84,7 +84,8 @@ _block_sums.defvjp(_block_sums_fwd, _block_sums_bwd)
 def aggregate_neighbourhoods(params: dict, graph: jraph.GraphsTuple,
                              concept_table: jnp.ndarray, negated_table: jnp.ndarray,
                              num_receivers: int, num_types: int,
-                             negative_slope: float = 0.2) -> jnp.ndarray:
+                             negative_slope: float = 0.2, cpu_kernel: bool = False,
+                             kernel_threads: int = 0) -> jnp.ndarray:
   """The attention-weighted neighbourhood of each receiver, in the input space: [R, d_c].
 
   G(c) = pooled(c) @ W_c (then the negation projector for negated receivers); see
@@ -102,6 +103,10 @@ def aggregate_neighbourhoods(params: dict, graph: jraph.GraphsTuple,
   attention logits, one [E, d_c] x [d_c, K] matmul; the per-block weighted sums; in the
   backward pass, their transpose and the logit weights' gradient, one matmul). No [E, d_c]
   scatter, and no per-edge gather or scatter of d_c-wide rows but the table rows'.
+
+  cpu_kernel: compute the edge part on the fused CPU kernel of `line_jax.kernels` instead
+  (same value; one read of each neighbour row per direction, no slab; the caller checks it
+  can be used: `kernels.use_kernel`), on `kernel_threads` threads (0: all cores).
   """
   w = params["concept_proj"]["w"]                               # [d_c, d]
   # The attention vectors mapped back to the input space, as [K, d_c] rows: the gradient of
@@ -126,15 +131,21 @@ def aggregate_neighbourhoods(params: dict, graph: jraph.GraphsTuple,
   r_rows = rows[:num_receivers]
   x_recv = jnp.where(neg[:num_receivers, None], take(negated_table, r_rows),
                      take(concept_table, r_rows)).astype(jnp.float32)          # [R, d_c]
+  logits = lambda x, u: jnp.einsum("ec,kc->ek", x, u)
+  dst_logit = logits(x_recv, u_dst)                                              # [R, K]
+  self_logit = jax.nn.leaky_relu(dst_logit + logits(x_recv, u_src), negative_slope)
+  if cpu_kernel:
+    from line_jax import kernels
+    edge_sum, alpha_self = kernels.neighbour_attention(
+        concept_table, rows[num_receivers:], etype, emask, graph.receivers, dst_logit,
+        self_logit, u_src, negative_slope, kernel_threads)
+    return (edge_sum + alpha_self.sum(axis=1, keepdims=True) * x_recv) / num_types
   # Edge e's sender is node R + e: one plain row gather per edge (a rows[senders] double
   # indirection runs on XLA:CPU as a per-element loop, several times slower). Every use
   # below reads the [V, S, d_c] block view. With a narrower table XLA:CPU converts the rows
   # once per use: on CPU keep the tables in float32 (config model.table_dtype "auto").
   x_edge = take(concept_table, rows[num_receivers:]).astype(jnp.float32).reshape(
       num_blocks, block, -1)                                                     # [V, S, d_c]
-  logits = lambda x, u: jnp.einsum("ec,kc->ek", x, u)
-  dst_logit = logits(x_recv, u_dst)                                              # [R, K]
-  self_logit = jax.nn.leaky_relu(dst_logit + logits(x_recv, u_src), negative_slope)
   # Each edge's logit is its own head's: one [E, d_c] x [d_c, K] matmul and a one-hot
   # select (indexing u by type would scatter [E, d_c] rows in the backward pass).
   onehot = jax.nn.one_hot(etype, num_types, dtype=jnp.float32)                   # [E, K]
@@ -169,10 +180,12 @@ def project_pooled(params: dict, pooled: jnp.ndarray, negated: jnp.ndarray) -> j
 
 def graph_attention(params: dict, graph: jraph.GraphsTuple, concept_table: jnp.ndarray,
                     negated_table: jnp.ndarray, num_receivers: int, num_types: int,
-                    negative_slope: float = 0.2) -> jnp.ndarray:
+                    negative_slope: float = 0.2, cpu_kernel: bool = False,
+                    kernel_threads: int = 0) -> jnp.ndarray:
   """G over a GraphsTuple; returns [num_receivers, d] for nodes 0..num_receivers-1."""
   pooled = aggregate_neighbourhoods(params, graph, concept_table, negated_table,
-                                    num_receivers, num_types, negative_slope)
+                                    num_receivers, num_types, negative_slope, cpu_kernel,
+                                    kernel_threads)
   return project_pooled(params, pooled, graph.nodes["negated"][:num_receivers])
 
 

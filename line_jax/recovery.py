@@ -22,15 +22,16 @@ import numpy as np
 
 from line_jax import embeddings as emb_lib
 from line_jax import graph as graph_lib
+from line_jax import kernels
 from line_jax import model as model_lib
 
 
 @functools.partial(jax.jit, static_argnames=("num_receivers", "num_types", "slope",
-                                             "normalize"))
+                                             "normalize", "cpu_kernel", "kernel_threads"))
 def _project_chunk(params, graph, concept_table, negated_table, *, num_receivers, num_types,
-                   slope, normalize):
+                   slope, normalize, cpu_kernel=False, kernel_threads=0):
   out = model_lib.graph_attention(params, graph, concept_table, negated_table, num_receivers,
-                                  num_types, slope)
+                                  num_types, slope, cpu_kernel, kernel_threads)
   return model_lib.l2_normalize(out) if normalize else out
 
 
@@ -59,8 +60,10 @@ def project_texts(params, text: np.ndarray, chunk: int, normalize: bool,
 
 def project_concepts(params, table: graph_lib.NeighbourTable, concept_table, negated_table,
                      concepts: np.ndarray, negated: np.ndarray, fanout: int, chunk: int,
-                     slope: float, normalize: bool, edge_block: int = 4) -> np.ndarray:
-  """G of the given (concept, negated) entries with deterministic neighbours, chunked."""
+                     slope: float, normalize: bool, edge_block: int = 4,
+                     cpu_kernel: bool = False, kernel_threads: int = 0) -> np.ndarray:
+  """G of the given (concept, negated) entries with deterministic neighbours, chunked
+  (cpu_kernel: G's edge attention on the fused CPU kernel, `kernels.use_kernel`)."""
   concepts = np.asarray(concepts, np.int64)
   negated = np.asarray(negated, bool)
   n = len(concepts)
@@ -80,7 +83,8 @@ def project_concepts(params, table: graph_lib.NeighbourTable, concept_table, neg
     capacity = edge_block << max(0, int(blocks - 1).bit_length())
     graph = graph_lib.build_graph(c.astype(np.int32), g, ids, mask, capacity, edge_block)
     res = _project_chunk(params, graph, concept_table, negated_table, num_receivers=chunk,
-                         num_types=table.num_types, slope=slope, normalize=normalize)
+                         num_types=table.num_types, slope=slope, normalize=normalize,
+                         cpu_kernel=cpu_kernel, kernel_threads=kernel_threads)
     out.append(np.asarray(res)[:real])
   return np.concatenate(out) if out else np.zeros((0, params["concept_proj"]["w"].shape[1]),
                                                   np.float32)
@@ -106,14 +110,17 @@ def recover(params, lists, text: np.ndarray, table, concept_table, negated_table
   slope = float(config.model.leaky_relu_slope)
   dataset = lists.dataset
   logging.info("recovery: projecting %d dictionary concepts through G", dataset.num_concepts)
+  kernel = (kernels.use_kernel(str(config.model.cpu_kernel), concept_table),
+            int(config.model.cpu_kernel_threads))
   positive = project_concepts(params, table, concept_table, negated_table,
                               np.arange(dataset.num_concepts), np.zeros(dataset.num_concepts,
                                                                         bool),
-                              gc.fanout, rc.dictionary_chunk, slope, normalize, gc.edge_block)
+                              gc.fanout, rc.dictionary_chunk, slope, normalize, gc.edge_block,
+                              *kernel)
   neg_concepts = np.unique(dataset.concept_flat[dataset.negated_flat])
   neg_rows = project_concepts(params, table, concept_table, negated_table, neg_concepts,
                               np.ones(len(neg_concepts), bool), gc.fanout,
-                              rc.dictionary_chunk, slope, normalize, gc.edge_block)
+                              rc.dictionary_chunk, slope, normalize, gc.edge_block, *kernel)
   negated = dict(zip(neg_concepts.tolist(), neg_rows))
   pair_idx = np.sort(pair_idx)
   text_proj = project_texts(params, text, rc.dictionary_chunk, normalize, rows=pair_idx)

@@ -31,6 +31,7 @@ from line_jax import checkpoint as ckpt_lib
 from line_jax import embeddings as emb_lib
 from line_jax import graph as graph_lib
 from line_jax import host_memory
+from line_jax import kernels
 from line_jax import logs
 from line_jax import losses as losses_lib
 from line_jax import model as model_lib
@@ -68,11 +69,13 @@ def shard_batch(batch: dict, mesh: jax.sharding.Mesh) -> dict:
                                                        x.shape), batch)
 
 
-def make_loss_fn(config, num_types: int, mesh):
+def make_loss_fn(config, num_types: int, mesh, cpu_kernel: bool = False):
   """loss(params, batch, concept_table, negated_table) -> (scalar, parts) over the mesh.
 
-  Sizes come from the batch's array shapes, so a grown capacity just retraces."""
+  Sizes come from the batch's array shapes, so a grown capacity just retraces. cpu_kernel:
+  G's edge attention on the fused CPU kernel (`Trainer` decides it: `kernels.use_kernel`)."""
   lc = config.loss
+  threads = int(config.model.cpu_kernel_threads)
   normalize = bool(lc.normalize)
   slope = float(config.model.leaky_relu_slope)
 
@@ -83,7 +86,8 @@ def make_loss_fn(config, num_types: int, mesh):
     num_negated = batch["neg_weight"].shape[0]
     u = num_receivers - num_negated
     pooled = model_lib.aggregate_neighbourhoods(params, batch["graph"], concept_table,
-                                                negated_table, num_receivers, num_types, slope)
+                                                negated_table, num_receivers, num_types, slope,
+                                                cpu_kernel, threads)
     receiver_negated = batch["graph"].nodes["negated"][:num_receivers]
     wc, pn = params["concept_proj"]["w"], params["negation_proj"]
     finish = model_lib.l2_normalize if normalize else (lambda x: x)
@@ -144,8 +148,8 @@ def make_loss_fn(config, num_types: int, mesh):
                        out_specs=(P(), P()))
 
 
-def make_train_step(config, num_types, mesh, optimizer):
-  loss_fn = make_loss_fn(config, num_types, mesh)
+def make_train_step(config, num_types, mesh, optimizer, cpu_kernel: bool = False):
+  loss_fn = make_loss_fn(config, num_types, mesh, cpu_kernel)
 
   def train_step(state, batch, concept_table, negated_table):
     COMPILATIONS["train_step"] += 1
@@ -231,8 +235,11 @@ class Trainer:
     host_memory.keep_freed_memory()
     self.dim = int(config.model.dim or self.teacher1.dim)
     self.optimizer = make_optimizer(config)
+    self.cpu_kernel = kernels.use_kernel(str(config.model.cpu_kernel), self.concept_table)
+    logging.info("G's edge attention: %s", "the fused CPU kernel (line_jax.kernels)"
+                 if self.cpu_kernel else "XLA")
     self.train_step = make_train_step(config, len(ds.relation_types), self.mesh,
-                                      self.optimizer)
+                                      self.optimizer, self.cpu_kernel)
 
   def fit_capacity(self, keep: bool = False) -> pipeline.BatchShapes:
     """Batch capacities measured on sampled train batches (config.graph.capacity_*)."""

@@ -20,6 +20,8 @@ class TrainBenchTest(absltest.TestCase):
     self.assertLessEqual(r["step_ms_median"], r["step_ms_quartiles"][1])
     if jax.default_backend() == "cpu":
       self.assertEqual(r["table_dtype"], "float32")       # "auto" on CPU, small tables
+      from line_jax import kernels
+      self.assertEqual(r["g_edge_attention"], "cpu_kernel" if kernels.available() else "xla")
     self.assertGreater(r["kernels_per_step"], 20)
     self.assertGreaterEqual(r["page_faults_per_step"], 0)
     line = bench.train_gpu_projection(r, 50.0, 2.0, 5.0)
@@ -37,6 +39,8 @@ class TrainBenchTest(absltest.TestCase):
     self.assertAlmostEqual(cost["gflop_per_step_est"], total / 1e9)
     self.assertAlmostEqual(cost["g_share_of_flop"], g / total)
     self.assertAlmostEqual(cost["edge_slab_mb_moved_per_step_est"], 5 * 40 * 10 * 4 / 2**20)
+    self.assertAlmostEqual(cost["cpu_kernel_edge_mb_read_per_step_est"],
+                           2 * 40 * 10 * 4 / 2**20)
 
   def test_count_kernels_skips_free_instructions(self):
     hlo = ("HloModule m\n\nENTRY %main {\n  %p = f32[2] parameter(0)\n"

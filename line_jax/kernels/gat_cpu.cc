@@ -1,0 +1,273 @@
+// G's neighbour attention on the CPU, fused: one pass over each receiver's neighbour rows
+// per direction (see line_jax/kernels/__init__.py for why, and for the contract).
+//
+// The edge slots come in the blocked layout of line_jax.graph.build_graph: sorted by
+// receiver, so each receiver's edges are one contiguous run of slots; masked slots are
+// padding. Per receiver r and relation type k the softmax runs over {self loop} + the edges
+// of type k entering r:
+//   pre_e     = dst_logit[r, k] + x_e . u_src[k]          (x_e = table[row_e])
+//   logit_e   = LeakyReLU(pre_e)
+//   alpha     = softmax over the segment, the self loop's logit being self_logit[r, k]
+//   pooled[r] = sum_e alpha_e x_e                          (edges only; the self term is
+//                                                           added in JAX)
+// The forward pass reads each neighbour row from memory once (the second use, the weighted
+// sum, finds it in cache); the backward pass reads it once more. XLA:CPU instead writes the
+// gathered [E, d] rows out and reads them back four times, which bounds it by memory
+// bandwidth on a small machine.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+inline float Dot(const float* a, const float* b, int64_t d) {
+  float s = 0.f;
+  for (int64_t c = 0; c < d; ++c) s += a[c] * b[c];
+  return s;
+}
+
+inline void Axpy(float w, const float* x, float* y, int64_t d) {
+  for (int64_t c = 0; c < d; ++c) y[c] += w * x[c];
+}
+
+inline void PrefetchRow(const float* row, int64_t d) {
+  for (int64_t c = 0; c < d; c += 16) __builtin_prefetch(row + c, 0, 1);
+}
+
+// Receiver runs [start, end) of the slots, split into `parts` contiguous groups of about
+// equal size, cut only between runs.
+std::vector<int64_t> SplitRuns(const int32_t* receivers, int64_t num_slots, int parts) {
+  std::vector<int64_t> cuts{0};
+  for (int p = 1; p < parts; ++p) {
+    int64_t at = std::max(cuts.back(), num_slots * p / parts);
+    while (at > 0 && at < num_slots && receivers[at] == receivers[at - 1]) ++at;
+    cuts.push_back(std::min(at, num_slots));
+  }
+  cuts.push_back(num_slots);
+  return cuts;
+}
+
+template <typename F>
+void RunParts(const std::vector<int64_t>& cuts, F&& work) {
+  const int parts = static_cast<int>(cuts.size()) - 1;
+  std::vector<std::thread> threads;
+  for (int p = 1; p < parts; ++p) threads.emplace_back(work, p, cuts[p], cuts[p + 1]);
+  work(0, cuts[0], cuts[1]);
+  for (auto& t : threads) t.join();
+}
+
+int NumParts(int64_t threads, int64_t num_slots) {
+  int64_t n = threads > 0 ? threads : std::thread::hardware_concurrency();
+  n = std::max<int64_t>(1, std::min<int64_t>(n, num_slots / 256 + 1));
+  return static_cast<int>(n);
+}
+
+ffi::Error CheckShapes(int64_t num_rows, int64_t d, int64_t num_slots, int64_t num_receivers,
+                       int64_t num_types, const int32_t* rows, const int32_t* etype,
+                       const bool* emask, const int32_t* receivers) {
+  for (int64_t e = 0; e < num_slots; ++e) {
+    if (receivers[e] < 0 || receivers[e] >= num_receivers ||
+        (e > 0 && receivers[e] < receivers[e - 1]))
+      return ffi::Error::InvalidArgument("edge receivers must be sorted and in [0, R)");
+    if (emask[e] && (rows[e] < 0 || rows[e] >= num_rows || etype[e] < 0 ||
+                     etype[e] >= num_types))
+      return ffi::Error::InvalidArgument("edge row or type out of range");
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error GatForward(ffi::Buffer<ffi::F32> table, ffi::Buffer<ffi::S32> rows,
+                      ffi::Buffer<ffi::S32> etype, ffi::Buffer<ffi::PRED> emask,
+                      ffi::Buffer<ffi::S32> receivers, ffi::Buffer<ffi::F32> dst_logit,
+                      ffi::Buffer<ffi::F32> self_logit, ffi::Buffer<ffi::F32> u_src,
+                      float slope, int64_t threads,
+                      ffi::ResultBuffer<ffi::F32> pooled,
+                      ffi::ResultBuffer<ffi::F32> alpha_self,
+                      ffi::ResultBuffer<ffi::F32> alpha_edge,
+                      ffi::ResultBuffer<ffi::F32> pre_edge) {
+  const int64_t num_rows = table.dimensions()[0], d = table.dimensions()[1];
+  const int64_t num_slots = rows.element_count();
+  const int64_t num_receivers = dst_logit.dimensions()[0], k_types = dst_logit.dimensions()[1];
+  const float* tab = table.typed_data();
+  const int32_t* row = rows.typed_data();
+  const int32_t* typ = etype.typed_data();
+  const bool* msk = emask.typed_data();
+  const int32_t* rcv = receivers.typed_data();
+  if (auto err = CheckShapes(num_rows, d, num_slots, num_receivers, k_types, row, typ, msk,
+                             rcv);
+      err.failure())
+    return err;
+  const float* dst = dst_logit.typed_data();
+  const float* self = self_logit.typed_data();
+  const float* u = u_src.typed_data();
+  float* out = pooled->typed_data();
+  float* a_self = alpha_self->typed_data();
+  float* a_edge = alpha_edge->typed_data();
+  float* pre = pre_edge->typed_data();
+  std::fill(out, out + num_receivers * d, 0.f);
+  std::fill(a_self, a_self + num_receivers * k_types, 1.f);   // receivers without edges
+  std::fill(a_edge, a_edge + num_slots, 0.f);
+  std::fill(pre, pre + num_slots, 0.f);
+
+  auto work = [&](int, int64_t begin, int64_t end) {
+    std::vector<float> logit(static_cast<size_t>(end - begin));
+    std::vector<float> m(k_types), z(k_types);
+    for (int64_t a = begin; a < end;) {
+      const int32_t r = rcv[a];
+      int64_t b = a;
+      while (b < end && rcv[b] == r) ++b;
+      bool any = false;
+      for (int64_t k = 0; k < k_types; ++k) m[k] = self[r * k_types + k];
+      for (int64_t e = a; e < b; ++e) {
+        if (e + 2 < b && msk[e + 2]) PrefetchRow(tab + int64_t(row[e + 2]) * d, d);
+        if (!msk[e]) continue;
+        any = true;
+        const int32_t k = typ[e];
+        const float p = dst[r * k_types + k] + Dot(tab + int64_t(row[e]) * d, u + k * d, d);
+        const float l = p > 0.f ? p : slope * p;
+        pre[e] = p;
+        logit[e - begin] = l;
+        m[k] = std::max(m[k], l);
+      }
+      if (any) {
+        for (int64_t k = 0; k < k_types; ++k) z[k] = std::exp(self[r * k_types + k] - m[k]);
+        for (int64_t e = a; e < b; ++e)
+          if (msk[e]) {
+            const float w = std::exp(logit[e - begin] - m[typ[e]]);
+            a_edge[e] = w;
+            z[typ[e]] += w;
+          }
+        for (int64_t k = 0; k < k_types; ++k)
+          a_self[r * k_types + k] = std::exp(self[r * k_types + k] - m[k]) / z[k];
+        float* o = out + int64_t(r) * d;
+        for (int64_t e = a; e < b; ++e)
+          if (msk[e]) {
+            a_edge[e] /= z[typ[e]];
+            Axpy(a_edge[e], tab + int64_t(row[e]) * d, o, d);
+          }
+      }
+      a = b;
+    }
+  };
+  RunParts(SplitRuns(rcv, num_slots, NumParts(threads, num_slots)), work);
+  return ffi::Error::Success();
+}
+
+ffi::Error GatBackward(ffi::Buffer<ffi::F32> table, ffi::Buffer<ffi::S32> rows,
+                       ffi::Buffer<ffi::S32> etype, ffi::Buffer<ffi::PRED> emask,
+                       ffi::Buffer<ffi::S32> receivers, ffi::Buffer<ffi::F32> alpha_self,
+                       ffi::Buffer<ffi::F32> alpha_edge, ffi::Buffer<ffi::F32> pre_edge,
+                       ffi::Buffer<ffi::F32> g_pooled, ffi::Buffer<ffi::F32> g_alpha_self,
+                       float slope, int64_t threads,
+                       ffi::ResultBuffer<ffi::F32> g_dst_logit,
+                       ffi::ResultBuffer<ffi::F32> g_self_logit,
+                       ffi::ResultBuffer<ffi::F32> g_u_src) {
+  const int64_t d = table.dimensions()[1];
+  const int64_t num_slots = rows.element_count();
+  const int64_t num_receivers = alpha_self.dimensions()[0];
+  const int64_t k_types = alpha_self.dimensions()[1];
+  const float* tab = table.typed_data();
+  const int32_t* row = rows.typed_data();
+  const int32_t* typ = etype.typed_data();
+  const bool* msk = emask.typed_data();
+  const int32_t* rcv = receivers.typed_data();
+  const float* a_self = alpha_self.typed_data();
+  const float* a_edge = alpha_edge.typed_data();
+  const float* pre = pre_edge.typed_data();
+  const float* g = g_pooled.typed_data();
+  const float* g_as = g_alpha_self.typed_data();
+  float* g_dst = g_dst_logit->typed_data();
+  float* g_self = g_self_logit->typed_data();
+  float* g_u = g_u_src->typed_data();
+  std::fill(g_dst, g_dst + num_receivers * k_types, 0.f);
+  std::fill(g_self, g_self + num_receivers * k_types, 0.f);   // alpha_self = 1: no gradient
+
+  const auto cuts = SplitRuns(rcv, num_slots, NumParts(threads, num_slots));
+  const int parts = static_cast<int>(cuts.size()) - 1;
+  std::vector<std::vector<float>> partial(parts, std::vector<float>(k_types * d, 0.f));
+  auto work = [&](int part, int64_t begin, int64_t end) {
+    float* du = partial[part].data();
+    std::vector<float> dalpha(static_cast<size_t>(end - begin));
+    std::vector<float> c(k_types);
+    for (int64_t a = begin; a < end;) {
+      const int32_t r = rcv[a];
+      int64_t b = a;
+      while (b < end && rcv[b] == r) ++b;
+      const float* gr = g + int64_t(r) * d;
+      bool any = false;
+      for (int64_t k = 0; k < k_types; ++k)
+        c[k] = a_self[r * k_types + k] * g_as[r * k_types + k];
+      for (int64_t e = a; e < b; ++e) {
+        if (e + 2 < b && msk[e + 2]) PrefetchRow(tab + int64_t(row[e + 2]) * d, d);
+        if (!msk[e]) continue;
+        any = true;
+        const float da = Dot(tab + int64_t(row[e]) * d, gr, d);
+        dalpha[e - begin] = da;
+        c[typ[e]] += a_edge[e] * da;
+      }
+      if (any) {
+        for (int64_t k = 0; k < k_types; ++k)
+          g_self[r * k_types + k] =
+              a_self[r * k_types + k] * (g_as[r * k_types + k] - c[k]);
+        for (int64_t e = a; e < b; ++e) {
+          if (!msk[e]) continue;
+          const int32_t k = typ[e];
+          const float dl = a_edge[e] * (dalpha[e - begin] - c[k]);
+          const float dp = pre[e] > 0.f ? dl : slope * dl;
+          g_dst[r * k_types + k] += dp;
+          Axpy(dp, tab + int64_t(row[e]) * d, du + k * d, d);
+        }
+      }
+      a = b;
+    }
+  };
+  RunParts(cuts, work);
+  std::fill(g_u, g_u + k_types * d, 0.f);
+  for (const auto& p : partial)
+    for (int64_t i = 0; i < k_types * d; ++i) g_u[i] += p[i];
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LineGatForward, GatForward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // table [C, d]
+                                  .Arg<ffi::Buffer<ffi::S32>>()    // rows [E]
+                                  .Arg<ffi::Buffer<ffi::S32>>()    // etype [E]
+                                  .Arg<ffi::Buffer<ffi::PRED>>()   // emask [E]
+                                  .Arg<ffi::Buffer<ffi::S32>>()    // receivers [E]
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // dst_logit [R, K]
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // self_logit [R, K]
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // u_src [K, d]
+                                  .Attr<float>("negative_slope")
+                                  .Attr<int64_t>("threads")
+                                  .Ret<ffi::Buffer<ffi::F32>>()    // pooled [R, d]
+                                  .Ret<ffi::Buffer<ffi::F32>>()    // alpha_self [R, K]
+                                  .Ret<ffi::Buffer<ffi::F32>>()    // alpha_edge [E]
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // pre_edge [E]
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LineGatBackward, GatBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // table [C, d]
+                                  .Arg<ffi::Buffer<ffi::S32>>()    // rows [E]
+                                  .Arg<ffi::Buffer<ffi::S32>>()    // etype [E]
+                                  .Arg<ffi::Buffer<ffi::PRED>>()   // emask [E]
+                                  .Arg<ffi::Buffer<ffi::S32>>()    // receivers [E]
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // alpha_self [R, K]
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // alpha_edge [E]
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // pre_edge [E]
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // g_pooled [R, d]
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // g_alpha_self [R, K]
+                                  .Attr<float>("negative_slope")
+                                  .Attr<int64_t>("threads")
+                                  .Ret<ffi::Buffer<ffi::F32>>()    // g_dst_logit [R, K]
+                                  .Ret<ffi::Buffer<ffi::F32>>()    // g_self_logit [R, K]
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // g_u_src [K, d]
