@@ -50,14 +50,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.leaky_relu_slope = 0.2   # GAT attention nonlinearity
   c.model.table_dtype = "auto"      # teacher-2 tables on the device: "" = as stored in the
                                    # cache (float16 by default), "bfloat16", "float32", or
-                                   # "auto": float32 on CPU while both tables fit in
+                                   # "auto": as stored where the CPU kernel (cpu_kernel) reads
+                                   # them; else float32 on CPU while both tables fit in
                                    # cpu_table_budget_gib (XLA:CPU would otherwise convert
-                                   # every gathered row, every step), else as stored
+                                   # every gathered row, every step); else as stored
   c.model.cpu_table_budget_gib = 2.0
   c.model.cpu_kernel = "auto"      # G's edge attention on the fused CPU kernel
                                    # (line_jax.kernels, compiled on first use): "auto" = on
-                                   # the CPU backend when it builds and the table is float32,
-                                   # "on" (error if it cannot), "off" (the XLA path)
+                                   # the CPU backend when it builds and the table is float32
+                                   # or float16, "on" (error if it cannot), "off" (XLA path)
   c.model.cpu_kernel_threads = 0   # threads of that kernel; 0 = all cores
 
   c.graph = ml_collections.ConfigDict()

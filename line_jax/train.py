@@ -173,6 +173,10 @@ def resolve_table_dtype(config, teacher2) -> str:
   setting = str(config.model.table_dtype)
   if setting != "auto":
     return setting
+  stored = np.dtype(teacher2.concepts.dtype)
+  if (jax.default_backend() == "cpu" and str(config.model.cpu_kernel) != "off"
+      and stored in kernels.TABLE_DTYPES and kernels.available()):
+    return ""       # the fused kernel reads the stored rows (float16: half the bytes)
   rows = teacher2.concepts.shape[0] + teacher2.negated.shape[0]
   as_float32 = rows * teacher2.concepts.shape[1] * 4
   if (jax.default_backend() == "cpu"

@@ -40,15 +40,16 @@ class KernelTest(parameterized.TestCase):
     ref = reference_g(params, concepts, negated, table, recv, recv_neg, ids, mask, 0.2)
     np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-4, atol=1e-5)
 
-  @parameterized.product(threads=(1, 2), padding=(0, 24))
-  def test_values_and_gradients_match_the_xla_path(self, threads, padding):
+  @parameterized.product(threads=(1, 2), padding=(0, 24), dtype=("float32", "float16"))
+  def test_values_and_gradients_match_the_xla_path(self, threads, padding, dtype):
     needs_kernel(self)
     params, concepts, negated, table, recv, recv_neg, ids, mask = random_setup(
         5, num_concepts=60, d_c=16, d=8, num_types=4, fanout=4, n_recv=40)
     mask[::7] = False                 # receivers without any neighbour: a self loop only
     need = graph_lib.num_edges(mask, 4)
     g = graph_lib.build_graph(recv, recv_neg, ids, mask, need + padding, 4)
-    c, n = jnp.asarray(concepts), jnp.asarray(negated)
+    # float16 rows: the kernel widens them exactly, as the XLA path's astype does.
+    c, n = jnp.asarray(concepts, dtype), jnp.asarray(negated, dtype)
 
     def run(kernel):
       def f(p):
@@ -95,13 +96,17 @@ class KernelTest(parameterized.TestCase):
     table32 = jnp.zeros((4, 3), jnp.float32)
     table16 = jnp.zeros((4, 3), jnp.float16)
     self.assertFalse(kernels.use_kernel("off", table32))
-    self.assertFalse(kernels.use_kernel("auto", table16))
+    table_bf16 = jnp.zeros((4, 3), jnp.bfloat16)
+    self.assertFalse(kernels.use_kernel("off", table16))
+    self.assertFalse(kernels.use_kernel("auto", table_bf16))
     with self.assertRaisesRegex(ValueError, "model.cpu_kernel='fast'"):
       kernels.use_kernel("fast", table32)
-    with self.assertRaisesRegex(RuntimeError, "float16"):
-      kernels.use_kernel("on", table16)
+    with self.assertRaisesRegex(RuntimeError, "bfloat16"):
+      kernels.use_kernel("on", table_bf16)
     if kernels.available() and jax.default_backend() == "cpu":
       self.assertTrue(kernels.use_kernel("auto", table32))
+      self.assertTrue(kernels.use_kernel("auto", table16))
+      self.assertTrue(kernels.use_kernel("on", np.float16))
 
   def test_bad_rows_are_refused(self):
     needs_kernel(self)

@@ -154,19 +154,24 @@ class LossFunctionTest(parameterized.TestCase):
 class TableDtypeTest(parameterized.TestCase):
 
   @parameterized.parameters(
-      ("auto", 1.0, "float32"),      # CPU, fits the budget: compute dtype once, up front
-      ("auto", 1e-6, ""),            # over the budget: as stored
-      ("bfloat16", 1.0, "bfloat16"), ("", 1.0, ""))
-  def test_resolve(self, setting, budget_gib, expected):
+      ("auto", "off", 1.0, "float32"),   # CPU, XLA path, fits the budget: convert once
+      ("auto", "off", 1e-6, ""),         # over the budget: as stored
+      ("auto", "auto", 1.0, ""),         # the fused kernel reads float16 rows as they are
+      ("bfloat16", "auto", 1.0, "bfloat16"), ("", "off", 1.0, ""))
+  def test_resolve(self, setting, kernel, budget_gib, expected):
     from line_jax import config as config_lib
     from line_jax import embeddings
+    from line_jax import kernels
     config = config_lib.base_config()
     config.model.table_dtype = setting
+    config.model.cpu_kernel = kernel
     config.model.cpu_table_budget_gib = budget_gib
     table = np.zeros((100, 16), np.float16)
     teacher = embeddings.TeacherEmbeddings(table[:1], table, table, {}, "<memory>")
     if jax.default_backend() != "cpu":
-      self.skipTest("'auto' resolves to float32 on CPU only")
+      self.skipTest("'auto' resolves on CPU only")
+    if kernel == "auto" and setting == "auto" and not kernels.available():
+      expected = "float32"
     self.assertEqual(train.resolve_table_dtype(config, teacher), expected)
 
 

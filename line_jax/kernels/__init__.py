@@ -13,8 +13,8 @@ kernel is compiled with the system's C++ compiler the first time it is needed, i
 `$LINE_JAX_CACHE` (default ~/.cache/line_jax)/kernels, keyed by the source, the jaxlib
 version and the CPU. Where that fails (no compiler, say), `available()` is False with the
 reason, and the model keeps the XLA path: config `model.cpu_kernel` = "auto" (the default:
-the kernel on CPU when it builds and the table is float32), "on" (fail if it cannot be used)
-or "off".
+the kernel on CPU when it builds and the table is float32 or float16), "on" (fail if it
+cannot be used) or "off".
 """
 
 from __future__ import annotations
@@ -108,8 +108,12 @@ def unavailable_reason() -> Optional[str]:
   return _STATE["error"]
 
 
-def use_kernel(setting: str, table: jax.Array) -> bool:
-  """Whether G runs on the kernel, for config `model.cpu_kernel` and this table."""
+TABLE_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
+
+
+def use_kernel(setting: str, table) -> bool:
+  """Whether G runs on the kernel, for config `model.cpu_kernel` and a concept table (or its
+  dtype): float32 or float16 rows (float16 ones are widened exactly, at half the bytes)."""
   if setting not in ("auto", "on", "off"):
     raise ValueError(f"model.cpu_kernel={setting!r}: expected 'auto', 'on' or 'off'")
   if setting == "off":
@@ -117,8 +121,9 @@ def use_kernel(setting: str, table: jax.Array) -> bool:
   reasons = []
   if jax.default_backend() != "cpu":
     reasons.append(f"the backend is {jax.default_backend()}")
-  if table.dtype != jnp.float32:
-    reasons.append(f"the concept table is {table.dtype} (the kernel reads float32)")
+  dtype = np.dtype(table) if isinstance(table, (np.dtype, type, str)) else table.dtype
+  if dtype not in TABLE_DTYPES:
+    reasons.append(f"the concept table is {dtype} (the kernel reads float32 or float16)")
   if not reasons and not available():
     reasons.append(unavailable_reason())
   if reasons and setting == "on":
@@ -189,7 +194,7 @@ def neighbour_attention(table: jax.Array, rows: jax.Array, etype: jax.Array,
                         threads: int = 0):
   """(sum_e alpha_e x_e per receiver [R, d], alpha_self [R, K]) on the fused kernel.
 
-  table [C, d] float32 (frozen: no gradient); rows, etype, emask, receivers [E] (the edge
+  table [C, d] float32 or float16 (frozen: no gradient); rows, etype, emask, receivers [E] (the edge
   slots of `line_jax.graph.build_graph`: receivers sorted); dst_logit [R, K] (a^k_dst . W_c x_r),
   self_logit [R, K] (the self loop's LeakyReLU'd logit), u_src [K, d] (a^k_src mapped to the
   input space). Differentiable in dst_logit, self_logit and u_src. threads: 0 = all cores.

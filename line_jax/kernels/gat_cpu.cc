@@ -18,14 +18,50 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <thread>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace ffi = xla::ffi;
 
 namespace {
+
+// Table rows are float32 or float16 (Half): float16 rows are widened exactly on load, so
+// both give the same values, and float16 halves the bytes read.
+struct Half {
+  uint16_t bits;
+};
+
+inline float HalfToFloat(uint16_t h) {
+#if defined(__F16C__)
+  return _cvtsh_ss(h);
+#else
+  const uint32_t sign = uint32_t(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000 | (man << 13);                       // inf / nan
+  } else if (exp == 0) {
+    if (man == 0) {
+      bits = sign;                                                 // zero
+    } else {                                                       // subnormal
+      exp = 127 - 15 + 1;
+      while (!(man & 0x400)) { man <<= 1; --exp; }
+      bits = sign | (exp << 23) | ((man & 0x3ff) << 13);
+    }
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+#endif
+}
 
 inline float Dot(const float* a, const float* b, int64_t d) {
   float s = 0.f;
@@ -37,8 +73,43 @@ inline void Axpy(float w, const float* x, float* y, int64_t d) {
   for (int64_t c = 0; c < d; ++c) y[c] += w * x[c];
 }
 
-inline void PrefetchRow(const float* row, int64_t d) {
-  for (int64_t c = 0; c < d; c += 16) __builtin_prefetch(row + c, 0, 1);
+inline float Dot(const Half* a, const float* b, int64_t d) {
+  const uint16_t* h = &a->bits;
+  int64_t c = 0;
+  float s = 0.f;
+#if defined(__F16C__) && defined(__AVX2__) && defined(__FMA__)
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  for (; c + 16 <= d; c += 16) {
+    const __m256 x0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + c)));
+    const __m256 x1 =
+        _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + c + 8)));
+    acc0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(b + c), acc0);
+    acc1 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(b + c + 8), acc1);
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, _mm256_add_ps(acc0, acc1));
+  for (float v : lanes) s += v;
+#endif
+  for (; c < d; ++c) s += HalfToFloat(h[c]) * b[c];
+  return s;
+}
+
+inline void Axpy(float w, const Half* x, float* y, int64_t d) {
+  const uint16_t* h = &x->bits;
+  int64_t c = 0;
+#if defined(__F16C__) && defined(__AVX2__) && defined(__FMA__)
+  const __m256 wv = _mm256_set1_ps(w);
+  for (; c + 8 <= d; c += 8) {
+    const __m256 xv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + c)));
+    _mm256_storeu_ps(y + c, _mm256_fmadd_ps(wv, xv, _mm256_loadu_ps(y + c)));
+  }
+#endif
+  for (; c < d; ++c) y[c] += w * HalfToFloat(h[c]);
+}
+
+template <typename T>
+inline void PrefetchRow(const T* row, int64_t d) {
+  for (int64_t c = 0; c < d; c += 64 / sizeof(T)) __builtin_prefetch(row + c, 0, 1);
 }
 
 // Receiver runs [start, end) of the slots, split into `parts` contiguous groups of about
@@ -83,7 +154,8 @@ ffi::Error CheckShapes(int64_t num_rows, int64_t d, int64_t num_slots, int64_t n
   return ffi::Error::Success();
 }
 
-ffi::Error GatForward(ffi::Buffer<ffi::F32> table, ffi::Buffer<ffi::S32> rows,
+template <typename T>
+ffi::Error GatForwardImpl(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
                       ffi::Buffer<ffi::S32> etype, ffi::Buffer<ffi::PRED> emask,
                       ffi::Buffer<ffi::S32> receivers, ffi::Buffer<ffi::F32> dst_logit,
                       ffi::Buffer<ffi::F32> self_logit, ffi::Buffer<ffi::F32> u_src,
@@ -95,7 +167,7 @@ ffi::Error GatForward(ffi::Buffer<ffi::F32> table, ffi::Buffer<ffi::S32> rows,
   const int64_t num_rows = table.dimensions()[0], d = table.dimensions()[1];
   const int64_t num_slots = rows.element_count();
   const int64_t num_receivers = dst_logit.dimensions()[0], k_types = dst_logit.dimensions()[1];
-  const float* tab = table.typed_data();
+  const T* tab = static_cast<const T*>(table.untyped_data());
   const int32_t* row = rows.typed_data();
   const int32_t* typ = etype.typed_data();
   const bool* msk = emask.typed_data();
@@ -160,7 +232,8 @@ ffi::Error GatForward(ffi::Buffer<ffi::F32> table, ffi::Buffer<ffi::S32> rows,
   return ffi::Error::Success();
 }
 
-ffi::Error GatBackward(ffi::Buffer<ffi::F32> table, ffi::Buffer<ffi::S32> rows,
+template <typename T>
+ffi::Error GatBackwardImpl(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
                        ffi::Buffer<ffi::S32> etype, ffi::Buffer<ffi::PRED> emask,
                        ffi::Buffer<ffi::S32> receivers, ffi::Buffer<ffi::F32> alpha_self,
                        ffi::Buffer<ffi::F32> alpha_edge, ffi::Buffer<ffi::F32> pre_edge,
@@ -173,7 +246,7 @@ ffi::Error GatBackward(ffi::Buffer<ffi::F32> table, ffi::Buffer<ffi::S32> rows,
   const int64_t num_slots = rows.element_count();
   const int64_t num_receivers = alpha_self.dimensions()[0];
   const int64_t k_types = alpha_self.dimensions()[1];
-  const float* tab = table.typed_data();
+  const T* tab = static_cast<const T*>(table.untyped_data());
   const int32_t* row = rows.typed_data();
   const int32_t* typ = etype.typed_data();
   const bool* msk = emask.typed_data();
@@ -235,11 +308,56 @@ ffi::Error GatBackward(ffi::Buffer<ffi::F32> table, ffi::Buffer<ffi::S32> rows,
   return ffi::Error::Success();
 }
 
+ffi::Error GatForward(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
+                      ffi::Buffer<ffi::S32> etype, ffi::Buffer<ffi::PRED> emask,
+                      ffi::Buffer<ffi::S32> receivers, ffi::Buffer<ffi::F32> dst_logit,
+                      ffi::Buffer<ffi::F32> self_logit, ffi::Buffer<ffi::F32> u_src,
+                      float slope, int64_t threads, ffi::ResultBuffer<ffi::F32> pooled,
+                      ffi::ResultBuffer<ffi::F32> alpha_self,
+                      ffi::ResultBuffer<ffi::F32> alpha_edge,
+                      ffi::ResultBuffer<ffi::F32> pre_edge) {
+  switch (table.element_type()) {
+    case ffi::F32:
+      return GatForwardImpl<float>(table, rows, etype, emask, receivers, dst_logit,
+                                   self_logit, u_src, slope, threads, pooled, alpha_self,
+                                   alpha_edge, pre_edge);
+    case ffi::F16:
+      return GatForwardImpl<Half>(table, rows, etype, emask, receivers, dst_logit,
+                                      self_logit, u_src, slope, threads, pooled, alpha_self,
+                                      alpha_edge, pre_edge);
+    default:
+      return ffi::Error::InvalidArgument("the concept table must be float32 or float16");
+  }
+}
+
+ffi::Error GatBackward(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
+                       ffi::Buffer<ffi::S32> etype, ffi::Buffer<ffi::PRED> emask,
+                       ffi::Buffer<ffi::S32> receivers, ffi::Buffer<ffi::F32> alpha_self,
+                       ffi::Buffer<ffi::F32> alpha_edge, ffi::Buffer<ffi::F32> pre_edge,
+                       ffi::Buffer<ffi::F32> g_pooled, ffi::Buffer<ffi::F32> g_alpha_self,
+                       float slope, int64_t threads,
+                       ffi::ResultBuffer<ffi::F32> g_dst_logit,
+                       ffi::ResultBuffer<ffi::F32> g_self_logit,
+                       ffi::ResultBuffer<ffi::F32> g_u_src) {
+  switch (table.element_type()) {
+    case ffi::F32:
+      return GatBackwardImpl<float>(table, rows, etype, emask, receivers, alpha_self,
+                                    alpha_edge, pre_edge, g_pooled, g_alpha_self, slope,
+                                    threads, g_dst_logit, g_self_logit, g_u_src);
+    case ffi::F16:
+      return GatBackwardImpl<Half>(table, rows, etype, emask, receivers, alpha_self,
+                                       alpha_edge, pre_edge, g_pooled, g_alpha_self, slope,
+                                       threads, g_dst_logit, g_self_logit, g_u_src);
+    default:
+      return ffi::Error::InvalidArgument("the concept table must be float32 or float16");
+  }
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LineGatForward, GatForward,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()    // table [C, d]
+                                  .Arg<ffi::AnyBuffer>()           // table [C, d] f32 / f16
                                   .Arg<ffi::Buffer<ffi::S32>>()    // rows [E]
                                   .Arg<ffi::Buffer<ffi::S32>>()    // etype [E]
                                   .Arg<ffi::Buffer<ffi::PRED>>()   // emask [E]
@@ -256,7 +374,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LineGatForward, GatForward,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LineGatBackward, GatBackward,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()    // table [C, d]
+                                  .Arg<ffi::AnyBuffer>()           // table [C, d] f32 / f16
                                   .Arg<ffi::Buffer<ffi::S32>>()    // rows [E]
                                   .Arg<ffi::Buffer<ffi::S32>>()    // etype [E]
                                   .Arg<ffi::Buffer<ffi::PRED>>()   // emask [E]
