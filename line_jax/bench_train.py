@@ -105,9 +105,13 @@ def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: f
   loop_s = (time.perf_counter() - t0) / n
   step_s = float(np.median(times))
   compilations = train_lib.COMPILATIONS["train_step"] - compiled_before
-  kernels = count_kernels(trainer.train_step.lower(     # traces again: counted above
-      state, train_lib.shard_batch(batches[0], trainer.mesh), trainer.concept_table,
-      trainer.negated_table).compile().as_text())
+  lower_args = (state, train_lib.shard_batch(batches[0], trainer.mesh), trainer.concept_table,
+                trainer.negated_table)
+  kernels = count_kernels(trainer.train_step.lower(*lower_args).compile().as_text())
+  # A GPU runs the XLA path (the fused kernel is CPU-only): its kernel count, for projections.
+  xla_step = train_lib.make_train_step(cfg, num_relations, trainer.mesh, trainer.optimizer,
+                                       cpu_kernel=False)
+  kernels_xla = count_kernels(xla_step.lower(*lower_args).compile().as_text())
   sh = trainer.builder.shapes
   edges = sh.edges
   return {
@@ -123,6 +127,7 @@ def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: f
       "compile_s": compile_s,
       "compilations": compilations,
       "kernels_per_step": kernels,
+      "kernels_per_step_xla_path": kernels_xla,
       **step_cost(sh, dim, num_relations),
   }
 
