@@ -106,7 +106,7 @@ def aggregate_neighbourhoods(params: dict, graph: jraph.GraphsTuple,
 
   cpu_kernel: compute the edge part on the fused CPU kernel of `line_jax.kernels` instead
   (same value; one read of each neighbour row per direction, no slab; the caller checks it
-  can be used: `kernels.use_kernel`), on `kernel_threads` threads (0: all cores).
+  can be used: `kernels.use_kernel`), on `kernel_threads` threads (0: the usable cores).
   """
   w = params["concept_proj"]["w"]                               # [d_c, d]
   # The attention vectors mapped back to the input space, as [K, d_c] rows: the gradient of

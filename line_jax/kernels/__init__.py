@@ -197,7 +197,8 @@ def neighbour_attention(table: jax.Array, rows: jax.Array, etype: jax.Array,
   table [C, d] float32 or float16 (frozen: no gradient); rows, etype, emask, receivers [E] (the edge
   slots of `line_jax.graph.build_graph`: receivers sorted); dst_logit [R, K] (a^k_dst . W_c x_r),
   self_logit [R, K] (the self loop's LeakyReLU'd logit), u_src [K, d] (a^k_src mapped to the
-  input space). Differentiable in dst_logit, self_logit and u_src. threads: 0 = all cores.
+  input space). Differentiable in dst_logit, self_logit and u_src. threads: 0 = the
+  usable cores (`usable_cores`).
   """
   if not available():
     raise RuntimeError(f"the CPU attention kernel is unavailable: {unavailable_reason()}")
@@ -205,4 +206,14 @@ def neighbour_attention(table: jax.Array, rows: jax.Array, etype: jax.Array,
           receivers.astype(jnp.int32), dst_logit.astype(jnp.float32),
           self_logit.astype(jnp.float32), u_src.astype(jnp.float32))
   axes = set().union(*(jax.typeof(a).mat.varying for a in args))
-  return _attention(*(_vary(a, axes) for a in args), float(negative_slope), int(threads))
+  return _attention(*(_vary(a, axes) for a in args), float(negative_slope),
+                    int(threads) or usable_cores())
+
+
+def usable_cores() -> int:
+  """The cores this process may run on (its affinity mask, which a container's CPU limit
+  often sets, not the machine's count)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except (AttributeError, OSError):
+    return os.cpu_count() or 1
