@@ -107,10 +107,29 @@ inline void Axpy(float w, const Half* x, float* y, int64_t d) {
   for (; c < d; ++c) y[c] += w * HalfToFloat(h[c]);
 }
 
-template <typename T>
-inline void PrefetchRow(const T* row, int64_t d) {
-  for (int64_t c = 0; c < d; c += 64 / sizeof(T)) __builtin_prefetch(row + c, 0, 1);
+inline void Prefetch(const char* row, int64_t bytes) {
+  for (int64_t c = 0; c < bytes; c += 64) __builtin_prefetch(row + c, 0, 1);
 }
+
+// The concept table's rows, float32 or float16 (the branch is per row, not per element).
+struct TableRows {
+  const void* data;
+  int64_t d;
+  bool half;
+
+  const float* F32(int32_t r) const { return static_cast<const float*>(data) + int64_t(r) * d; }
+  const Half* F16(int32_t r) const { return static_cast<const Half*>(data) + int64_t(r) * d; }
+  float Dot(int32_t r, const float* b) const {
+    return half ? ::Dot(F16(r), b, d) : ::Dot(F32(r), b, d);
+  }
+  void Axpy(float w, int32_t r, float* y) const {
+    half ? ::Axpy(w, F16(r), y, d) : ::Axpy(w, F32(r), y, d);
+  }
+  void Prefetch(int32_t r) const {
+    ::Prefetch(half ? reinterpret_cast<const char*>(F16(r)) : reinterpret_cast<const char*>(F32(r)),
+               d * (half ? 2 : 4));
+  }
+};
 
 // Receiver runs [start, end) of the slots, split into `parts` contiguous groups of about
 // equal size, cut only between runs.
@@ -140,22 +159,39 @@ int NumParts(int64_t threads, int64_t num_slots) {
   return static_cast<int>(n);
 }
 
-ffi::Error CheckShapes(int64_t num_rows, int64_t d, int64_t num_slots, int64_t num_receivers,
-                       int64_t num_types, const int32_t* rows, const int32_t* etype,
-                       const bool* emask, const int32_t* receivers) {
-  for (int64_t e = 0; e < num_slots; ++e) {
-    if (receivers[e] < 0 || receivers[e] >= num_receivers ||
-        (e > 0 && receivers[e] < receivers[e - 1]))
+// The table and the edge slots, both handlers' first arguments, checked: a bad row index
+// would read outside the table.
+struct Edges {
+  TableRows tab;
+  const int32_t* row;
+  const int32_t* typ;
+  const bool* msk;
+  const int32_t* rcv;
+  int64_t num_slots;
+};
+
+ffi::Error ReadEdges(const ffi::AnyBuffer& table, const ffi::Buffer<ffi::S32>& rows,
+                     const ffi::Buffer<ffi::S32>& etype, const ffi::Buffer<ffi::PRED>& emask,
+                     const ffi::Buffer<ffi::S32>& receivers, int64_t num_receivers,
+                     int64_t num_types, Edges* out) {
+  if (table.element_type() != ffi::F32 && table.element_type() != ffi::F16)
+    return ffi::Error::InvalidArgument("the concept table must be float32 or float16");
+  const int64_t num_rows = table.dimensions()[0], d = table.dimensions()[1];
+  *out = Edges{TableRows{table.untyped_data(), d, table.element_type() == ffi::F16},
+               rows.typed_data(), etype.typed_data(), emask.typed_data(),
+               receivers.typed_data(), static_cast<int64_t>(rows.element_count())};
+  for (int64_t e = 0; e < out->num_slots; ++e) {
+    const int32_t r = out->rcv[e];
+    if (r < 0 || r >= num_receivers || (e > 0 && r < out->rcv[e - 1]))
       return ffi::Error::InvalidArgument("edge receivers must be sorted and in [0, R)");
-    if (emask[e] && (rows[e] < 0 || rows[e] >= num_rows || etype[e] < 0 ||
-                     etype[e] >= num_types))
+    if (out->msk[e] && (out->row[e] < 0 || out->row[e] >= num_rows || out->typ[e] < 0 ||
+                        out->typ[e] >= num_types))
       return ffi::Error::InvalidArgument("edge row or type out of range");
   }
   return ffi::Error::Success();
 }
 
-template <typename T>
-ffi::Error GatForwardImpl(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
+ffi::Error GatForward(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
                       ffi::Buffer<ffi::S32> etype, ffi::Buffer<ffi::PRED> emask,
                       ffi::Buffer<ffi::S32> receivers, ffi::Buffer<ffi::F32> dst_logit,
                       ffi::Buffer<ffi::F32> self_logit, ffi::Buffer<ffi::F32> u_src,
@@ -164,18 +200,17 @@ ffi::Error GatForwardImpl(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
                       ffi::ResultBuffer<ffi::F32> alpha_self,
                       ffi::ResultBuffer<ffi::F32> alpha_edge,
                       ffi::ResultBuffer<ffi::F32> pre_edge) {
-  const int64_t num_rows = table.dimensions()[0], d = table.dimensions()[1];
-  const int64_t num_slots = rows.element_count();
+  const int64_t d = table.dimensions()[1];
   const int64_t num_receivers = dst_logit.dimensions()[0], k_types = dst_logit.dimensions()[1];
-  const T* tab = static_cast<const T*>(table.untyped_data());
-  const int32_t* row = rows.typed_data();
-  const int32_t* typ = etype.typed_data();
-  const bool* msk = emask.typed_data();
-  const int32_t* rcv = receivers.typed_data();
-  if (auto err = CheckShapes(num_rows, d, num_slots, num_receivers, k_types, row, typ, msk,
-                             rcv);
+  Edges edges;
+  if (auto err = ReadEdges(table, rows, etype, emask, receivers, num_receivers, k_types, &edges);
       err.failure())
     return err;
+  // (Named copies, not a structured binding: lambdas capture these by reference.)
+  const TableRows tab = edges.tab;
+  const int32_t *row = edges.row, *typ = edges.typ, *rcv = edges.rcv;
+  const bool* msk = edges.msk;
+  const int64_t num_slots = edges.num_slots;
   const float* dst = dst_logit.typed_data();
   const float* self = self_logit.typed_data();
   const float* u = u_src.typed_data();
@@ -198,11 +233,11 @@ ffi::Error GatForwardImpl(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
       bool any = false;
       for (int64_t k = 0; k < k_types; ++k) m[k] = self[r * k_types + k];
       for (int64_t e = a; e < b; ++e) {
-        if (e + 2 < b && msk[e + 2]) PrefetchRow(tab + int64_t(row[e + 2]) * d, d);
+        if (e + 2 < b && msk[e + 2]) tab.Prefetch(row[e + 2]);
         if (!msk[e]) continue;
         any = true;
         const int32_t k = typ[e];
-        const float p = dst[r * k_types + k] + Dot(tab + int64_t(row[e]) * d, u + k * d, d);
+        const float p = dst[r * k_types + k] + tab.Dot(row[e], u + k * d);
         const float l = p > 0.f ? p : slope * p;
         pre[e] = p;
         logit[e - begin] = l;
@@ -222,7 +257,7 @@ ffi::Error GatForwardImpl(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
         for (int64_t e = a; e < b; ++e)
           if (msk[e]) {
             a_edge[e] /= z[typ[e]];
-            Axpy(a_edge[e], tab + int64_t(row[e]) * d, o, d);
+            tab.Axpy(a_edge[e], row[e], o);
           }
       }
       a = b;
@@ -232,8 +267,7 @@ ffi::Error GatForwardImpl(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
   return ffi::Error::Success();
 }
 
-template <typename T>
-ffi::Error GatBackwardImpl(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
+ffi::Error GatBackward(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
                        ffi::Buffer<ffi::S32> etype, ffi::Buffer<ffi::PRED> emask,
                        ffi::Buffer<ffi::S32> receivers, ffi::Buffer<ffi::F32> alpha_self,
                        ffi::Buffer<ffi::F32> alpha_edge, ffi::Buffer<ffi::F32> pre_edge,
@@ -243,14 +277,16 @@ ffi::Error GatBackwardImpl(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
                        ffi::ResultBuffer<ffi::F32> g_self_logit,
                        ffi::ResultBuffer<ffi::F32> g_u_src) {
   const int64_t d = table.dimensions()[1];
-  const int64_t num_slots = rows.element_count();
-  const int64_t num_receivers = alpha_self.dimensions()[0];
-  const int64_t k_types = alpha_self.dimensions()[1];
-  const T* tab = static_cast<const T*>(table.untyped_data());
-  const int32_t* row = rows.typed_data();
-  const int32_t* typ = etype.typed_data();
-  const bool* msk = emask.typed_data();
-  const int32_t* rcv = receivers.typed_data();
+  const int64_t num_receivers = alpha_self.dimensions()[0], k_types = alpha_self.dimensions()[1];
+  Edges edges;
+  if (auto err = ReadEdges(table, rows, etype, emask, receivers, num_receivers, k_types, &edges);
+      err.failure())
+    return err;
+  // (Named copies, not a structured binding: lambdas capture these by reference.)
+  const TableRows tab = edges.tab;
+  const int32_t *row = edges.row, *typ = edges.typ, *rcv = edges.rcv;
+  const bool* msk = edges.msk;
+  const int64_t num_slots = edges.num_slots;
   const float* a_self = alpha_self.typed_data();
   const float* a_edge = alpha_edge.typed_data();
   const float* pre = pre_edge.typed_data();
@@ -278,10 +314,10 @@ ffi::Error GatBackwardImpl(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
       for (int64_t k = 0; k < k_types; ++k)
         c[k] = a_self[r * k_types + k] * g_as[r * k_types + k];
       for (int64_t e = a; e < b; ++e) {
-        if (e + 2 < b && msk[e + 2]) PrefetchRow(tab + int64_t(row[e + 2]) * d, d);
+        if (e + 2 < b && msk[e + 2]) tab.Prefetch(row[e + 2]);
         if (!msk[e]) continue;
         any = true;
-        const float da = Dot(tab + int64_t(row[e]) * d, gr, d);
+        const float da = tab.Dot(row[e], gr);
         dalpha[e - begin] = da;
         c[typ[e]] += a_edge[e] * da;
       }
@@ -295,7 +331,7 @@ ffi::Error GatBackwardImpl(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
           const float dl = a_edge[e] * (dalpha[e - begin] - c[k]);
           const float dp = pre[e] > 0.f ? dl : slope * dl;
           g_dst[r * k_types + k] += dp;
-          Axpy(dp, tab + int64_t(row[e]) * d, du + k * d, d);
+          tab.Axpy(dp, row[e], du + k * d);
         }
       }
       a = b;
@@ -308,60 +344,20 @@ ffi::Error GatBackwardImpl(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
   return ffi::Error::Success();
 }
 
-ffi::Error GatForward(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
-                      ffi::Buffer<ffi::S32> etype, ffi::Buffer<ffi::PRED> emask,
-                      ffi::Buffer<ffi::S32> receivers, ffi::Buffer<ffi::F32> dst_logit,
-                      ffi::Buffer<ffi::F32> self_logit, ffi::Buffer<ffi::F32> u_src,
-                      float slope, int64_t threads, ffi::ResultBuffer<ffi::F32> pooled,
-                      ffi::ResultBuffer<ffi::F32> alpha_self,
-                      ffi::ResultBuffer<ffi::F32> alpha_edge,
-                      ffi::ResultBuffer<ffi::F32> pre_edge) {
-  switch (table.element_type()) {
-    case ffi::F32:
-      return GatForwardImpl<float>(table, rows, etype, emask, receivers, dst_logit,
-                                   self_logit, u_src, slope, threads, pooled, alpha_self,
-                                   alpha_edge, pre_edge);
-    case ffi::F16:
-      return GatForwardImpl<Half>(table, rows, etype, emask, receivers, dst_logit,
-                                      self_logit, u_src, slope, threads, pooled, alpha_self,
-                                      alpha_edge, pre_edge);
-    default:
-      return ffi::Error::InvalidArgument("the concept table must be float32 or float16");
-  }
-}
-
-ffi::Error GatBackward(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
-                       ffi::Buffer<ffi::S32> etype, ffi::Buffer<ffi::PRED> emask,
-                       ffi::Buffer<ffi::S32> receivers, ffi::Buffer<ffi::F32> alpha_self,
-                       ffi::Buffer<ffi::F32> alpha_edge, ffi::Buffer<ffi::F32> pre_edge,
-                       ffi::Buffer<ffi::F32> g_pooled, ffi::Buffer<ffi::F32> g_alpha_self,
-                       float slope, int64_t threads,
-                       ffi::ResultBuffer<ffi::F32> g_dst_logit,
-                       ffi::ResultBuffer<ffi::F32> g_self_logit,
-                       ffi::ResultBuffer<ffi::F32> g_u_src) {
-  switch (table.element_type()) {
-    case ffi::F32:
-      return GatBackwardImpl<float>(table, rows, etype, emask, receivers, alpha_self,
-                                    alpha_edge, pre_edge, g_pooled, g_alpha_self, slope,
-                                    threads, g_dst_logit, g_self_logit, g_u_src);
-    case ffi::F16:
-      return GatBackwardImpl<Half>(table, rows, etype, emask, receivers, alpha_self,
-                                       alpha_edge, pre_edge, g_pooled, g_alpha_self, slope,
-                                       threads, g_dst_logit, g_self_logit, g_u_src);
-    default:
-      return ffi::Error::InvalidArgument("the concept table must be float32 or float16");
-  }
+// The arguments both handlers start with: the table and the edge slots.
+auto EdgeArgs() {
+  return ffi::Ffi::Bind()
+      .Arg<ffi::AnyBuffer>()           // table [C, d] f32 / f16
+      .Arg<ffi::Buffer<ffi::S32>>()    // rows [E]
+      .Arg<ffi::Buffer<ffi::S32>>()    // etype [E]
+      .Arg<ffi::Buffer<ffi::PRED>>()   // emask [E]
+      .Arg<ffi::Buffer<ffi::S32>>();   // receivers [E]
 }
 
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LineGatForward, GatForward,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()           // table [C, d] f32 / f16
-                                  .Arg<ffi::Buffer<ffi::S32>>()    // rows [E]
-                                  .Arg<ffi::Buffer<ffi::S32>>()    // etype [E]
-                                  .Arg<ffi::Buffer<ffi::PRED>>()   // emask [E]
-                                  .Arg<ffi::Buffer<ffi::S32>>()    // receivers [E]
+                              EdgeArgs()
                                   .Arg<ffi::Buffer<ffi::F32>>()    // dst_logit [R, K]
                                   .Arg<ffi::Buffer<ffi::F32>>()    // self_logit [R, K]
                                   .Arg<ffi::Buffer<ffi::F32>>()    // u_src [K, d]
@@ -373,12 +369,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LineGatForward, GatForward,
                                   .Ret<ffi::Buffer<ffi::F32>>());  // pre_edge [E]
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LineGatBackward, GatBackward,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()           // table [C, d] f32 / f16
-                                  .Arg<ffi::Buffer<ffi::S32>>()    // rows [E]
-                                  .Arg<ffi::Buffer<ffi::S32>>()    // etype [E]
-                                  .Arg<ffi::Buffer<ffi::PRED>>()   // emask [E]
-                                  .Arg<ffi::Buffer<ffi::S32>>()    // receivers [E]
+                              EdgeArgs()
                                   .Arg<ffi::Buffer<ffi::F32>>()    // alpha_self [R, K]
                                   .Arg<ffi::Buffer<ffi::F32>>()    // alpha_edge [E]
                                   .Arg<ffi::Buffer<ffi::F32>>()    // pre_edge [E]
