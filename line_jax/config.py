@@ -59,7 +59,7 @@ def base_config() -> ml_collections.ConfigDict:
                                    # (line_jax.kernels, compiled on first use): "auto" = on
                                    # the CPU backend when it builds and the table is float32
                                    # or float16, "on" (error if it cannot), "off" (XLA path)
-  c.model.cpu_kernel_threads = 0   # threads of that kernel; 0 = the cores this process may use
+  c.model.cpu_kernel_threads = 0   # threads of that kernel; 0 = the usable cores / local devices
 
   c.graph = ml_collections.ConfigDict()
   c.graph.relations = ml_collections.FieldReference(None, field_type=list)  # None: every type in the data

@@ -75,7 +75,10 @@ def make_loss_fn(config, num_types: int, mesh, cpu_kernel: bool = False):
   Sizes come from the batch's array shapes, so a grown capacity just retraces. cpu_kernel:
   G's edge attention on the fused CPU kernel (`Trainer` decides it: `kernels.use_kernel`)."""
   lc = config.loss
-  threads = int(config.model.cpu_kernel_threads)
+  # The kernel's threads: each local device of the mesh runs its own call, so they share
+  # the cores (4 host-CPU devices on 2 cores would otherwise start 8 threads per step).
+  threads = (int(config.model.cpu_kernel_threads)
+             or max(1, kernels.usable_cores() // len(mesh.local_devices)))
   normalize = bool(lc.normalize)
   slope = float(config.model.leaky_relu_slope)
 

@@ -17,6 +17,26 @@ from line_jax import model
 from test_model import random_setup, reference_g
 
 
+def dense_setup(seed, d_c=13, num_types=4, n_recv=600):
+  """A graph big enough for the kernel to split over threads (it gives each at least 256
+  edge slots), with d_c not a multiple of 8 (the float16 rows' scalar tail)."""
+  rng = np.random.default_rng(seed)
+  num_concepts, num_edges = 400, 3000
+  table = graph_lib.NeighbourTable.build(
+      rng.integers(0, num_concepts, num_edges), rng.integers(0, num_concepts, num_edges),
+      rng.integers(0, num_types, num_edges), num_concepts, num_types)
+  concepts = rng.normal(size=(num_concepts, d_c)).astype(np.float32)
+  negated = rng.normal(size=(num_concepts, d_c)).astype(np.float32)
+  params = model.init_params(jax.random.PRNGKey(seed), 4, d_c, 8, num_types, init="lecun")
+  params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.PRNGKey(seed + 1),
+                                                               p.shape), params)
+  receivers = rng.integers(0, num_concepts, n_recv)
+  recv_neg = rng.random(n_recv) < 0.3
+  ids, mask = graph_lib.sample_neighbours(table, receivers, 4, seed=seed, step=1)
+  mask[::7] = False                 # receivers without any neighbour: a self loop only
+  return params, concepts, negated, table, receivers, recv_neg, ids, mask
+
+
 def needs_kernel(test):
   if not kernels.available():
     test.skipTest(f"kernel unavailable: {kernels.unavailable_reason()}")
@@ -40,13 +60,16 @@ class KernelTest(parameterized.TestCase):
     ref = reference_g(params, concepts, negated, table, recv, recv_neg, ids, mask, 0.2)
     np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-4, atol=1e-5)
 
-  @parameterized.product(threads=(1, 2), padding=(0, 24), dtype=("float32", "float16"))
-  def test_values_and_gradients_match_the_xla_path(self, threads, padding, dtype):
+  @parameterized.product(threads=(1, 2, 5), padding=(0, 24), dtype=("float32", "float16"),
+                         zero_attention=(False, True))
+  def test_values_and_gradients_match_the_xla_path(self, threads, padding, dtype,
+                                                   zero_attention):
     needs_kernel(self)
-    params, concepts, negated, table, recv, recv_neg, ids, mask = random_setup(
-        5, num_concepts=60, d_c=16, d=8, num_types=4, fanout=4, n_recv=40)
-    mask[::7] = False                 # receivers without any neighbour: a self loop only
+    params, concepts, negated, table, recv, recv_neg, ids, mask = dense_setup(5)
+    if zero_attention:     # every pre-activation logit is exactly 0: LeakyReLU's kink
+      params["attention"] = jax.tree.map(jnp.zeros_like, params["attention"])
     need = graph_lib.num_edges(mask, 4)
+    self.assertGreater(need, 256 * threads)    # the kernel really splits into `threads`
     g = graph_lib.build_graph(recv, recv_neg, ids, mask, need + padding, 4)
     # float16 rows: the kernel widens them exactly, as the XLA path's astype does.
     c, n = jnp.asarray(concepts, dtype), jnp.asarray(negated, dtype)
@@ -61,13 +84,34 @@ class KernelTest(parameterized.TestCase):
     (loss_x, out_x), grads_x = run(False)
     (loss_k, out_k), grads_k = run(True)
     np.testing.assert_allclose(out_k, out_x, rtol=1e-5, atol=1e-6)
+    # Sums over hundreds of receivers in another order: an absolute tolerance relative to
+    # the largest gradient (with zero attention the a_dst gradient is 0 up to cancellation).
+    scale = max(float(jnp.abs(leaf).max()) for leaf in jax.tree.leaves(grads_x))
     for path, gx in jax.tree_util.tree_leaves_with_path(grads_x):
       gk = grads_k
       for key in path:
         gk = gk[key.key]
-      np.testing.assert_allclose(gk, gx, rtol=1e-4, atol=1e-5,
+      np.testing.assert_allclose(gk, gx, rtol=1e-4, atol=2e-6 * scale,
                                  err_msg=jax.tree_util.keystr(path))
     self.assertGreater(float(jnp.abs(grads_k["attention"]["src"]).max()), 0.0)
+
+  def test_more_threads_change_nothing(self):
+    needs_kernel(self)
+    params, concepts, negated, table, recv, recv_neg, ids, mask = dense_setup(9)
+    g = graph_lib.build_graph(recv, recv_neg, ids, mask, 0, 4)
+    c, n = jnp.asarray(concepts), jnp.asarray(negated)
+
+    def run(threads):
+      f = lambda p: model.graph_attention(p, g, c, n, len(recv), table.num_types,
+                                          cpu_kernel=True, kernel_threads=threads)
+      return f(params), jax.grad(lambda p: jnp.sum(jnp.tanh(f(p))))(params)
+
+    out1, grads1 = run(1)
+    for threads in (2, 7):
+      out, grads = run(threads)
+      np.testing.assert_array_equal(out, out1)       # each receiver has one owner
+      for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads1)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)   # du summed per thread
 
   def test_train_loss_and_gradients_match_the_xla_path(self):
     needs_kernel(self)
@@ -120,6 +164,16 @@ class KernelTest(parameterized.TestCase):
           params, bad, jnp.asarray(concepts), jnp.asarray(negated), len(recv),
           table.num_types, cpu_kernel=True))
 
+  def test_mismatched_lengths_are_refused(self):
+    needs_kernel(self)
+    table = jnp.ones((10, 3), jnp.float32)
+    rows = jnp.zeros(8, jnp.int32)
+    logits = jnp.zeros((2, 2), jnp.float32)
+    with self.assertRaisesRegex(Exception, "differ in length"):
+      jax.block_until_ready(kernels.neighbour_attention(
+          table, rows, jnp.zeros(5, jnp.int32), jnp.ones(8, bool), jnp.zeros(8, jnp.int32),
+          logits, logits, jnp.zeros((2, 3), jnp.float32), 0.2))
+
   def test_falls_back_without_a_compiler(self):
     script = (
         "import jax.numpy as jnp\n"
@@ -139,6 +193,8 @@ class KernelTest(parameterized.TestCase):
     self.assertEqual(lines[0], "False")
     self.assertIn("/nonexistent/c++", lines[1])
     self.assertTrue(lines[2].startswith("refused: model.cpu_kernel='on'"), lines[2])
+    kernel_dir = os.path.join(env["LINE_JAX_CACHE"], "kernels")
+    self.assertEqual(os.listdir(kernel_dir) if os.path.isdir(kernel_dir) else [], [])
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ import numpy as np
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gat_cpu.cc")
 _FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno",
           "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
+BUILD_TIMEOUT_S = 600
 _LOCK = threading.Lock()
 _STATE = {"loaded": False, "error": None}
 
@@ -74,11 +75,15 @@ def _build(path: str) -> None:
   fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
   os.close(fd)
   cmd = [compiler, *_FLAGS, f"-I{jax.ffi.include_dir()}", _SOURCE, "-o", tmp]
-  out = subprocess.run(cmd, capture_output=True, text=True)
-  if out.returncode:
-    os.unlink(tmp)
-    raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
-  os.replace(tmp, path)     # atomic: a concurrent process sees the old or the whole new file
+  try:
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+    if out.returncode:
+      raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, path)   # atomic: a concurrent process sees the old or the whole new file
+  finally:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
 
 
 def available() -> bool:
@@ -97,7 +102,7 @@ def available() -> bool:
       jax.ffi.register_ffi_target("line_gat_backward",
                                   jax.ffi.pycapsule(lib.LineGatBackward), platform="cpu")
       _STATE["loaded"] = True
-    except (OSError, RuntimeError, AttributeError) as e:
+    except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as e:
       _STATE["error"] = f"{type(e).__name__}: {e}"
       logging.warning("CPU attention kernel unavailable, using the XLA path: %s",
                       _STATE["error"])
@@ -132,10 +137,17 @@ def use_kernel(setting: str, table) -> bool:
   return not reasons
 
 
+def _varying(x) -> frozenset:
+  """The manual mesh axes x varies over (inside shard_map; empty outside)."""
+  aval = jax.typeof(x)
+  mat = getattr(aval, "mat", None)
+  return frozenset(mat.varying if mat is not None else getattr(aval, "vma", ()))
+
+
 def _vary(x, axes):
   """x marked as varying over the manual mesh axes `axes` (inside shard_map: a custom call's
   inputs must agree, and its outputs carry no such mark; a no-op at run time)."""
-  missing = tuple(sorted(set(axes) - set(jax.typeof(x).mat.varying)))
+  missing = tuple(sorted(set(axes) - _varying(x)))
   return jax.lax.pcast(x, missing, to="varying") if missing else x
 
 
@@ -150,7 +162,7 @@ def _forward_call(table, rows, etype, emask, receivers, dst_logit, self_logit, u
        jax.ShapeDtypeStruct((e,), f32), jax.ShapeDtypeStruct((e,), f32)))(
           table, rows, etype, emask, receivers, dst_logit, self_logit, u_src,
           negative_slope=np.float32(slope), threads=np.int64(threads))
-  return tuple(_vary(o, jax.typeof(rows).mat.varying) for o in outs)
+  return tuple(_vary(o, _varying(rows)) for o in outs)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(8, 9))
@@ -178,9 +190,9 @@ def _attention_bwd(slope, threads, res, cotangents):
       (jax.ShapeDtypeStruct((r, k), f32), jax.ShapeDtypeStruct((r, k), f32),
        jax.ShapeDtypeStruct(u_shape, f32)))(
           table, rows, etype, emask, receivers, a_self, a_edge, pre,
-          *(_vary(g.astype(f32), jax.typeof(rows).mat.varying) for g in (g_pooled, g_a_self)),
+          *(_vary(g.astype(f32), _varying(rows)) for g in (g_pooled, g_a_self)),
           negative_slope=np.float32(slope), threads=np.int64(threads))
-  axes = jax.typeof(rows).mat.varying
+  axes = _varying(rows)
   return (None, None, None, None, None, _vary(g_dst, axes), _vary(g_self, axes),
           _vary(g_u, axes))
 
@@ -205,9 +217,9 @@ def neighbour_attention(table: jax.Array, rows: jax.Array, etype: jax.Array,
   args = (table, rows.astype(jnp.int32), etype.astype(jnp.int32), emask.astype(bool),
           receivers.astype(jnp.int32), dst_logit.astype(jnp.float32),
           self_logit.astype(jnp.float32), u_src.astype(jnp.float32))
-  axes = set().union(*(jax.typeof(a).mat.varying for a in args))
+  axes = set().union(*(_varying(a) for a in args))
   return _attention(*(_vary(a, axes) for a in args), float(negative_slope),
-                    int(threads) or usable_cores())
+                    int(threads) if int(threads) > 0 else usable_cores())
 
 
 def usable_cores() -> int:

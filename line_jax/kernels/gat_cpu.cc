@@ -176,10 +176,20 @@ ffi::Error ReadEdges(const ffi::AnyBuffer& table, const ffi::Buffer<ffi::S32>& r
                      int64_t num_types, Edges* out) {
   if (table.element_type() != ffi::F32 && table.element_type() != ffi::F16)
     return ffi::Error::InvalidArgument("the concept table must be float32 or float16");
+  if (table.dimensions().size() != 2)
+    return ffi::Error::InvalidArgument("the concept table must be [C, d]");
+  const size_t num_slots = rows.element_count();
+  if (etype.element_count() != num_slots || emask.element_count() != num_slots ||
+      receivers.element_count() != num_slots)
+    return ffi::Error::InvalidArgument("rows, etype, emask and receivers differ in length");
   const int64_t num_rows = table.dimensions()[0], d = table.dimensions()[1];
   *out = Edges{TableRows{table.untyped_data(), d, table.element_type() == ffi::F16},
                rows.typed_data(), etype.typed_data(), emask.typed_data(),
-               receivers.typed_data(), static_cast<int64_t>(rows.element_count())};
+               receivers.typed_data(), static_cast<int64_t>(num_slots)};
+  if (num_receivers == 0) {       // nothing to attend to (padding slots name receiver -1)
+    out->num_slots = 0;
+    return ffi::Error::Success();
+  }
   for (int64_t e = 0; e < out->num_slots; ++e) {
     const int32_t r = out->rcv[e];
     if (r < 0 || r >= num_receivers || (e > 0 && r < out->rcv[e - 1]))
@@ -202,6 +212,9 @@ ffi::Error GatForward(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
                       ffi::ResultBuffer<ffi::F32> pre_edge) {
   const int64_t d = table.dimensions()[1];
   const int64_t num_receivers = dst_logit.dimensions()[0], k_types = dst_logit.dimensions()[1];
+  if (!(self_logit.dimensions() == dst_logit.dimensions()) ||
+      u_src.element_count() != size_t(k_types * d))
+    return ffi::Error::InvalidArgument("logits must be [R, K] and u_src [K, d]");
   Edges edges;
   if (auto err = ReadEdges(table, rows, etype, emask, receivers, num_receivers, k_types, &edges);
       err.failure())
@@ -220,8 +233,8 @@ ffi::Error GatForward(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
   float* pre = pre_edge->typed_data();
   std::fill(out, out + num_receivers * d, 0.f);
   std::fill(a_self, a_self + num_receivers * k_types, 1.f);   // receivers without edges
-  std::fill(a_edge, a_edge + num_slots, 0.f);
-  std::fill(pre, pre + num_slots, 0.f);
+  std::fill(a_edge, a_edge + rows.element_count(), 0.f);
+  std::fill(pre, pre + rows.element_count(), 0.f);
 
   auto work = [&](int, int64_t begin, int64_t end) {
     std::vector<float> logit(static_cast<size_t>(end - begin));
@@ -238,7 +251,7 @@ ffi::Error GatForward(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
         any = true;
         const int32_t k = typ[e];
         const float p = dst[r * k_types + k] + tab.Dot(row[e], u + k * d);
-        const float l = p > 0.f ? p : slope * p;
+        const float l = p >= 0.f ? p : slope * p;
         pre[e] = p;
         logit[e - begin] = l;
         m[k] = std::max(m[k], l);
@@ -278,6 +291,11 @@ ffi::Error GatBackward(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
                        ffi::ResultBuffer<ffi::F32> g_u_src) {
   const int64_t d = table.dimensions()[1];
   const int64_t num_receivers = alpha_self.dimensions()[0], k_types = alpha_self.dimensions()[1];
+  if (!(g_alpha_self.dimensions() == alpha_self.dimensions()) ||
+      g_pooled.element_count() != size_t(num_receivers * d) ||
+      alpha_edge.element_count() != rows.element_count() ||
+      pre_edge.element_count() != rows.element_count())
+    return ffi::Error::InvalidArgument("backward operands do not match the edges' shapes");
   Edges edges;
   if (auto err = ReadEdges(table, rows, etype, emask, receivers, num_receivers, k_types, &edges);
       err.failure())
@@ -329,7 +347,7 @@ ffi::Error GatBackward(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
           if (!msk[e]) continue;
           const int32_t k = typ[e];
           const float dl = a_edge[e] * (dalpha[e - begin] - c[k]);
-          const float dp = pre[e] > 0.f ? dl : slope * dl;
+          const float dp = pre[e] >= 0.f ? dl : slope * dl;   // as jax.nn.leaky_relu at 0
           g_dst[r * k_types + k] += dp;
           tab.Axpy(dp, row[e], du + k * d);
         }
