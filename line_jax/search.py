@@ -16,7 +16,11 @@ matrix never exists whole:
   chunk).
 
 The score block of one device, `query_chunk * key_chunk` scores, is what the memory budget
-bounds (plus the query chunk itself and, with bf16, the gathered candidate rows).
+bounds (plus the query chunk itself and, with bf16, the gathered candidate rows). The keys
+themselves are held once on the devices, as float32 (normalised when asked): `Dictionary`
+writes them into a donated per-device buffer one key chunk at a time, so placing them costs
+no second full copy, and a dictionary placed once serves any number of query blocks
+(residual recovery searches the training pairs block by block).
 
 The exact path scores in float32 at `Precision.HIGHEST` (no TF32 on GPUs). The bf16 path
 scores with bfloat16 operands (accumulated in float32: on CPUs a bf16-output dot is several
@@ -282,53 +286,154 @@ def _compiled_search(mesh: Mesh, *, k: int, num_keys: int, key_chunk: int,
   return jax.jit(search_chunk, out_shardings=(replicated, replicated))
 
 
-@functools.lru_cache(maxsize=8)
-def _compiled_normalize(sharding: NamedSharding):
-  return jax.jit(_normalize_rows, out_shardings=sharding)
+@functools.partial(jax.jit, static_argnames=("normalize",), donate_argnums=0)
+def _write_piece(buffer: jax.Array, piece: jax.Array, start: jax.Array, *, normalize: bool
+                 ) -> jax.Array:
+  """`buffer` with rows start.. replaced by the (normalised) piece, in place (donated)."""
+  piece = piece.astype(jnp.float32)
+  if normalize:
+    piece = _normalize_rows(piece)
+  return lax.dynamic_update_slice(buffer, piece, (start, jnp.zeros_like(start)))
 
 
-def _place_keys(keys: np.ndarray | jax.Array, padded_rows: int,
-                sharding: NamedSharding) -> jax.Array:
-  """Float32 keys zero-padded to `padded_rows`, sharded by rows, without a host copy of all."""
-  num_keys, dim = keys.shape
-  if isinstance(keys, jax.Array):
-    padded = jnp.pad(keys.astype(jnp.float32), ((0, padded_rows - num_keys), (0, 0)))
-    return jax.device_put(padded, sharding)
-
-  def shard(index: tuple[slice, ...]) -> np.ndarray:
-    rows = index[0]
-    start, stop = rows.start or 0, padded_rows if rows.stop is None else rows.stop
-    block = np.zeros((stop - start, dim), np.float32)
-    if start < num_keys:
-      block[:min(stop, num_keys) - start] = keys[start:min(stop, num_keys)]
-    return block
-
-  return jax.make_array_from_callback((padded_rows, dim), sharding, shard)
+def _check_2d(name: str, array: Any) -> None:
+  if getattr(array, "ndim", None) != 2:
+    raise ValueError(f"search_topk: {name} must be a 2-D [rows, dim] array, got shape "
+                     f"{getattr(array, 'shape', type(array))}")
 
 
-def _validate(queries: Any, keys: Any, k: int, rescore_factor: int,
-              memory_budget_mb: float, query_chunk: int, key_chunk: int) -> None:
-  for name, array in (("queries", queries), ("keys", keys)):
-    if getattr(array, "ndim", None) != 2:
-      raise ValueError(f"search_topk: {name} must be a 2-D [rows, dim] array, got shape "
-                       f"{getattr(array, 'shape', type(array))}")
-  if queries.shape[1] != keys.shape[1]:
-    raise ValueError(f"search_topk: dimension mismatch: queries have dim {queries.shape[1]},"
-                     f" keys have dim {keys.shape[1]}")
-  if keys.shape[0] == 0:
-    raise ValueError("search_topk: the dictionary (keys) is empty")
-  if not 1 <= k <= keys.shape[0]:
-    raise ValueError(f"search_topk: k={k} must be between 1 and the dictionary size "
-                     f"N={keys.shape[0]}")
-  if keys.shape[0] >= 2**31:
-    raise ValueError(f"search_topk: dictionary of {keys.shape[0]} rows exceeds int32 indices")
-  if rescore_factor < 1:
-    raise ValueError(f"search_topk: rescore_factor={rescore_factor} must be >= 1")
-  if memory_budget_mb <= 0:
-    raise ValueError(f"search_topk: memory_budget_mb={memory_budget_mb} must be positive")
-  if query_chunk < 0 or key_chunk < 0:
-    raise ValueError(f"search_topk: query_chunk={query_chunk} and key_chunk={key_chunk} "
-                     "must be >= 0 (0 derives them from the memory budget)")
+class Dictionary:
+  """Dictionary rows placed once on the devices, searched by any number of query blocks.
+
+  The rows are sharded over `devices` (contiguous slices padded with zero rows to a whole
+  number of key chunks), held as float32 and L2-normalised when `normalize`. Each device's
+  slice is written one key chunk at a time into a donated buffer, so the devices hold one
+  copy and the host needs no more than the caller's array and one chunk.
+
+  Args:
+    keys: [N, d] (numpy, memmap or jax; any float dtype).
+    k: results per query, 1 <= k <= N.
+    normalize: L2-normalise queries and keys, so scores are cosines; False: raw inner
+      products.
+    memory_budget_mb: bound on one device's working set (mainly the score block), MiB.
+    query_chunk: query rows per step; 0 derives it from the budget.
+    key_chunk: key rows per scan step; 0 derives it from the budget.
+    use_bf16: bf16 scores, then float32 re-scoring of the best `k * rescore_factor`
+      candidates of each device.
+    rescore_factor: see use_bf16.
+    devices: devices to shard the dictionary over; None: all of `jax.devices()`.
+
+  Raises:
+    ValueError: on keys that are not 2-D or empty, k outside [1, N], or a memory budget
+      too small for any chunk.
+  """
+
+  def __init__(self, keys: np.ndarray | jax.Array, k: int, *, normalize: bool = True,
+               memory_budget_mb: float = 1024, query_chunk: int = 0, key_chunk: int = 0,
+               use_bf16: bool = False, rescore_factor: int = 4,
+               devices: Sequence[jax.Device] | None = None):
+    _check_2d("keys", keys)
+    num_keys, dim = keys.shape
+    if num_keys == 0:
+      raise ValueError("search_topk: the dictionary (keys) is empty")
+    if not 1 <= k <= num_keys:
+      raise ValueError(f"search_topk: k={k} must be between 1 and the dictionary size "
+                       f"N={num_keys}")
+    if num_keys >= 2**31:
+      raise ValueError(f"search_topk: dictionary of {num_keys} rows exceeds int32 indices")
+    if rescore_factor < 1:
+      raise ValueError(f"search_topk: rescore_factor={rescore_factor} must be >= 1")
+    if memory_budget_mb <= 0:
+      raise ValueError(f"search_topk: memory_budget_mb={memory_budget_mb} must be positive")
+    if query_chunk < 0 or key_chunk < 0:
+      raise ValueError(f"search_topk: query_chunk={query_chunk} and key_chunk={key_chunk} "
+                       "must be >= 0 (0 derives them from the memory budget)")
+    devices = list(jax.devices() if devices is None else devices)
+    self.k, self.num_keys, self.dim, self.normalize = k, num_keys, dim, normalize
+    self._options = dict(memory_budget_mb=memory_budget_mb, use_bf16=use_bf16,
+                         rescore_factor=rescore_factor)
+    self._query_chunk = query_chunk
+    # The key chunk does not depend on the number of queries: derive it once, here.
+    _, self.key_chunk = derive_chunk_sizes(
+        1, math.ceil(num_keys / len(devices)), dim, k, query_chunk=query_chunk,
+        key_chunk=key_chunk, **self._options)
+    self.mesh = Mesh(np.array(devices), (_KEY_AXIS,))
+    self.keys = self._place(keys, _round_up(math.ceil(num_keys / len(devices)),
+                                            self.key_chunk))
+    self._search_chunk = _compiled_search(
+        self.mesh, k=k, num_keys=num_keys, key_chunk=self.key_chunk, normalize=normalize,
+        use_bf16=use_bf16, rescore_factor=rescore_factor)
+
+  def _place(self, keys: np.ndarray | jax.Array, keys_per_device: int) -> jax.Array:
+    """Float32 (normalised) keys, zero-padded and sharded by rows, written chunk by chunk."""
+    shape = (keys_per_device * self.mesh.devices.size, self.dim)
+    sharding = NamedSharding(self.mesh, PartitionSpec(_KEY_AXIS, None))
+    chunk = self.key_chunk                      # divides keys_per_device
+    local = []
+    for device, index in sharding.addressable_devices_indices_map(shape).items():
+      first = index[0].start or 0
+      buffer = jnp.zeros((keys_per_device, self.dim), jnp.float32, device=device)
+      for start in range(first, min(first + keys_per_device, self.num_keys), chunk):
+        piece = keys[start:min(start + chunk, self.num_keys)]
+        if not isinstance(piece, jax.Array):
+          piece = np.asarray(piece, np.float32)
+        if len(piece) < chunk:                  # the dictionary's last rows: zero padding
+          piece = jnp.pad(jnp.asarray(piece, jnp.float32), ((0, chunk - len(piece)), (0, 0)))
+        buffer = _write_piece(buffer, jax.device_put(piece, device),
+                              np.int32(start - first), normalize=self.normalize)
+      local.append(buffer)
+    return jax.make_array_from_single_device_arrays(shape, sharding, local)
+
+  def search(self, queries: np.ndarray | jax.Array, progress: bool = False
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(scores [Q, k] float32, indices [Q, k] int32) of the best keys per query row.
+
+    Args:
+      queries: [Q, d] (numpy, memmap or jax; any float dtype, computed in float32).
+      progress: log progress over query chunks.
+
+    Raises:
+      ValueError: on queries that are not 2-D or whose dimension is not the keys'.
+    """
+    _check_2d("queries", queries)
+    num_queries = queries.shape[0]
+    if queries.shape[1] != self.dim:
+      raise ValueError(f"search_topk: dimension mismatch: queries have dim {queries.shape[1]},"
+                       f" keys have dim {self.dim}")
+    if num_queries == 0:
+      return np.zeros((0, self.k), np.float32), np.zeros((0, self.k), np.int32)
+    query_chunk, _ = derive_chunk_sizes(
+        num_queries, self.keys.shape[0] // self.mesh.devices.size, self.dim, self.k,
+        query_chunk=self._query_chunk, key_chunk=self.key_chunk, **self._options)
+    query_sharding = NamedSharding(self.mesh, PartitionSpec())
+    scores = np.empty((num_queries, self.k), np.float32)
+    indices = np.empty((num_queries, self.k), np.int32)
+    starts = range(0, num_queries, query_chunk)
+    pending = None            # (start, stop, device results) of the chunk in flight
+    started = time.perf_counter()
+    for chunk_number, start in enumerate(starts):
+      stop = min(start + query_chunk, num_queries)
+      chunk = queries[start:stop]
+      if isinstance(chunk, jax.Array):
+        chunk = jnp.pad(chunk.astype(jnp.float32),
+                        ((0, query_chunk - (stop - start)), (0, 0)))
+      else:
+        chunk = np.asarray(chunk, np.float32)
+        if stop - start < query_chunk:
+          chunk = np.pad(chunk, ((0, query_chunk - (stop - start)), (0, 0)))
+      result = self._search_chunk(jax.device_put(chunk, query_sharding), self.keys)
+      # Dispatch is asynchronous: fetch the previous chunk while this one runs.
+      if pending is not None:
+        _store(scores, indices, *pending)
+      pending = (start, stop, result)
+      if progress and (chunk_number + 1) % max(1, len(starts) // 10) == 0:
+        logging.info("search_topk: %d/%d query chunks, %.1f s", chunk_number + 1,
+                     len(starts), time.perf_counter() - started)
+    _store(scores, indices, *pending)
+    if progress:
+      logging.info("search_topk: %d queries x %d keys in %.1f s", num_queries, self.num_keys,
+                   time.perf_counter() - started)
+    return scores, indices
 
 
 def search_topk(
@@ -347,19 +452,15 @@ def search_topk(
 ) -> tuple[np.ndarray, np.ndarray]:
   """The k dictionary rows with the highest cosine (or inner product) for every query.
 
+  One call of `Dictionary(keys, k, ...).search(queries)`; to search one dictionary with
+  several query blocks, make the `Dictionary` once.
+
   Args:
     queries: [Q, d] (numpy, memmap or jax; any float dtype, computed in float32).
     keys: [N, d] dictionary rows.
     k: results per query, 1 <= k <= N.
-    normalize: L2-normalise queries and keys, so scores are cosines; False: raw inner
-      products.
-    memory_budget_mb: bound on one device's working set (mainly the score block), MiB.
-    query_chunk: query rows per step; 0 derives it from the budget.
-    key_chunk: key rows per scan step; 0 derives it from the budget.
-    use_bf16: bf16 scores, then float32 re-scoring of the best `k * rescore_factor`
-      candidates of each device.
-    rescore_factor: see use_bf16.
-    devices: devices to shard the dictionary over; None: all of `jax.devices()`.
+    normalize, memory_budget_mb, query_chunk, key_chunk, use_bf16, rescore_factor,
+      devices: see `Dictionary`.
     progress: log progress over query chunks.
 
   Returns:
@@ -369,56 +470,15 @@ def search_topk(
     ValueError: on inputs of the wrong rank, mismatched dimensions, k outside [1, N], or
       a memory budget too small for any chunk.
   """
-  _validate(queries, keys, k, rescore_factor, memory_budget_mb, query_chunk, key_chunk)
-  devices = list(jax.devices() if devices is None else devices)
-  num_queries, dim = queries.shape
-  num_keys = keys.shape[0]
-  if num_queries == 0:
-    return np.zeros((0, k), np.float32), np.zeros((0, k), np.int32)
-  num_devices = len(devices)
-  query_chunk, key_chunk = derive_chunk_sizes(
-      num_queries, math.ceil(num_keys / num_devices), dim, k,
-      memory_budget_mb=memory_budget_mb, query_chunk=query_chunk, key_chunk=key_chunk,
-      use_bf16=use_bf16, rescore_factor=rescore_factor)
-  keys_per_device = _round_up(math.ceil(num_keys / num_devices), key_chunk)
-
-  mesh = Mesh(np.array(devices), (_KEY_AXIS,))
-  key_sharding = NamedSharding(mesh, PartitionSpec(_KEY_AXIS, None))
-  query_sharding = NamedSharding(mesh, PartitionSpec())
-  sharded_keys = _place_keys(keys, keys_per_device * num_devices, key_sharding)
-  if normalize:
-    sharded_keys = _compiled_normalize(key_sharding)(sharded_keys)
-  search_chunk = _compiled_search(
-      mesh, k=k, num_keys=num_keys, key_chunk=key_chunk, normalize=normalize,
-      use_bf16=use_bf16, rescore_factor=rescore_factor)
-
-  scores = np.empty((num_queries, k), np.float32)
-  indices = np.empty((num_queries, k), np.int32)
-  starts = range(0, num_queries, query_chunk)
-  pending = None            # (start, stop, device results) of the chunk in flight
-  started = time.perf_counter()
-  for chunk_number, start in enumerate(starts):
-    stop = min(start + query_chunk, num_queries)
-    chunk = queries[start:stop]
-    if isinstance(chunk, jax.Array):
-      chunk = jnp.pad(chunk.astype(jnp.float32), ((0, query_chunk - (stop - start)), (0, 0)))
-    else:
-      chunk = np.asarray(chunk, np.float32)
-      if stop - start < query_chunk:
-        chunk = np.pad(chunk, ((0, query_chunk - (stop - start)), (0, 0)))
-    result = search_chunk(jax.device_put(chunk, query_sharding), sharded_keys)
-    # Dispatch is asynchronous: fetch the previous chunk while this one runs.
-    if pending is not None:
-      _store(scores, indices, *pending)
-    pending = (start, stop, result)
-    if progress and (chunk_number + 1) % max(1, len(starts) // 10) == 0:
-      logging.info("search_topk: %d/%d query chunks, %.1f s", chunk_number + 1, len(starts),
-                   time.perf_counter() - started)
-  _store(scores, indices, *pending)
-  if progress:
-    logging.info("search_topk: %d queries x %d keys in %.1f s", num_queries, num_keys,
-                 time.perf_counter() - started)
-  return scores, indices
+  _check_2d("queries", queries)
+  _check_2d("keys", keys)
+  if queries.shape[1] != keys.shape[1]:
+    raise ValueError(f"search_topk: dimension mismatch: queries have dim {queries.shape[1]},"
+                     f" keys have dim {keys.shape[1]}")
+  dictionary = Dictionary(keys, k, normalize=normalize, memory_budget_mb=memory_budget_mb,
+                          query_chunk=query_chunk, key_chunk=key_chunk, use_bf16=use_bf16,
+                          rescore_factor=rescore_factor, devices=devices)
+  return dictionary.search(queries, progress=progress)
 
 
 def _store(scores: np.ndarray, indices: np.ndarray, start: int, stop: int,

@@ -142,6 +142,45 @@ class SearchTest(ReferenceAssertions, parameterized.TestCase):
     np.testing.assert_allclose(scores, np.take_along_axis(all_scores, indices, axis=1),
                                atol=1e-6)
 
+  def test_dictionary_placed_once_serves_several_query_blocks(self):
+    queries = random_rows(20, 90, 16)
+    keys = random_rows(21, 700, 16)
+    whole = search.search_topk(queries, keys, 5, key_chunk=128, query_chunk=24)
+    dictionary = search.Dictionary(keys, 5, key_chunk=128, query_chunk=24)
+    blocks = [dictionary.search(queries[s:s + 40]) for s in range(0, 90, 40)]
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in blocks]), whole[1])
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in blocks]), whole[0])
+    self.assert_matches_reference(queries, keys, 5, whole[0], whole[1])
+
+  def test_dictionary_reads_the_keys_one_chunk_at_a_time(self):
+    # A memmap-like source: placement must never ask it for more than a key chunk.
+    keys = random_rows(22, 1000, 8)
+    asked = []
+
+    class Rows:
+      shape, ndim, dtype = keys.shape, 2, keys.dtype
+
+      def __getitem__(self, rows):
+        asked.append(len(range(*rows.indices(len(keys)))))
+        return keys[rows]
+
+    dictionary = search.Dictionary(Rows(), 3, key_chunk=128)
+    self.assertEqual(sum(asked), 1000)
+    self.assertLessEqual(max(asked), 128)
+    # One float32 copy on the device: normalised, zero-padded to whole chunks.
+    self.assertEqual(dictionary.keys.shape, (1024, 8))
+    self.assertEqual(dictionary.keys.dtype, np.float32)
+    placed = np.asarray(dictionary.keys)
+    np.testing.assert_allclose(np.linalg.norm(placed[:1000], axis=1), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(placed[1000:], 0.0)
+    scores, indices = dictionary.search(random_rows(23, 10, 8))
+    self.assert_matches_reference(random_rows(23, 10, 8), keys, 3, scores, indices)
+
+  def test_dictionary_rejects_queries_of_another_dimension(self):
+    dictionary = search.Dictionary(random_rows(24, 50, 8), 2)
+    with self.assertRaisesRegex(ValueError, "queries have dim 9, keys have dim 8"):
+      dictionary.search(np.ones((3, 9), np.float32))
+
   def test_zero_queries(self):
     scores, indices = search.search_topk(np.zeros((0, 8), np.float32),
                                          random_rows(15, 20, 8), 2)
@@ -233,6 +272,8 @@ _FOUR_DEVICE_SCRIPT = textwrap.dedent("""
     rng = np.random.default_rng(0)
     queries = rng.standard_normal((37, 24)).astype(np.float32)
     keys = rng.standard_normal((1000, 24)).astype(np.float32)   # 4 * 256 = 1024 > 1000
+    # Keys already on the devices, placed once and searched by two query blocks.
+    jax_dictionary = search.Dictionary(jax.numpy.asarray(keys), 6, key_chunk=128)
     cases = dict(
         four=search.search_topk(queries, keys, 6, key_chunk=128, query_chunk=16),
         four_bf16=search.search_topk(queries, keys, 6, key_chunk=128, use_bf16=True,
@@ -242,6 +283,8 @@ _FOUR_DEVICE_SCRIPT = textwrap.dedent("""
                                                    use_bf16=True),
         two=search.search_topk(queries, keys, 6, key_chunk=128, devices=jax.devices()[:2]),
         one=search.search_topk(queries, keys, 6, key_chunk=128, devices=jax.devices()[:1]),
+        four_jax_keys_in_blocks=tuple(np.concatenate(parts) for parts in zip(
+            *(jax_dictionary.search(block) for block in (queries[:20], queries[20:])))),
     )
     # All scores negative: a zero padding row (score 0) would win unless masked.
     negative = search.search_topk(np.abs(queries), -np.abs(keys), 6, key_chunk=128)
@@ -270,7 +313,7 @@ class MultiDeviceTest(ReferenceAssertions, parameterized.TestCase):
 
   @parameterized.parameters(("four", 6), ("four_bf16", 6), ("four_k_above_local", 300),
                             ("four_bf16_k_above_local", 300),
-                            ("two", 6), ("one", 6))
+                            ("two", 6), ("one", 6), ("four_jax_keys_in_blocks", 6))
   def test_sharded_matches_brute_force(self, name, k):
     self.assert_matches_reference(self.results["queries"], self.results["keys"], k,
                                   self.results[f"{name}_scores"],
