@@ -106,6 +106,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.recovery.threshold = 0.9       # paper: cosine >= 0.9
   c.recovery.top_k = 8             # candidates searched, so that ones already in the list can be skipped
   c.recovery.dictionary_chunk = 8192   # concepts projected per call through G
+  c.recovery.pair_block = 32768    # pairs whose residuals are formed and searched at once:
+                                   # bounds recovery's host memory (a few block x d arrays)
 
   c.search = ml_collections.ConfigDict()
   c.search.memory_budget_mb = 1024  # bounds the score block of one device

@@ -89,6 +89,25 @@ class PairLists:
   def max_concepts(self) -> int:
     return self.cap + 1
 
+  def padded(self, pair_idx: np.ndarray):
+    """The lists of `pair_idx` as [P, M] arrays: (concept index, negated, real slot); a
+    recovered concept follows the extracted ones, as in `concepts`."""
+    pair_idx = np.asarray(pair_idx, np.int64)
+    lengths = self.lengths[pair_idx]
+    real = np.arange(self.max_concepts)[None, :] < lengths[:, None]
+    flat = np.where(real, self.dataset.concept_offsets[pair_idx][:, None]
+                    + np.arange(self.max_concepts)[None, :], 0)
+    if len(self.dataset.concept_flat):
+      idx = np.where(real, self.dataset.concept_flat[flat], 0).astype(np.int64)
+      neg = real & self.dataset.negated_flat[flat]
+    else:
+      idx, neg = np.zeros(real.shape, np.int64), np.zeros(real.shape, bool)
+    added = self.added[pair_idx]
+    has = np.flatnonzero(added >= 0)
+    idx[has, lengths[has]] = added[has]
+    real[has, lengths[has]] = True
+    return idx, neg, real
+
   def concepts(self, i: int):
     s = self.dataset.concept_offsets[i]
     idx = self.dataset.concept_flat[s:s + self.lengths[i]]

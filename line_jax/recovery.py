@@ -8,12 +8,18 @@ reaches `recovery.threshold` and it is not already in the list. The search is
 take the `recovery.top_k` best so that candidates already in the list can be skipped.
 The dictionary holds the positive concepts only: negated entries stand for an absence the
 text states explicitly, which a residual of missed words should not be matched to.
+
+Memory: the projected dictionary is held on the host (its rows form the residuals) and once
+on the devices (the search); the pairs go through in blocks of `recovery.pair_block`
+(their text projections, residuals and candidates), so the paper's 7.2M pairs need no
+[P, d] array at all.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import time
 from typing import Optional
 
 import jax
@@ -91,14 +97,51 @@ def project_concepts(params, table: graph_lib.NeighbourTable, concept_table, neg
 
 
 def pair_residuals(lists, pair_idx: np.ndarray, text_proj: np.ndarray, positive: np.ndarray,
-                   negated: dict) -> np.ndarray:
-  """e_i = F(t_i) - mean_j G(c_ij) for the given pairs (rows of text_proj align with pair_idx)."""
-  res = np.empty_like(text_proj)
-  for r, i in enumerate(pair_idx):
-    idx, neg = lists.concepts(int(i))
-    rows = [negated[int(j)] if n else positive[int(j)] for j, n in zip(idx, neg)]
-    res[r] = text_proj[r] - np.mean(rows, axis=0)
-  return res
+                   negated_concepts: np.ndarray, negated_rows: np.ndarray) -> np.ndarray:
+  """e_i = F(t_i) - mean_j G(c_ij) for the given pairs (rows of text_proj align with pair_idx).
+
+  Args:
+    lists: the `pipeline.PairLists` (with any recovered concepts).
+    pair_idx: [P] pair indices.
+    text_proj: [P, d] F(t_i) of those pairs.
+    positive: [N, d] G of every dictionary concept.
+    negated_concepts: [V] sorted concepts whose negated entry is projected in `negated_rows`
+      (every concept that occurs negated in the lists).
+    negated_rows: [V, d] G of those negated entries.
+  """
+  idx, neg, real = lists.padded(pair_idx)
+  total = np.zeros(text_proj.shape, np.float32)
+  for j in range(idx.shape[1]):       # one [P, d] gather per list position, not [P, M, d]
+    if not real[:, j].any():
+      break
+    rows = positive[idx[:, j]]
+    negated_here = neg[:, j]
+    if negated_here.any():
+      rows[negated_here] = negated_rows[np.searchsorted(negated_concepts,
+                                                        idx[negated_here, j])]
+    rows[~real[:, j]] = 0.0
+    total += rows
+  return text_proj - total / real.sum(axis=1, keepdims=True)
+
+
+def choose_additions(scores: np.ndarray, candidates: np.ndarray, lists, pair_idx: np.ndarray,
+                     threshold: float) -> np.ndarray:
+  """The best candidate per pair that reaches `threshold` and is not in its list yet, or -1.
+
+  Args:
+    scores: [P, k] cosines, best first per row.
+    candidates: [P, k] dictionary indices.
+    lists: the `pipeline.PairLists`.
+    pair_idx: [P] pair indices the rows belong to.
+    threshold: the least cosine accepted.
+  """
+  idx, _, real = lists.padded(pair_idx)
+  listed = np.where(real, idx, -1)           # a negated concept's positive form counts too
+  present = (candidates[:, :, None] == listed[:, None, :]).any(axis=2)
+  accepted = (scores >= threshold) & ~present
+  first = accepted.argmax(axis=1)
+  return np.where(accepted.any(axis=1), candidates[np.arange(len(first)), first],
+                  -1).astype(np.int32)
 
 
 def recover(params, lists, text: np.ndarray, table, concept_table, negated_table, config,
@@ -106,6 +149,8 @@ def recover(params, lists, text: np.ndarray, table, concept_table, negated_table
   """Runs residual recovery over `pair_idx`; returns (added [P] int32, info dict)."""
   from line_jax import search as search_lib  # the sharded top-k search
   rc, gc = config.recovery, config.graph
+  if int(rc.pair_block) < 1:
+    raise ValueError(f"config.recovery.pair_block={rc.pair_block} must be >= 1")
   normalize = bool(config.loss.normalize)
   slope = float(config.model.leaky_relu_slope)
   dataset = lists.dataset
@@ -121,26 +166,28 @@ def recover(params, lists, text: np.ndarray, table, concept_table, negated_table
   neg_rows = project_concepts(params, table, concept_table, negated_table, neg_concepts,
                               np.ones(len(neg_concepts), bool), gc.fanout,
                               rc.dictionary_chunk, slope, normalize, gc.edge_block, *kernel)
-  negated = dict(zip(neg_concepts.tolist(), neg_rows))
-  pair_idx = np.sort(pair_idx)
-  text_proj = project_texts(params, text, rc.dictionary_chunk, normalize, rows=pair_idx)
-  residuals = pair_residuals(lists, pair_idx, text_proj, positive, negated)
-  scores, cand = search_lib.search_topk(
-      residuals, positive, min(int(rc.top_k), dataset.num_concepts), normalize=True,
+  dictionary = search_lib.Dictionary(
+      positive, min(int(rc.top_k), dataset.num_concepts), normalize=True,
       devices=jax.local_devices(),   # multi-host: every process recovers the same lists
       **search_lib.search_config_kwargs(config.search))
+  pair_idx = np.sort(pair_idx)
   added = np.full(dataset.num_pairs, -1, np.int32)
-  for r, i in enumerate(pair_idx):
-    present = set(lists.concepts(int(i))[0].tolist())
-    for score, j in zip(scores[r], cand[r]):
-      if score < rc.threshold:
-        break
-      if int(j) not in present:
-        added[i] = int(j)
-        break
+  best = np.zeros(len(pair_idx), np.float32)
+  block = int(rc.pair_block)
+  started = time.perf_counter()
+  for first in range(0, len(pair_idx), block):
+    rows = pair_idx[first:first + block]
+    text_proj = project_texts(params, text, rc.dictionary_chunk, normalize, rows=rows)
+    residuals = pair_residuals(lists, rows, text_proj, positive, neg_concepts, neg_rows)
+    scores, candidates = dictionary.search(residuals)
+    added[rows] = choose_additions(scores, candidates, lists, rows, float(rc.threshold))
+    best[first:first + len(rows)] = scores[:, 0]
+    if len(pair_idx) > block:
+      logging.info("recovery: %d/%d pairs searched, %.1f s", first + len(rows),
+                   len(pair_idx), time.perf_counter() - started)
   gained = int((added >= 0).sum())
   info = dict(pairs=int(len(pair_idx)), gained=gained, threshold=float(rc.threshold),
-              mean_best_cosine=float(scores[:, 0].mean()) if len(scores) else 0.0)
+              mean_best_cosine=float(best.mean()) if len(best) else 0.0)
   logging.info("recovery: %d of %d pairs gained a concept (threshold %.3f, mean best cosine "
                "%.3f)", gained, len(pair_idx), rc.threshold, info["mean_best_cosine"])
   return added, info

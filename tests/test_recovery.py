@@ -3,17 +3,19 @@
 import os
 
 from absl.testing import absltest
+from absl.testing import parameterized
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from line_jax import bench_train
 from line_jax import config as config_lib
 from line_jax import graph as graph_lib
 from line_jax import model, pipeline, recovery
 from line_jax.data import dataset as ds_lib
 
 
-class RecoveryTest(absltest.TestCase):
+class RecoveryTest(parameterized.TestCase):
 
   def test_recovers_the_missing_concept_and_never_a_present_one(self):
     rng = np.random.default_rng(0)
@@ -68,6 +70,91 @@ class RecoveryTest(absltest.TestCase):
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(outs[0], outs[2], rtol=1e-5, atol=1e-6)
 
+
+  def _random_case(self, seed=3, num_pairs=60, num_concepts=50, d=16):
+    """Random lists with negated mentions (max 8 per pair, some truncated), some pairs with
+    a recovered concept already, a random graph and random teacher rows."""
+    ds = bench_train.synthetic_dataset(num_pairs, num_concepts, 200, 3, 6, seed=seed)
+    lists = pipeline.PairLists(ds, 8)
+    rng = np.random.default_rng(seed)
+    lists.added[rng.choice(num_pairs, num_pairs // 4, replace=False)] = rng.integers(
+        0, num_concepts, num_pairs // 4)
+    table = graph_lib.NeighbourTable.from_dataset(ds)
+    emb = rng.standard_normal((num_concepts, d)).astype(np.float32)
+    text = rng.standard_normal((num_pairs, d)).astype(np.float32)
+    return ds, lists, table, emb, text
+
+  def test_padded_lists_match_the_per_pair_lists(self):
+    ds, lists, _, _, _ = self._random_case()
+    self.assertGreater(lists.truncated, 0)
+    rows = np.array([5, 0, 59, 17, 17])
+    idx, neg, real = lists.padded(rows)
+    self.assertEqual(idx.shape, (5, lists.max_concepts))
+    for r, i in enumerate(rows):
+      want_idx, want_neg = lists.concepts(int(i))
+      np.testing.assert_array_equal(idx[r][real[r]], want_idx)
+      np.testing.assert_array_equal(neg[r][real[r]], want_neg)
+      self.assertFalse(neg[r][~real[r]].any())
+    self.assertTrue(ds.negated_flat.any())
+
+  def test_pair_residuals_match_the_mean_of_each_list(self):
+    ds, lists, _, emb, text = self._random_case()
+    rng = np.random.default_rng(4)
+    neg_concepts = np.unique(ds.concept_flat[ds.negated_flat])
+    neg_rows = rng.standard_normal((len(neg_concepts), emb.shape[1])).astype(np.float32)
+    rows = np.arange(0, 60, 2)
+    got = recovery.pair_residuals(lists, rows, text[rows], emb, neg_concepts, neg_rows)
+    negated = dict(zip(neg_concepts.tolist(), neg_rows))
+    for r, i in enumerate(rows):
+      idx, neg = lists.concepts(int(i))
+      members = [negated[int(j)] if n else emb[int(j)] for j, n in zip(idx, neg)]
+      np.testing.assert_allclose(got[r], text[i] - np.mean(members, axis=0), rtol=1e-5,
+                                 atol=1e-6)
+
+  def test_choose_additions_takes_the_best_new_candidate_above_threshold(self):
+    _, lists, _, _, _ = self._random_case()
+    rng = np.random.default_rng(5)
+    rows = np.arange(60)
+    candidates = rng.integers(0, 50, (60, 6)).astype(np.int32)
+    for r in range(0, 60, 3):     # the best candidates already in the list: must be skipped
+      candidates[r, :2] = lists.concepts(r)[0][0]
+    scores = -np.sort(-rng.uniform(0.0, 1.0, (60, 6)), axis=1).astype(np.float32)
+    got = recovery.choose_additions(scores, candidates, lists, rows, 0.4)
+    for r in rows:
+      present = set(lists.concepts(int(r))[0].tolist())
+      want = next((int(j) for sc, j in zip(scores[r], candidates[r])
+                   if sc >= 0.4 and int(j) not in present), -1)
+      self.assertEqual(got[r], want, msg=f"row {r}")
+    self.assertGreater((got >= 0).sum(), 0)
+    self.assertGreater((got < 0).sum(), 0)
+
+  @parameterized.parameters(1, 7, 64)
+  def test_recovery_in_pair_blocks_gives_the_one_block_answer(self, block):
+    ds, lists, table, emb, text = self._random_case()
+    params = model.init_params(jax.random.PRNGKey(0), 16, 16, 16, 3, init="lecun")
+    cfg = config_lib.base_config()
+    cfg.recovery.threshold = 0.3
+    cfg.recovery.dictionary_chunk = 16
+    pairs = np.arange(1, 60, 2)
+    table_j = jnp.asarray(emb)
+    cfg.recovery.pair_block = 100000
+    want, want_info = recovery.recover(params, lists, text, table, table_j, table_j, cfg, pairs)
+    self.assertGreater(want_info["gained"], 0)
+    self.assertTrue((want[::2] == -1).all())          # only the pairs asked for
+    cfg.recovery.pair_block = block
+    got, info = recovery.recover(params, lists, text, table, table_j, table_j, cfg, pairs)
+    np.testing.assert_array_equal(got, want)
+    self.assertEqual(info["gained"], want_info["gained"])
+    self.assertAlmostEqual(info["mean_best_cosine"], want_info["mean_best_cosine"], places=6)
+
+  def test_bad_pair_block_is_refused(self):
+    ds, lists, table, emb, text = self._random_case()
+    params = model.init_params(jax.random.PRNGKey(0), 16, 16, 16, 3, init="lecun")
+    cfg = config_lib.base_config()
+    cfg.recovery.pair_block = 0
+    with self.assertRaisesRegex(ValueError, "recovery.pair_block=0"):
+      recovery.recover(params, lists, text, table, jnp.asarray(emb), jnp.asarray(emb), cfg,
+                       np.arange(4))
 
 if __name__ == "__main__":
   absltest.main()
