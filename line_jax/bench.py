@@ -60,6 +60,12 @@ _STREAM_PAIRS = flags.DEFINE_integer("stream_pairs", 2_000_000, "Stream: pairs o
 _STREAM_CONCEPTS = flags.DEFINE_integer("stream_concepts", 500_000, "Stream: concepts.")
 _STREAM_EDGES = flags.DEFINE_integer("stream_edges", 5_000_000, "Stream: graph edges.")
 _STREAM_STEPS = flags.DEFINE_integer("stream_steps", 100, "Stream: train steps timed.")
+_STREAM_RECOVERY_PAIRS = flags.DEFINE_integer(
+    "stream_recovery_pairs", 0, "Stream: after the train steps, residual recovery over this "
+    "many pairs (0: none); its time and the peak RSS with it are reported.")
+_STREAM_RECOVERY_BLOCK = flags.DEFINE_integer(
+    "stream_recovery_block", 0, "Stream: recovery.pair_block for that recovery (0: the "
+    "config's default).")
 _STREAM_DIR = flags.DEFINE_string("stream_dir", "", "Stream: folder for the memmaps "
                                   "(default: a new temporary folder).")
 
@@ -258,7 +264,9 @@ def bench_stream() -> dict[str, Any]:
   return bench_streaming(num_pairs=_STREAM_PAIRS.value, num_concepts=_STREAM_CONCEPTS.value,
                          num_edges=_STREAM_EDGES.value, dim=_DIM.value,
                          steps=_STREAM_STEPS.value, batch_size=_BATCH_SIZE.value,
-                         workdir=_STREAM_DIR.value)
+                         workdir=_STREAM_DIR.value,
+                         recovery_pairs=_STREAM_RECOVERY_PAIRS.value,
+                         recovery_pair_block=_STREAM_RECOVERY_BLOCK.value)
 
 
 def main(argv: Sequence[str]) -> None:

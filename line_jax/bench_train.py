@@ -18,6 +18,7 @@ import numpy as np
 from line_jax import config as config_lib
 from line_jax import embeddings as emb_lib
 from line_jax import pipeline
+from line_jax import recovery as recovery_lib
 from line_jax import train as train_lib
 from line_jax.data.dataset import Dataset
 
@@ -174,8 +175,13 @@ def peak_rss_gib() -> float:
 
 def bench_streaming(num_pairs: int = 2_000_000, num_concepts: int = 500_000,
                     num_edges: int = 5_000_000, dim: int = 768, steps: int = 200,
-                    batch_size: int = 128, workdir: str = "") -> dict:
-  """Trains `steps` steps over memmapped float16 embeddings of the given size; peak RSS."""
+                    batch_size: int = 128, workdir: str = "", recovery_pairs: int = 0,
+                    recovery_pair_block: int = 0) -> dict:
+  """Trains `steps` steps over memmapped float16 embeddings of the given size; peak RSS.
+
+  With `recovery_pairs`, residual recovery then runs over that many pairs (in blocks of
+  `recovery_pair_block`, 0: the config's), and its time and the peak RSS with it are added.
+  """
   workdir = workdir or tempfile.mkdtemp(prefix="line_stream_")
   os.makedirs(workdir, exist_ok=True)
   rng = np.random.default_rng(0)
@@ -212,7 +218,18 @@ def bench_streaming(num_pairs: int = 2_000_000, num_concepts: int = 500_000,
                                   trainer.concept_table, trainer.negated_table)
   jax.block_until_ready(m)
   train_s = time.perf_counter() - t0
-  return {"pairs": num_pairs, "concepts": num_concepts, "edges": num_edges, "dim": dim,
-          "text_embeddings_gib": num_pairs * dim * 2 / 2**30, "steps": steps,
-          "write_s": write_s, "train_s": train_s, "pairs_per_s": steps * batch_size / train_s,
-          "peak_rss_gib_after_setup": rss_setup, "peak_rss_gib": peak_rss_gib()}
+  result = {"pairs": num_pairs, "concepts": num_concepts, "edges": num_edges, "dim": dim,
+            "text_embeddings_gib": num_pairs * dim * 2 / 2**30, "steps": steps,
+            "write_s": write_s, "train_s": train_s, "pairs_per_s": steps * batch_size / train_s,
+            "peak_rss_gib_after_setup": rss_setup, "peak_rss_gib": peak_rss_gib()}
+  if recovery_pairs:
+    if recovery_pair_block:
+      cfg.recovery.pair_block = recovery_pair_block
+    t0 = time.perf_counter()
+    _, info = recovery_lib.recover(state["params"], trainer.lists, text, trainer.table,
+                                   trainer.concept_table, trainer.negated_table, cfg,
+                                   np.arange(min(recovery_pairs, num_pairs)))
+    result.update(recovery_pairs=info["pairs"], recovery_pair_block=int(cfg.recovery.pair_block),
+                  recovery_s=time.perf_counter() - t0,
+                  peak_rss_gib_with_recovery=peak_rss_gib())
+  return result

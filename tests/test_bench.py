@@ -30,6 +30,18 @@ class TrainBenchTest(absltest.TestCase):
     self.assertIn(f"{r['kernels_per_step_xla_path']} launches", line)
     self.assertIn("pairs/s", line)
 
+  def test_streaming_bench_trains_from_memmaps_and_recovers_in_blocks(self):
+    folder = self.create_tempdir().full_path
+    r = bench_train.bench_streaming(num_pairs=300, num_concepts=200, num_edges=800, dim=16,
+                                    steps=2, batch_size=16, workdir=folder,
+                                    recovery_pairs=100, recovery_pair_block=32)
+    self.assertEqual((r["pairs"], r["concepts"], r["steps"]), (300, 200, 2))
+    self.assertGreater(r["pairs_per_s"], 0)
+    self.assertEqual((r["recovery_pairs"], r["recovery_pair_block"]), (100, 32))
+    self.assertGreater(r["recovery_s"], 0)
+    self.assertGreaterEqual(r["peak_rss_gib_with_recovery"], r["peak_rss_gib"])
+    self.assertGreaterEqual(r["peak_rss_gib"], r["peak_rss_gib_after_setup"])
+
   def test_step_cost_counts(self):
     shapes = pipeline.BatchShapes(batch_size=8, num_shards=1, max_concepts=3,
                                   positive_slots=16, negated_slots=4, edges=40,
