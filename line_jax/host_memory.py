@@ -19,6 +19,11 @@ Two settings (mallopt) fix it:
     set-up's large short-lived arrays still go back to the system when freed (with the
     heap kept from the start, the 2M-pair streaming benchmark peaked at 3.8 GiB, not 3.4,
     in a measurement made while this was developed).
+Work that allocates a few very large arrays once rather than a step's buffers again and
+again (residual recovery: dictionary-sized arrays) runs under `system_malloc()`, which
+lets large allocations go back to mmap and trims the heap on the way in and out, so they
+are returned to the system when freed instead of staying in the kept heap (they did: the
+streaming benchmark's recovery peaked 1.7 GiB above what it held).
 The one arena has a price where many threads allocate at once: exporting teacher embeddings
 (`python -m line_jax.bench --what=export`) runs about 8% slower with it (names 820 vs 890
 rows/s, alternating runs). Set LINE_JAX_SYSTEM_MALLOC=1 to leave malloc as it is.
@@ -27,13 +32,16 @@ Elsewhere than glibc it does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
-from typing import Optional
+from typing import Iterator, Optional
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 TRIM_THRESHOLD = 1 << 30
+# glibc's defaults, restored by `system_malloc`.
+_DEFAULT_MMAP_MAX, _DEFAULT_TRIM_THRESHOLD = 65536, 128 * 1024
 
 STATE = {"one_arena": False, "keep_freed": False, "reason": "not tried"}
 
@@ -51,6 +59,12 @@ def _mallopt() -> Optional[ctypes._CFuncPtr]:
     return None
   mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
   return mallopt
+
+
+def _malloc_trim() -> None:
+  libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+  libc.malloc_trim.argtypes = [ctypes.c_size_t]
+  libc.malloc_trim(0)
 
 
 def use_one_arena() -> bool:
@@ -74,3 +88,23 @@ def keep_freed_memory() -> bool:
       if not STATE["keep_freed"]:
         STATE["reason"] = "mallopt refused M_MMAP_MAX or M_TRIM_THRESHOLD"
   return STATE["keep_freed"]
+
+
+@contextlib.contextmanager
+def system_malloc() -> Iterator[None]:
+  """glibc's own large-allocation policy inside the block (see the module doc): large
+  arrays are mmapped and unmapped when freed, and the kept heap is trimmed on entry and
+  exit. Does nothing unless `keep_freed_memory` is in effect."""
+  if not STATE["keep_freed"]:
+    yield
+    return
+  mallopt = _mallopt()
+  mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+  mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+  _malloc_trim()
+  try:
+    yield
+  finally:
+    _malloc_trim()
+    mallopt(_M_MMAP_MAX, 0)
+    mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)

@@ -28,6 +28,7 @@ import numpy as np
 
 from line_jax import embeddings as emb_lib
 from line_jax import graph as graph_lib
+from line_jax import host_memory
 from line_jax import kernels
 from line_jax import model as model_lib
 
@@ -74,7 +75,8 @@ def project_concepts(params, table: graph_lib.NeighbourTable, concept_table, neg
   negated = np.asarray(negated, bool)
   n = len(concepts)
   chunk = max(1, min(chunk, n))
-  out = []
+  # Written in place: a list of chunks joined at the end held the dictionary twice.
+  out = np.empty((n, params["concept_proj"]["w"].shape[1]), np.float32)
   for s in range(0, n, chunk):
     c = concepts[s:s + chunk]
     g = negated[s:s + chunk]
@@ -91,9 +93,8 @@ def project_concepts(params, table: graph_lib.NeighbourTable, concept_table, neg
     res = _project_chunk(params, graph, concept_table, negated_table, num_receivers=chunk,
                          num_types=table.num_types, slope=slope, normalize=normalize,
                          cpu_kernel=cpu_kernel, kernel_threads=kernel_threads)
-    out.append(np.asarray(res)[:real])
-  return np.concatenate(out) if out else np.zeros((0, params["concept_proj"]["w"].shape[1]),
-                                                  np.float32)
+    out[s:s + real] = np.asarray(res)[:real]
+  return out
 
 
 def pair_residuals(lists, pair_idx: np.ndarray, text_proj: np.ndarray, positive: np.ndarray,
@@ -147,6 +148,14 @@ def choose_additions(scores: np.ndarray, candidates: np.ndarray, lists, pair_idx
 def recover(params, lists, text: np.ndarray, table, concept_table, negated_table, config,
             pair_idx: np.ndarray):
   """Runs residual recovery over `pair_idx`; returns (added [P] int32, info dict)."""
+  # Dictionary-sized arrays, allocated once: returned to the system when freed rather than
+  # kept for the train step's buffers (line_jax/host_memory.py).
+  with host_memory.system_malloc():
+    return _recover(params, lists, text, table, concept_table, negated_table, config,
+                    pair_idx)
+
+
+def _recover(params, lists, text, table, concept_table, negated_table, config, pair_idx):
   from line_jax import search as search_lib  # the sharded top-k search
   rc, gc = config.recovery, config.graph
   if int(rc.pair_block) < 1:

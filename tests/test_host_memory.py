@@ -37,6 +37,29 @@ def probe(**env):
   return tuned == "True", " ".join(reason), int(median_faults)
 
 
+RELEASE_PROBE = r"""
+import line_jax
+from line_jax import host_memory
+import numpy as np
+import psutil
+rss = lambda: psutil.Process().memory_info().rss / 2**20
+def churn():            # a 256 MiB array, written and freed
+  a = np.ones(2**26, np.float32)
+  del a
+host_memory.keep_freed_memory()
+base = rss()
+churn()
+kept = rss() - base                       # stays in the kept heap
+with host_memory.system_malloc():
+  inside_base = rss()
+  churn()
+  inside = rss() - inside_base            # mmapped, unmapped when freed
+after_base = rss()
+churn()
+print(host_memory.STATE["keep_freed"], round(kept), round(inside), round(rss() - after_base))
+"""
+
+
 class HostMemoryTest(absltest.TestCase):
 
   def test_steps_reuse_pages_once_tuned(self):
@@ -48,6 +71,19 @@ class HostMemoryTest(absltest.TestCase):
     # allocations split the freed holes (seen up to the 20th call, more often with several
     # XLA devices; once, in CI, in most of calls 6-15): the median of calls 31-60 is compared.
     self.assertLess(faults, 500)
+
+  def test_system_malloc_returns_large_arrays_and_restores_the_kept_heap(self):
+    out = subprocess.run([sys.executable, "-c", RELEASE_PROBE], capture_output=True,
+                         text=True, env={**os.environ, "JAX_PLATFORMS": "cpu",
+                                         "LINE_JAX_SYSTEM_MALLOC": ""}, timeout=300)
+    if out.returncode:
+      raise AssertionError(out.stderr[-3000:])
+    tuned, kept, inside, after = out.stdout.split()
+    if tuned != "True":
+      self.skipTest("malloc not tunable here")
+    self.assertGreater(int(kept), 200)       # MiB of the freed 256 MiB array still held
+    self.assertLess(int(inside), 50)         # given back inside system_malloc
+    self.assertGreater(int(after), 200)      # after it, freed memory is kept again
 
   def test_opt_out_leaves_malloc_alone(self):
     tuned, reason, faults = probe(LINE_JAX_SYSTEM_MALLOC="1")
