@@ -218,8 +218,9 @@ class ChunkSizeTest(parameterized.TestCase):
     self.assertEqual(key_chunk, 4_000_000 // 245 // 128 * 128 + 128)   # 245 even chunks
     self.assertLessEqual(key_chunk, search.DEFAULT_KEY_CHUNK)
     per_row = key_chunk * 4 + 768 * 4
-    largest = 1024 * 2**20 // per_row
+    largest = min(1024 * 2**20 // per_row, search.DEFAULT_QUERY_CHUNK)
     self.assertLessEqual(query_chunk * per_row, 1024 * 2**20)
+    self.assertLessEqual(query_chunk, search.DEFAULT_QUERY_CHUNK)
     # As few query chunks as the budget allows, evened out: padding under one row multiple.
     num_chunks = -(-1_000_000 // largest)
     self.assertEqual(-(-1_000_000 // query_chunk), num_chunks)
