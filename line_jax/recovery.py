@@ -9,8 +9,9 @@ take the `recovery.top_k` best so that candidates already in the list can be ski
 The dictionary holds the positive concepts only: negated entries stand for an absence the
 text states explicitly, which a residual of missed words should not be matched to.
 
-Memory: the projected dictionary is held on the host (its rows form the residuals) and once
-on the devices (the search); the pairs go through in blocks of `recovery.pair_block`
+Memory: G of the dictionary and of the negated entries is held on the host (their rows form
+the residuals), the dictionary once more on the devices (the search); the pairs go through
+in blocks of `recovery.pair_block`
 (their text projections, residuals and candidates), so the paper's 7.2M pairs need no
 [P, d] array at all.
 """
@@ -97,20 +98,20 @@ def project_concepts(params, table: graph_lib.NeighbourTable, concept_table, neg
   return out
 
 
-def pair_residuals(lists, pair_idx: np.ndarray, text_proj: np.ndarray, positive: np.ndarray,
+def pair_residuals(padded_lists, text_proj: np.ndarray, positive: np.ndarray,
                    negated_concepts: np.ndarray, negated_rows: np.ndarray) -> np.ndarray:
-  """e_i = F(t_i) - mean_j G(c_ij) for the given pairs (rows of text_proj align with pair_idx).
+  """e_i = F(t_i) - mean_j G(c_ij) for a block of pairs.
 
   Args:
-    lists: the `pipeline.PairLists` (with any recovered concepts).
-    pair_idx: [P] pair indices.
+    padded_lists: `PairLists.padded(pair_idx)` of the block: (concept [P, M], negated
+      [P, M], real slot [P, M]).
     text_proj: [P, d] F(t_i) of those pairs.
     positive: [N, d] G of every dictionary concept.
     negated_concepts: [V] sorted concepts whose negated entry is projected in `negated_rows`
       (every concept that occurs negated in the lists).
     negated_rows: [V, d] G of those negated entries.
   """
-  idx, neg, real = lists.padded(pair_idx)
+  idx, neg, real = padded_lists
   total = np.zeros(text_proj.shape, np.float32)
   for j in range(idx.shape[1]):       # one [P, d] gather per list position, not [P, M, d]
     if not real[:, j].any():
@@ -125,18 +126,17 @@ def pair_residuals(lists, pair_idx: np.ndarray, text_proj: np.ndarray, positive:
   return text_proj - total / real.sum(axis=1, keepdims=True)
 
 
-def choose_additions(scores: np.ndarray, candidates: np.ndarray, lists, pair_idx: np.ndarray,
+def choose_additions(scores: np.ndarray, candidates: np.ndarray, padded_lists,
                      threshold: float) -> np.ndarray:
   """The best candidate per pair that reaches `threshold` and is not in its list yet, or -1.
 
   Args:
     scores: [P, k] cosines, best first per row.
     candidates: [P, k] dictionary indices.
-    lists: the `pipeline.PairLists`.
-    pair_idx: [P] pair indices the rows belong to.
+    padded_lists: `PairLists.padded(pair_idx)` of the same pairs.
     threshold: the least cosine accepted.
   """
-  idx, _, real = lists.padded(pair_idx)
+  idx, _, real = padded_lists
   listed = np.where(real, idx, -1)           # a negated concept's positive form counts too
   present = (candidates[:, :, None] == listed[:, None, :]).any(axis=2)
   accepted = (scores >= threshold) & ~present
@@ -187,9 +187,10 @@ def _recover(params, lists, text, table, concept_table, negated_table, config, p
   for first in range(0, len(pair_idx), block):
     rows = pair_idx[first:first + block]
     text_proj = project_texts(params, text, rc.dictionary_chunk, normalize, rows=rows)
-    residuals = pair_residuals(lists, rows, text_proj, positive, neg_concepts, neg_rows)
+    padded = lists.padded(rows)
+    residuals = pair_residuals(padded, text_proj, positive, neg_concepts, neg_rows)
     scores, candidates = dictionary.search(residuals)
-    added[rows] = choose_additions(scores, candidates, lists, rows, float(rc.threshold))
+    added[rows] = choose_additions(scores, candidates, padded, float(rc.threshold))
     best[first:first + len(rows)] = scores[:, 0]
     if len(pair_idx) > block:
       logging.info("recovery: %d/%d pairs searched, %.1f s", first + len(rows),

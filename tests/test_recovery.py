@@ -103,7 +103,8 @@ class RecoveryTest(parameterized.TestCase):
     neg_concepts = np.unique(ds.concept_flat[ds.negated_flat])
     neg_rows = rng.standard_normal((len(neg_concepts), emb.shape[1])).astype(np.float32)
     rows = np.arange(0, 60, 2)
-    got = recovery.pair_residuals(lists, rows, text[rows], emb, neg_concepts, neg_rows)
+    got = recovery.pair_residuals(lists.padded(rows), text[rows], emb, neg_concepts,
+                                  neg_rows)
     negated = dict(zip(neg_concepts.tolist(), neg_rows))
     for r, i in enumerate(rows):
       idx, neg = lists.concepts(int(i))
@@ -119,7 +120,7 @@ class RecoveryTest(parameterized.TestCase):
     for r in range(0, 60, 3):     # the best candidates already in the list: must be skipped
       candidates[r, :2] = lists.concepts(r)[0][0]
     scores = -np.sort(-rng.uniform(0.0, 1.0, (60, 6)), axis=1).astype(np.float32)
-    got = recovery.choose_additions(scores, candidates, lists, rows, 0.4)
+    got = recovery.choose_additions(scores, candidates, lists.padded(rows), 0.4)
     for r in rows:
       present = set(lists.concepts(int(r))[0].tolist())
       want = next((int(j) for sc, j in zip(scores[r], candidates[r])
