@@ -23,7 +23,7 @@ Work that allocates a few very large arrays once rather than a step's buffers ag
 again (residual recovery: dictionary-sized arrays) runs under `system_malloc()`, which
 lets large allocations go back to mmap and trims the heap on the way in and out, so they
 are returned to the system when freed instead of staying in the kept heap (they did:
-`python -m line_jax.bench --what=stream --stream_pairs=300000 --stream_steps=20
+`python -m line_jax.bench --what=stream --dim=768 --stream_pairs=300000 --stream_steps=20
 --stream_recovery_pairs=4096 --stream_recovery_block=4096` peaked at 7.73 GiB, and at
 6.09 GiB, what recovery holds, with this).
 The one arena has a price where many threads allocate at once: exporting teacher embeddings
