@@ -25,7 +25,7 @@ lets large allocations go back to mmap and trims the heap on the way in and out,
 are returned to the system when freed instead of staying in the kept heap (they did:
 `python -m line_jax.bench --what=stream --dim=768 --stream_pairs=300000 --stream_steps=20
 --stream_recovery_pairs=4096 --stream_recovery_block=4096` peaked at 7.73 GiB, and at
-6.09 GiB, what recovery holds, with this).
+6.09-6.13 GiB, what recovery holds, with this).
 The one arena has a price where many threads allocate at once: exporting teacher embeddings
 (`python -m line_jax.bench --what=export`) runs about 8% slower with it (names 820 vs 890
 rows/s, alternating runs). Set LINE_JAX_SYSTEM_MALLOC=1 to leave malloc as it is.
