@@ -309,6 +309,14 @@ def _check_2d(name: str, array: Any) -> None:
                      f"{getattr(array, 'shape', type(array))}")
 
 
+def _check_queries(queries: Any, dim: int) -> None:
+  """Queries must be [Q, dim], dim the keys' dimension."""
+  _check_2d("queries", queries)
+  if queries.shape[1] != dim:
+    raise ValueError(f"search_topk: dimension mismatch: queries have dim {queries.shape[1]},"
+                     f" keys have dim {dim}")
+
+
 class Dictionary:
   """Dictionary rows placed once on the devices, searched by any number of query blocks.
 
@@ -364,15 +372,16 @@ class Dictionary:
     _, self.key_chunk = derive_chunk_sizes(
         1, math.ceil(num_keys / len(devices)), dim, k, query_chunk=query_chunk,
         key_chunk=key_chunk, **self._options)
+    self.keys_per_device = _round_up(math.ceil(num_keys / len(devices)), self.key_chunk)
     self.mesh = Mesh(np.array(devices), (_KEY_AXIS,))
-    self.keys = self._place(keys, _round_up(math.ceil(num_keys / len(devices)),
-                                            self.key_chunk))
+    self.keys = self._place(keys)
     self._search_chunk = _compiled_search(
         self.mesh, k=k, num_keys=num_keys, key_chunk=self.key_chunk, normalize=normalize,
         use_bf16=use_bf16, rescore_factor=rescore_factor)
 
-  def _place(self, keys: np.ndarray | jax.Array, keys_per_device: int) -> jax.Array:
+  def _place(self, keys: np.ndarray | jax.Array) -> jax.Array:
     """Float32 (normalised) keys, zero-padded and sharded by rows, written chunk by chunk."""
+    keys_per_device = self.keys_per_device
     shape = (keys_per_device * self.mesh.devices.size, self.dim)
     sharding = NamedSharding(self.mesh, PartitionSpec(_KEY_AXIS, None))
     chunk = self.key_chunk                      # divides keys_per_device
@@ -402,15 +411,12 @@ class Dictionary:
     Raises:
       ValueError: on queries that are not 2-D or whose dimension is not the keys'.
     """
-    _check_2d("queries", queries)
+    _check_queries(queries, self.dim)
     num_queries = queries.shape[0]
-    if queries.shape[1] != self.dim:
-      raise ValueError(f"search_topk: dimension mismatch: queries have dim {queries.shape[1]},"
-                       f" keys have dim {self.dim}")
     if num_queries == 0:
       return np.zeros((0, self.k), np.float32), np.zeros((0, self.k), np.int32)
     query_chunk, _ = derive_chunk_sizes(
-        num_queries, self.keys.shape[0] // self.mesh.devices.size, self.dim, self.k,
+        num_queries, self.keys_per_device, self.dim, self.k,
         query_chunk=self._query_chunk, key_chunk=self.key_chunk, **self._options)
     query_sharding = NamedSharding(self.mesh, PartitionSpec())
     scores = np.empty((num_queries, self.k), np.float32)
@@ -477,11 +483,9 @@ def search_topk(
     ValueError: on inputs of the wrong rank, mismatched dimensions, k outside [1, N], or
       a memory budget too small for any chunk.
   """
-  _check_2d("queries", queries)
+  _check_2d("queries", queries)               # queries first, as the errors always came
   _check_2d("keys", keys)
-  if queries.shape[1] != keys.shape[1]:
-    raise ValueError(f"search_topk: dimension mismatch: queries have dim {queries.shape[1]},"
-                     f" keys have dim {keys.shape[1]}")
+  _check_queries(queries, keys.shape[1])      # before the keys are placed
   dictionary = Dictionary(keys, k, normalize=normalize, memory_budget_mb=memory_budget_mb,
                           query_chunk=query_chunk, key_chunk=key_chunk, use_bf16=use_bf16,
                           rescore_factor=rescore_factor, devices=devices)
