@@ -31,18 +31,21 @@ import json
 import os
 from typing import List, Optional, Sequence, Tuple
 
-import jax
 import ml_collections
 import numpy as np
 
 from line_jax import checkpoint as ckpt_lib
 from line_jax import config as config_lib
+from line_jax import exporter
 from line_jax import graph as graph_lib
 from line_jax import kernels
-from line_jax import model as model_lib
-from line_jax import recovery as recovery_lib
+from line_jax import projection
+from line_jax import state as state_lib
+from line_jax import tables
+from line_jax import teachers
 from line_jax.data import prepare_dataset
 from line_jax.data.dataset import DataError
+from line_jax.search import cosine_top_k
 
 OVERLONG_CHOICES = ("truncate", "error")
 
@@ -65,18 +68,6 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   return config
 
 
-def abstract_state(config: ml_collections.ConfigDict, num_relation_types: int,
-                   text_dim: int, concept_dim: int, num_pairs: int) -> dict:
-  """A train-state pytree with the shapes and dtypes a run of `config` checkpoints."""
-  from line_jax import train as train_lib   # make_optimizer
-  dim = int(config.model.dim or text_dim)
-  params = model_lib.init_params(jax.random.PRNGKey(0), text_dim, concept_dim, dim,
-                                 num_relation_types, config.model.init,
-                                 config.model.init_scale)
-  return {"params": params, "opt_state": train_lib.make_optimizer(config).init(params),
-          "step": np.zeros((), np.int32), "added": np.zeros(num_pairs, np.int32)}
-
-
 def restore_state(workdir: str, config: ml_collections.ConfigDict, abstract: dict
                   ) -> Tuple[dict, dict]:
   """(state, progress) of the latest checkpoint of `workdir`; FileNotFoundError if none."""
@@ -85,16 +76,6 @@ def restore_state(workdir: str, config: ml_collections.ConfigDict, abstract: dic
   if restored is None:
     raise FileNotFoundError(f"{os.path.abspath(workdir)}/checkpoints: no checkpoint to load")
   return restored, progress
-
-
-def cosine_top_k(queries: np.ndarray, keys: np.ndarray, k: int
-                 ) -> Tuple[np.ndarray, np.ndarray]:
-  """(scores [Q, k], indices [Q, k]) of the k keys with the highest cosine per query."""
-  from line_jax import search as search_lib
-  keys = np.asarray(keys, np.float32)
-  if not 1 <= k <= len(keys):
-    raise ValueError(f"k={k}: must be between 1 and the number of keys ({len(keys)})")
-  return search_lib.search_topk(np.asarray(queries, np.float32), keys, k, normalize=True)
 
 
 def _check_string_list(texts: Sequence[str], what: str) -> List[str]:
@@ -125,12 +106,11 @@ class LineModel:
     self.config, self.workdir, self.dataset = config, workdir, dataset
     self.teacher1, self.teacher2, self.table, self.params = teacher1, teacher2, table, params
     self.progress = progress
-    from line_jax import train as train_lib   # the trainer's table dtype and upload
-    table_dtype = train_lib.resolve_table_dtype(config, teacher2)
-    self.concept_table = train_lib.table_to_device(teacher2.concepts, dtype=table_dtype)
-    self.negated_table = train_lib.table_to_device(teacher2.negated, dtype=table_dtype)
-    self._cpu_kernel = (kernels.use_kernel(str(config.model.cpu_kernel), self.concept_table),
-                        int(config.model.cpu_kernel_threads))
+    table_dtype = tables.resolve_table_dtype(config, teacher2)
+    self.concept_table = tables.table_to_device(teacher2.concepts, dtype=table_dtype)
+    self.negated_table = tables.table_to_device(teacher2.negated, dtype=table_dtype)
+    self._projection = projection.ProjectionSettings.from_config(
+        config, kernels.use_kernel(str(config.model.cpu_kernel), self.concept_table))
     self._negated_missing = ~np.asarray(teacher2.negated != 0).any(axis=1)
     self._dictionary: Optional[np.ndarray] = None
     self._negated_cache: dict = {}
@@ -146,14 +126,13 @@ class LineModel:
       workdir: the run's work dir (config.json, checkpoints/, embeddings/).
       config: overrides the saved config.json (e.g. another eval split); shapes must match.
     """
-    from line_jax import train as train_lib   # ensure_teacher
     workdir = os.path.abspath(workdir)
     config = config if config is not None else load_config(workdir)
     dataset = prepare_dataset(config)
-    teacher1 = train_lib.ensure_teacher(config.teacher1, dataset, workdir)
-    teacher2 = train_lib.ensure_teacher(config.teacher2, dataset, workdir)
+    teacher1 = exporter.ensure_teacher(config.teacher1, dataset, workdir)
+    teacher2 = exporter.ensure_teacher(config.teacher2, dataset, workdir)
     table = graph_lib.NeighbourTable.from_dataset(dataset, config.graph.symmetric)
-    abstract = abstract_state(config, len(dataset.relation_types), teacher1.dim, teacher2.dim,
+    abstract = state_lib.abstract_state(config, len(dataset.relation_types), teacher1.dim, teacher2.dim,
                               dataset.num_pairs)
     restored, progress = restore_state(workdir, config, abstract)
     return cls(config, workdir, dataset, teacher1, teacher2, table, restored["params"],
@@ -165,23 +144,16 @@ class LineModel:
     return int(self.params["text_proj"]["w"].shape[1])
 
   # --- projections of rows the run already has -----------------------------------------
-  @property
-  def _normalize(self) -> bool:
-    return bool(self.config.loss.normalize)
-
   def project_texts(self, text_emb: np.ndarray) -> np.ndarray:
     """F over teacher-1 text embeddings [N, d_t] -> [N, d]."""
-    return recovery_lib.project_texts(self.params, np.asarray(text_emb, np.float32),
-                                      int(self.config.recovery.dictionary_chunk),
-                                      self._normalize)
+    return projection.project_texts(self.params, np.asarray(text_emb, np.float32),
+                                    self._projection.chunk, self._projection.normalize)
 
   def project_concepts(self, concept_idx: np.ndarray, negated: np.ndarray) -> np.ndarray:
     """G of dictionary rows (deterministic neighbours), negated rows through their projector."""
-    return recovery_lib.project_concepts(
+    return projection.project_concepts(
         self.params, self.table, self.concept_table, self.negated_table,
-        np.asarray(concept_idx), np.asarray(negated, bool), self.config.graph.fanout,
-        int(self.config.recovery.dictionary_chunk), self.config.model.leaky_relu_slope,
-        self._normalize, self.config.graph.edge_block, *self._cpu_kernel)
+        np.asarray(concept_idx), np.asarray(negated, bool), self._projection)
 
   def dictionary(self) -> np.ndarray:
     """[C, d] G of every concept (positive form), computed once."""
@@ -213,7 +185,6 @@ class LineModel:
             f"{which} is a {tcfg.kind!r} teacher: it cannot embed new strings, only the "
             "dataset's rows it was given; use dataset_texts / project_texts / "
             "project_concepts, or train with a Hugging Face teacher (kind 'hf')")
-      from line_jax import teachers
       self._encoders[which] = teachers.load_encoder(tcfg)
     return self._encoders[which]
 
@@ -288,9 +259,8 @@ class LineModel:
                       np.int64)
     if len(todo):
       self._fill_missing_negated(todo)
-      for j, row in zip(todo, self.project_concepts(todo, np.ones(len(todo), bool))):
-        self._negated_cache[int(j)] = row
-    return np.stack([self._negated_cache[int(j)] for j in concept_idx])
+    return projection.project_negated(self.project_concepts, concept_idx,
+                                      cache=self._negated_cache)
 
   def embed_concept_rows(self, offsets: np.ndarray, concept_idx: np.ndarray,
                          negated: np.ndarray) -> np.ndarray:

@@ -25,6 +25,11 @@ from absl import flags
 import jax
 import numpy as np
 
+from line_jax import bench_train as bench_train_lib
+from line_jax import search
+from line_jax import teachers
+from line_jax.config import teacher_config
+
 _SECTIONS = ("search", "train", "export", "stream")   # "stream" writes GBs: only on request
 
 _WHAT = flags.DEFINE_list("what", ["search", "train", "export"],
@@ -69,7 +74,7 @@ _STREAM_RECOVERY_BLOCK = flags.DEFINE_integer(
 _STREAM_DIR = flags.DEFINE_string("stream_dir", "", "Stream: folder for the memmaps "
                                   "(default: a new temporary folder).")
 
-# Residual recovery at paper scale (DESIGN.md): 7.2M pairs against a 4M-concept dictionary.
+# Residual recovery at paper scale: 7.2M pairs against a 4M-concept dictionary.
 PAPER_QUERIES = 7_200_000
 PAPER_DICT_SIZE = 4_000_000
 PAPER_DIM = 768
@@ -126,8 +131,6 @@ def bench_search(*, num_queries: int, dict_size: int, dim: int, k: int, repeats:
                  compare: bool, use_bf16: bool, memory_budget_mb: float, query_chunk: int,
                  key_chunk: int, seed: int) -> dict[str, Any]:
   """Times line_jax search (and faiss with `compare`); prints and returns the numbers."""
-  from line_jax import search  # pylint: disable=g-import-not-at-top
-
   rng = np.random.default_rng(seed)
   queries = random_unit_rows(rng, num_queries, dim)
   keys = random_unit_rows(rng, dict_size, dim)
@@ -228,8 +231,7 @@ def train_gpu_projection(result: dict[str, Any], tflops_f32: float, bandwidth_tb
 
 
 def bench_train() -> dict[str, Any]:
-  from line_jax.bench_train import bench_train_step  # pylint: disable=g-import-not-at-top
-  result = bench_train_step(batch_size=_BATCH_SIZE.value, dim=_DIM.value,
+  result = bench_train_lib.bench_train_step(batch_size=_BATCH_SIZE.value, dim=_DIM.value,
                             concepts_per_pair=_CONCEPTS_PER_PAIR.value, fanout=_FANOUT.value,
                             num_relations=_NUM_RELATIONS.value, steps=_STEPS.value,
                             repeats=_REPEATS.value)
@@ -242,14 +244,12 @@ def bench_train() -> dict[str, Any]:
 def bench_export() -> dict[str, Any]:
   """Rows/s of the bundled MiniLM teacher on short concept-like names and ~20-word sentences
   (scripts/bench_export.py also times transformers-PyTorch when torch is installed)."""
-  from line_jax.config import teacher_config  # pylint: disable=g-import-not-at-top
-  from line_jax.teachers import load_encoder  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(_SEED.value)
   words = ("abnormal", "cardiac", "renal", "seizure", "fever", "chronic", "left", "hypoplasia",
            "of", "the", "muscle", "defect", "skin", "eye", "retinal", "pain", "acute")
   names = [" ".join(rng.choice(words, rng.integers(1, 5))) for _ in range(_EXPORT_ROWS.value)]
   sentences = [" ".join(rng.choice(words, 20)) for _ in range(_EXPORT_ROWS.value // 4)]
-  encoder = load_encoder(teacher_config(model="all-MiniLM-L6-v2", preset="minilm"))
+  encoder = teachers.load_encoder(teacher_config(model="all-MiniLM-L6-v2", preset="minilm"))
   result = {}
   for label, texts in (("names", names), ("sentences", sentences)):
     encoder.encode(texts[:256])                     # compile the common buckets
@@ -260,8 +260,7 @@ def bench_export() -> dict[str, Any]:
 
 
 def bench_stream() -> dict[str, Any]:
-  from line_jax.bench_train import bench_streaming  # pylint: disable=g-import-not-at-top
-  return bench_streaming(num_pairs=_STREAM_PAIRS.value, num_concepts=_STREAM_CONCEPTS.value,
+  return bench_train_lib.bench_streaming(num_pairs=_STREAM_PAIRS.value, num_concepts=_STREAM_CONCEPTS.value,
                          num_edges=_STREAM_EDGES.value, dim=_DIM.value,
                          steps=_STREAM_STEPS.value, batch_size=_BATCH_SIZE.value,
                          workdir=_STREAM_DIR.value,

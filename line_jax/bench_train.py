@@ -19,7 +19,7 @@ from line_jax import config as config_lib
 from line_jax import embeddings as emb_lib
 from line_jax import pipeline
 from line_jax import recovery as recovery_lib
-from line_jax import train as train_lib
+from line_jax import trainer as train_lib
 from line_jax.data.dataset import Dataset
 
 

@@ -31,7 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
 
   c.data = ml_collections.ConfigDict()
-  c.data.dir = ""                          # dataset folder (DESIGN.md format)
+  c.data.dir = ""                          # dataset folder (docs/data.md)
   c.data.builder = ""                      # "", "synthetic" or "hpo": build data.dir if missing
   c.data.negation_template = "{name} unobserved"
   c.data.max_concepts_per_pair = 32        # longer lists are truncated, with a count in the log
@@ -85,8 +85,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.relational_weight = 1.0
   c.loss.relational_margin = 0.2   # triplet margin on cosine, known vs corrupted edge
   c.loss.relational_edges = 64     # known edges sampled per batch
-  c.loss.negation_weight = 0.1     # 1.0 flipped negated entries so hard that alignment
-                                   # fell below the teachers' (HPO + MiniLM; closing note)
+  c.loss.negation_weight = 0.1     # 1.0 pushed negated entries so hard that alignment
+                                   # fell below the teachers' (HPO + MiniLM)
   c.loss.negation_delta = 0.3      # 0 < delta <= 0.5 (paper, A.1)
 
   c.train = ml_collections.ConfigDict()

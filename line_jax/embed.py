@@ -38,13 +38,39 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from absl import app, flags
+from ml_collections import config_flags
+from tqdm.auto import tqdm
 
+from line_jax import logs
+from line_jax.api import OVERLONG_CHOICES, LineModel
 from line_jax.data.dataset import DataError, data_error
 from line_jax.embeddings import write_json
 
 PARTS = ("text", "concepts")
 INVALID_CHOICES = ("error", "nan")
 _EXAMPLES = 10
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file; default: the "
+                                          "config.json saved in --workdir.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Work dir of the trained run (or soup).")
+_INPUT = flags.DEFINE_string("input", None, "Parquet file to embed.")
+_OUTPUT = flags.DEFINE_string("output", None,
+                              "Output folder (text.npy, concepts.npy, meta.json).")
+_CHUNK_ROWS = flags.DEFINE_integer("chunk_rows", 4096, "Rows embedded and flushed at a time.")
+_PARTS = flags.DEFINE_list("parts", [], "text and/or concepts; default: every part with a "
+                           "column.")
+_TEXT_COLUMN = flags.DEFINE_string("text_column", "text", "Column of texts.")
+_CONCEPTS_COLUMN = flags.DEFINE_string("concepts_column", "concept_ids",
+                                       "Column of concept-id lists.")
+_NEGATED_COLUMN = flags.DEFINE_string("negated_column", "negated",
+                                      "Column of negation flags (optional).")
+_OVERLONG = flags.DEFINE_enum("overlong", "truncate", list(OVERLONG_CHOICES),
+                              "Texts over teacher1.max_length tokens: truncate (counted) or "
+                              "error.")
+_INVALID = flags.DEFINE_enum("invalid", "error", list(INVALID_CHOICES),
+                             "Invalid rows: error (checked before embedding) or nan (counted).")
+flags.mark_flags_as_required(["workdir", "input", "output"])
 
 
 def choose_parts(schema_names: Sequence[str], columns: Dict[str, str],
@@ -198,8 +224,6 @@ def embed_parquet(model, input_path: str, output_dir: str, *, chunk_rows: int = 
   Returns:
     The meta.json dictionary.
   """
-  from tqdm.auto import tqdm
-  from line_jax.api import OVERLONG_CHOICES
   if invalid not in INVALID_CHOICES:
     raise ValueError(f"invalid={invalid!r}: expected one of {INVALID_CHOICES}")
   if overlong not in OVERLONG_CHOICES:
@@ -314,43 +338,17 @@ def _count_invalid(meta: dict, part: str, start: int, bad: np.ndarray) -> None:
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  from absl import flags
-  from line_jax import logs
-  from line_jax.api import LineModel
   logs.setup()
-  f = flags.FLAGS
-  model = LineModel.load(f.workdir, f.config)
-  meta = embed_parquet(model, f.input, f.output, chunk_rows=f.chunk_rows,
-                       parts=f.parts or None, text_column=f.text_column,
-                       concepts_column=f.concepts_column, negated_column=f.negated_column,
-                       overlong=f.overlong, invalid=f.invalid)
+  model = LineModel.load(_WORKDIR.value, _CONFIG.value)
+  meta = embed_parquet(model, _INPUT.value, _OUTPUT.value, chunk_rows=_CHUNK_ROWS.value,
+                       parts=_PARTS.value or None, text_column=_TEXT_COLUMN.value,
+                       concepts_column=_CONCEPTS_COLUMN.value,
+                       negated_column=_NEGATED_COLUMN.value, overlong=_OVERLONG.value,
+                       invalid=_INVALID.value)
   print(json.dumps({k: v for k, v in meta.items() if k != "plan"}, indent=1))
   for part, name in meta["files"].items():
-    print(f"{part}: {os.path.join(os.path.abspath(f.output), name)}")
-
-
-def define_flags() -> None:
-  """The command line; defined only when run as a program."""
-  from absl import flags
-  from ml_collections import config_flags
-  config_flags.DEFINE_config_file("config", None, "Config file; default: the config.json "
-                                  "saved in --workdir.")
-  flags.DEFINE_string("workdir", None, "Work dir of the trained run (or soup).")
-  flags.DEFINE_string("input", None, "Parquet file to embed.")
-  flags.DEFINE_string("output", None, "Output folder (text.npy, concepts.npy, meta.json).")
-  flags.DEFINE_integer("chunk_rows", 4096, "Rows embedded and flushed at a time.")
-  flags.DEFINE_list("parts", [], "text and/or concepts; default: every part with a column.")
-  flags.DEFINE_string("text_column", "text", "Column of texts.")
-  flags.DEFINE_string("concepts_column", "concept_ids", "Column of concept-id lists.")
-  flags.DEFINE_string("negated_column", "negated", "Column of negation flags (optional).")
-  flags.DEFINE_enum("overlong", "truncate", ["truncate", "error"],
-                    "Texts over teacher1.max_length tokens: truncate (counted) or error.")
-  flags.DEFINE_enum("invalid", "error", list(INVALID_CHOICES),
-                    "Invalid rows: error (checked before embedding) or nan (counted).")
-  flags.mark_flags_as_required(["workdir", "input", "output"])
+    print(f"{part}: {os.path.join(os.path.abspath(_OUTPUT.value), name)}")
 
 
 if __name__ == "__main__":
-  from absl import app
-  define_flags()
   app.run(main)

@@ -1,6 +1,6 @@
 """The teacher-embedding cache: one folder per (teacher, dataset), read with memmap.
 
-Layout (DESIGN.md):
+Layout (docs/data.md):
   <workdir>/embeddings/<teacher name>-<key>/
       text.npy       [P, d]  row i = pairs.parquet row i
       concepts.npy   [C, d]  row j = concepts.parquet row j (the concept's name)
@@ -140,28 +140,65 @@ def read_rows(arr: np.ndarray, chunk_rows: int = _CHECK_ROWS) -> np.ndarray:
   return out
 
 
-def gather_rows(arr: np.ndarray, rows: np.ndarray) -> np.ndarray:
-  """arr[rows] for a memmapped .npy through positioned file reads (one per row).
+def gather_rows(arr: np.ndarray, rows: np.ndarray, dtype=None) -> np.ndarray:
+  """arr[rows] (as `dtype`, default as stored), each distinct row read once; a memmapped
+  .npy is read with positioned file reads (one per distinct row).
 
   Fancy indexing through the mapping was seen to leave most of the file resident in this
   process (RSS ~ file size after a few hundred random batches); reads go through the page
   cache only, so streaming a dataset larger than memory keeps the process small.
   """
+  rows = np.asarray(rows, np.int64)
+  unique, inverse = np.unique(rows, return_inverse=True)
   filename = getattr(arr, "filename", None)
   if not isinstance(arr, np.memmap) or filename is None or arr.ndim != 2:
-    return np.asarray(arr[rows])
-  rows = np.asarray(rows, np.int64)
-  out = np.empty((len(rows), arr.shape[1]), arr.dtype)
-  row_bytes = arr.dtype.itemsize * arr.shape[1]
-  view = out.view(np.uint8).reshape(len(rows), row_bytes)
-  fd = os.open(filename, os.O_RDONLY)
-  try:
-    for i, r in enumerate(rows.tolist()):
-      if os.preadv(fd, [view[i]], arr.offset + r * row_bytes) != row_bytes:
-        raise DataError(f"{filename}: short read at row {r}")
-  finally:
-    os.close(fd)
-  return out
+    out = np.asarray(arr[unique])
+  else:
+    out = np.empty((len(unique), arr.shape[1]), arr.dtype)
+    row_bytes = arr.dtype.itemsize * arr.shape[1]
+    view = out.view(np.uint8).reshape(len(unique), row_bytes)
+    fd = os.open(filename, os.O_RDONLY)
+    try:
+      for i, r in enumerate(unique.tolist()):
+        if os.preadv(fd, [view[i]], arr.offset + r * row_bytes) != row_bytes:
+          raise DataError(f"{filename}: short read at row {r}")
+    finally:
+      os.close(fd)
+  if dtype is not None:
+    out = out.astype(dtype, copy=False)
+  return out[inverse.reshape(-1)]
+
+
+# --- cache-folder settings and files (export and import) -----------------------------
+
+def storage_dtype(teacher_cfg) -> np.dtype:
+  name = teacher_cfg.get("dtype", "float16") or "float16"
+  if name not in ("float16", "float32"):
+    raise ValueError(f"teacher {teacher_cfg.get('name')!r}: field 'dtype': {name!r} is not "
+                     "'float16' or 'float32'")
+  return np.dtype(name)
+
+
+def negated_mode(teacher_cfg) -> str:
+  mode = teacher_cfg.get("negated_rows", "used") or "used"
+  if mode not in ("used", "all"):
+    raise ValueError(f"teacher {teacher_cfg.get('name')!r}: field 'negated_rows': {mode!r} "
+                     "is not 'used' or 'all'")
+  return mode
+
+
+def negated_selection(teacher_cfg, dataset: Dataset) -> np.ndarray:
+  if negated_mode(teacher_cfg) == "all":
+    return np.arange(dataset.num_concepts, dtype=np.int64)
+  return np.unique(dataset.concept_flat[dataset.negated_flat]).astype(np.int64)
+
+
+def new_memmap(path: str, dtype: np.dtype, shape: tuple) -> np.ndarray:
+  """A fresh zero-filled .npy memmap. An old file is unlinked first, never truncated: it
+  may be a hard link shared with another teacher's folder (see _reuse_identical)."""
+  if os.path.lexists(path):
+    os.remove(path)
+  return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
 
 
 def write_json(path: str, value) -> None:

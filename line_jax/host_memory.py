@@ -2,34 +2,26 @@
 
 XLA:CPU allocates a step's temporary buffers afresh on every call. glibc serves allocations
 of more than 32 MiB with mmap, and frees them with munmap (as it does whole per-thread
-heaps), so every step asks the kernel for new zeroed pages. At batch 128, d = 384 on a
-2-core machine, `python -m line_jax.bench --what=train --dim=384` (which prints
-`page_faults_per_step`) measured about 15,000 faults and a 40.6–51.5 ms step with
-LINE_JAX_SYSTEM_MALLOC=1, against 706 faults and 28.8–33.7 ms with the settings below
-(alternating runs).
+heaps), so every step asks the kernel for new zeroed pages (`python -m line_jax.bench
+--what=train` prints `page_faults_per_step`; docs/benchmarks.md has the figures).
 
 Two settings (mallopt) fix it:
   * `use_one_arena()`: every thread allocates from the main heap (M_ARENA_MAX = 1). It only
     applies to threads that have not allocated yet, so it has to run before JAX starts its
     CPU thread pool: `line_jax` calls it when imported.
   * `keep_freed_memory()`: no mmap, and the heap is not trimmed below 1 GiB
-    (M_MMAP_MAX = 0, M_TRIM_THRESHOLD = 1 GiB), so a step reuses the pages of the last one:
-    the figures above. In the first tens of steps the heap still grows by a whole buffer
-    now and then, while small allocations split the freed holes; then it settles. The trainer calls it once its set-up is done:
-    set-up's large short-lived arrays still go back to the system when freed (with the
-    heap kept from the start, the 2M-pair streaming benchmark peaked at 3.8 GiB, not 3.4,
-    in a measurement made while this was developed).
+    (M_MMAP_MAX = 0, M_TRIM_THRESHOLD = 1 GiB), so a step reuses the pages of the last one.
+    In the first tens of steps the heap still grows by a whole buffer now and then, while
+    small allocations split the freed holes; then it settles. The trainer calls it once its
+    set-up is done, so that set-up's large short-lived arrays still go back to the system
+    when freed.
 Work that allocates a few very large arrays once rather than a step's buffers again and
 again (residual recovery: dictionary-sized arrays) runs under `system_malloc()`, which
 lets large allocations go back to mmap and trims the heap on the way in and out, so they
-are returned to the system when freed instead of staying in the kept heap (they did:
-`python -m line_jax.bench --what=stream --dim=768 --stream_pairs=300000 --stream_steps=20
---stream_recovery_pairs=4096 --stream_recovery_block=4096` peaked at 7.73 GiB, and at
-6.09-6.13 GiB, what recovery holds, with this).
+are returned to the system when freed instead of staying in the kept heap.
 The one arena has a price where many threads allocate at once: exporting teacher embeddings
-(`python -m line_jax.bench --what=export`) runs about 8% slower with it (names 820 vs 890
-rows/s, alternating runs). Set LINE_JAX_SYSTEM_MALLOC=1 to leave malloc as it is.
-Elsewhere than glibc it does nothing.
+(`python -m line_jax.bench --what=export`) runs a little slower with it. Set
+LINE_JAX_SYSTEM_MALLOC=1 to leave malloc as it is. Elsewhere than glibc it does nothing.
 """
 
 from __future__ import annotations

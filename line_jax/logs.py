@@ -2,6 +2,8 @@
 
 import logging
 
+from absl import logging as absl_logging
+
 _QUIET = ("orbax", "etils", "jax/_src")
 
 
@@ -16,7 +18,6 @@ class _LibraryInfoFilter(logging.Filter):
 
 
 def setup() -> None:
-  from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.INFO)
   handler = absl_logging.get_absl_handler()
   if not any(isinstance(f, _LibraryInfoFilter) for f in handler.filters):

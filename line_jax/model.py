@@ -13,7 +13,7 @@ alpha^k_c. = softmax_j LeakyReLU(a^k_dst . W_c x_c + a^k_src . W_c x_j).
 
 Cost: W_c is shared and linear, so a^k . W_c x = (W_c a^k) . x: the attention logits and the
 neighbour sum are computed in the teacher's input space (d_c), and W_c runs once per receiver,
-not once per neighbour (the cost model of the "Scale and speed" issue).
+not once per neighbour.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import jraph
 import numpy as np
+
+from line_jax import kernels
 
 
 def _init_matrix(key, d_in: int, d_out: int, init: str, scale: float) -> jnp.ndarray:
@@ -98,7 +100,7 @@ def aggregate_neighbourhoods(params: dict, graph: jraph.GraphsTuple,
   Each head k softmaxes over the edges of type k entering a receiver (its self loop included)
   with `jraph.segment_softmax`; the heads are averaged.
 
-  Cost (the "Scale and speed" cost model): the [E, d_c] slab of neighbour rows is the only
+  Cost: the [E, d_c] slab of neighbour rows is the only
   large operand: written once by the gather, then read four times per training step (the
   attention logits, one [E, d_c] x [d_c, K] matmul; the per-block weighted sums; in the
   backward pass, their transpose and the logit weights' gradient, one matmul). No [E, d_c]
@@ -135,7 +137,6 @@ def aggregate_neighbourhoods(params: dict, graph: jraph.GraphsTuple,
   dst_logit = logits(x_recv, u_dst)                                              # [R, K]
   self_logit = jax.nn.leaky_relu(dst_logit + logits(x_recv, u_src), negative_slope)
   if cpu_kernel:
-    from line_jax import kernels
     edge_sum, alpha_self = kernels.neighbour_attention(
         concept_table, rows[num_receivers:], etype, emask, graph.receivers, dst_logit,
         self_logit, u_src, negative_slope, kernel_threads)

@@ -34,13 +34,10 @@ import numpy as np
 from line_jax import embeddings as emb_lib
 from line_jax import graph as graph_lib
 from line_jax.data.dataset import Dataset
+from line_jax.shapes import round_up
 
 
 GROWTH = 1.25   # capacity factor when a batch overflows (and with too few samples to fit)
-
-
-def _round_up(x: int, multiple: int = 8) -> int:
-  return max(multiple, -(-int(x) // multiple) * multiple)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,10 +125,10 @@ def batch_shapes(lists: PairLists, batch_size: int, num_shards: int, num_types: 
                      f"devices ({num_shards})")
   b = batch_size // num_shards
   rs = -(-relational_edges // num_shards)
-  u = _round_up(b * 2 + 3 * rs)
-  v = _round_up(max(1, b // 4))
+  u = round_up(b * 2 + 3 * rs)
+  v = round_up(max(1, b // 4))
   return BatchShapes(batch_size, num_shards, lists.max_concepts, u, v,
-                     _round_up(u * fanout, edge_block), rs, num_types, fanout, edge_block)
+                     round_up(u * fanout, edge_block), rs, num_types, fanout, edge_block)
 
 
 class BatchBuilder:
@@ -189,8 +186,8 @@ class BatchBuilder:
     """Capacities = margin x `need` (positive, negated receivers, neighbour edges); with
     `keep`, a capacity that already covers its need is left as it is."""
     sh = self.shapes
-    fitted = (_round_up(need[0] * margin), _round_up(max(1, need[1]) * margin),
-              _round_up(need[2] * margin, math.lcm(256, sh.edge_block)))
+    fitted = (round_up(need[0] * margin), round_up(max(1, need[1]) * margin),
+              round_up(need[2] * margin, math.lcm(256, sh.edge_block)))
     current = (sh.positive_slots, sh.negated_slots, sh.edges)
     u, v, e = (c if keep and c >= n else f for c, n, f in zip(current, need, fitted))
     self.shapes = dataclasses.replace(sh, positive_slots=u, negated_slots=v, edges=e)

@@ -1,7 +1,7 @@
-"""Projecting whole dictionaries through G, and residual recovery (stage 1 -> stage 2).
+"""Residual recovery (stage 1 -> stage 2), paper section 2.4.
 
-Residual recovery (paper section 2.4): for each training pair, e_i = F(t_i) - mean(G(c_i));
-the whole concept dictionary is projected through G (deterministic neighbours); the
+Recovery: for each training pair, e_i = F(t_i) - mean(G(c_i));
+the whole concept dictionary is projected through G (`line_jax.projection`); the
 dictionary concept with the highest cosine to e_i is added to the pair's list if that cosine
 reaches `recovery.threshold` and it is not already in the list. The search is
 `line_jax.search.search_topk` (batched matmul + lax.top_k, chunked, sharded over devices); we
@@ -18,84 +18,16 @@ in blocks of `recovery.pair_block`
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from typing import Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from line_jax import embeddings as emb_lib
-from line_jax import graph as graph_lib
 from line_jax import host_memory
 from line_jax import kernels
-from line_jax import model as model_lib
-
-
-@functools.partial(jax.jit, static_argnames=("num_receivers", "num_types", "slope",
-                                             "normalize", "cpu_kernel", "kernel_threads"))
-def _project_chunk(params, graph, concept_table, negated_table, *, num_receivers, num_types,
-                   slope, normalize, cpu_kernel=False, kernel_threads=0):
-  out = model_lib.graph_attention(params, graph, concept_table, negated_table, num_receivers,
-                                  num_types, slope, cpu_kernel, kernel_threads)
-  return model_lib.l2_normalize(out) if normalize else out
-
-
-@functools.partial(jax.jit, static_argnames=("normalize",))
-def _project_text_chunk(params, text, *, normalize):
-  out = model_lib.project_text(params, text)
-  return model_lib.l2_normalize(out) if normalize else out
-
-
-def project_texts(params, text: np.ndarray, chunk: int, normalize: bool,
-                  rows: Optional[np.ndarray] = None) -> np.ndarray:
-  """F over the rows `rows` (default: all) of a (memmapped) text-embedding array, chunked
-  and padded to one shape; a memmap is read chunk by chunk, never whole."""
-  n = text.shape[0] if rows is None else len(rows)
-  out = []
-  for s in range(0, n, chunk):
-    block = (np.asarray(text[s:s + chunk]) if rows is None
-             else emb_lib.gather_rows(text, rows[s:s + chunk]))
-    pad = chunk - len(block)
-    if pad:
-      block = np.concatenate([block, np.zeros((pad, block.shape[1]), block.dtype)])
-    out.append(np.asarray(_project_text_chunk(params, block, normalize=normalize))[:chunk - pad])
-  return np.concatenate(out) if out else np.zeros((0, params["text_proj"]["w"].shape[1]),
-                                                  np.float32)
-
-
-def project_concepts(params, table: graph_lib.NeighbourTable, concept_table, negated_table,
-                     concepts: np.ndarray, negated: np.ndarray, fanout: int, chunk: int,
-                     slope: float, normalize: bool, edge_block: int = 4,
-                     cpu_kernel: bool = False, kernel_threads: int = 0) -> np.ndarray:
-  """G of the given (concept, negated) entries with deterministic neighbours, chunked
-  (cpu_kernel: G's edge attention on the fused CPU kernel, `kernels.use_kernel`)."""
-  concepts = np.asarray(concepts, np.int64)
-  negated = np.asarray(negated, bool)
-  n = len(concepts)
-  chunk = max(1, min(chunk, n))
-  # Written in place: a list of chunks joined at the end held the dictionary twice.
-  out = np.empty((n, params["concept_proj"]["w"].shape[1]), np.float32)
-  for s in range(0, n, chunk):
-    c = concepts[s:s + chunk]
-    g = negated[s:s + chunk]
-    real = len(c)
-    if real < chunk:
-      c = np.concatenate([c, np.zeros(chunk - real, np.int64)])
-      g = np.concatenate([g, np.zeros(chunk - real, bool)])
-    ids, mask = graph_lib.sample_neighbours(table, c, fanout, deterministic=True)
-    # Edge capacity bucketed to a power of two (times the block): few shapes, few
-    # compilations.
-    blocks = -(-graph_lib.num_edges(mask, edge_block) // edge_block)
-    capacity = edge_block << max(0, int(blocks - 1).bit_length())
-    graph = graph_lib.build_graph(c.astype(np.int32), g, ids, mask, capacity, edge_block)
-    res = _project_chunk(params, graph, concept_table, negated_table, num_receivers=chunk,
-                         num_types=table.num_types, slope=slope, normalize=normalize,
-                         cpu_kernel=cpu_kernel, kernel_threads=kernel_threads)
-    out[s:s + real] = np.asarray(res)[:real]
-  return out
+from line_jax import projection
+from line_jax import search as search_lib
 
 
 def pair_residuals(padded_lists, text_proj: np.ndarray, positive: np.ndarray,
@@ -156,25 +88,21 @@ def recover(params, lists, text: np.ndarray, table, concept_table, negated_table
 
 
 def _recover(params, lists, text, table, concept_table, negated_table, config, pair_idx):
-  from line_jax import search as search_lib  # the sharded top-k search
-  rc, gc = config.recovery, config.graph
+  rc = config.recovery
   if int(rc.pair_block) < 1:
     raise ValueError(f"config.recovery.pair_block={rc.pair_block} must be >= 1")
   normalize = bool(config.loss.normalize)
-  slope = float(config.model.leaky_relu_slope)
   dataset = lists.dataset
   logging.info("recovery: projecting %d dictionary concepts through G", dataset.num_concepts)
-  kernel = (kernels.use_kernel(str(config.model.cpu_kernel), concept_table),
-            int(config.model.cpu_kernel_threads))
-  positive = project_concepts(params, table, concept_table, negated_table,
-                              np.arange(dataset.num_concepts), np.zeros(dataset.num_concepts,
-                                                                        bool),
-                              gc.fanout, rc.dictionary_chunk, slope, normalize, gc.edge_block,
-                              *kernel)
+  settings = projection.ProjectionSettings.from_config(
+      config, kernels.use_kernel(str(config.model.cpu_kernel), concept_table))
+  positive = projection.project_concepts(params, table, concept_table, negated_table,
+                                         np.arange(dataset.num_concepts),
+                                         np.zeros(dataset.num_concepts, bool), settings)
   neg_concepts = np.unique(dataset.concept_flat[dataset.negated_flat])
-  neg_rows = project_concepts(params, table, concept_table, negated_table, neg_concepts,
-                              np.ones(len(neg_concepts), bool), gc.fanout,
-                              rc.dictionary_chunk, slope, normalize, gc.edge_block, *kernel)
+  neg_rows = projection.project_concepts(params, table, concept_table, negated_table,
+                                         neg_concepts, np.ones(len(neg_concepts), bool),
+                                         settings)
   dictionary = search_lib.Dictionary(
       positive, min(int(rc.top_k), dataset.num_concepts), normalize=True,
       devices=jax.local_devices(),   # multi-host: every process recovers the same lists
@@ -186,7 +114,7 @@ def _recover(params, lists, text, table, concept_table, negated_table, config, p
   started = time.perf_counter()
   for first in range(0, len(pair_idx), block):
     rows = pair_idx[first:first + block]
-    text_proj = project_texts(params, text, rc.dictionary_chunk, normalize, rows=rows)
+    text_proj = projection.project_texts(params, text, rc.dictionary_chunk, normalize, rows=rows)
     padded = lists.padded(rows)
     residuals = pair_residuals(padded, text_proj, positive, neg_concepts, neg_rows)
     scores, candidates = dictionary.search(residuals)

@@ -1,6 +1,6 @@
 """Exact maximum-inner-product (cosine) search of query rows against a dictionary.
 
-Residual recovery (DESIGN.md, training stage 2) needs, for every training pair, the
+Residual recovery (training stage 2) needs, for every training pair, the
 dictionary concepts whose projected embedding has the highest cosine with the pair's
 residual. At paper scale that is 7.2M queries against 4M concepts at d = 768, so the score
 matrix never exists whole:
@@ -43,6 +43,8 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import numpy as np
 
+from line_jax.shapes import round_up
+
 _KEY_AXIS = "keys"
 # Key chunk used when neither a chunk size nor a smaller dictionary asks for less.
 DEFAULT_KEY_CHUNK = 16384
@@ -80,10 +82,6 @@ def search_config_kwargs(search_config: Any) -> dict[str, Any]:
   )
 
 
-def _round_up(value: int, multiple: int) -> int:
-  return -(-value // multiple) * multiple
-
-
 def _balanced_chunk(rows: int, largest_chunk: int, multiple: int) -> int:
   """Chunk size that covers `rows` in as few chunks as `largest_chunk` allows, padding least.
 
@@ -91,7 +89,7 @@ def _balanced_chunk(rows: int, largest_chunk: int, multiple: int) -> int:
   rather than 13 chunks of 16,384 (6.5%).
   """
   num_chunks = -(-rows // largest_chunk)
-  return min(_round_up(-(-rows // num_chunks), multiple), largest_chunk)
+  return min(round_up(-(-rows // num_chunks), multiple), largest_chunk)
 
 
 def derive_chunk_sizes(
@@ -139,7 +137,7 @@ def derive_chunk_sizes(
   rescore_row_bytes = k * rescore_factor * dim * 4 if use_bf16 else 0
   min_rows = _QUERY_ROW_MULTIPLE
   if key_chunk > 0:
-    key_chunk = _round_up(key_chunk, _KEY_ROW_MULTIPLE)
+    key_chunk = round_up(key_chunk, _KEY_ROW_MULTIPLE)
   else:
     key_chunk = DEFAULT_KEY_CHUNK
     if query_chunk <= 0:
@@ -150,7 +148,7 @@ def derive_chunk_sizes(
     key_chunk = _balanced_chunk(max(keys_per_device, 1), key_chunk, _KEY_ROW_MULTIPLE)
   per_query_row = key_chunk * score_bytes + dim * 4 + rescore_row_bytes
   if query_chunk > 0:
-    query_chunk = _round_up(query_chunk, _QUERY_ROW_MULTIPLE)
+    query_chunk = round_up(query_chunk, _QUERY_ROW_MULTIPLE)
   else:
     query_chunk = min(int(budget_bytes // per_query_row), DEFAULT_QUERY_CHUNK)
     query_chunk = query_chunk // _QUERY_ROW_MULTIPLE * _QUERY_ROW_MULTIPLE
@@ -372,7 +370,7 @@ class Dictionary:
     _, self.key_chunk = derive_chunk_sizes(
         1, math.ceil(num_keys / len(devices)), dim, k, query_chunk=query_chunk,
         key_chunk=key_chunk, **self._options)
-    self.keys_per_device = _round_up(math.ceil(num_keys / len(devices)), self.key_chunk)
+    self.keys_per_device = round_up(math.ceil(num_keys / len(devices)), self.key_chunk)
     self.mesh = Mesh(np.array(devices), (_KEY_AXIS,))
     self.keys = self._place(keys)
     self._search_chunk = _compiled_search(
@@ -497,3 +495,17 @@ def _store(scores: np.ndarray, indices: np.ndarray, start: int, stop: int,
   chunk_scores, chunk_indices = result
   scores[start:stop] = np.asarray(chunk_scores)[:stop - start]
   indices[start:stop] = np.asarray(chunk_indices)[:stop - start]
+
+
+def cosine_top_k(queries: np.ndarray, keys: np.ndarray, k: int,
+                 memory_budget_mb: float = 1024) -> tuple[np.ndarray, np.ndarray]:
+  """(scores [Q, k] float32, indices [Q, k] int64) of the k keys of highest cosine per query.
+
+  `search_topk` with normalize=True, for host arrays of any float dtype.
+  """
+  keys = np.asarray(keys, np.float32)
+  if not 1 <= k <= len(keys):
+    raise ValueError(f"k={k}: must be between 1 and the number of keys ({len(keys)})")
+  scores, index = search_topk(np.asarray(queries, np.float32), keys, k, normalize=True,
+                              memory_budget_mb=memory_budget_mb)
+  return np.asarray(scores, np.float32), np.asarray(index, np.int64)

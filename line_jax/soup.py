@@ -9,7 +9,7 @@ learning rates and schedules may differ. The soup work dir gets config.json (the
 ingredient's), soup.json (ingredients, comparison), links to the first ingredient's teacher
 cache, and an orbax checkpoint in the training layout (so `LineModel.load(out)`,
 `python -m line_jax.evaluate` and `python -m line_jax.embed` work on it). It is evaluated with
-`line_jax.evaluate.run_evaluation`, and a table compares it with each ingredient (whose
+`line_jax.eval.protocols.run_evaluation`, and a table compares it with each ingredient (whose
 metrics.json is read, or computed when missing).
 """
 
@@ -22,6 +22,20 @@ from typing import Dict, List, Sequence
 
 import jax
 import numpy as np
+from absl import app, flags
+
+from line_jax import checkpoint as ckpt_lib
+from line_jax import logs
+from line_jax import state as state_lib
+from line_jax.api import LineModel
+from line_jax.eval import protocols
+
+_WORKDIRS = flags.DEFINE_list("workdirs", None, "Comma-separated ingredient work dirs.")
+_OUT = flags.DEFINE_string("out", None, "Work dir for the soup.")
+_EVALUATE = flags.DEFINE_bool("evaluate", True, "Evaluate the soup and print the comparison.")
+_REEVALUATE = flags.DEFINE_bool("reevaluate", False, "Evaluate ingredients again even if they "
+                                "have metrics.json.")
+flags.mark_flags_as_required(["workdirs", "out"])
 
 # (label, path into metrics.json, higher is better)
 COMPARED_METRICS = (
@@ -165,11 +179,10 @@ def _link_teacher_caches(source_workdir: str, out: str) -> None:
 
 def ingredient_metrics(model, recompute: bool = False) -> dict:
   """The run's metrics.json, evaluated (and written) first when missing or `recompute`."""
-  from line_jax import evaluate
   path = os.path.join(model.workdir, "metrics.json")
   if recompute or not os.path.exists(path):
     logging.info("evaluating ingredient %s", model.workdir)
-    return evaluate.run_evaluation(model, model.workdir)
+    return protocols.run_evaluation(model, model.workdir)
   with open(path) as f:
     return json.load(f)
 
@@ -187,9 +200,6 @@ def make_soup(workdirs: Sequence[str], out: str, evaluate_soup: bool = True,
   Returns:
     soup.json's dictionary: ingredients, steps, and (if evaluated) "rows" and "table".
   """
-  from line_jax import checkpoint as ckpt_lib
-  from line_jax import evaluate
-  from line_jax.api import LineModel
   workdirs = [os.path.abspath(w) for w in workdirs]
   out = os.path.abspath(out)
   if len(workdirs) < 2:
@@ -211,18 +221,14 @@ def make_soup(workdirs: Sequence[str], out: str, evaluate_soup: bool = True,
   with open(os.path.join(out, "config.json"), "w") as f:
     f.write(base.config.to_json_best_effort(indent=1))
   _link_teacher_caches(base.workdir, out)
-  from line_jax import train as train_lib   # make_optimizer
-  state = {"params": soup_params,
-           "opt_state": train_lib.make_optimizer(base.config).init(soup_params),
-           "step": np.zeros((), np.int32),
-           "added": np.full(base.dataset.num_pairs, -1, np.int32)}
+  state = dict(state_lib.state_of(base.config, soup_params),
+               added=np.full(base.dataset.num_pairs, -1, np.int32))
   mgr = ckpt_lib.manager(out, base.config.train.keep_checkpoints)
   for step in mgr.all_steps():
     mgr.delete(step)
-  # stage 3 = finished: `line_jax.train` on this dir would not train it further.
-  ckpt_lib.save(mgr, 0, state, {"stage": 3, "epoch": 0, "batch": 0, "step": 0,
-                                "seed": int(base.config.train.seed), "recovered": True,
-                                "soup_of": workdirs})
+  # Finished: `line_jax.train` on this dir would not train it further.
+  ckpt_lib.save(mgr, 0, state, state_lib.finished_progress(base.config.train.seed,
+                                                           soup_of=workdirs))
   summary = {"ingredients": workdirs, "ingredient_steps": steps,
              "seeds": [int(m.config.train.seed) for m in models],
              "averaging": "uniform mean of params"}
@@ -231,7 +237,7 @@ def make_soup(workdirs: Sequence[str], out: str, evaluate_soup: bool = True,
     named = {name: ingredient_metrics(m, reevaluate_ingredients)
              for name, m in zip(names, models)}
     soup_name = "soup" if "soup" not in names else f"soup {out}"
-    named[soup_name] = evaluate.run_evaluation(soup_model, out)
+    named[soup_name] = protocols.run_evaluation(soup_model, out)
     rows = comparison_rows(named, soup_name)
     warnings = protocol_differences(named, soup_name)
     for warning in warnings:
@@ -244,31 +250,15 @@ def make_soup(workdirs: Sequence[str], out: str, evaluate_soup: bool = True,
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  from absl import flags
-  from line_jax import logs
   logs.setup()
-  f = flags.FLAGS
-  summary = make_soup(f.workdirs, f.out, evaluate_soup=f.evaluate,
-                      reevaluate_ingredients=f.reevaluate)
+  summary = make_soup(_WORKDIRS.value, _OUT.value, evaluate_soup=_EVALUATE.value,
+                      reevaluate_ingredients=_REEVALUATE.value)
   if "table" in summary:
     print(summary["table"])
     for warning in summary["warnings"]:
       print("warning:", warning)
-  print(f"soup: {os.path.abspath(f.out)}")
-
-
-def define_flags() -> None:
-  """The command line; defined only when run as a program."""
-  from absl import flags
-  flags.DEFINE_list("workdirs", None, "Comma-separated ingredient work dirs.")
-  flags.DEFINE_string("out", None, "Work dir for the soup.")
-  flags.DEFINE_bool("evaluate", True, "Evaluate the soup and print the comparison.")
-  flags.DEFINE_bool("reevaluate", False, "Evaluate ingredients again even if they have "
-                    "metrics.json.")
-  flags.mark_flags_as_required(["workdirs", "out"])
+  print(f"soup: {os.path.abspath(_OUT.value)}")
 
 
 if __name__ == "__main__":
-  from absl import app
-  define_flags()
   app.run(main)

@@ -9,8 +9,8 @@ from absl.testing import absltest, parameterized
 import numpy as np
 
 from configs import test as test_config
-from line_jax import evaluate
-from line_jax import train
+from line_jax import trainer as trainer_lib
+from line_jax.eval import spaces
 from line_jax.api import LineModel, TeacherUnavailableError
 from line_jax.data.dataset import DataError
 from line_jax.teachers import testing as teacher_testing
@@ -24,7 +24,7 @@ def train_tiny_run(root: str, seed: int = 0, workdir_name: str = "run"):
   config.train.stage1_epochs = 2
   config.train.stage2_epochs = 1
   workdir = os.path.join(root, workdir_name)
-  train.train(config, workdir)
+  trainer_lib.train(config, workdir)
   return config, workdir
 
 
@@ -89,7 +89,7 @@ class LineModelTest(parameterized.TestCase):
     ids, negs = pair_lists(ds, self.test_idx)
     self.assertTrue(any(any(n) for n in negs))   # the negated path is exercised
     proxies = self.model.embed_concepts(ids, negated=negs)
-    reference = evaluate.line_space("line", self.model, 64).proxies(ds, self.test_idx)
+    reference = spaces.line_space("line", self.model, 64).proxies(ds, self.test_idx)
     np.testing.assert_allclose(proxies, reference, atol=1e-5)
 
   def test_negation_changes_the_proxy(self):

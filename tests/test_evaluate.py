@@ -11,12 +11,16 @@ import numpy as np
 from absl.testing import absltest
 from absl.testing import parameterized
 
-from line_jax import evaluate
+from line_jax import search
 from line_jax.config import base_config
 from line_jax.data.dataset import Dataset
 from line_jax.embeddings import TeacherEmbeddings
+from line_jax.eval import linear
 from line_jax.eval import metrics
+from line_jax.eval import protocols
 from line_jax.eval import report
+from line_jax.eval import settings as settings_lib
+from line_jax.eval import spaces
 
 NUM_CONCEPTS = 40
 NUM_GROUPS = 4
@@ -155,7 +159,7 @@ class RunEvaluationTest(absltest.TestCase):
   def test_writes_report_metrics_and_plots_and_reruns_identically(self):
     workdir = self.make_workdir_with_log()
     model = make_model()
-    result = evaluate.run_evaluation(model, workdir)
+    result = protocols.run_evaluation(model, workdir)
 
     for name in ("report.md", "metrics.json") + tuple(report.PLOT_FILES.values()):
       path = os.path.join(workdir, name)
@@ -198,14 +202,14 @@ class RunEvaluationTest(absltest.TestCase):
     self.assertEqual(result["training_log"]["records"], 3)
 
     rerun_dir = self.make_workdir_with_log()
-    again = evaluate.run_evaluation(make_model(), rerun_dir)
+    again = protocols.run_evaluation(make_model(), rerun_dir)
     self.assertEqual(again, result)
 
   def test_caps_and_negatives_from_config(self):
     workdir = self.make_workdir()
     config = make_config(num_negatives=10, max_pairs=20, cv_folds=2,
                          classifier_early_stopping="validation", classifier_patience=3)
-    result = evaluate.run_evaluation(make_model(config), workdir)
+    result = protocols.run_evaluation(make_model(config), workdir)
     self.assertEqual(result["alignment"]["num_negatives"], 10)
     self.assertFalse(result["alignment"]["used_all_other_texts"])
     self.assertEqual(result["alignment"]["pool_size"], 20)
@@ -222,14 +226,13 @@ class RunEvaluationTest(absltest.TestCase):
         edge_tail=np.r_[dataset.edge_tail, dataset.heldout_head[:1]],
         edge_type=np.r_[dataset.edge_type, 0].astype(np.int32))
     with self.assertRaisesRegex(AssertionError, "held-out edges are in the training graph"):
-      evaluate.run_evaluation(make_model(dataset=leaky), self.make_workdir())
+      protocols.run_evaluation(make_model(dataset=leaky), self.make_workdir())
 
 
 _CLI_SCRIPT = """
-import functools, sys
+import sys
 sys.path.insert(0, {tests_dir!r})
-from absl import app, flags
-from ml_collections import config_flags
+from absl import app
 import test_evaluate
 from line_jax import evaluate
 
@@ -238,9 +241,8 @@ class FakeLoader:
   def load(cls, workdir, config=None):
     return test_evaluate.make_model(config)
 
-config_flags.DEFINE_config_file("config", None, "")
-flags.DEFINE_string("workdir", None, "")
-app.run(functools.partial(evaluate.main, model_class=FakeLoader))
+evaluate.LineModel = FakeLoader
+app.run(evaluate.main)
 """
 
 
@@ -278,7 +280,7 @@ class PartsTest(parameterized.TestCase):
   def test_list_slices_match_pair_concepts(self):
     dataset = make_dataset()
     idx = np.array([5, 0, 17, 3])
-    offsets, flat, neg = evaluate.list_slices(dataset, idx)
+    offsets, flat, neg = spaces.list_slices(dataset, idx)
     for i, p in enumerate(idx):
       c, n = dataset.pair_concepts(p)
       np.testing.assert_array_equal(flat[offsets[i]:offsets[i + 1]], c)
@@ -287,7 +289,7 @@ class PartsTest(parameterized.TestCase):
   def test_true_slices_match_true_lists(self):
     dataset = make_dataset()
     idx = np.array([9, 2])
-    offsets, flat = evaluate.true_slices(dataset, idx)
+    offsets, flat = spaces.true_slices(dataset, idx)
     for i, p in enumerate(idx):
       np.testing.assert_array_equal(
           flat[offsets[i]:offsets[i + 1]],
@@ -296,10 +298,10 @@ class PartsTest(parameterized.TestCase):
   def test_recovery_matches_a_per_pair_loop(self):
     model = make_model()
     dataset = model.dataset
-    settings = evaluate.read_settings(model.config)
+    settings = settings_lib.read_settings(model.config)
     pair_idx = dataset.split_indices("test")
-    space = evaluate.line_space("line", model, chunk=16)
-    out = evaluate.residual_recovery(dataset, pair_idx, [space],
+    space = spaces.line_space("line", model, chunk=16)
+    out = protocols.residual_recovery(dataset, pair_idx, [space],
                                      {"line": model.dictionary}, settings)
     keys = metrics.l2_normalize(model.dictionary())
     best, correct, missing = [], [], 0
@@ -323,7 +325,7 @@ class PartsTest(parameterized.TestCase):
   def test_teacher_proxy_uses_negated_rows(self):
     dataset = make_dataset()
     teacher = make_teacher(dataset, 6, seed=3, noise=0.1)
-    space = evaluate.teacher_space("t", "t", teacher)
+    space = spaces.teacher_space("t", "t", teacher)
     p = int(np.flatnonzero([dataset.pair_concepts(i)[1].any()
                             for i in range(dataset.num_pairs)])[0])
     c, n = dataset.pair_concepts(p)
@@ -332,7 +334,7 @@ class PartsTest(parameterized.TestCase):
 
   def test_line_negated_rows_come_from_project_concepts(self):
     model = make_model()
-    space = evaluate.line_space("line", model, chunk=3)
+    space = spaces.line_space("line", model, chunk=3)
     idx = np.array([4, 4, 7, 9, 2])
     neg = np.array([True, False, True, True, False])
     np.testing.assert_allclose(space.embed_concepts(idx, neg),
@@ -343,7 +345,7 @@ class PartsTest(parameterized.TestCase):
     proxies = np.array([[1.0, 0.0], [0.0, 1.0]])
     pool = np.array([[1.0, 0.1], [0.6, 0.4], [0.1, 1.0]])
     for block_bytes in (1, 1 << 20):   # one query per block; all at once
-      ranks = evaluate.alignment_ranks(proxies, pool, np.array([0, 1]),
+      ranks = protocols.alignment_ranks(proxies, pool, np.array([0, 1]),
                                        np.array([[1, 2], [0, 2]]), max_block_bytes=block_bytes)
       np.testing.assert_array_equal(ranks, [1, 2])
 
@@ -352,7 +354,7 @@ class PartsTest(parameterized.TestCase):
     x = rng.normal(size=(200, 5))
     w = rng.normal(size=(5, 3))
     b = rng.normal(size=3)
-    w_fit, b_fit = evaluate.fit_affine_map(x, x @ w + b, ridge=0.0, chunk=64)
+    w_fit, b_fit = linear.fit_affine_map(x, x @ w + b, ridge=0.0, chunk=64)
     np.testing.assert_allclose(w_fit, w, atol=1e-5)
     np.testing.assert_allclose(b_fit, b, atol=1e-5)
 
@@ -361,17 +363,17 @@ class PartsTest(parameterized.TestCase):
     dataset = make_dataset()
     groups = dataset.groups if grouped else None
     n = dataset.num_concepts
-    known = evaluate.edge_keys(dataset.edge_head, dataset.edge_tail, n)
+    known = protocols.edge_keys(dataset.edge_head, dataset.edge_tail, n)
     head, tail = dataset.heldout_head.astype(np.int64), dataset.heldout_tail.astype(np.int64)
-    rh, rt, colliding = evaluate.draw_matched_random_pairs(
+    rh, rt, colliding = protocols.draw_matched_random_pairs(
         head, tail, groups, known, n, np.random.default_rng(0))
     self.assertEqual(colliding, 0)
-    self.assertFalse(np.isin(evaluate.edge_keys(rh, rt, n), known).any())
+    self.assertFalse(np.isin(protocols.edge_keys(rh, rt, n), known).any())
     self.assertTrue((rh != rt).all())
     if grouped:
       np.testing.assert_array_equal(dataset.groups[rh], dataset.groups[head])
       np.testing.assert_array_equal(dataset.groups[rt], dataset.groups[tail])
-    again = evaluate.draw_matched_random_pairs(head, tail, groups, known, n,
+    again = protocols.draw_matched_random_pairs(head, tail, groups, known, n,
                                                np.random.default_rng(0))
     np.testing.assert_array_equal(again[0], rh)
     np.testing.assert_array_equal(again[1], rt)
@@ -379,17 +381,17 @@ class PartsTest(parameterized.TestCase):
   def test_numpy_top_k_matches_full_sort(self):
     rng = np.random.default_rng(0)
     queries, keys = rng.normal(size=(7, 5)), rng.normal(size=(50, 5))
-    scores, idx = evaluate.top_k_cosine(queries, keys, 4, chunk=3)
+    scores, idx = search.cosine_top_k(queries, keys, 4)
     full = metrics.l2_normalize(queries) @ metrics.l2_normalize(keys).T
     np.testing.assert_array_equal(idx, np.argsort(-full, axis=1)[:, :4])
     np.testing.assert_allclose(scores, -np.sort(-full, axis=1)[:, :4], rtol=1e-5)
 
   def test_settings_defaults_and_overrides(self):
-    settings = evaluate.read_settings(base_config())
+    settings = settings_lib.read_settings(base_config())
     self.assertEqual(settings.num_negatives, 100)
     self.assertEqual(settings.probe.max_epochs, 2000)
     self.assertEqual(settings.training_threshold, 0.9)
-    settings = evaluate.read_settings(make_config(classifier_tol=1e-3))
+    settings = settings_lib.read_settings(make_config(classifier_tol=1e-3))
     self.assertEqual(settings.probe.tol, 1e-3)
     self.assertEqual(settings.recovery_thresholds, (0.3, 0.5, 0.7, 0.9))
 

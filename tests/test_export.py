@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import types
 from unittest import mock
 
 from absl.testing import absltest
@@ -14,7 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from line_jax import export
+from line_jax import exporter as export
+from line_jax import synthetic_teacher
 from line_jax.config import teacher_config
 from line_jax.data.dataset import DataError, load_dataset, write_dataset
 from line_jax.embeddings import cache_key, load_teacher_embeddings, teacher_dir
@@ -299,11 +299,10 @@ class SyntheticAndCommandLineTest(absltest.TestCase):
       for part, rows in (("text", 5), ("concepts", 6), ("negated", 6)):
         np.save(os.path.join(path, f"{part}.npy"), np.ones((rows, 4), np.float32))
 
-    fake = types.ModuleType("line_jax.data.synthetic")
-    fake.write_synthetic_teacher = write_synthetic_teacher
     cfg = teacher_config(name="syn", kind="synthetic", dim=4, seed=3)
     workdir = self.create_tempdir().full_path
-    with mock.patch.dict(sys.modules, {"line_jax.data.synthetic": fake}):
+    with mock.patch.object(synthetic_teacher, "write_synthetic_teacher",
+                           write_synthetic_teacher):
       path = export.ensure_teacher_embeddings(cfg, dataset, workdir)
       self.assertEqual(export.ensure_teacher_embeddings(cfg, dataset, workdir), path)
     self.assertEqual(calls, [path])

@@ -11,7 +11,7 @@ import numpy as np
 from line_jax import bench_train
 from line_jax import config as config_lib
 from line_jax import graph as graph_lib
-from line_jax import model, pipeline, recovery
+from line_jax import model, pipeline, projection, recovery
 from line_jax.data import dataset as ds_lib
 
 
@@ -65,8 +65,10 @@ class RecoveryTest(parameterized.TestCase):
                                            rng.integers(0, 2, 40), n, 2)
     emb = jnp.asarray(rng.normal(size=(n, d)), jnp.float32)
     params = model.init_params(jax.random.PRNGKey(0), d, d, d, 2, init="lecun")
-    outs = [recovery.project_concepts(params, table, emb, emb, np.arange(n), np.zeros(n, bool),
-                                      3, chunk, 0.2, False) for chunk in (5, 23, 64)]
+    outs = [projection.project_concepts(
+        params, table, emb, emb, np.arange(n), np.zeros(n, bool),
+        projection.ProjectionSettings(fanout=3, chunk=chunk, slope=0.2, normalize=False))
+            for chunk in (5, 23, 64)]
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(outs[0], outs[2], rtol=1e-5, atol=1e-6)
 

@@ -13,6 +13,7 @@ import numpy as np
 from line_jax import soup
 from line_jax import api
 from line_jax import checkpoint as ckpt_lib
+from line_jax import state as state_lib
 from line_jax.api import LineModel
 from test_api import shared_tiny_run
 
@@ -36,9 +37,9 @@ def make_perturbed_copy(workdir, out, seed):
   with open(os.path.join(out, "config.json"), "w") as f:
     f.write(config.to_json_best_effort())
   os.symlink(os.path.join(workdir, "embeddings"), os.path.join(out, "embeddings"))
-  abstract = api.abstract_state(config, len(model.dataset.relation_types),
-                                model.teacher1.dim, model.teacher2.dim,
-                                model.dataset.num_pairs)
+  abstract = state_lib.abstract_state(config, len(model.dataset.relation_types),
+                                      model.teacher1.dim, model.teacher2.dim,
+                                      model.dataset.num_pairs)
   state, progress = api.restore_state(workdir, config, abstract)
   rng = np.random.default_rng(seed)
   state["params"] = jax.tree.map(

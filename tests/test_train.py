@@ -11,8 +11,14 @@ import jax
 import numpy as np
 
 from configs import test as test_config
+from line_jax import bench_train
 from line_jax import checkpoint as ckpt_lib
-from line_jax import train
+from line_jax import embeddings as emb_lib
+from line_jax import graph as graph_lib
+from line_jax import pipeline
+from line_jax import state as state_lib
+from line_jax import tables
+from line_jax import trainer as trainer_lib
 
 
 def make_config(root, **train_overrides):
@@ -22,8 +28,32 @@ def make_config(root, **train_overrides):
   return c
 
 
+def loss_inputs(config, num_pairs=96, num_concepts=80, dims=(32, 24), seed=0):
+  """What the train loss needs, built directly rather than by a `Trainer` (no dataset or
+  teacher files, no capacity fitting): an in-memory dataset with a random graph and random
+  teacher rows, its batch builder, the mesh, teacher 2's tables and initial parameters."""
+  ds = bench_train.synthetic_dataset(num_pairs, num_concepts, 4 * num_concepts, 3, 4,
+                                     seed=seed)
+  rng = np.random.default_rng(seed)
+  rows = lambda n, d: rng.standard_normal((n, d)).astype(np.float32)
+  text = rows(num_pairs, dims[0])
+  concepts, negated = rows(num_concepts, dims[1]), rows(num_concepts, dims[1])
+  teacher2 = emb_lib.TeacherEmbeddings(rows(1, dims[1]), concepts, negated, {}, "<memory>")
+  table = graph_lib.NeighbourTable.from_dataset(ds, config.graph.symmetric)
+  lists = pipeline.PairLists(ds, config.data.max_concepts_per_pair)
+  mesh = trainer_lib.make_mesh()
+  shapes = pipeline.batch_shapes(lists, config.train.batch_size, mesh.size,
+                                 len(ds.relation_types), config.graph.fanout,
+                                 config.loss.relational_edges, config.graph.edge_block)
+  builder = pipeline.BatchBuilder(lists, table, text, shapes, config.train.seed)
+  params = state_lib.init_params(config, dims[0], dims[1], len(ds.relation_types), seed)
+  return dict(dataset=ds, builder=builder, mesh=mesh, params=params,
+              concept_table=tables.table_to_device(teacher2.concepts),
+              negated_table=tables.table_to_device(teacher2.negated))
+
+
 def final_state(workdir, config):
-  trainer = train.Trainer(config, workdir)
+  trainer = trainer_lib.Trainer(config, workdir)
   mgr = ckpt_lib.manager(workdir, 3)
   state = trainer.init_state()
   restored, progress = ckpt_lib.restore_latest(mgr, {**state, "added": trainer.lists.added})
@@ -39,7 +69,7 @@ class TrainTest(parameterized.TestCase):
     cls.root = tempfile.mkdtemp()
     cls.config = make_config(cls.root)
     cls.workdir = os.path.join(cls.root, "full")
-    cls.summary = train.train(cls.config, cls.workdir)
+    cls.summary = trainer_lib.train(cls.config, cls.workdir)
     cls.state, cls.progress = final_state(cls.workdir, cls.config)
 
   def test_runs_both_stages_with_one_compilation_each_at_most(self):
@@ -63,7 +93,7 @@ class TrainTest(parameterized.TestCase):
     added = np.asarray(self.state["added"])
     self.assertEqual(info["gained"], int((added >= 0).sum()))
     self.assertGreater(info["gained"], 0)
-    trainer = train.Trainer(self.config, self.workdir)
+    trainer = trainer_lib.Trainer(self.config, self.workdir)
     ds = trainer.dataset
     train_idx = set(ds.split_indices("train").tolist())
     for i in np.flatnonzero(added >= 0):
@@ -74,7 +104,7 @@ class TrainTest(parameterized.TestCase):
     # The synthetic data drops one true concept from half of the lists; after this very short
     # training a recovered concept is a true miss far more often than a random pick would be
     # (exact recovery on a constructed case: tests/test_recovery.py).
-    trainer = train.Trainer(self.config, self.workdir)
+    trainer = trainer_lib.Trainer(self.config, self.workdir)
     ds = trainer.dataset
     added = np.asarray(self.state["added"])
     hits = [added[i] in ds.true_flat[ds.true_offsets[i]:ds.true_offsets[i + 1]]
@@ -91,11 +121,11 @@ class TrainTest(parameterized.TestCase):
   def test_interrupted_run_resumes_to_same_parameters(self, stop_at):
     workdir = os.path.join(self.root, f"stop{stop_at}")
     config = make_config(self.root, stop_after_steps=stop_at)
-    summary = train.train(config, workdir)
+    summary = trainer_lib.train(config, workdir)
     self.assertTrue(summary["stopped"])
     self.assertEqual(summary["step"], stop_at)
     config.train.stop_after_steps = 0
-    summary = train.train(config, workdir)
+    summary = trainer_lib.train(config, workdir)
     self.assertFalse(summary["stopped"])
     state, progress = final_state(workdir, config)
     self.assertEqual(progress["step"], self.progress["step"])
@@ -112,23 +142,22 @@ class LossFunctionTest(parameterized.TestCase):
     matmul) equals projecting every mention through G, for raw and normalised spaces."""
     import jax.numpy as jnp
     from line_jax import losses, model
-    root = self.create_tempdir().full_path
-    config = make_config(root)
+    config = test_config.get_config()
     config.loss.relational_margin = 1.5     # every relational hinge active
     config.loss.normalize = normalize
-    trainer = train.Trainer(config, os.path.join(root, "w"))
-    state = trainer.init_state()
+    inputs = loss_inputs(config)
+    ds, mesh = inputs["dataset"], inputs["mesh"]
+    concept_table, negated_table = inputs["concept_table"], inputs["negated_table"]
     params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(3),
-                                                                  p.shape), state["params"])
-    host = trainer.builder.build(trainer.dataset.split_indices("train")[:32], 0)
-    loss_fn = train.make_loss_fn(config, len(trainer.dataset.relation_types), trainer.mesh)
-    total, parts = loss_fn(params, train.shard_batch(host, trainer.mesh),
-                           trainer.concept_table, trainer.negated_table)
+                                                                  p.shape), inputs["params"])
+    host = inputs["builder"].build(ds.split_indices("train")[:32], 0)
+    loss_fn = trainer_lib.make_loss_fn(config, len(ds.relation_types), mesh)
+    total, parts = loss_fn(params, trainer_lib.shard_batch(host, mesh), concept_table,
+                           negated_table)
     b = jax.tree.map(lambda x: x[0], host)
     num_receivers = b["receiver_real"].shape[0]
-    g = np.asarray(model.graph_attention(params, b["graph"], trainer.concept_table,
-                                         trainer.negated_table, num_receivers,
-                                         len(trainer.dataset.relation_types)))
+    g = np.asarray(model.graph_attention(params, b["graph"], concept_table, negated_table,
+                                         num_receivers, len(ds.relation_types)))
     t = np.asarray(model.project_text(params, b["text"]))
     if normalize:
       g = g / np.linalg.norm(g, axis=1, keepdims=True)
@@ -172,7 +201,7 @@ class TableDtypeTest(parameterized.TestCase):
       self.skipTest("'auto' resolves on CPU only")
     if kernel == "auto" and setting == "auto" and not kernels.available():
       expected = "float32"
-    self.assertEqual(train.resolve_table_dtype(config, teacher), expected)
+    self.assertEqual(tables.resolve_table_dtype(config, teacher), expected)
 
 
 class DataParallelTest(absltest.TestCase):
@@ -185,19 +214,19 @@ class DataParallelTest(absltest.TestCase):
       os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
       import jax, numpy as np
       from configs import test as tc
-      from line_jax import train
+      from line_jax import trainer as trainer_lib
       results = {{}}
       for n in (1, 4):
         c = tc.get_config()
         c.data.dir = os.path.join({root!r}, "data")
         c.train.stop_after_steps = 6
-        trainer = train.Trainer(c, os.path.join({root!r}, f"w{{n}}"), jax.devices()[:n])
+        trainer = trainer_lib.Trainer(c, os.path.join({root!r}, f"w{{n}}"), jax.devices()[:n])
         state = trainer.init_state()
         order = np.arange(32 * 6)
         losses = []
         for i in range(6):
           batch = trainer.builder.build(order[i * 32:(i + 1) * 32], i)
-          state, m = trainer.train_step(state, train.shard_batch(batch, trainer.mesh),
+          state, m = trainer.train_step(state, trainer_lib.shard_batch(batch, trainer.mesh),
                                         trainer.concept_table, trainer.negated_table)
           losses.append([float(m[k]) for k in ("loss", "align", "relational", "negation")])
         results[n] = (np.array(losses), jax.tree.leaves(jax.device_get(state["params"])))

@@ -3,6 +3,8 @@
 import logging
 import os
 
+from line_jax.data import hpo
+from line_jax.data import synthetic
 from line_jax.data.dataset import DataError, Dataset, load_dataset, write_dataset
 
 
@@ -12,15 +14,13 @@ def prepare_dataset(config) -> Dataset:
   if not os.path.exists(os.path.join(root, "pairs.parquet")):
     builder = config.data.builder
     if builder == "synthetic":
-      from line_jax.data import synthetic
       synthetic.build_synthetic_dataset(root, config.data.synthetic)
     elif builder == "hpo":
-      from line_jax.data import hpo
       hpo.build_hpo_dataset(root, config.data.hpo)
     else:
       raise DataError(f"{root}: no dataset here (pairs.parquet missing) and "
                       f"config.data.builder is {builder!r}; point --config.data.dir at a "
-                      "folder in DESIGN.md's format or set data.builder")
+                      "dataset folder (docs/data.md) or set data.builder")
     logging.info("built the %s dataset in %s", builder, root)
   relations = config.graph.relations
   return load_dataset(root, relations=list(relations) if relations is not None else None,

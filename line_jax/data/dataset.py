@@ -1,4 +1,4 @@
-"""A dataset folder in DESIGN.md's format, read into flat integer arrays and validated.
+"""A dataset folder (docs/data.md), read into flat integer arrays and validated.
 
 Files (Parquet):
   concepts.parquet   concept_id (str), name (str), optional group (str),
@@ -99,7 +99,7 @@ class Dataset:
 def _read(path: str, required: Sequence[str]) -> pa.Table:
   if not os.path.exists(path):
     raise DataError(f"{path}: file not found (a dataset folder needs concepts.parquet, "
-                    "relations.parquet and pairs.parquet; see DESIGN.md)")
+                    "relations.parquet and pairs.parquet; see docs/data.md)")
   table = pq.read_table(path)
   for col in required:
     if col not in table.column_names:

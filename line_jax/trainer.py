@@ -1,0 +1,364 @@
+"""Trains LINE: stage 1, residual recovery, stage 2; resumable from orbax checkpoints.
+
+`train(config, workdir)` is what `python -m line_jax.train` runs before it evaluates.
+One code path for one and many devices: the batch is split into one shard per device
+(`line_jax.pipeline`), the loss runs under `jax.shard_map` over a 1-D mesh ("data"),
+parameters are replicated and gradients are all-reduced by the transpose of that replication.
+Multi-host: pass --distributed (or call jax.distributed.initialize() first); see launch/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from line_jax import checkpoint as ckpt_lib
+from line_jax import embeddings as emb_lib
+from line_jax import exporter
+from line_jax import graph as graph_lib
+from line_jax import host_memory
+from line_jax import kernels
+from line_jax import losses as losses_lib
+from line_jax import model as model_lib
+from line_jax import pipeline
+from line_jax import recovery as recovery_lib
+from line_jax import state as state_lib
+from line_jax import tables
+from line_jax.data import prepare_dataset
+
+AXIS = "data"
+COMPILATIONS = {"train_step": 0}   # incremented at trace time: one per compilation
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+  devices = list(devices if devices is not None else jax.devices())
+  return jax.sharding.Mesh(np.asarray(devices), (AXIS,))
+
+
+def shard_batch(batch: dict, mesh: jax.sharding.Mesh) -> dict:
+  """Host arrays with a leading shard axis -> global arrays split over the mesh's devices."""
+  sharding = NamedSharding(mesh, P(AXIS))
+  if jax.process_count() == 1:
+    return jax.device_put(batch, sharding)
+  local = mesh.local_devices
+  per = len(local)
+  first = jax.process_index() * per
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, x[first:first + per],
+                                                       x.shape), batch)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSettings:
+  """What the train loss reads from the config (config.loss.*, config.model.*).
+
+  Attributes:
+    normalize: L2-normalise F(t) and G(c) before the scores.
+    slope: the graph attention's leaky-ReLU slope.
+    margin, relational_margin, negation_delta: the three losses' margins.
+    per_pair: alignment hinge terms summed per pair, then averaged over pairs.
+    weights: (alignment, relational, negation) weights of the total.
+    cpu_kernel: G's edge attention on the fused CPU kernel.
+    kernel_threads: that kernel's threads per device.
+  """
+  normalize: bool
+  slope: float
+  margin: float
+  relational_margin: float
+  negation_delta: float
+  per_pair: bool
+  weights: tuple
+  cpu_kernel: bool
+  kernel_threads: int
+
+  @classmethod
+  def from_config(cls, config, mesh, cpu_kernel: bool = False) -> "LossSettings":
+    lc = config.loss
+    # The kernel's threads: each local device of the mesh runs its own call, so they share
+    # the cores (4 host-CPU devices on 2 cores would otherwise start 8 threads per step).
+    threads = (int(config.model.cpu_kernel_threads)
+               or max(1, kernels.usable_cores() // len(mesh.local_devices)))
+    return cls(normalize=bool(lc.normalize), slope=float(config.model.leaky_relu_slope),
+               margin=lc.margin, relational_margin=lc.relational_margin,
+               negation_delta=lc.negation_delta, per_pair=lc.align_reduction == "per_pair",
+               weights=(lc.align_weight, lc.relational_weight, lc.negation_weight),
+               cpu_kernel=cpu_kernel, kernel_threads=threads)
+
+
+def project_batch(params, batch: dict, concept_table, negated_table, num_types: int,
+                  settings: LossSettings):
+  """One device's batch through LINE: (F(t) [b, d], the pairs' mean G [b, d], G of the
+  positive slots the relational and negation losses use, G of the negated slots)."""
+  normalize = settings.normalize
+  num_receivers = batch["receiver_real"].shape[0]
+  num_negated = batch["neg_weight"].shape[0]
+  u = num_receivers - num_negated
+  pooled = model_lib.aggregate_neighbourhoods(params, batch["graph"], concept_table,
+                                              negated_table, num_receivers, num_types,
+                                              settings.slope, settings.cpu_kernel,
+                                              settings.kernel_threads)
+  receiver_negated = batch["graph"].nodes["negated"][:num_receivers]
+  wc, pn = params["concept_proj"]["w"], params["negation_proj"]
+  finish = model_lib.l2_normalize if normalize else (lambda x: x)
+  # Slots the relational and negation losses need: rel_* and neg_pos_slot are positive
+  # receivers (slots < U), the negated receivers are the V slots from U on.
+  positive_slots = jnp.concatenate([batch["rel_head"], batch["rel_tail"],
+                                    batch["rel_corrupt"], batch["neg_pos_slot"]])
+  neg_slots = u + jnp.arange(num_negated, dtype=jnp.int32)
+
+  t = model_lib.project_text(params, batch["text"])
+  w = batch["occ_mask"].astype(jnp.float32)                     # [b, M]
+  count = jnp.maximum(w.sum(1), 1.0)[:, None]
+  if normalize:
+    occ_slot = batch["occ_slot"].reshape(-1)
+    occ = finish(model_lib.project_pooled(params, pooled[occ_slot],
+                                          receiver_negated[occ_slot]))
+    c_mean = jnp.einsum("bm,bmd->bd", w, occ.reshape(*w.shape, -1)) / count
+    t = model_lib.l2_normalize(t)
+    means = jnp.zeros((0, pooled.shape[1]), pooled.dtype)
+  else:
+    # G is linear after pooling: the mean of projections is the projection of the mean,
+    # per polarity, so W_c runs once per pair instead of once per concept mention.
+    occ_pooled = pooled[batch["occ_slot"]]                      # [b, M, d_c]
+    neg_w = w * (batch["occ_slot"] >= u)
+    means = jnp.concatenate([jnp.einsum("bm,bmc->bc", w - neg_w, occ_pooled),
+                             jnp.einsum("bm,bmc->bc", neg_w, occ_pooled)]) / jnp.tile(count,
+                                                                                   (2, 1))
+  # Every W_c of the step in one matmul, and every negation projector in one more: the
+  # pair means (positive, negated), the positive slots, the negated slots.
+  nm = means.shape[0] // 2
+  projected = jnp.concatenate([means, pooled[positive_slots], pooled[neg_slots]]) @ wc
+  n_pos = positive_slots.shape[0]
+  neg_in = jnp.concatenate([projected[nm:2 * nm], projected[2 * nm + n_pos:]])
+  neg_out = neg_in @ pn["w"]
+  g_pos = finish(projected[2 * nm:2 * nm + n_pos])
+  g_neg = finish(neg_out[nm:] + pn["b"])
+  if not normalize:
+    c_mean = (projected[:nm] + neg_out[:nm]
+              + (neg_w.sum(1, keepdims=True) / count) * pn["b"])
+  return t, c_mean, g_pos, g_neg
+
+
+def make_loss_fn(config, num_types: int, mesh, cpu_kernel: bool = False):
+  """loss(params, batch, concept_table, negated_table) -> (scalar, parts) over the mesh.
+
+  Sizes come from the batch's array shapes, so a grown capacity just retraces. cpu_kernel:
+  G's edge attention on the fused CPU kernel (`Trainer` decides it: `kernels.use_kernel`)."""
+  settings = LossSettings.from_config(config, mesh, cpu_kernel)
+
+  def local(params, batch, concept_table, negated_table):
+    batch = jax.tree.map(lambda x: x[0], batch)      # this device's shard
+    b = batch["pair_mask"].shape[0]
+    rs = batch["rel_head"].shape[0]
+    t, c_mean, g_pos, g_neg = project_batch(params, batch, concept_table, negated_table,
+                                            num_types, settings)
+    texts = jax.lax.all_gather(t, AXIS, tiled=True)
+    text_mask = jax.lax.all_gather(batch["pair_mask"], AXIS, tiled=True)
+    first = jax.lax.axis_index(AXIS) * b
+    a = losses_lib.alignment_terms(c_mean, batch["pair_mask"], batch["rho"], texts,
+                                   text_mask, first, settings.margin,
+                                   per_anchor=settings.per_pair)
+    r = losses_lib.relational_terms(g_pos[:rs], g_pos[rs:2 * rs], g_pos[2 * rs:3 * rs],
+                                    batch["rel_mask"], settings.relational_margin)
+    n = losses_lib.negation_terms(g_pos[3 * rs:], g_neg, batch["neg_weight"],
+                                  settings.negation_delta)
+    sums = jax.lax.psum(jnp.stack([a[0], r[0], n[0]]), AXIS)
+    counts = jax.lax.psum(jnp.stack([a[1], r[1], n[1]]), AXIS)
+    parts = sums / jnp.maximum(counts, 1.0)
+    return jnp.sum(jnp.asarray(settings.weights) * parts), parts
+
+  return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(AXIS), P(), P()),
+                       out_specs=(P(), P()))
+
+
+def make_train_step(config, num_types, mesh, optimizer, cpu_kernel: bool = False):
+  loss_fn = make_loss_fn(config, num_types, mesh, cpu_kernel)
+
+  def train_step(state, batch, concept_table, negated_table):
+    COMPILATIONS["train_step"] += 1
+    (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"], batch, concept_table, negated_table)
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    new_state = {"params": optax.apply_updates(state["params"], updates),
+                 "opt_state": opt_state, "step": state["step"] + 1}
+    metrics = {"loss": loss, "align": parts[0], "relational": parts[1], "negation": parts[2]}
+    return new_state, metrics
+
+  return jax.jit(train_step, donate_argnums=0)
+
+
+class Trainer:
+  """Everything a run needs, built once from the config: data, teachers, graph, step."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, devices=None,
+               dataset=None, teachers=None):
+    """`dataset` and `teachers` (a pair of TeacherEmbeddings) may be given in memory
+    (benchmarks); otherwise they come from config.data and the teacher cache."""
+    self.config = config
+    self.workdir = os.path.abspath(workdir)
+    os.makedirs(self.workdir, exist_ok=True)
+    self.dataset = dataset if dataset is not None else prepare_dataset(config)
+    ds = self.dataset
+    logging.info("dataset %s: %d concepts, %d relation types %s, %d edges, %d pairs "
+                 "(train %d, valid %d, test %d)", ds.root, ds.num_concepts,
+                 len(ds.relation_types), list(ds.relation_types), len(ds.edge_head),
+                 ds.num_pairs, len(ds.split_indices("train")), len(ds.split_indices("valid")),
+                 len(ds.split_indices("test")))
+    if teachers is None:
+      teachers = (exporter.ensure_teacher(config.teacher1, ds, self.workdir),
+                  exporter.ensure_teacher(config.teacher2, ds, self.workdir))
+    self.teacher1, self.teacher2 = teachers
+    self.table = graph_lib.NeighbourTable.from_dataset(ds, config.graph.symmetric)
+    self.lists = pipeline.PairLists(ds, config.data.max_concepts_per_pair)
+    self.mesh = make_mesh(devices)
+    shapes = pipeline.batch_shapes(
+        self.lists, config.train.batch_size, self.mesh.size, len(ds.relation_types),
+        config.graph.fanout, config.loss.relational_edges, config.graph.edge_block)
+    self.builder = pipeline.BatchBuilder(self.lists, self.table, self.teacher1.text,
+                                         shapes, config.train.seed)
+    if len(ds.split_indices("train")):
+      self.fit_capacity()
+    logging.info("batch shapes: %s", self.builder.shapes)
+    replicated = NamedSharding(self.mesh, P())
+    # Device-resident teacher-2 tables, read with file reads (not through the memmap) and
+    # the host copy dropped at once, so peak memory holds one host table at a time.
+    table_dtype = tables.resolve_table_dtype(config, self.teacher2)
+    self.concept_table = tables.table_to_device(self.teacher2.concepts, replicated, table_dtype)
+    self.negated_table = tables.table_to_device(self.teacher2.negated, replicated, table_dtype)
+    # Set-up is done: from here on freed memory stays for the next step's buffers.
+    host_memory.keep_freed_memory()
+    self.dim = state_lib.model_dim(config, self.teacher1.dim)
+    self.optimizer = state_lib.make_optimizer(config)
+    self.cpu_kernel = kernels.use_kernel(str(config.model.cpu_kernel), self.concept_table)
+    logging.info("G's edge attention: %s", "the fused CPU kernel (line_jax.kernels)"
+                 if self.cpu_kernel else "XLA")
+    self.train_step = make_train_step(config, len(ds.relation_types), self.mesh,
+                                      self.optimizer, self.cpu_kernel)
+
+  def fit_capacity(self, keep: bool = False) -> pipeline.BatchShapes:
+    """Batch capacities measured on sampled train batches (config.graph.capacity_*)."""
+    gc = self.config.graph
+    return self.builder.fit_capacity(self.dataset.split_indices("train"),
+                                     gc.capacity_sample_batches, gc.capacity_margin,
+                                     gc.capacity_sigmas, keep=keep)
+
+  def init_state(self) -> dict:
+    state = state_lib.init_state(self.config, self.teacher1.dim, self.teacher2.dim,
+                                 len(self.dataset.relation_types), self.config.train.seed)
+    return jax.device_put(state, NamedSharding(self.mesh, P()))
+
+
+def _write_json(path: str, obj: Any) -> None:
+  if jax.process_index() == 0:     # multi-host: one writer
+    emb_lib.write_json(path, obj)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict:
+  """Runs (or resumes) the two-stage training; returns a summary dict."""
+  trainer = Trainer(config, workdir, devices)
+  workdir = trainer.workdir
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=1))
+  tc = config.train
+  mgr = ckpt_lib.manager(workdir, tc.keep_checkpoints)
+  state = trainer.init_state()
+  restored, progress = ckpt_lib.restore_latest(mgr, {**state, "added": trainer.lists.added})
+  if restored is not None:
+    trainer.lists.added[:] = restored.pop("added")
+    state = jax.device_put(restored, NamedSharding(trainer.mesh, P()))
+    logging.info("resumed from step %d (stage %d, epoch %d, batch %d)", progress["step"],
+                 progress["stage"], progress["epoch"], progress["batch"])
+  else:
+    progress = state_lib.new_progress(tc.seed)
+
+  def save():
+    ckpt_lib.save(mgr, progress["step"], {**state, "added": trainer.lists.added}, progress)
+
+  train_idx = trainer.dataset.split_indices("train")
+  if len(train_idx) == 0:
+    raise ValueError(f"{trainer.dataset.root}/pairs.parquet: no pair has split 'train'")
+  epochs = {1: tc.stage1_epochs, 2: tc.stage2_epochs}
+  log_path = os.path.join(workdir, "train_log.jsonl")
+  batches_per_epoch = -(-len(train_idx) // tc.batch_size)
+  summary = {"workdir": workdir, "compilations": {}, "capacity_growths": {}}
+  while progress["stage"] < state_lib.STAGE_FINISHED:
+    stage = progress["stage"]
+    if stage == 2 and not progress["recovered"]:
+      t0 = time.time()
+      added, info = recovery_lib.recover(
+          state["params"], trainer.lists, trainer.teacher1.text, trainer.table,
+          trainer.concept_table, trainer.negated_table, config, train_idx)
+      info["seconds"] = time.time() - t0
+      trainer.lists.added[:] = added
+      progress["recovered"] = True
+      _write_json(os.path.join(workdir, "recovery.json"), info)
+      summary["recovery"] = info
+      save()
+    compiled_before = COMPILATIONS["train_step"]
+    grown_before = trainer.builder.growths
+    if stage == 2 and epochs[2] and trainer.lists.added.max(initial=-1) >= 0:
+      # Recovered concepts lengthen the lists: capacities are measured again (they only
+      # grow), so that stage 2 compiles at most once, here, rather than mid-epoch.
+      before = trainer.builder.shapes
+      if trainer.fit_capacity(keep=True) != before:
+        logging.info("stage 2 batch shapes (recovered concepts): %s", trainer.builder.shapes)
+    while progress["epoch"] < epochs[stage]:
+      order = pipeline.epoch_order(train_idx, tc.seed, stage, progress["epoch"])
+      window, t_window = [], time.time()
+      for bi, batch in pipeline.iterate_batches(trainer.builder, order, progress["batch"],
+                                                progress["step"], tc.prefetch):
+        state, metrics = trainer.train_step(state, shard_batch(batch, trainer.mesh),
+                                            trainer.concept_table, trainer.negated_table)
+        progress["step"] += 1
+        progress["batch"] = bi + 1
+        window.append(metrics)
+        last_of_epoch = bi + 1 == batches_per_epoch
+        if progress["step"] % tc.log_every == 0 or last_of_epoch:
+          vals = jax.device_get(window)
+          mean = {k: float(np.mean([v[k] for v in vals])) for k in vals[0]}
+          rate = len(window) * tc.batch_size / max(time.time() - t_window, 1e-9)
+          record = {"stage": stage, "epoch": progress["epoch"], "step": progress["step"],
+                    **mean, "pairs_per_s": rate}
+          if jax.process_index() == 0:
+            with open(log_path, "a") as f:
+              f.write(json.dumps(record) + "\n")
+          logging.info("stage %d epoch %d batch %d/%d step %d | loss %.4f (align %.4f, "
+                       "relational %.4f, negation %.4f) | %.0f pairs/s", stage,
+                       progress["epoch"], bi + 1, batches_per_epoch, progress["step"],
+                       mean["loss"], mean["align"], mean["relational"], mean["negation"],
+                       rate)
+          window, t_window = [], time.time()
+        if tc.checkpoint_every and progress["step"] % tc.checkpoint_every == 0:
+          save()
+        if tc.stop_after_steps and progress["step"] >= tc.stop_after_steps:
+          save()
+          logging.info("stopping after step %d (train.stop_after_steps)", progress["step"])
+          summary.update(stopped=True, step=progress["step"])
+          return summary
+      progress["epoch"] += 1
+      progress["batch"] = 0
+      save()
+    summary["compilations"][f"stage{stage}"] = COMPILATIONS["train_step"] - compiled_before
+    summary["capacity_growths"][f"stage{stage}"] = trainer.builder.growths - grown_before
+    progress["stage"] += 1
+    progress["epoch"] = 0
+    progress["batch"] = 0
+    save()
+  summary.update(stopped=False, step=progress["step"],
+                 checkpoint=os.path.join(workdir, "checkpoints"))
+  _write_json(os.path.join(workdir, "train_summary.json"), summary)
+  logging.info("training done: %d steps; checkpoints in %s", progress["step"],
+               summary["checkpoint"])
+  return summary
