@@ -8,7 +8,7 @@ the hub: download elsewhere and pass the folders):
       --config.teacher1.model=/models/bge-base-en-v1.5 \
       --config.teacher2.model=/models/coder_eng
 
-The dataset folder is yours (DESIGN.md's format: concepts / relations / pairs .parquet).
+The dataset folder is yours (docs/data.md: concepts / relations / pairs .parquet).
 """
 
 from line_jax.config import base_config, teacher_config
