@@ -11,6 +11,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from line_jax.data import hpo
+from line_jax.data.hpo import graph as hpo_graph
+from line_jax.data.hpo import ontology as hpo_ontology
+from line_jax.data.hpo import splits as hpo_splits
+from line_jax.data.hpo import vignettes as hpo_vignettes
 from line_jax.data import obo
 from line_jax.data.dataset import load_dataset
 
@@ -72,10 +76,10 @@ class HpoSliceBuildTest(parameterized.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.tmp = tempfile.mkdtemp()
-    write_obo_slice(hpo.package_data_path("hp.obo"), os.path.join(cls.tmp, "hp_slice.obo"),
+    write_obo_slice(hpo_ontology.package_data_path("hp.obo"), os.path.join(cls.tmp, "hp_slice.obo"),
                     SLICE_TERMS)
-    cls.terms = hpo.live_terms(obo.read_obo(os.path.join(cls.tmp, "hp_slice.obo")))
-    write_hpoa_slice(hpo.package_data_path("phenotype.hpoa"),
+    cls.terms = hpo_ontology.live_terms(obo.read_obo(os.path.join(cls.tmp, "hp_slice.obo")))
+    write_hpoa_slice(hpo_ontology.package_data_path("phenotype.hpoa"),
                      os.path.join(cls.tmp, "slice.hpoa"), set(cls.terms), SLICE_DISEASES)
     cls.config = slice_config(cls.tmp)
     cls.root = os.path.join(cls.tmp, "ds")
@@ -111,8 +115,8 @@ class HpoSliceBuildTest(parameterized.TestCase):
     self.assertEqual(group["HP:0000006"], "Autosomal dominant inheritance")
 
   def test_groups_on_the_whole_ontology(self):
-    terms = hpo.live_terms(obo.read_obo(hpo.package_data_path("hp.obo")))
-    branch = hpo.branch_roots(terms)
+    terms = hpo_ontology.live_terms(obo.read_obo(hpo_ontology.package_data_path("hp.obo")))
+    branch = hpo_ontology.branch_roots(terms)
     self.assertEqual(terms[branch["HP:0000006"]].name, "Mode of inheritance")
     self.assertEqual(terms[branch["HP:0001250"]].name, "Abnormality of the nervous system")
     self.assertLen(terms, 19034)
@@ -184,7 +188,7 @@ class HpoSliceBuildTest(parameterized.TestCase):
     split_of_parent = collections.defaultdict(set)
     for p in self.pairs:
       if p["source"] == "vignette":
-        split_of_family[hpo.disease_family(names[p["source_id"]])].add(p["split"])
+        split_of_family[hpo_splits.disease_family(names[p["source_id"]])].add(p["split"])
       else:
         term = self.terms[p["source_id"]]
         split_of_parent[term.parents[0] if term.parents else term.term_id].add(p["split"])
@@ -250,7 +254,7 @@ name: part of
                      [("Fits", "EXACT", "layperson"), ("Epileptic seizure", "EXACT", ""),
                       ("Convulsion", "RELATED", "")])
     self.assertTrue(terms["HP:3"].obsolete)
-    self.assertEqual(list(hpo.live_terms(terms)), ["HP:1", "HP:2"])
+    self.assertEqual(list(hpo_ontology.live_terms(terms)), ["HP:1", "HP:2"])
 
   def test_read_hpoa(self):
     path = os.path.join(tempfile.mkdtemp(), "t.hpoa")
@@ -275,23 +279,23 @@ class PartsTest(parameterized.TestCase):
   }
 
   def test_branch_roots_and_ancestors(self):
-    branch = hpo.branch_roots(self.TERMS)
+    branch = hpo_ontology.branch_roots(self.TERMS)
     self.assertEqual(branch["D"], "B")
     self.assertEqual(branch["B"], "B")
     self.assertEqual(branch["HP:0000005"], "HP:0000005")
     self.assertEqual(branch["HP:0000118"], "HP:0000118")
-    ancestors = hpo.ancestor_sets(self.TERMS)
+    ancestors = hpo_ontology.ancestor_sets(self.TERMS)
     self.assertEqual(ancestors["D"], {"C", "B", "HP:0000118", "HP:0000001"})
 
   def test_co_annotated_edges_skip_ancestors(self):
     diseases = [obo.Disease(str(i), "x", ("C", "D", "E"), ()) for i in range(3)]
-    edges = hpo.co_annotated_edges(diseases, {"C", "D", "E"},
-                                   hpo.ancestor_sets(self.TERMS), 10, 2)
+    edges = hpo_graph.co_annotated_edges(diseases, {"C", "D", "E"},
+                                   hpo_ontology.ancestor_sets(self.TERMS), 10, 2)
     self.assertEqual(sorted(edges), [("C", "E", "co_annotated"), ("D", "E", "co_annotated")])
 
   def test_hold_out_edges(self):
     edges = [(f"a{i}", f"b{i}", "r") for i in range(20)] + [("b0", "a0", "s")]
-    train, held, collateral = hpo.hold_out_edges(edges, ("r",), 0.25,
+    train, held, collateral = hpo_graph.hold_out_edges(edges, ("r",), 0.25,
                                                  np.random.default_rng(0))
     self.assertLen(held, 5)
     held_keys = {frozenset(e[:2]) for e in held}
@@ -306,30 +310,30 @@ class PartsTest(parameterized.TestCase):
       ("Marfan syndrome", "marfan syndrome"),
       ("Osteogenesis imperfecta, type IV", "osteogenesis imperfecta"))
   def test_disease_family(self, name, family):
-    self.assertEqual(hpo.disease_family(name), family)
+    self.assertEqual(hpo_splits.disease_family(name), family)
 
   def test_leading_sentences(self):
     text = "One two three. Four five six. Seven eight."
-    self.assertEqual(hpo.leading_sentences(text, 6), ("One two three. Four five six.", True))
-    self.assertEqual(hpo.leading_sentences(text, 60), (text, False))
-    self.assertEqual(hpo.leading_sentences("a b c d e", 3), ("a b c.", True))
+    self.assertEqual(hpo_vignettes.leading_sentences(text, 6), ("One two three. Four five six.", True))
+    self.assertEqual(hpo_vignettes.leading_sentences(text, 60), (text, False))
+    self.assertEqual(hpo_vignettes.leading_sentences("a b c d e", 3), ("a b c.", True))
 
   def test_make_typo_changes_one_word(self):
     rng = np.random.default_rng(0)
     for _ in range(20):
-      typo = hpo.make_typo("abnormal heart rhythm", rng)
+      typo = hpo_vignettes.make_typo("abnormal heart rhythm", rng)
       changed = [a != b for a, b in zip(typo.split(), "abnormal heart rhythm".split())]
       self.assertLen(typo.split(), 3)
       self.assertLessEqual(sum(changed), 1)
 
   def test_split_of_is_stable_and_follows_fractions(self):
-    splits = [hpo.split_of(0, f"k{i}", (0.8, 0.1, 0.1)) for i in range(2000)]
-    self.assertEqual(splits, [hpo.split_of(0, f"k{i}", (0.8, 0.1, 0.1)) for i in range(2000)])
+    splits = [hpo_splits.split_of(0, f"k{i}", (0.8, 0.1, 0.1)) for i in range(2000)]
+    self.assertEqual(splits, [hpo_splits.split_of(0, f"k{i}", (0.8, 0.1, 0.1)) for i in range(2000)])
     counts = collections.Counter(splits)
     self.assertAlmostEqual(counts["train"] / 2000, 0.8, delta=0.04)
 
   def test_collapse_labels(self):
-    self.assertEqual(hpo.collapse_labels(["a", "a", "b", "b", "c"], 3),
+    self.assertEqual(hpo_splits.collapse_labels(["a", "a", "b", "b", "c"], 3),
                      ["a", "a", "b", "b", "other"])
 
 
