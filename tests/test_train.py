@@ -151,13 +151,15 @@ class LossFunctionTest(parameterized.TestCase):
     params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(3),
                                                                   p.shape), inputs["params"])
     host = inputs["builder"].build(ds.split_indices("train")[:32], 0)
-    loss_fn = trainer_lib.make_loss_fn(config, len(ds.relation_types), mesh)
+    # Jitted, as the train step runs it (op by op, shard_map alone takes most of a minute).
+    loss_fn = jax.jit(trainer_lib.make_loss_fn(config, len(ds.relation_types), mesh))
     total, parts = loss_fn(params, trainer_lib.shard_batch(host, mesh), concept_table,
                            negated_table)
     b = jax.tree.map(lambda x: x[0], host)
     num_receivers = b["receiver_real"].shape[0]
-    g = np.asarray(model.graph_attention(params, b["graph"], concept_table, negated_table,
-                                         num_receivers, len(ds.relation_types)))
+    g = np.asarray(jax.jit(model.graph_attention, static_argnums=(4, 5))(
+        params, b["graph"], concept_table, negated_table, num_receivers,
+        len(ds.relation_types)))
     t = np.asarray(model.project_text(params, b["text"]))
     if normalize:
       g = g / np.linalg.norm(g, axis=1, keepdims=True)
