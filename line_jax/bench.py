@@ -10,8 +10,8 @@ normalised data in the same process (normalising copies, `add` and `search` incl
 prints the ratio line_jax time / faiss time. It also projects the paper-scale search
 (7.2M x 4M x 768) onto a GPU from its FLOP count.
 
-The train and export sections call `line_jax.bench_train.bench_train_step` and
-`line_jax.export.bench_export`; a section whose module is missing says so and the others run.
+The train and stream sections call `line_jax.bench_train`; the export section times the
+bundled MiniLM teacher (`line_jax.teachers`).
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.prefetch = 2             # batches prepared ahead in a background thread
   c.train.stop_after_steps = 0     # >0: exit after this global step (tests of resumption)
-  c.train.evaluate = True          # run line_jax.evaluate at the end
+  c.train.evaluate = True          # python -m line_jax.train evaluates at the end
 
   c.recovery = ml_collections.ConfigDict()
   c.recovery.threshold = 0.9       # paper: cosine >= 0.9

@@ -11,7 +11,7 @@ Layout (docs/data.md):
 dataset or teacher setting gets a new folder and an unchanged one is reused. Arrays are
 float16 or float32 and are opened with `np.load(mmap_mode="r")`, so that millions of rows
 never need to fit in memory. Embeddings made elsewhere (OpenAI, ...) enter through the
-same folder (see `line_jax.export` for the import command).
+same folder (`line_jax.precomputed`).
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ def key_fields(teacher_cfg, dataset: Dataset) -> dict:
     if not teacher_cfg.get("precomputed") or not os.path.isdir(folder):
       raise DataError(f"{folder}: field 'precomputed' of teacher {teacher_cfg.get('name')!r}:"
                       " folder not found (kind 'precomputed' needs a folder with text/"
-                      "concepts/negated .parquet or .npy; see line_jax.export)")
+                      "concepts/negated .parquet or .npy; see line_jax.precomputed)")
     stamps = []
     for path in precomputed.source_files(folder):
       st = os.stat(path)

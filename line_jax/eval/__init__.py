@@ -1,7 +1,12 @@
-"""Evaluation as in the paper: metrics, the linear probe, plots and the report.
+"""Evaluation as in the paper: protocols, embedding spaces, metrics, probe, plots, report.
 
-The entry point is `line_jax.evaluate` (CLI and `run_evaluation(model, workdir)`); this
-package holds its parts:
+`protocols.run_evaluation(model, workdir)` runs it (the command is `line_jax.evaluate`);
+its parts:
+  settings    the evaluation's settings, read from config.eval (and recovery, search);
+  spaces      how each compared model embeds texts and concepts (teachers, LINE);
+  linear      the least-squares map baselines between the teachers (appendix A.4);
+  protocols   alignment ranks, relation detection, cross-form classification, residual
+              recovery, geometry, and the whole evaluation;
   metrics     pure numpy metric functions (ranks, AUC, classification scores, geometry,
               residual recovery), each tested against scikit-learn or by hand;
   classifier  a cross-validated multinomial logistic-regression probe in JAX/optax;

@@ -269,7 +269,7 @@ def _geometry_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
 
 
 def render_report(m: Mapping) -> str:
-  """The whole report.md text for a metrics dictionary built by `line_jax.evaluate`."""
+  """The whole report.md text for a metrics dictionary built by `line_jax.eval.protocols`."""
   labels: Dict[str, str] = dict(m["models"])
   out = [f"# LINE evaluation: {m['split']} split", "",
          f"Dataset `{m['dataset']}`; {m['num_pairs_evaluated']} of the "
