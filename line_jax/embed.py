@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 from line_jax import logs
 from line_jax.api import OVERLONG_CHOICES, LineModel
 from line_jax.data.dataset import DataError, data_error
-from line_jax.embeddings import write_json
+from line_jax.files import write_json
 
 PARTS = ("text", "concepts")
 INVALID_CHOICES = ("error", "nan")

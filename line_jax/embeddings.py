@@ -26,6 +26,7 @@ from typing import Optional
 import numpy as np
 
 from line_jax.data.dataset import Dataset, DataError, data_error
+from line_jax.files import write_json
 
 PARTS = ("text", "concepts", "negated")
 _CHECK_ROWS = 65536
@@ -199,15 +200,6 @@ def new_memmap(path: str, dtype: np.dtype, shape: tuple) -> np.ndarray:
   if os.path.lexists(path):
     os.remove(path)
   return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
-
-
-def write_json(path: str, value) -> None:
-  """Writes JSON atomically: a temporary file renamed over `path`, so a reader (or a run
-  killed mid-write) never sees half a file."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=1)
-  os.replace(tmp, path)
 
 
 def write_meta(path: str, meta: dict) -> None:

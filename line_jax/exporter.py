@@ -56,8 +56,8 @@ from line_jax.data import prepare_dataset
 from line_jax.data.dataset import Dataset, DataError, data_error
 from line_jax.embeddings import (PARTS, TeacherEmbeddings, cache_key, check_finite,
                                  load_teacher_embeddings, negated_mode, negated_selection,
-                                 new_memmap, storage_dtype, teacher_dir, write_json,
-                                 write_meta)
+                                 new_memmap, storage_dtype, teacher_dir, write_meta)
+from line_jax.files import write_json
 
 DEFAULT_SHARD_ROWS = 8192
 

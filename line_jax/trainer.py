@@ -24,8 +24,8 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from line_jax import checkpoint as ckpt_lib
-from line_jax import embeddings as emb_lib
 from line_jax import exporter
+from line_jax import files
 from line_jax import graph as graph_lib
 from line_jax import host_memory
 from line_jax import kernels
@@ -261,7 +261,7 @@ class Trainer:
 
 def _write_json(path: str, obj: Any) -> None:
   if jax.process_index() == 0:     # multi-host: one writer
-    emb_lib.write_json(path, obj)
+    files.write_json(path, obj)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict:
