@@ -70,11 +70,11 @@ class ModelTest(parameterized.TestCase):
     params, concepts, negated, table, recv, recv_neg, ids, mask = random_setup(7, n_recv=9)
     c, n = jnp.asarray(concepts), jnp.asarray(negated)
 
-    def run(block, capacity=0):
+    def run(block, capacity=0):     # jitted, as training runs G (op by op: minutes)
       g = graph_lib.build_graph(recv, recv_neg, ids, mask, capacity, block)
       f = lambda p: model.graph_attention(p, g, c, n, len(recv), table.num_types)
-      out = f(params)
-      grads = jax.grad(lambda p: jnp.sum(jnp.tanh(f(p))))(params)
+      out = jax.jit(f)(params)
+      grads = jax.jit(jax.grad(lambda p: jnp.sum(jnp.tanh(f(p)))))(params)
       return out, grads
 
     out1, grads1 = run(1)
@@ -98,13 +98,13 @@ class ModelTest(parameterized.TestCase):
     self.assertGreater(int((~g.edges["mask"]).sum()), 0)
     g = g._replace(nodes={**g.nodes, "row": rows})
     f = lambda p: model.graph_attention(p, g, c, n, len(recv), table.num_types)
-    out = f(params)
+    out = jax.jit(f)(params)
     ref = reference_g(params, concepts, negated, table, recv, recv_neg, ids, mask, 0.2)
     np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-4, atol=1e-5)
-    grads = jax.grad(lambda p: jnp.sum(jnp.tanh(f(p))))(params)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(jnp.tanh(f(p)))))(params)
     g_clean = graph_lib.build_graph(recv, recv_neg, ids, mask, 64, block=4)
-    clean = jax.grad(lambda p: jnp.sum(jnp.tanh(model.graph_attention(
-        p, g_clean, c, n, len(recv), table.num_types))))(params)
+    clean = jax.jit(jax.grad(lambda p: jnp.sum(jnp.tanh(model.graph_attention(
+        p, g_clean, c, n, len(recv), table.num_types)))))(params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b),
                                                          rtol=1e-5, atol=1e-6), grads, clean)
 
@@ -135,8 +135,8 @@ class ModelTest(parameterized.TestCase):
           0, num_types=num_types)
       self.assertEqual(params["attention"]["src"].shape, (num_types, 5))
       g = graph_lib.build_graph(recv, recv_neg, ids, mask)
-      out = model.graph_attention(params, g, jnp.asarray(concepts), jnp.asarray(negated),
-                                  len(recv), num_types)
+      out = jax.jit(model.graph_attention, static_argnums=(4, 5))(
+          params, g, jnp.asarray(concepts), jnp.asarray(negated), len(recv), num_types)
       self.assertTrue(np.isfinite(np.asarray(out)).all())
 
   def test_masked_neighbours_do_not_matter(self):
