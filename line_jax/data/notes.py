@@ -2,6 +2,8 @@ r"""Clinical notes -> pairs.parquet of a dataset folder (texts with extracted co
 
     python -m line_jax.data.notes --dataset=DATASET_DIR --notes=FILE \
         [--text_column=text --id_column=note_id] [--notes_config.FIELD=...]
+    python -m line_jax.data.notes --dataset=DATASET_DIR --pairs=FILE   # another extractor's
+                                               # output; format in line_jax.data.pairs_import
 
 FILE is Parquet (.parquet), CSV (.csv, header row) or JSON lines (.jsonl / .json, one object
 per line). It is streamed in batches of `batch_size` notes; only the note ids seen so far
@@ -48,6 +50,7 @@ from tqdm import tqdm
 
 from line_jax.data import extract
 from line_jax.data import hpo
+from line_jax.data import pairs_import
 from line_jax.data.dataset import DataError, data_error
 
 # The paper's sections (MIMIC-IV): discharge summaries, then radiology reports.
@@ -527,12 +530,23 @@ _NOTES = flags.DEFINE_string("notes", None, "notes file (.parquet, .csv or .json
 _TEXT_COLUMN = flags.DEFINE_string("text_column", None, "column of the note text "
                                    "(default: text)")
 _ID_COLUMN = flags.DEFINE_string("id_column", None, "column of the note id (default: note_id)")
+_PAIRS = flags.DEFINE_string("pairs", None, "instead of --notes: pairs made by another "
+                             "extractor (.jsonl or .parquet; see line_jax.data.pairs_import)")
 _CONFIG = config_flags.DEFINE_config_dict("notes_config", default_config(), "notes settings")
+_PAIRS_CONFIG = config_flags.DEFINE_config_dict(
+    "pairs_config", pairs_import.default_config(), "settings of --pairs")
 
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  if (_NOTES.value is None) == (_PAIRS.value is None):
+    raise app.UsageError("give one of --notes=FILE (extract concepts here) or --pairs=FILE "
+                         "(pairs from another extractor)")
+  if _PAIRS.value is not None:
+    stats = pairs_import.import_pairs(_DATASET.value, _PAIRS.value, _PAIRS_CONFIG.value)
+    print(json.dumps({k: v for k, v in stats.items() if k != "config"}, indent=1))
+    return
   config = _CONFIG.value
   if _TEXT_COLUMN.value is not None:
     config.text_column = _TEXT_COLUMN.value
@@ -543,5 +557,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["dataset", "notes"])
+  flags.mark_flags_as_required(["dataset"])
   app.run(main)
