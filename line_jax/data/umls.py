@@ -396,7 +396,7 @@ def build_umls_dataset(meta: str, out: str, config=None, progress: bool = True) 
   if stats["cuis_without_language_string"]:
     logging.info("%d CUIs have no kept string in %s (languages %s, sabs %s): skipped, with "
                  "their relations", stats["cuis_without_language_string"],
-                 list(config.languages), list(config.sabs) or "all")
+                 paths["MRCONSO.RRF"], list(config.languages), list(config.sabs) or "all")
   del every_cui
   # Groups need the kept CUIs; concept_terms fixes them (max_concepts), so read MRSTY after.
   terms, ordered = concept_terms(names, config, stats)
