@@ -137,4 +137,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.classifier_patience = 20
   c.eval.classifier_standardize = True
   c.eval.classifier_weight_decay = 0.0
+  # Token-level NER protocol (python -m line_jax.evaluate --ner=FILE_OR_DIR); its fields
+  # and defaults are line_jax.eval.ner.default_config().
+  from line_jax.eval import ner  # pylint: disable=g-import-not-at-top
+  c.eval.ner = ner.default_config()
   return c

@@ -734,6 +734,10 @@ def main(argv: Sequence[str], model_class=None) -> None:
     from line_jax.api import LineModel as model_class  # pylint: disable=g-import-not-at-top
   workdir = flags.FLAGS.workdir
   model = model_class.load(workdir, flags.FLAGS.config)
+  if flags.FLAGS.ner:   # token-level NER protocol only (line_jax.eval.ner)
+    from line_jax.eval import ner  # pylint: disable=g-import-not-at-top
+    ner.main_for_evaluate(model, flags.FLAGS.ner, workdir)
+    return
   result = run_evaluation(model, workdir)
   print(json.dumps(result["alignment"]["results"], indent=1))
   print(f"report: {os.path.join(os.path.abspath(workdir), 'report.md')}")
@@ -752,6 +756,8 @@ def _cli() -> None:
   if "workdir" not in flags.FLAGS:
     flags.DEFINE_string("workdir", None, "Work dir of the trained model; outputs go there.")
   flags.mark_flag_as_required("workdir")
+  flags.DEFINE_string("ner", None, "CoNLL/BIO file or folder: run only the token-level NER "
+                      "protocol (line_jax.eval.ner), outputs in WORKDIR/ner")
   app.run(functools.partial(main, model_class=LineModel))
 
 
