@@ -49,7 +49,8 @@ class StreamingExtractorTest(absltest.TestCase):
     rng = np.random.default_rng(0)
     words = ("the patient has no chest pain fever cough seizures ataxia kidney disease "
              "studies flies bus glass xies denies but was ruled out ; . is absent without "
-             "Heart-Failure 2 mg").split()
+             "Heart-Failure 2 mg ies dies Cries ties bias axis virus cells 2s ABCs Xs "
+             "studies's is us ss ess").split()
     surfaces = [(" ".join(rng.choice(words, int(rng.integers(1, 4)))), f"C{i}")
                 for i in range(300)]
     base = extract.ConceptExtractor(surfaces, window=4)
