@@ -125,16 +125,19 @@ def bench_umls(workdir):
   subprocess.run([sys.executable, "-m", "line_jax.data.umls", f"--meta={meta}",
                   f"--out={out}"], check=True, stdout=subprocess.DEVNULL)
   seconds = time.time() - started
-  peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+  usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+  peak_kib = usage.ru_maxrss
+  cpu_seconds = usage.ru_utime + usage.ru_stime
   with open(os.path.join(out, "stats.json")) as f:
     stats = json.load(f)
   print(json.dumps(dict(
       conso_rows=_CONSO_ROWS.value, rel_rows=_REL_ROWS.value, seconds=round(seconds, 1),
+      cpu_seconds=round(cpu_seconds, 1),
       peak_rss_gib=round(peak_kib / 2**20, 2), cuis=stats["cuis"],
       concepts=stats["concepts"], relations=stats["relations"],
       load=os.getloadavg()), indent=1))
-  print(f"umls: {seconds / 60:.1f} min (target < 10), peak RSS {peak_kib / 2**20:.2f} GiB "
-        "(target < 4)")
+  print(f"umls: {seconds / 60:.1f} min wall, {cpu_seconds / 60:.1f} min CPU (target < 10), "
+        f"peak RSS {peak_kib / 2**20:.2f} GiB (target < 4); load {os.getloadavg()}")
 
 
 def bench_notes(workdir):
