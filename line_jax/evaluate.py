@@ -734,9 +734,10 @@ def main(argv: Sequence[str], model_class=None) -> None:
     from line_jax.api import LineModel as model_class  # pylint: disable=g-import-not-at-top
   workdir = flags.FLAGS.workdir
   model = model_class.load(workdir, flags.FLAGS.config)
-  if flags.FLAGS.ner:   # token-level NER protocol only (line_jax.eval.ner)
+  ner_path = flags.FLAGS.ner if "ner" in flags.FLAGS else None
+  if ner_path:   # token-level NER protocol only (line_jax.eval.ner)
     from line_jax.eval import ner  # pylint: disable=g-import-not-at-top
-    ner.main_for_evaluate(model, flags.FLAGS.ner, workdir)
+    ner.main_for_evaluate(model, ner_path, workdir)
     return
   result = run_evaluation(model, workdir)
   print(json.dumps(result["alignment"]["results"], indent=1))
