@@ -87,6 +87,15 @@ class UmlsImportTest(absltest.TestCase):
     children = {"C9000002", "C9000003", "C9000004", "C9000005"}
     self.assertTrue(all(p <= children for p in siblings), siblings)
 
+  def test_chunked_build_gives_the_same_dataset(self):
+    _, out1, stats1 = self.build(heldout_fraction=0.3, num_sibling_pairs=4)
+    _, out2, stats2 = self.build(heldout_fraction=0.3, num_sibling_pairs=4, concept_chunk=3)
+    for name in ("concepts.parquet", "relations.parquet", "heldout_relations.parquet"):
+      a, b = _read(out1, name), _read(out2, name)
+      key = lambda t: sorted(zip(*t.values()))   # noqa: E731
+      self.assertEqual(key(a), key(b), name)
+    self.assertEqual(stats1["relations"], stats2["relations"])
+
   def test_filters_sab_and_max_concepts(self):
     _, out, stats = self.build(max_concepts=3, sabs=("TINY",))
     c = _read(out, "concepts.parquet")

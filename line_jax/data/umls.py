@@ -79,6 +79,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.num_sibling_pairs = 2000       # evaluation-only `sibling` pairs
   c.seed = 0
   c.block_size_mb = 16             # bytes per streamed CSV block
+  c.concept_chunk = 100_000        # CUIs turned into concept entries at a time (memory bound)
   return c
 
 
@@ -148,27 +149,75 @@ def read_names(path: str, config, stats: dict, progress: bool = True) -> tuple:
   return table, every
 
 
-def concept_terms(names: pa.Table, config, stats: dict) -> tuple:
-  """obo.Term per kept CUI (name = best string, synonyms = the others), and CUI order."""
-  cui = names.column("CUI").combine_chunks()
-  strings = names.column("STR").to_pylist()
-  cui_np = np.asarray(cui.to_pylist(), dtype=object)
+def cui_runs(names: pa.Table, config, stats: dict) -> tuple:
+  """(CUI of each kept run, start row, end row) over the sorted names, max_concepts applied."""
+  cui_np = np.asarray(names.column("CUI").to_pylist(), dtype=object)
   if len(cui_np) == 0:
-    return {}, np.zeros(0, object)
+    return np.zeros(0, object), np.zeros(0, np.int64), np.zeros(0, np.int64)
   starts = np.flatnonzero(np.concatenate([[True], cui_np[1:] != cui_np[:-1]]))
   ends = np.append(starts[1:], len(cui_np))
   if config.max_concepts and len(starts) > config.max_concepts:
     stats["cuis_dropped_max_concepts"] = int(len(starts) - config.max_concepts)
     starts, ends = starts[:config.max_concepts], ends[:config.max_concepts]
-  terms = {}
+  return cui_np[starts], starts, ends
+
+
+def concept_chunks(names: pa.Table, ordered, starts, ends, group_names: dict, config,
+                   chunk: int = 100_000):
+  """Yields (ConceptTable, synonyms skipped, synonyms cut) for `chunk` CUIs at a time.
+
+  Each CUI is an obo.Term (name = its best string, synonyms = its other strings) passed
+  through the HPO builder's build_concepts; chunks bound the objects alive at once.
+  """
   limit = config.max_synonyms if config.include_synonyms else 0
-  for s, e in zip(starts.tolist(), ends.tolist()):
-    others = strings[s + 1:e]
-    if config.include_synonyms and limit:
-      others = others[:limit * 4]   # spare for duplicates; _cap_synonyms cuts to `limit`
-    synonyms = tuple(obo.Synonym(text, "EXACT") for text in others)
-    terms[cui_np[s]] = obo.Term(cui_np[s], strings[s], synonyms=synonyms)
-  return terms, cui_np[starts]
+  for c0 in range(0, len(ordered), chunk):
+    lo, hi = int(starts[c0]), int(ends[min(c0 + chunk, len(ordered)) - 1])
+    strings = names.column("STR").slice(lo, hi - lo).to_pylist()
+    terms = {}
+    for cui, s, e in zip(ordered[c0:c0 + chunk], starts[c0:c0 + chunk] - lo,
+                         ends[c0:c0 + chunk] - lo):
+      others = strings[s + 1:e]
+      if limit:
+        others = others[:limit * 4]   # spare for duplicates; _cap_synonyms cuts to `limit`
+      terms[cui] = obo.Term(cui, strings[s],
+                            synonyms=tuple(obo.Synonym(t, "EXACT") for t in others))
+    table, skipped = hpo.build_concepts(terms, group_names, config.include_synonyms,
+                                        config.fold_plurals)
+    cut = _cap_synonyms(table, limit)
+    yield table, skipped, cut
+
+
+class _Edges:
+  """The edge list hpo.hold_out_edges reads, as (head, tail, relation) tuples made on demand
+  from integer arrays (a list of tens of millions of tuples would not fit the memory bound).
+
+  Relation edges: CUI indices `head`/`tail` into `ordered` and family index `rtype`; then
+  synonym edges: CUI index `syn_head` -> entry id `syn_tail`, relation "synonym".
+  """
+
+  def __init__(self, ordered, head, tail, rtype, syn_head, syn_tail):
+    self.ordered, self.head, self.tail, self.rtype = ordered, head, tail, rtype
+    self.syn_head, self.syn_tail = syn_head, syn_tail
+    self.families = np.asarray(FAMILIES, dtype=object)
+    self.n = len(head)
+
+  def __len__(self):
+    return self.n + len(self.syn_head)
+
+  def __getitem__(self, i):
+    if i < self.n:
+      return (self.ordered[self.head[i]], self.ordered[self.tail[i]],
+              self.families[self.rtype[i]])
+    j = i - self.n
+    return (self.ordered[self.syn_head[j]], self.syn_tail[j], "synonym")
+
+  def __iter__(self):
+    ordered, families = self.ordered, self.families
+    for s in range(0, self.n, 1 << 20):
+      yield from zip(ordered[self.head[s:s + (1 << 20)]], ordered[self.tail[s:s + (1 << 20)]],
+                     families[self.rtype[s:s + (1 << 20)]])
+    yield from zip(ordered[self.syn_head], self.syn_tail,
+                   ["synonym"] * len(self.syn_head))
 
 
 def _cap_synonyms(table: hpo.ConceptTable, limit: int) -> int:
@@ -352,6 +401,15 @@ class _Parents:
     self.parents = parents
 
 
+def _write_edges(edges: list, path: str, chunk: int = 1 << 20) -> None:
+  """Writes (head, tail, relation) tuples to Parquet a chunk at a time."""
+  schema = pa.schema([("head_id", pa.string()), ("tail_id", pa.string()),
+                      ("relation", pa.string())])
+  with pq.ParquetWriter(path, schema) as writer:
+    for s in range(0, max(len(edges), 1), chunk):
+      writer.write_table(pa.table(_edge_table(edges[s:s + chunk]), schema=schema))
+
+
 def _edge_table(edges: Sequence[tuple]) -> dict:
   return dict(head_id=pa.array([e[0] for e in edges], pa.string()),
               tail_id=pa.array([e[1] for e in edges], pa.string()),
@@ -398,39 +456,66 @@ def build_umls_dataset(meta: str, out: str, config=None, progress: bool = True) 
                  "their relations", stats["cuis_without_language_string"],
                  paths["MRCONSO.RRF"], list(config.languages), list(config.sabs) or "all")
   del every_cui
-  # Groups need the kept CUIs; concept_terms fixes them (max_concepts), so read MRSTY after.
-  terms, ordered = concept_terms(names, config, stats)
-  del names
-  if not terms:
+  ordered, starts, ends = cui_runs(names, config, stats)
+  if not len(ordered):
     raise DataError(f"{paths['MRCONSO.RRF']}: no concept left after the filters (languages "
                     f"{list(config.languages)}, sabs {list(config.sabs) or 'all'})")
-  kept = set(terms)
+  kept = set(ordered.tolist())
   groups = read_groups(paths["MRSTY.RRF"], kept, config, stats, progress)
   stats["cuis_unknown_group"] = len(kept) - len(groups)
-  group_names = {c: groups.get(c, config.unknown_group) for c in terms}
-  table, skipped = hpo.build_concepts(terms, group_names, config.include_synonyms,
-                                      config.fold_plurals)
-  cut = _cap_synonyms(table, config.max_synonyms if config.include_synonyms else 0)
-  del terms
-  stats.update(concepts=len(table.concept_ids), cuis=len(kept),
-               synonym_entries=len(table.concept_ids) - len(kept),
-               synonyms_skipped_duplicate=skipped, synonyms_cut_max_synonyms=cut)
+  group_names = {c: groups.get(c, config.unknown_group) for c in ordered.tolist()}
+  del groups
+  index = {c: i for i, c in enumerate(ordered.tolist())}
+
+  # Concepts, written chunk by chunk; the synonym edges kept as arrays.
+  os.makedirs(out, exist_ok=True)
+  writer = None
+  syn_head, syn_tail = [], []
+  counts = collections.Counter()
+  bar = tqdm(total=len(ordered), unit=" CUIs", desc="concepts", disable=not progress)
+  for table, skipped, cut in concept_chunks(names, ordered, starts, ends, group_names, config,
+                                            config.concept_chunk):
+    part = pa.table(dict(
+        concept_id=pa.array(table.concept_ids, pa.string()),
+        name=pa.array(table.names, pa.string()),
+        negated_name=pa.array([config.negation_template.format(name=n) for n in table.names],
+                              pa.string()),
+        group=pa.array(table.groups, pa.string()), term_id=pa.array(table.term_ids,
+                                                                    pa.string()),
+        kind=pa.array(table.kinds, pa.string())))
+    if writer is None:
+      writer = pq.ParquetWriter(os.path.join(out, "concepts.parquet"), part.schema)
+    writer.write_table(part)
+    counts.update(concepts=part.num_rows, skipped=skipped, cut=cut)
+    syn_head.append(np.fromiter((index[h] for h, _, _ in table.synonym_edges), np.int64,
+                                len(table.synonym_edges)))
+    syn_tail.append(np.asarray([t for _, t, _ in table.synonym_edges], dtype=object))
+    bar.update(len(set(table.term_ids)))
+  bar.close()
+  writer.close()
+  del names, starts, ends, group_names
+  syn_head = np.concatenate(syn_head)
+  syn_tail = np.concatenate(syn_tail)
+  stats.update(concepts=counts["concepts"], cuis=len(ordered),
+               synonym_entries=counts["concepts"] - len(kept),
+               synonyms_skipped_duplicate=counts["skipped"],
+               synonyms_cut_max_synonyms=counts["cut"])
   definitions = read_definitions(paths["MRDEF.RRF"], kept, config, stats, progress)
+  del kept
 
   # Relations.
   cui_array = pa.array(ordered.tolist(), pa.string())
   head, tail, rtype = read_relations(paths["MRREL.RRF"], cui_array, config, stats, progress)
+  del cui_array
   family_names = np.asarray(FAMILIES, dtype=object)
-  edges = list(zip(ordered[head], ordered[tail], family_names[rtype]))
-  edges += table.synonym_edges
   stats["relations_before_holdout"] = dict(sorted(collections.Counter(
       family_names[rtype]).items()))
   stats["relations_before_holdout"]["synonym"] = (
-      stats["relations_before_holdout"].get("synonym", 0) + len(table.synonym_edges))
+      stats["relations_before_holdout"].get("synonym", 0) + len(syn_head))
   train_edges, heldout, collateral = hpo.hold_out_edges(
-      edges, tuple(config.heldout_relations), config.heldout_fraction, rng)
-  del edges
-  index = {c: i for i, c in enumerate(ordered.tolist())}
+      _Edges(ordered, head, tail, rtype, syn_head, syn_tail),
+      tuple(config.heldout_relations), config.heldout_fraction, rng)
+  del syn_head, syn_tail
   parents = collections.defaultdict(list)
   pc_index = FAMILIES.index("parent_child")
   for h, t in zip(head[rtype == pc_index].tolist(), tail[rtype == pc_index].tolist()):
@@ -441,21 +526,15 @@ def build_umls_dataset(meta: str, out: str, config=None, progress: bool = True) 
       parent_terms.setdefault(q, _Parents(()))
   heldout += hpo.sibling_pairs(parent_terms, config.num_sibling_pairs,
                                _LinkedPairs(head, tail, index), rng)
-  del parents, parent_terms, index
+  del parents, parent_terms, index, head, tail, rtype
   stats["relations"] = dict(sorted(collections.Counter(r for _, _, r in train_edges).items()))
   stats["heldout_relations"] = dict(sorted(collections.Counter(r for _, _, r in heldout)
                                            .items()))
   stats["heldout_collateral_edges_removed"] = collateral
 
-  # Files.
-  os.makedirs(out, exist_ok=True)
-  concepts = dict(
-      concept_id=table.concept_ids, name=table.names,
-      negated_name=[config.negation_template.format(name=n) for n in table.names],
-      group=table.groups, term_id=table.term_ids, kind=table.kinds)
-  pq.write_table(pa.table(concepts), os.path.join(out, "concepts.parquet"))
-  del concepts
-  pq.write_table(pa.table(_edge_table(train_edges)), os.path.join(out, "relations.parquet"))
+  # Files (concepts.parquet is written above).
+  _write_edges(train_edges, os.path.join(out, "relations.parquet"))
+  del train_edges
   pq.write_table(pa.table(_edge_table(heldout)),
                  os.path.join(out, "heldout_relations.parquet"))
   if definitions is not None:
@@ -468,7 +547,7 @@ def build_umls_dataset(meta: str, out: str, config=None, progress: bool = True) 
   with open(os.path.join(out, "stats.json"), "w") as f:
     json.dump(stats, f, indent=1, default=list)
   logging.info("UMLS dataset in %s (%.1f s): %d CUIs, %d concept entries; training "
-               "relations %s; held out %s", out, stats["build_seconds"], len(kept),
+               "relations %s; held out %s", out, stats["build_seconds"], len(ordered),
                stats["concepts"], stats["relations"], stats["heldout_relations"])
   return stats
 
