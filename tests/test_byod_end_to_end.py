@@ -59,7 +59,8 @@ class BringYourOwnDataTest(absltest.TestCase):
                "--config.model.dim=32", "--config.train.batch_size=16",
                "--config.train.stage1_epochs=1", "--config.train.stage2_epochs=1",
                "--config.graph.fanout=2", "--config.loss.relational_edges=8",
-               "--config.eval.cv_folds=2", "--config.eval.num_negatives=5"], ROOT)
+               "--config.eval.cv_folds=2", "--config.eval.num_negatives=5",
+               "--config.eval.ner.epochs=2", "--config.eval.ner.seeds=(0,1)"], ROOT)
 
     self.assertIn("report:", out)
     with open(os.path.join(workdir, "metrics.json")) as f:
@@ -69,6 +70,16 @@ class BringYourOwnDataTest(absltest.TestCase):
     self.assertTrue(os.path.exists(os.path.join(workdir, "report.md")))
     with open(os.path.join(data, "stats.json")) as f:
       self.assertGreater(json.load(f)["cuis"], 10)
+
+    # Table 3 protocol on BIO tags derived from the notes' texts by the extractor.
+    bio = os.path.join(tmp, "bio")
+    run(["line_jax.eval.ner", f"--bio_dataset={data}", f"--bio_out={bio}"], ROOT)
+    out = run(["line_jax.evaluate", f"--workdir={workdir}", f"--ner={bio}"], ROOT)
+    self.assertIn("ner/report.md", out)
+    with open(os.path.join(workdir, "ner", "metrics.json")) as f:
+      ner_metrics = json.load(f)
+    self.assertEqual(set(ner_metrics["results"]), {"teacher1", "teacher2", "line"})
+    self.assertLen(ner_metrics["results"]["line"]["runs"], 2)
 
 
 if __name__ == "__main__":
