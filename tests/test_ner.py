@@ -11,7 +11,6 @@ import tempfile
 
 from absl.testing import absltest
 from absl.testing import parameterized
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """Tests of the notes import: segmentation, extraction (same results as ConceptExtractor),
 splits by note, formats, and bad input."""
 
-import json
 import os
 
 from absl.testing import absltest

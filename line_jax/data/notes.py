@@ -36,7 +36,7 @@ import logging
 import os
 import re
 import time
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Sequence
 
 import ml_collections
 import numpy as np
