@@ -303,15 +303,11 @@ def _dictionary(dataset: str) -> hpo.ConceptTable:
 
 
 def make_extractor(dataset: str, config) -> StreamingExtractor:
+  """The dictionary of `dataset` (names first, then synonym entries) as an extractor."""
   table = _dictionary(dataset)
   config = with_defaults(config)
-  kinds = set(config.dictionary_synonyms) | {"term"}
-  order = {"term": 0}
-  rows = sorted((i for i in range(len(table.concept_ids)) if table.kinds[i] in kinds),
-                key=lambda i: order.get(table.kinds[i], 1))
-  surfaces = [(table.names[i],
-               table.term_ids[i] if config.map_synonyms_to_term else table.concept_ids[i])
-              for i in rows]
+  surfaces = hpo.dictionary_surfaces(table, set(table.term_ids), config.map_synonyms_to_term,
+                                     tuple(config.dictionary_synonyms))
   return StreamingExtractor(surfaces, fold_plurals=config.fold_plurals,
                             min_chars=config.min_match_chars, window=config.negation_window,
                             stop_phrases=tuple(config.stop_phrases))
