@@ -415,10 +415,8 @@ def run_ner(model, path: str, out_dir: str) -> dict:
       encoder = TokenFeatures(model.config[teacher], settings.encode_batch_rows)
       features_of[teacher] = {}
       for split in SPLITS:
-        bar = tqdm(total=len(data[split]), desc=f"{teacher} tokens ({split})", unit=" sent",
-                   leave=False)
-        features_of[teacher][split] = encoder(data[split])
-        bar.update(len(data[split]))
+        bar = tqdm(desc=f"{teacher} tokens ({split})", unit=" windows", leave=False)
+        features_of[teacher][split] = encoder(data[split], progress=bar.update)
         bar.close()
     feats = features_of[teacher]
     if project is not None:
