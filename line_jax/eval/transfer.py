@@ -63,7 +63,7 @@ STRATEGY_LABELS = {"direct": "direct", "linear": "linear-only tuning",
 ONEHOT_LABEL = "one-hot concept ids"
 PLOT_FILE = "transfer_f1.png"
 SCAN_STEPS = 4        # batches per call of the scanned step (padding batches are skipped)
-VOCAB_ROUND = 1024    # one-hot vocabularies are padded to a multiple of this (one compile)
+VOCAB_ROUND = 256    # one-hot vocabularies are padded to a multiple of this (one compile)
 REPORT_FILE = "transfer.md"
 _RNG_SOURCE, _RNG_TARGET, _RNG_SHUFFLE = range(3)
 
@@ -83,9 +83,9 @@ class TransferConfig:
   batch_size: int = 128
   learning_rate: float = 3e-3
   tune_learning_rate: float = 1e-3
-  max_epochs: int = 30
-  tune_max_epochs: int = 30
-  patience: int = 3
+  max_epochs: int = 20
+  tune_max_epochs: int = 20
+  patience: int = 2
   validation_fraction: float = 0.1
   target_fraction: float = 0.1
   num_seeds: int = 5
@@ -621,8 +621,10 @@ def run_transfer(dataset, embedders: Mapping[str, Tuple[str, Embedder]],
   left_out = int(dataset.num_pairs - used.sum())
   if left_out:
     others = {s: n for s, n in counts.items() if s not in chosen}
-    notes.append(f"{left_out} pairs left out: not at sites {chosen} or without a label "
-                 f"(other sites {others}).")
+    notes.append(f"{left_out} pairs left out: {int((sites == '').sum())} without a site "
+                 f"(empty {column!r}, or not matching site_pattern), "
+                 f"{int(((raw == '') & (sites != '')).sum())} without a label, the rest at "
+                 f"other sites {others}.")
   pair_idx = np.flatnonzero(used)
   names, y = np.unique(raw[pair_idx].astype(str), return_inverse=True)
   site_of = sites[pair_idx]
@@ -770,14 +772,16 @@ def render_section(result: Optional[Mapping]) -> str:
           f"stopping) and used at the other: *direct*; *linear-only tuning* and *full "
           f"tuning* on a labelled {s['target_fraction']:.0%} of the target; *target only* "
           "trains the same CNN on that labelled part alone. Macro F1 and accuracy on the "
-          f"rest of the target, mean ± standard deviation over {s['num_seeds']} seeds.", ""]
+          f"rest of the target, mean ± standard deviation over {s['num_seeds']} seed(s).", ""]
   if result["label_is_concept_group"]:
     out += ["The label is one of the concepts' groups (for the HPO data: the most frequent "
-            "top-level branch among the vignette's findings), so each concept nearly "
-            "names its own label; the tables are repeated with the branch-root concepts "
-            "removed from the lists (*without branch roots*). A list's other concepts still "
-            "determine the label through their branches, so the task stays close to a "
-            "lookup of each concept's branch.", ""]
+            "top-level branch among the vignette's present findings), i.e. a function of "
+            "the listed concepts' branches. A branch-root concept (e.g. *Abnormality of the "
+            "nervous system*) would name a label outright, so the tables are repeated with "
+            "the branch-root concepts removed from the lists (*without branch roots*). That "
+            "does not make the task more than a lookup: every other concept belongs to one "
+            "branch too, and a model that learns (one-hot) or reads (embedding) each "
+            "concept's branch solves most of it.", ""]
   for note in result.get("notes", []):
     out.append(f"- {note}")
   if result.get("notes"):
