@@ -139,7 +139,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.classifier_weight_decay = 0.0
   # --- transfer protocol (line_jax.eval.transfer): a CNN over concept lists, site A -> B ---
   c.eval.transfer = ml_collections.ConfigDict(dict(
-      enabled=True, filters=100, batch_size=128, learning_rate=3e-3, tune_learning_rate=1e-3,
+      enabled=True, filters=100, batch_size=128, learning_rate=1e-2, tune_learning_rate=1e-3,
       max_epochs=20, tune_max_epochs=20, patience=2, validation_fraction=0.1,
       target_fraction=0.1, num_seeds=5, seed=0,
       site_column="auto",        # "auto": the pairs' `site` column, else `source`

@@ -62,7 +62,7 @@ STRATEGY_LABELS = {"direct": "direct", "linear": "linear-only tuning",
                    "full": "full tuning", "target_only": "target only (no transfer)"}
 ONEHOT_LABEL = "one-hot concept ids"
 PLOT_FILE = "transfer_f1.png"
-SCAN_STEPS = 4        # batches per call of the scanned step (padding batches are skipped)
+SCAN_STEPS = 1        # batches per call of the scanned step (padding batches are skipped)
 VOCAB_ROUND = 256    # one-hot vocabularies are padded to a multiple of this (one compile)
 REPORT_FILE = "transfer.md"
 _RNG_SOURCE, _RNG_TARGET, _RNG_SHUFFLE = range(3)
@@ -81,7 +81,7 @@ class TransferConfig:
   enabled: bool = True
   filters: int = 100
   batch_size: int = 128
-  learning_rate: float = 3e-3
+  learning_rate: float = 1e-2
   tune_learning_rate: float = 1e-3
   max_epochs: int = 20
   tune_max_epochs: int = 20
@@ -410,8 +410,9 @@ def _stack(index_sets: Sequence[np.ndarray], width: int) -> Tuple[np.ndarray, np
 def logits_of(problem: Problem, params, index_sets: Sequence[np.ndarray]) -> List[np.ndarray]:
   """Logits of seed s's model on rows `index_sets[s]`, in static chunks."""
   fn = _logits_fn(problem.num_classes, problem.cfg.filters, problem.vocab_size)
-  chunk = problem.cfg.eval_chunk
   longest = max(len(r) for r in index_sets)
+  # Small sets (validation parts, scored every epoch) get a small power-of-two chunk.
+  chunk = min(problem.cfg.eval_chunk, max(32, 1 << int(np.ceil(np.log2(max(longest, 1))))))
   idx, _ = _stack(index_sets, max(1, int(np.ceil(longest / chunk))) * chunk)
   parts = []
   for s in range(0, idx.shape[1], chunk):
