@@ -24,8 +24,10 @@ embedding:
   * `num_seeds` seeds, each with its own initialisation, validation parts and target
     sample; macro F1 and accuracy as mean and standard deviation over seeds.
 All seeds train at once: the parameters carry a leading seed axis and the jitted step is
-`vmap`ped over it; one epoch is a `lax.scan` of that step over padded batches of static
-shape, so that one compilation serves every epoch, seed and direction.
+`vmap`ped over it. Batches have a static padded shape (rows of weight 0, lists padded to
+the longest and masked) and the learning rate is an argument, so that one compilation per
+input kind (one-hot or table) and strategy serves every epoch, seed, direction and
+learning rate.
 
 Sites: the pairs' `site` column, else `source` (config `site_column`); `site_pattern`, a
 regular expression with one group, maps the column's values to sites (e.g. the database
