@@ -735,8 +735,8 @@ def transfer_protocol(model, workdir: str) -> Dict:
   embedders = {
       "teacher1": (labels["teacher1"], functools.partial(teacher_concept_rows, model.teacher1)),
       "teacher2": (labels["teacher2"], functools.partial(teacher_concept_rows, model.teacher2)),
-      "line": (labels["line"], line_space(labels["line"], model,
-                                          settings.chunk_size).embed_concepts)}
+      "line": (f"LINE's G ({labels['line']})", line_space(labels["line"], model,
+                                                          settings.chunk_size).embed_concepts)}
   return _json_safe(transfer_lib.run_transfer(
       model.dataset, embedders, transfer_lib.read_config(model.config),
       os.path.join(workdir, transfer_lib.PLOT_FILE)))

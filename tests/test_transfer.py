@@ -289,7 +289,8 @@ class EvaluateHookTest(absltest.TestCase):
     result = evaluate.transfer_protocol(model, workdir)
     self.assertEqual(result["sites"], ["north", "south"])
     self.assertEqual(list(result["embeddings"]), ["line"])
-    self.assertEqual(result["embeddings"]["line"], evaluate._labels(config)["line"])
+    self.assertEqual(result["embeddings"]["line"],
+                     f"LINE's G ({evaluate._labels(config)['line']})")
     self.assertTrue(os.path.exists(os.path.join(workdir, transfer.PLOT_FILE)))
     report = transfer.write_alone(workdir, result)
     with open(os.path.join(workdir, "metrics.json")) as f:
