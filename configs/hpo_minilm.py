@@ -33,6 +33,9 @@ def get_config():
   c.teacher2 = teacher_config(**minilm)
   c.graph.relations = ["parent_child", "synonym", "layperson", "related", "broad", "narrow",
                        "co_annotated"]
+  # Transfer protocol: vignettes by the database of their disease (source_id OMIM:/ORPHA:).
+  c.eval.transfer.site_column = "source_id"
+  c.eval.transfer.site_pattern = r"^(OMIM|ORPHA):"
   # The schedule is base_config()'s, the paper's (section 3.1): Adam, lr 1e-3, batch 128,
   # 3 + 2 epochs, recovery threshold 0.9.
   return c

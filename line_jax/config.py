@@ -141,4 +141,16 @@ def base_config() -> ml_collections.ConfigDict:
   # and defaults are line_jax.eval.ner.default_config().
   from line_jax.eval import ner  # pylint: disable=g-import-not-at-top
   c.eval.ner = ner.default_config()
+  # --- transfer protocol (line_jax.eval.transfer): a CNN over concept lists, site A -> B ---
+  c.eval.transfer = ml_collections.ConfigDict(dict(
+      enabled=True, filters=100, batch_size=128, learning_rate=1e-2, tune_learning_rate=1e-3,
+      max_epochs=20, tune_max_epochs=20, patience=2, validation_fraction=0.1,
+      target_fraction=0.1, num_seeds=5, seed=0,
+      site_column="auto",        # "auto": the pairs' `site` column, else `source`
+      site_pattern="",           # regex with one group mapping column values to sites
+      sites=(),                  # the two compared sites; () = the two largest
+      embeddings=("onehot", "teacher1", "teacher2", "line"),
+      without_branch_roots="auto",   # also run without branch roots when label = a group
+      eval_chunk=512))
+  # --- end transfer protocol ---
   return c

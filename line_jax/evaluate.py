@@ -25,6 +25,7 @@ that the protocols are reproducible and independent of one another.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -37,6 +38,7 @@ from line_jax.eval import classifier as probe_lib
 from line_jax.eval import metrics
 from line_jax.eval import plots
 from line_jax.eval import report as report_lib
+from line_jax.eval import transfer as transfer_lib
 
 # Independent random streams per protocol: default_rng([seed, code]).
 _RNG_PAIR_CAP, _RNG_NEGATIVES, _RNG_MAP_CAP, _RNG_RELATIONS, _RNG_PROBE, _RNG_GEOMETRY = \
@@ -696,6 +698,7 @@ def run_evaluation(model, workdir: str) -> Dict:
       {"line": lambda: np.asarray(model.dictionary(), np.float32),
        "teacher1": lambda: np.asarray(model.teacher1.concepts, np.float32)}, settings)
   geo = geometry(dataset, pair_idx, all_spaces, settings)
+  transfer = transfer_protocol(model, workdir)   # 6. list-CNN transfer between sites
 
   log_path = os.path.join(workdir, "train_log.jsonl")
   train_records = plots.read_train_log(log_path) if os.path.exists(log_path) else []
@@ -705,7 +708,7 @@ def run_evaluation(model, workdir: str) -> Dict:
       "num_pairs_in_split": int(len(split_idx)), "num_pairs_evaluated": int(len(pair_idx)),
       "models": labels, "notes": notes, "alignment": alignment, "linear_maps": map_info,
       "relations": relations, "classification": classification, "recovery": recovery,
-      "geometry": geo,
+      "geometry": geo, "transfer": transfer,
       "training_log": {"records": len(train_records)} if train_records else None,
   }
   with open(os.path.join(workdir, "metrics.json"), "w") as f:
@@ -721,9 +724,22 @@ def run_evaluation(model, workdir: str) -> Dict:
   if train_records:
     plots.loss_curves(train_records, os.path.join(workdir, files["loss"]))
   with open(os.path.join(workdir, "report.md"), "w") as f:
-    f.write(report_lib.render_report(result))
+    f.write(report_lib.render_report(result) + transfer_lib.render_section(transfer))
   logging.info("evaluation written to %s (%.1fs)", workdir, time.time() - started)
   return _json_safe(result)
+
+
+def transfer_protocol(model, workdir: str) -> Dict:
+  """`line_jax.eval.transfer` on the model's dataset: one-hot ids, teachers' and G's rows."""
+  settings, labels = read_settings(model.config), _labels(model.config)
+  embedders = {
+      "teacher1": (labels["teacher1"], functools.partial(teacher_concept_rows, model.teacher1)),
+      "teacher2": (labels["teacher2"], functools.partial(teacher_concept_rows, model.teacher2)),
+      "line": (f"LINE's G ({labels['line']})", line_space(labels["line"], model,
+                                                          settings.chunk_size).embed_concepts)}
+  return _json_safe(transfer_lib.run_transfer(
+      model.dataset, embedders, transfer_lib.read_config(model.config),
+      os.path.join(workdir, transfer_lib.PLOT_FILE)))
 
 
 def main(argv: Sequence[str], model_class=None) -> None:
@@ -738,6 +754,13 @@ def main(argv: Sequence[str], model_class=None) -> None:
   if ner_path:   # token-level NER protocol only (line_jax.eval.ner)
     from line_jax.eval import ner  # pylint: disable=g-import-not-at-top
     ner.main_for_evaluate(model, ner_path, workdir)
+    return
+  only = flags.FLAGS["only"].value if "only" in flags.FLAGS else ""
+  if only not in ("", "transfer"):
+    raise ValueError(f"--only={only!r}: the protocols that run alone are: transfer")
+  if only == "transfer":
+    os.makedirs(workdir, exist_ok=True)
+    print(transfer_lib.write_alone(workdir, transfer_protocol(model, workdir)))
     return
   result = run_evaluation(model, workdir)
   print(json.dumps(result["alignment"]["results"], indent=1))
@@ -756,6 +779,9 @@ def _cli() -> None:
                                     "the config saved with the model in --workdir.")
   if "workdir" not in flags.FLAGS:
     flags.DEFINE_string("workdir", None, "Work dir of the trained model; outputs go there.")
+  if "only" not in flags.FLAGS:
+    flags.DEFINE_string("only", "", "Run one protocol alone (\"transfer\"); its numbers "
+                        "replace that entry of metrics.json.")
   flags.mark_flag_as_required("workdir")
   flags.DEFINE_string("ner", None, "CoNLL/BIO file or folder: run only the token-level NER "
                       "protocol (line_jax.eval.ner), outputs in WORKDIR/ner")
