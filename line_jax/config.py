@@ -52,6 +52,10 @@ def finetune_config(**kw) -> ml_collections.ConfigDict:
   f.definition_max_length = 64  # tokens of definitions
   f.buckets = [8, 16, 32, 64]   # padded lengths (static shapes: one compilation each)
   f.train_embeddings = False    # also train the token/position embedding tables
+  f.train_layers = 0            # train only the top this many layers (0 = all): the frozen
+                                # ones run forward only, no backward pass
+  f.eval_candidates = 4000      # term names the alpha curve ranks each query among (the
+                                # query's term + a fixed random sample; 0 = all terms)
   f.validation_size = 500       # synonym edges held out (string and edge) to choose alpha
   f.seed = 0
   f.checkpoint_every = 50       # steps between orbax checkpoints (a killed run resumes)

@@ -19,6 +19,7 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config()).")
 _STEPS = flags.DEFINE_integer("steps", 30, "Measured steps after warm-up.")
 _TEACHER = flags.DEFINE_string("teacher", "teacher2", "Teacher of kind 'finetuned'.")
+_LENGTHS = flags.DEFINE_list("lengths", [], "Only batches of these bucket lengths.")
 
 
 def main(argv):
@@ -41,23 +42,31 @@ def main(argv):
   opt_state = opt.init(trainable)
   step_fn = finetune.make_train_step(bcfg, enc.pooling, s.temperature, opt)
   by_length = {}
+  wanted = {int(x) for x in _LENGTHS.value}
   for step in range(plan.batches_per_epoch):
-    by_length.setdefault(plan.batch(step)["ids"].shape[1], step)
+    length = int(plan.shapes[plan._epoch(0)[step][0]])
+    if not wanted or length in wanted:
+      by_length.setdefault(length, []).append(step)
   print(f"backend {jax.default_backend()}, load average {os.getloadavg()}, batch "
         f"{s.batch_size} pairs, lengths {sorted(by_length)}")
-  for length, step in sorted(by_length.items()):
-    t = time.time()
+  for length, steps in sorted(by_length.items()):
+    step = steps[0]
+    t, c = time.time(), time.process_time()
     trainable, opt_state, loss = step_fn(trainable, opt_state, frozen, plan.batch(step))
     loss.block_until_ready()
-    print(f"length {length}: first step {time.time() - t:.1f}s (compile + run)")
-  pairs, t = 0, time.time()
-  for step in range(_STEPS.value):
+    print(f"length {length}: first step {time.time() - t:.1f}s wall, "
+          f"{time.process_time() - c:.1f}s CPU (compile + run)", flush=True)
+  pairs, t, c = 0, time.time(), time.process_time()
+  chosen = sorted(x for steps in by_length.values() for x in steps)
+  for step in chosen[:_STEPS.value]:
     batch = plan.batch(step)
     trainable, opt_state, loss = step_fn(trainable, opt_state, frozen, batch)
     pairs += int(batch["valid"].sum())
   loss.block_until_ready()
-  seconds = time.time() - t
-  print(f"{pairs} pairs in {seconds:.1f}s: {pairs / seconds:.1f} pairs/s "
+  seconds, cpu = time.time() - t, time.process_time() - c
+  cores = len(os.sched_getaffinity(0))
+  print(f"{pairs} pairs in {seconds:.1f}s: {pairs / seconds:.1f} pairs/s wall; "
+        f"{cpu:.1f}s CPU, i.e. {pairs / cpu * cores:.1f} pairs/s on {cores} idle cores "
         f"(load average {os.getloadavg()})")
 
 

@@ -132,9 +132,10 @@ class FinetuneTest(parameterized.TestCase):
       self.assertNotIn(finetune._norm(q), trained)
     for text in ds.texts[ds.split != "train"]:
       self.assertNotIn(finetune._norm(text), trained)
-    index = ds.concept_index()
-    train_edges = {(g, index_of) for g, index_of in zip(
-        d.group, [int(np.flatnonzero(ds.names == p)[0]) for p in d.positive])}
+    entry = d.kind == "entry"
+    train_edges = {(int(g), int(np.flatnonzero(ds.names == p)[0]))
+                   for g, p in zip(d.group[entry], d.positive[entry])}
+    self.assertEqual(len(train_edges), 36 - 1 - 3)   # all entries but held-out + validation
     for h, t in zip(ds.heldout_head, ds.heldout_tail):
       self.assertNotIn((int(h), int(t)), train_edges)
     self.assertEqual(sorted(set(d.kind)), ["definition", "entry"])
@@ -142,7 +143,6 @@ class FinetuneTest(parameterized.TestCase):
     self.assertEqual(len(defs), 8)    # the train-split definitions only
     self.assertEqual(d.counts["candidates"], 12)
     self.assertTrue(all(ds.concept_ids[c].count("-") == 0 for c in d.candidates))
-    del index
 
   def test_batches_mask_same_term_and_cover_static_shapes(self):
     tok = load_tokenizer(self.model_dir)
@@ -293,11 +293,24 @@ class FinetuneTest(parameterized.TestCase):
     enc = load_encoder(finetune.hf_teacher_config(self.config.teacher2, self.folder))
     np.testing.assert_allclose(vectors[:5], enc.encode(self.dataset.names[:5]), atol=1e-5)
 
+    from line_jax import embeddings as emb_lib
+    base_path = export.ensure_teacher_embeddings(self.config.teacher1, self.dataset,
+                                                 self.workdir, progress_bar=False)
+
     class Model:   # what report_metrics reads of a LineModel
-      teacher2 = type("T", (), {"meta": meta})()
-      teacher1 = type("T", (), {"meta": {}})()
+      teacher1 = emb_lib.load_teacher_embeddings(base_path, self.dataset)
+      teacher2 = emb_lib.load_teacher_embeddings(path, self.dataset)
 
     metrics = finetune.report_metrics(Model())
+    self.assertEqual(sorted(metrics), ["teacher2"])
+    info = metrics["teacher2"]
+    self.assertEqual(sorted(info["all_terms"]), ["averaged (saved)", "base"])
+    # The exported base rows reproduce the curve's alpha = 0 point (all terms are in the pool).
+    curve = {c["alpha"]: c for c in info["curve"]}
+    self.assertAlmostEqual(info["all_terms"]["base"]["validation"]["mrr"],
+                           curve[0.0]["validation"]["mrr"], places=4)
+    self.assertAlmostEqual(info["all_terms"]["averaged (saved)"]["test"]["mrr"],
+                           curve[info["alpha"]]["test"]["mrr"], places=4)
     text = finetune.report_section(metrics, {"teacher2": "tiny-onto"})
     for row in ("| base | 0 |", "| fine-tuned | 1 |", "| averaged (saved) |"):
       self.assertIn(row, text)

@@ -78,6 +78,8 @@ class FinetuneSettings:
   definition_max_length: int
   buckets: tuple
   train_embeddings: bool
+  train_layers: int
+  eval_candidates: int
   validation_size: int
   seed: int
   checkpoint_every: int
@@ -116,7 +118,8 @@ def read_settings(teacher_cfg) -> FinetuneSettings:
   for key in ("learning_rate", "temperature"):
     if not float(block[key]) > 0:
       raise ValueError(f"{field(key)}: {block[key]} must be > 0")
-  for key in ("warmup_steps", "validation_size", "max_definitions"):
+  for key in ("warmup_steps", "validation_size", "max_definitions", "train_layers",
+              "eval_candidates"):
     if int(block[key]) < 0:
       raise ValueError(f"{field(key)}: {block[key]} must be >= 0")
   if float(block.weight_decay) < 0:
@@ -147,7 +150,8 @@ def read_settings(teacher_cfg) -> FinetuneSettings:
       use_definitions=bool(block.use_definitions), max_definitions=int(block.max_definitions),
       name_max_length=int(block.name_max_length),
       definition_max_length=int(block.definition_max_length), buckets=buckets,
-      train_embeddings=bool(block.train_embeddings),
+      train_embeddings=bool(block.train_embeddings), train_layers=int(block.train_layers),
+      eval_candidates=int(block.eval_candidates),
       validation_size=int(block.validation_size), seed=int(block.seed),
       checkpoint_every=int(block.checkpoint_every),
       eval_batch_size=int(block.eval_batch_size))
@@ -191,6 +195,8 @@ class FinetuneData:
   test_term: np.ndarray
   candidates: np.ndarray
   counts: dict
+  val_concept: np.ndarray = None    # concept rows of the validation / test query strings
+  test_concept: np.ndarray = None
 
   def digest(self) -> str:
     h = hashlib.sha256()
@@ -318,7 +324,8 @@ def build_data(dataset: Dataset, s: FinetuneSettings) -> FinetuneData:
   return FinetuneData(np.asarray(anchor, object), np.asarray(positive, object),
                       np.asarray(group, np.int64), np.asarray(kind, object),
                       np.asarray(val_query, object), val_term, np.asarray(test_query, object),
-                      test_term, candidates, counts)
+                      test_term, candidates, counts, tail[val_mask],
+                      dataset.heldout_tail[held].astype(np.int64))
 
 
 # --- batches ------------------------------------------------------------------------------
@@ -413,18 +420,34 @@ class BatchPlan:
 
 # --- model, loss, step --------------------------------------------------------------------
 
-def split_params(params: Mapping, train_embeddings: bool):
-  """(trainable, frozen): the embedding tables are frozen unless train_embeddings."""
-  params = dict(params)
-  emb = dict(params["embeddings"])
-  frozen = {} if train_embeddings else {k: emb.pop(k) for k in _FROZEN}
-  params["embeddings"] = emb
-  return params, frozen
+def split_params(params: Mapping, train_embeddings: bool, train_layers: int = 0,
+                 pooling: str = "mean"):
+  """(trainable, frozen) of params with stacked layers (`stack_layers`): the embedding tables
+  are frozen unless train_embeddings; only the top `train_layers` layers train (0 = all);
+  the pooler trains only with pooler pooling."""
+  trainable, frozen = dict(params), {}
+  if not train_embeddings:
+    emb = dict(params["embeddings"])
+    frozen["embeddings"] = {k: emb.pop(k) for k in _FROZEN}
+    trainable["embeddings"] = emb
+  n = jax.tree.leaves(params["layers"])[0].shape[0]
+  if 0 < train_layers < n:
+    frozen["layers"] = jax.tree.map(lambda x: x[:n - train_layers], params["layers"])
+    trainable["layers"] = jax.tree.map(lambda x: x[n - train_layers:], params["layers"])
+  if "pooler" in params and pooling != "pooler":
+    frozen["pooler"] = trainable.pop("pooler")
+  return trainable, frozen
 
 
 def merge_params(trainable: Mapping, frozen: Mapping) -> dict:
+  """The inverse of split_params."""
   params = dict(trainable)
-  params["embeddings"] = {**trainable["embeddings"], **frozen}
+  params["embeddings"] = {**trainable["embeddings"], **frozen.get("embeddings", {})}
+  if "layers" in frozen:
+    params["layers"] = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), frozen["layers"],
+                                    trainable["layers"])
+  if "pooler" in frozen:
+    params["pooler"] = frozen["pooler"]
   return params
 
 
@@ -459,17 +482,22 @@ def unstack_layers(params: Mapping) -> dict:
                                    for i in range(n)))
 
 
-def embed(params, ids, mask, config: bert.BertConfig, pooling: str) -> jax.Array:
-  """Pooled, L2-normalised embeddings (the loss compares directions); params with stacked
-  layers (`stack_layers`)."""
-  hidden = bert.embed_tokens(params, ids, config)
-  key_mask = mask.astype(bool)
-
+def _run_layers(hidden, stacked, key_mask, config):
   def layer(h, layer_params):
     return bert.encoder_layer(layer_params, h, key_mask, config), None
+  return jax.lax.scan(layer, hidden, stacked)[0]
 
-  hidden, _ = jax.lax.scan(layer, hidden, params["layers"])
-  return bert.pool(params, hidden, mask, pooling, normalize=True)
+
+def embed(trainable, frozen, ids, mask, config: bert.BertConfig, pooling: str) -> jax.Array:
+  """Pooled, L2-normalised embeddings (the loss compares directions) of split, stacked
+  params: frozen layers first (no gradient flows through them), then the trained ones."""
+  emb = {**trainable["embeddings"], **frozen.get("embeddings", {})}
+  hidden = bert.embed_tokens({"embeddings": emb}, ids, config)
+  key_mask = mask.astype(bool)
+  if "layers" in frozen:
+    hidden = _run_layers(hidden, frozen["layers"], key_mask, config)
+  hidden = _run_layers(hidden, trainable["layers"], key_mask, config)
+  return bert.pool({**frozen, **trainable}, hidden, mask, pooling, normalize=True)
 
 
 def make_optimizer(s: FinetuneSettings) -> optax.GradientTransformation:
@@ -484,8 +512,7 @@ def make_train_step(config: bert.BertConfig, pooling: str, temperature: float,
   """jit(step)(trainable, opt_state, frozen, batch) -> (trainable, opt_state, loss)."""
 
   def loss_fn(trainable, frozen, batch):
-    params = merge_params(trainable, frozen)
-    z = embed(params, batch["ids"], batch["mask"], config, pooling)
+    z = embed(trainable, frozen, batch["ids"], batch["mask"], config, pooling)
     half = batch["valid"].shape[0]
     return info_nce(z[:half], z[half:], batch["valid"], batch["negative_ok"], temperature)
 
@@ -520,9 +547,26 @@ def retrieval_metrics(queries: np.ndarray, true_rows: np.ndarray, keys: np.ndarr
           "n": int(len(q))}
 
 
+def eval_pool(data: FinetuneData, s: FinetuneSettings) -> np.ndarray:
+  """The candidate terms of the alpha curve: every query's term plus a fixed random sample
+  of the others, `eval_candidates` in all (0 or more than there are: every term)."""
+  if not s.eval_candidates or s.eval_candidates >= len(data.candidates):
+    return data.candidates
+  needed = np.unique(np.concatenate([data.val_term, data.test_term]))
+  others = np.setdiff1d(data.candidates, needed)
+  extra = max(0, s.eval_candidates - len(needed))
+  pick = np.random.default_rng([s.seed, 18]).choice(len(others), size=min(extra, len(others)),
+                                                    replace=False)
+  return np.sort(np.concatenate([needed, others[pick]]))
+
+
 def evaluate_params(params, config, tokenizer, enc_settings, data: FinetuneData,
-                    s: FinetuneSettings, names: np.ndarray) -> dict:
-  """Validation and test retrieval of the held-out synonyms among every term's name."""
+                    s: FinetuneSettings, names: np.ndarray,
+                    pool: Optional[np.ndarray] = None) -> dict:
+  """Validation and test retrieval of the held-out synonyms among the term names of `pool`
+  (default: every term)."""
+  if pool is not None:
+    data = dataclasses.replace(data, candidates=pool)
   from line_jax.teachers.encoder import Encoder
   settings = dataclasses.replace(enc_settings, max_length=s.name_max_length)
   encoder = Encoder(params, config, tokenizer, settings, batch_size=s.eval_batch_size,
@@ -682,12 +726,13 @@ def ensure_finetuned(teacher_cfg, dataset: Dataset, workdir: str, progress_bar: 
     return ""
   train_seconds = time.time() - started
   curve = {}
+  pool = eval_pool(data, s)
   alphas = sorted(set(s.alphas) | {0.0, 1.0, s.alpha}) if s.select_alpha else sorted(
       {0.0, 1.0, s.alpha})
   for a in alphas:
     t0 = time.time()
     curve[a] = evaluate_params(average(base_params, tuned, a), config, tokenizer, enc, data, s,
-                               dataset.names)
+                               dataset.names, pool)
     logging.info("alpha %.2f: validation %s, test %s (%.1fs)", a, curve[a]["validation"],
                  curve[a]["test"], time.time() - t0)
   if s.select_alpha:
@@ -699,7 +744,10 @@ def ensure_finetuned(teacher_cfg, dataset: Dataset, workdir: str, progress_bar: 
   tmp = folder + ".tmp"
   write_hf_folder(tmp, average(base_params, tuned, best), config, base_dir)
   info = {"base": s.base, "base_dir": base_dir, "settings": s.key_dict(),
-          "counts": data.counts, "alpha": best,
+          "counts": dict(data.counts, eval_candidates=int(len(pool))), "alpha": best,
+          "queries": {"validation": [data.val_concept.tolist(), data.val_term.tolist()],
+                      "test": [data.test_concept.tolist(), data.test_term.tolist()],
+                      "candidates": data.candidates.tolist()},
           "curve": [{"alpha": a, **curve[a]} for a in alphas],
           "train": dict(train_info, seconds=train_seconds),
           "pooling": enc.pooling, "normalize": enc.normalize}
@@ -735,7 +783,8 @@ def train(base_params, config: bert.BertConfig, tokenizer, data: FinetuneData,
   logging.info("fine-tune batches: lengths %s, %d batches per epoch, %.0f%% padding",
                [int(x) for x in plan.shapes],
                plan.batches_per_epoch, 100 * (1 - plan.real_tokens / max(plan.padded_tokens, 1)))
-  trainable, frozen = split_params(stack_layers(base_params), s.train_embeddings)
+  trainable, frozen = split_params(stack_layers(base_params), s.train_embeddings,
+                                   s.train_layers, pooling)
   optimizer = make_optimizer(s)
   trainable = jax.tree.map(jnp.asarray, trainable)
   frozen = jax.tree.map(jnp.asarray, frozen)
@@ -822,17 +871,42 @@ def read_info(folder: str) -> Optional[dict]:
     return None
 
 
-def report_metrics(model) -> Optional[dict]:
-  """The fine-tuned teachers' validation curves of a LineModel-like object (None if none):
-  {teacher key: finetune.json contents + "folder"}."""
+def _all_terms_retrieval(concepts: np.ndarray, queries: Mapping) -> dict:
+  """Held-out synonym -> term among every term name, from a teacher's exported rows."""
+  cand = np.asarray(queries["candidates"], np.int64)
+  position = np.full(len(concepts), -1, np.int64)
+  position[cand] = np.arange(len(cand))
+  keys = np.asarray(concepts[np.sort(cand)], np.float32)[np.argsort(np.argsort(cand))]
   out = {}
-  for key in ("teacher1", "teacher2"):
+  for split in ("validation", "test"):
+    rows, terms = (np.asarray(x, np.int64) for x in queries[split])
+    out[split] = retrieval_metrics(np.asarray(concepts[np.sort(rows)], np.float32)[
+        np.argsort(np.argsort(rows))], position[terms], keys)
+  return out
+
+
+def report_metrics(model) -> Optional[dict]:
+  """The fine-tuned teachers of a LineModel-like object (None if none): {teacher key:
+  finetune.json + "folder" + "all_terms"}, where all_terms scores the held-out synonyms among
+  every term name with the exported embeddings: the saved (averaged) teacher's own, and the
+  base's where the other teacher is the base model with the same pooling."""
+  out = {}
+  for key, other in (("teacher1", "teacher2"), ("teacher2", "teacher1")):
     teacher = getattr(model, key, None)
     meta = getattr(teacher, "meta", None) or {}
     folder = meta.get("finetuned_dir")
     info = read_info(folder) if folder else None
-    if info is not None:
-      out[key] = dict(info, folder=folder)
+    if info is None or "queries" not in info:
+      continue
+    all_terms = {"averaged (saved)": _all_terms_retrieval(teacher.concepts, info["queries"])}
+    base = getattr(model, other, None)
+    base_meta = getattr(base, "meta", None) or {}
+    if (base_meta.get("model_dir") == info["base_dir"]
+        and base_meta.get("pooling") == info["pooling"]
+        and bool(base_meta.get("normalize")) == bool(info["normalize"])):
+      all_terms["base"] = _all_terms_retrieval(base.concepts, info["queries"])
+    info = {k: v for k, v in info.items() if k != "queries"}
+    out[key] = dict(info, folder=folder, all_terms=all_terms)
   return out or None
 
 
@@ -849,22 +923,35 @@ def report_section(metrics: Optional[Mapping], labels: Mapping[str, str]) -> str
               f"({info['settings']['steps']} steps of {info['settings']['batch_size']} pairs, "
               f"{c['entry_pairs']} name/synonym and {c['definition_pairs']} name/definition "
               f"training pairs), then averaged with alpha = {best:g}. Queries: synonym "
-              f"strings never trained on; targets: all {c['candidates']} term names "
-              f"(validation: {c['validation_queries']} synonyms held out of the training "
-              f"edges, which chose alpha; test: {c['test_queries']} synonym edges of "
-              "heldout_relations.parquet).", "",
+              f"strings never trained on (validation: {c['validation_queries']} synonyms "
+              "held out of the training edges, which chose alpha; test: "
+              f"{c['test_queries']} synonym edges of heldout_relations.parquet); the target "
+              "is the query's term.", ""]
+    all_terms = info.get("all_terms") or {}
+    if all_terms:
+      lines += [f"Among all {c['candidates']} term names (the exported embeddings):", "",
+                "| model | validation acc@1 | validation MRR | test acc@1 | test MRR |",
+                "|---|---|---|---|---|"]
+      for label in ("base", "averaged (saved)"):
+        if label in all_terms:
+          v, t = all_terms[label]["validation"], all_terms[label]["test"]
+          lines.append(f"| {label} | {_f(v['acc@1'])} | {_f(v['mrr'])} | {_f(t['acc@1'])} | "
+                       f"{_f(t['mrr'])} |")
+      lines.append("")
+    lines += [f"Among {c.get('eval_candidates', c['candidates'])} term names (every "
+              "query's term and a fixed random sample of the others; the curve that chose "
+              "alpha):", "",
               "| model | alpha | validation acc@1 | validation MRR | test acc@1 | test MRR |",
               "|---|---|---|---|---|---|"]
-    rows = [("base", 0.0), ("fine-tuned", 1.0), ("averaged (saved)", best)]
-    for label, a in rows:
+    for label, a in (("base", 0.0), ("fine-tuned", 1.0), ("averaged (saved)", best)):
       if a not in curve:
         continue
       v, t = curve[a]["validation"], curve[a]["test"]
       lines.append(f"| {label} | {a:g} | {_f(v['acc@1'])} | {_f(v['mrr'])} | "
                    f"{_f(t['acc@1'])} | {_f(t['mrr'])} |")
-    lines += ["", "Validation curve over alpha: " + ", ".join(
+    lines += ["", "Validation acc@1 over alpha: " + ", ".join(
         f"{a:g}: {_f(curve[a]['validation']['acc@1'])}" for a in sorted(curve))
-        + f" (acc@1). Fine-tune speed: {info['train']['pairs_per_second']:.0f} pairs/s.",
+        + f". Fine-tune speed: {info['train']['pairs_per_second']:.0f} pairs/s.",
         "", f"![alpha curve]({key}_alpha_curve.png)", ""]
   return "\n".join(lines)
 
