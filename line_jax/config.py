@@ -34,8 +34,8 @@ def finetune_config(**kw) -> ml_collections.ConfigDict:
   contrastive name <-> synonym/layperson/definition training, then weight averaging."""
   f = ml_collections.ConfigDict()
   f.base = "all-MiniLM-L6-v2"   # model fine-tuned (name or folder); pooling etc. as the teacher's
-  f.steps = 400                 # optimizer steps (> 0)
-  f.batch_size = 128            # pairs per step; the other pairs of a batch are the negatives
+  f.steps = 300                 # optimizer steps (> 0)
+  f.batch_size = 64             # pairs per step; the other pairs of a batch are the negatives
   f.learning_rate = 1e-4        # AdamW peak, linear warm-up then cosine decay to 0
   f.warmup_steps = 20
   f.weight_decay = 0.01
@@ -47,10 +47,11 @@ def finetune_config(**kw) -> ml_collections.ConfigDict:
   f.entry_relations = ["synonym", "layperson", "related", "broad", "narrow"]  # tails are
                                 # entries, not terms: left out of the retrieval candidates
   f.use_definitions = True      # name <-> definition for train-split definition pairs
-  f.max_definitions = 0         # at most this many (0 = all)
+  f.max_definitions = 1000      # at most this many, a fixed random sample (0 = all): a
+                                # definition costs a few synonym pairs
   f.name_max_length = 32        # tokens of names and synonyms
-  f.definition_max_length = 64  # tokens of definitions
-  f.buckets = [8, 16, 32, 64]   # padded lengths (static shapes: one compilation each)
+  f.definition_max_length = 32  # tokens of definitions (mostly the first sentence)
+  f.buckets = [8, 16, 32]       # padded lengths (static shapes: one compilation each)
   f.train_embeddings = False    # also train the token/position embedding tables
   f.train_layers = 0            # train only the top this many layers (0 = all): the frozen
                                 # ones run forward only, no backward pass
