@@ -21,10 +21,12 @@ BioLORD recipe), as pure functions over the JAX BERT of `line_jax.teachers.bert`
               WORKDIR/teachers/<name>-<key>, key = hash(base weights + training strings +
               settings): an unchanged dataset and config reuse it.
 
-Training runs in length buckets: each pair is padded to a bucket of `buckets` on each side,
-a batch holds pairs of one bucket shape only, so the jitted step compiles once per shape
-(a few shapes). The embedding tables are frozen unless `train_embeddings` (their gradient
-is the costliest part of a step on CPU and they are shared with every unseen word).
+Training runs in length buckets: both strings of a pair are padded to the smallest of
+`buckets` that holds the longer one, a batch holds pairs of one bucket only and embeds them
+as one [2B, L] array, so the jitted step compiles once per bucket (three by default). The
+layers run under lax.scan (one layer body to compile). The embedding tables are frozen unless
+`train_embeddings` (their dense gradient is a large part of a CPU step, and they are shared
+with every word the training never saw); `train_layers` > 0 trains only the top layers.
 Checkpoints (orbax) every `checkpoint_every` steps; a killed run resumes at its last one and
 ends with the same weights as an uninterrupted run (batches are a function of seed and step).
 """
