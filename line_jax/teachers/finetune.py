@@ -40,7 +40,7 @@ import logging
 import os
 import shutil
 import time
-from typing import Any, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
