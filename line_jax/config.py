@@ -9,7 +9,8 @@ import ml_collections
 
 def teacher_config(**kw) -> ml_collections.ConfigDict:
   t = ml_collections.ConfigDict()
-  t.kind = "hf"            # "hf" (a Hugging Face BERT folder or name), "precomputed", "synthetic"
+  t.kind = "hf"            # "hf" (a Hugging Face BERT folder or name), "precomputed", "synthetic",
+                           # "finetuned" (`finetune.base` fine-tuned on the dataset, see below)
   t.name = "teacher"       # short name used in the cache folder and the report
   t.model = ""             # HF model name or local folder (kind="hf")
   t.preset = ""            # "bge", "coder", "sapbert", "minilm" or "" (use fields below)
@@ -23,8 +24,45 @@ def teacher_config(**kw) -> ml_collections.ConfigDict:
   t.precomputed = ""       # folder with text/concepts/negated .npy or .parquet (kind="precomputed")
   t.dim = 0                # embedding dimension; 0 = read from the model / files
   t.seed = 0               # kind="synthetic" only
+  t.finetune = finetune_config()   # kind="finetuned" only (line_jax.teachers.finetune)
   t.update(kw)
   return t
+
+
+def finetune_config(**kw) -> ml_collections.ConfigDict:
+  """A concept teacher fine-tuned on the dataset's ontology (teacher kind "finetuned"):
+  contrastive name <-> synonym/layperson/definition training, then weight averaging."""
+  f = ml_collections.ConfigDict()
+  f.base = "all-MiniLM-L6-v2"   # model fine-tuned (name or folder); pooling etc. as the teacher's
+  f.steps = 300                 # optimizer steps (> 0)
+  f.batch_size = 64             # pairs per step; the other pairs of a batch are the negatives
+  f.learning_rate = 1e-4        # AdamW peak, linear warm-up then cosine decay to 0
+  f.warmup_steps = 20
+  f.weight_decay = 0.01
+  f.temperature = 0.05          # InfoNCE temperature on cosine scores
+  f.alpha = 0.5                 # merge weight: alpha * fine-tuned + (1 - alpha) * base
+  f.select_alpha = True         # choose alpha among `alphas` on the validation synonyms
+  f.alphas = [0.0, 0.25, 0.5, 0.75, 1.0]
+  f.relations = ["synonym", "layperson"]   # edges whose tail names the head (positives)
+  f.entry_relations = ["synonym", "layperson", "related", "broad", "narrow"]  # tails are
+                                # entries, not terms: left out of the retrieval candidates
+  f.use_definitions = True      # name <-> definition for train-split definition pairs
+  f.max_definitions = 1000      # at most this many, a fixed random sample (0 = all): a
+                                # definition costs a few synonym pairs
+  f.name_max_length = 32        # tokens of names and synonyms
+  f.definition_max_length = 32  # tokens of definitions (mostly the first sentence)
+  f.buckets = [8, 16, 32]       # padded lengths (static shapes: one compilation each)
+  f.train_embeddings = False    # also train the token/position embedding tables
+  f.train_layers = 0            # train only the top this many layers (0 = all): the frozen
+                                # ones run forward only, no backward pass
+  f.eval_candidates = 4000      # term names the alpha curve ranks each query among (the
+                                # query's term + a fixed random sample; 0 = all terms)
+  f.validation_size = 500       # synonym edges held out (string and edge) to choose alpha
+  f.seed = 0
+  f.checkpoint_every = 50       # steps between orbax checkpoints (a killed run resumes)
+  f.eval_batch_size = 256       # rows per encoder call when scoring the validation set
+  f.update(kw)
+  return f
 
 
 def base_config() -> ml_collections.ConfigDict:

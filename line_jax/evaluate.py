@@ -711,6 +711,9 @@ def run_evaluation(model, workdir: str) -> Dict:
       "geometry": geo, "transfer": transfer,
       "training_log": {"records": len(train_records)} if train_records else None,
   }
+  from line_jax.teachers import finetune   # fine-tuned concept teachers' own validation
+  result["concept_teacher"] = finetune.report_metrics(model)
+  finetune.write_report_files(result["concept_teacher"], workdir)
   with open(os.path.join(workdir, "metrics.json"), "w") as f:
     json.dump(_json_safe(result), f, indent=1, ensure_ascii=False)
 
@@ -724,7 +727,8 @@ def run_evaluation(model, workdir: str) -> Dict:
   if train_records:
     plots.loss_curves(train_records, os.path.join(workdir, files["loss"]))
   with open(os.path.join(workdir, "report.md"), "w") as f:
-    f.write(report_lib.render_report(result) + transfer_lib.render_section(transfer))
+    f.write(report_lib.render_report(result) + transfer_lib.render_section(transfer)
+            + finetune.report_section(result["concept_teacher"], labels))
   logging.info("evaluation written to %s (%.1fs)", workdir, time.time() - started)
   return _json_safe(result)
 
