@@ -104,6 +104,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.recovery = ml_collections.ConfigDict()
   c.recovery.threshold = 0.9       # paper: cosine >= 0.9
+  c.recovery.estimator = "residual"   # "residual" (paper) or "completion_gain"
+  c.recovery.confidence = "score"     # "score" or "margin" (over the runner-up), vs threshold
   c.recovery.top_k = 8             # candidates searched, so that ones already in the list can be skipped
   c.recovery.dictionary_chunk = 8192   # concepts projected per call through G
   c.recovery.pair_block = 32768    # pairs whose residuals are formed and searched at once:
@@ -137,4 +139,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.classifier_patience = 20
   c.eval.classifier_standardize = True
   c.eval.classifier_weight_decay = 0.0
+  # --- single concepts (line_jax/eval/retrieval.py, realtext.py) ---
+  c.eval.retrieval_ks = [1, 10]     # recall@k of text -> concept / definition -> term
+  c.eval.retrieval_chunk = 256      # texts scored against the whole dictionary at once
+  c.eval.recovery_hit_k = 10        # hit rate of a missing concept among the k best
+  c.eval.recovery_estimators = ["residual", "completion_gain"]   # compared in the report
+  c.eval.recovery_min_precision = 0.5   # operating point: best recall at this precision
+  c.eval.recovery_curve_points = 41
+  c.eval.realtext = ""              # JSONL of real sentences (text + concept ids) to score
+                                    # at evaluation only; "" = none
+  c.eval.realtext_ids_field = "hpo_ids"   # its field with the list of concept ids
+  # --- end ---
   return c
