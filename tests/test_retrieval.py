@@ -98,6 +98,13 @@ class RecoveryTest(parameterized.TestCase):
     self.true_offsets = np.array([0, 3, 5])
     self.true_flat = np.array([0, 1, 5, 2, 6])
 
+  def test_nearest_skips_listed_terms(self):
+    cand, best = retrieval.recovery_candidates(self.texts, self.proxies, self.offsets,
+                                               self.flat, self.keys, "nearest", top_k=2)
+    # Pair 0's text (0.5, 0.5, 1) over concepts 0, 1, 5: 0 and 1 are listed.
+    np.testing.assert_array_equal(cand[:, 0], [5, 6])
+    np.testing.assert_allclose(best[0, 0], 1 / np.sqrt(1.5), rtol=1e-6)
+
   @parameterized.parameters("residual", "completion_gain")
   def test_missing_concept_is_first(self, estimator):
     cand, best = retrieval.recovery_candidates(self.texts, self.proxies, self.offsets,
@@ -153,6 +160,9 @@ class RecoveryTest(parameterized.TestCase):
     op = retrieval.operating_point(conf, correct, 6, min_precision=0.99)
     self.assertAlmostEqual(op["threshold"], 0.9)
     op = retrieval.operating_point(conf, ~correct, 6, min_precision=0.9)
+    self.assertFalse(op["reached"])
+    op = retrieval.operating_point(conf, correct, 6, min_precision=0.99, min_added=3)
+    self.assertAlmostEqual(op["threshold"], 0.6)     # the best precision adding >= 3
     self.assertFalse(op["reached"])
 
   def test_margin_confidence(self):

@@ -116,18 +116,25 @@ def _embedders(model) -> List[tuple]:
       encoders[key] = teachers.load_encoder(cfg)
     return encoders[key]
 
+  encoded = {}
+
+  def encode(enc, texts):     # one encoding per encoder (the default's teachers share one)
+    if id(enc) not in encoded:
+      encoded[id(enc)] = np.asarray(enc.encode(list(texts)), np.float32)
+    return encoded[id(enc)]
+
   for which, teacher in (("teacher1", model.teacher1), ("teacher2", model.teacher2)):
     enc = encoder(which)
     if enc is None:
       out.append((which, f"{which} is a {model.config[which].kind!r} teacher: it cannot "
                          "embed new sentences"))
       continue
-    out.append((which, lambda texts, enc=enc: np.asarray(enc.encode(texts), np.float32),
+    out.append((which, lambda texts, enc=enc: encode(enc, texts),
                 lambda teacher=teacher: np.asarray(teacher.concepts, np.float32)))
   enc1 = encoder("teacher1")
   if enc1 is not None:
-    out.append(("line", lambda texts: np.asarray(
-        model.project_texts(np.asarray(enc1.encode(texts), np.float32)), np.float32),
+    out.append(("line", lambda texts: np.asarray(model.project_texts(encode(enc1, texts)),
+                                                 np.float32),
                 lambda: np.asarray(model.dictionary(), np.float32)))
   return out
 

@@ -16,10 +16,13 @@ Recovery estimators (`scores_for_recovery`), each scoring every dictionary term 
 t with list proxy p (mean of the list's rows) and list sum S = m p:
   residual         cos(t - p, g_c)                         (the paper's residual search)
   completion_gain  cos(t, S + g_c) - cos(t, S)             (how much c completes the list)
+  nearest          cos(t, g_c)                             (the text's nearest unlisted term)
 and a confidence per pair, on the best candidate not already listed:
   score            its score;
   margin           its score minus the runner-up's.
 
+CLI: python -m line_jax.eval.retrieval --workdir=DIR [--split=valid] [--realtext=FILE.jsonl]
+[--realtext_ids_field=FIELD] [--out_dir=DIR] writes joint_<split>.json / .md / .png.
 Entry point: `evaluate_joint(model, pair_idx, spaces, workdir)` (called by
 `line_jax.evaluate.run_evaluation`); `render_markdown(result)` gives its report section.
 """
@@ -35,7 +38,7 @@ from absl import logging
 
 from line_jax.eval import metrics
 
-ESTIMATORS = ("residual", "completion_gain")
+ESTIMATORS = ("residual", "completion_gain", "nearest")
 CONFIDENCES = ("score", "margin")
 SOURCES = (("all", None), ("real", False), ("vignette", True))
 PLOT_FILE = "joint_space.png"
@@ -54,10 +57,13 @@ class JointSettings:
   recovery_top_k: int = 10                  # eval.recovery_hit_k: hit rate among the top k
   estimators: Tuple[str, ...] = ESTIMATORS  # eval.recovery_estimators
   min_precision: float = 0.5                # eval.recovery_min_precision: operating point
+  min_added: int = 10                       # eval.recovery_min_added: ... adding at least this
   curve_points: int = 41                    # eval.recovery_curve_points (quantile grid)
   estimator: str = "residual"               # recovery.estimator (the one stage 2 applies)
   confidence: str = "score"                 # recovery.confidence
   threshold: float = 0.9                    # recovery.threshold
+  by_term: bool = True                      # eval.retrieval_by_term: synonym entries
+                                            # count as their term (False: every entry apart)
   realtext: str = ""                        # eval.realtext: JSONL of annotated sentences
   realtext_ids_field: str = "hpo_ids"       # eval.realtext_ids_field
   num_negatives: int = 100                  # eval.num_negatives (realtext Table 1)
@@ -76,10 +82,12 @@ def read_settings(config) -> JointSettings:
       recovery_top_k=int(get("recovery_hit_k", d.recovery_top_k)),
       estimators=tuple(str(e) for e in get("recovery_estimators", d.estimators)),
       min_precision=float(get("recovery_min_precision", d.min_precision)),
+      min_added=int(get("recovery_min_added", d.min_added)),
       curve_points=int(get("recovery_curve_points", d.curve_points)),
       estimator=str(rget("estimator", d.estimator)),
       confidence=str(rget("confidence", d.confidence)),
       threshold=float(rget("threshold", d.threshold)),
+      by_term=bool(get("retrieval_by_term", d.by_term)),
       realtext=str(get("realtext", d.realtext) or ""),
       realtext_ids_field=str(get("realtext_ids_field", d.realtext_ids_field)),
       num_negatives=int(get("num_negatives", d.num_negatives)),
@@ -242,6 +250,8 @@ def scores_for_recovery(texts: np.ndarray, proxies: np.ndarray, list_sizes: np.n
   keys = np.asarray(keys, np.float32)
   if estimator == "residual":
     return metrics.l2_normalize(texts - proxies) @ metrics.l2_normalize(keys).T
+  if estimator == "nearest":
+    return metrics.l2_normalize(texts) @ metrics.l2_normalize(keys).T
   if estimator == "completion_gain":
     total = proxies * np.asarray(list_sizes, np.float32)[:, None]        # S
     t = metrics.l2_normalize(texts)
@@ -325,9 +335,10 @@ def precision_recall_at(conf: np.ndarray, correct: np.ndarray, num_missing: int,
 
 
 def operating_point(conf: np.ndarray, correct: np.ndarray, num_missing: int,
-                    min_precision: float) -> Dict[str, float]:
+                    min_precision: float, min_added: int = 1) -> Dict[str, float]:
   """The threshold (a confidence value) of the highest recall with precision >=
-  `min_precision`; the highest-precision point when none reaches it."""
+  `min_precision` among thresholds adding at least `min_added` concepts (fewer make a noisy
+  precision); the highest-precision such point when none reaches it."""
   conf = np.asarray(conf, np.float64)
   finite = np.isfinite(conf)
   if not finite.any() or not num_missing:
@@ -339,6 +350,7 @@ def operating_point(conf: np.ndarray, correct: np.ndarray, num_missing: int,
   n = np.arange(1, len(c) + 1)
   last = np.r_[c[1:] != c[:-1], True]              # a threshold takes every tie
   precision, recall = hits / n, hits / num_missing
+  last &= n >= min(max(1, min_added), len(c))
   valid = last & (precision >= min_precision)
   if valid.any():
     i = int(np.flatnonzero(valid)[np.argmax(recall[valid])])
@@ -376,7 +388,7 @@ def recovery_evaluation(texts, proxies, list_offsets, list_flat, true_offsets, t
       entry[confidence] = {
           "curve": [precision_recall_at(conf, correct, num_missing, t) for t in grid],
           "operating_point": operating_point(conf, correct, num_missing,
-                                             settings.min_precision)}
+                                             settings.min_precision, settings.min_added)}
       if estimator == settings.estimator and confidence == settings.confidence:
         entry[confidence]["configured"] = precision_recall_at(conf, correct, num_missing,
                                                               settings.threshold)
@@ -433,7 +445,8 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
   """
   settings = read_settings(model.config)
   dataset = model.dataset
-  groups = dataset_groups(dataset)
+  groups = (dataset_groups(dataset) if settings.by_term
+            else Groups.identity(dataset.num_concepts))
   pair_idx = np.asarray(pair_idx, np.int64)
   masks = source_masks(dataset, pair_idx)
   offsets, flat, negated = _segments(dataset.concept_offsets, pair_idx, dataset.concept_flat,
@@ -531,8 +544,9 @@ def render_markdown(result: Optional[Dict]) -> str:
   ks = s["ks"]
   models = result["models"]
   lines = ["", "## Single concepts in the joint space", "",
-           f"Dictionary: {result['num_terms']} terms ({result['num_entries']} entries; a "
-           "term's synonym entries count as that term, scored by the best of them). Pairs: "
+           f"Dictionary: {result['num_terms']} terms ({result['num_entries']} entries"
+           + ("; a term's synonym entries count as that term, scored by the best of them"
+              if s.get("by_term", True) else "; every entry ranked on its own") + "). Pairs: "
            + ", ".join(f"{k} {v}" for k, v in result["pairs_by_source"].items())
            + " (real = definitions, vignette = generated).", "",
            "### (a) Text -> concept retrieval (each listed non-negated concept among the "
@@ -558,7 +572,7 @@ def render_markdown(result: Optional[Dict]) -> str:
                    f"missing true concept, {first['num_missing']} missing concepts. Hit@k: a "
                    "missing concept among the k best candidates not yet listed (pairs with "
                    "one). Operating point: highest recall at precision >= "
-                   f"{s['min_precision']}; configured: recovery.estimator="
+                   f"{s['min_precision']} adding at least {s['min_added']}; configured: recovery.estimator="
                    f"{s['estimator']}, confidence={s['confidence']}, threshold="
                    f"{s['threshold']}.")
       lines.append("")
@@ -582,3 +596,70 @@ def render_markdown(result: Optional[Dict]) -> str:
   if result.get("plot"):
     lines += ["", f"![single concepts]({result['plot']})"]
   return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------
+# CLI: these protocols alone, on a trained work dir.
+# --------------------------------------------------------------------------------------
+
+
+def evaluate_workdir(workdir: str, split: str = "", realtext: str = "",
+                     realtext_ids_field: str = "", out_dir: str = "",
+                     by_term: Optional[bool] = None) -> Dict:
+  """Loads the model of `workdir`, runs `evaluate_joint` on `split` (default: the config's)
+  for both teachers, the linear maps and LINE; writes joint_<split>.json / .md to out_dir
+  (default: workdir)."""
+  import json  # pylint: disable=g-import-not-at-top
+  from line_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from line_jax.api import LineModel, load_config  # pylint: disable=g-import-not-at-top
+  config = load_config(workdir)
+  for field, value in (("split", split), ("realtext", realtext),
+                       ("realtext_ids_field", realtext_ids_field)):
+    if value:
+      config.eval[field] = value
+  if by_term is not None:
+    config.eval.retrieval_by_term = bool(by_term)
+  model = LineModel.load(workdir, config)
+  settings = evaluate.read_settings(config)
+  labels = evaluate._labels(config)  # pylint: disable=protected-access
+  spaces = [evaluate.teacher_space("teacher1", labels["teacher1"], model.teacher1),
+            evaluate.teacher_space("teacher2", labels["teacher2"], model.teacher2),
+            evaluate.line_space(labels["line"], model, settings.chunk_size)]
+  spaces += evaluate.map_spaces(model, model.dataset, settings, labels, [])[0]
+  out_dir = out_dir or workdir
+  os.makedirs(out_dir, exist_ok=True)
+  result = evaluate_joint(model, model.dataset.split_indices(settings.split), spaces, out_dir)
+  result["split"] = settings.split
+  name = f"joint_{settings.split}" + ("" if read_settings(config).by_term else "_entries")
+  if result.get("plot"):
+    os.replace(os.path.join(out_dir, result["plot"]), os.path.join(out_dir, name + ".png"))
+    result["plot"] = name + ".png"
+  with open(os.path.join(out_dir, name + ".json"), "w") as f:
+    json.dump(evaluate._json_safe(result), f, indent=1)  # pylint: disable=protected-access
+  with open(os.path.join(out_dir, name + ".md"), "w") as f:
+    f.write(f"# Single concepts, {settings.split} split of {workdir}\n" +
+            render_markdown(result))
+  return result
+
+
+def main(argv) -> None:
+  del argv
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  result = evaluate_workdir(f.workdir, f.split, f.realtext, f.realtext_ids_field, f.out_dir,
+                            f.by_term)
+  print(render_markdown(result))
+
+
+if __name__ == "__main__":
+  from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
+  flags.DEFINE_string("workdir", None, "Work dir of a trained model.")
+  flags.DEFINE_string("split", "", "Evaluated split (default: the saved config's).")
+  flags.DEFINE_string("realtext", "", "JSONL of real annotated sentences (config.eval."
+                      "realtext; default: the saved config's).")
+  flags.DEFINE_string("realtext_ids_field", "", "Its field of concept ids.")
+  flags.DEFINE_string("out_dir", "", "Where joint_<split>.json/.md/.png go (default: workdir).")
+  flags.DEFINE_bool("by_term", None, "config.eval.retrieval_by_term (default: the saved "
+                    "config's); False writes joint_<split>_entries.*")
+  flags.mark_flag_as_required("workdir")
+  app.run(main)
