@@ -572,8 +572,9 @@ def render_markdown(result: Optional[Dict]) -> str:
                    f"missing true concept, {first['num_missing']} missing concepts. Hit@k: a "
                    "missing concept among the k best candidates not yet listed (pairs with "
                    "one). Operating point: highest recall at precision >= "
-                   f"{s['min_precision']} adding at least {s['min_added']}; configured: recovery.estimator="
-                   f"{s['estimator']}, confidence={s['confidence']}, threshold="
+                   f"{s['min_precision']} adding at least {s['min_added']}; configured: "
+                   f"recovery.estimator={s['estimator']}, confidence={s['confidence']}, "
+                   "threshold="
                    f"{s['threshold']}.")
       lines.append("")
     hk = s["recovery_top_k"]
