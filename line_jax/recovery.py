@@ -227,10 +227,11 @@ def _recover(params, lists, text, table, concept_table, negated_table, config, p
     check_added = np.concatenate([block_additions(check[s:s + block])[0]
                                   for s in range(0, len(check), block)])
     info["validation"] = addition_precision(dataset, check, check_added, groups)
+    v = info["validation"]
     logging.info("recovery on the %d synthetic validation pairs: %d gained a concept, "
-                 "precision %.3f against their true lists (%d of %d missing concepts)",
-                 len(check), info["validation"]["added"], info["validation"]["precision"],
-                 info["validation"]["correct"], info["validation"]["missing"])
+                 "precision %s against their true lists (%d of %d missing concepts)",
+                 len(check), v["added"], "n/a" if v["precision"] is None else
+                 f"{v['precision']:.3f}", v["correct"], v["missing"])
   return added, info
 
 
@@ -276,5 +277,5 @@ def addition_precision(dataset, pair_idx: np.ndarray, added: np.ndarray, groups)
     correct += int(a >= 0 and groups.group_of[a] in true)
   n = int((added >= 0).sum())
   return dict(pairs=int(len(pair_idx)), added=n, correct=correct, missing=missing,
-              precision=correct / n if n else float("nan"),
-              recall=correct / missing if missing else float("nan"))
+              precision=correct / n if n else None,      # None: strict JSON, no NaN
+              recall=correct / missing if missing else None)
