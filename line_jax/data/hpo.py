@@ -103,8 +103,8 @@ def default_config() -> ml_collections.ConfigDict:
                                    # vignettes: findings dropped until the text fits
   c.max_definitions = 0            # 0 = every definition
   # --- definitions list their defined term ---
-  c.definitions_list_term = True   # a definition's list starts with its defined term (plus
-                                   # what the extractor finds), so none is dropped
+  c.definitions_list_term = True   # a definition's list holds its defined term (put first
+                                   # where the extractor misses it), so none is dropped
   c.defined_term_rho = 0.3         # rho of a definition where the extractor finds nothing
                                    # (about the mean rho of the extracted pairs)
   # --- end ---
