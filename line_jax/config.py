@@ -142,6 +142,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.recovery = ml_collections.ConfigDict()
   c.recovery.threshold = 0.9       # paper: cosine >= 0.9
+  c.recovery.estimator = "residual"   # "residual" (paper), "completion_gain" or "nearest"
+                                      # (line_jax/eval/retrieval.py)
+  c.recovery.confidence = "score"     # "score" or "margin" (over the runner-up), vs threshold
   c.recovery.top_k = 8             # candidates searched, so that ones already in the list can be skipped
   c.recovery.dictionary_chunk = 8192   # concepts projected per call through G
   c.recovery.pair_block = 32768    # pairs whose residuals are formed and searched at once:
@@ -191,4 +194,18 @@ def base_config() -> ml_collections.ConfigDict:
       without_branch_roots="auto",   # also run without branch roots when label = a group
       eval_chunk=512))
   # --- end transfer protocol ---
+  # --- single concepts (line_jax/eval/retrieval.py, realtext.py) ---
+  c.eval.retrieval_ks = [1, 10]     # recall@k of text -> concept / definition -> term
+  c.eval.retrieval_chunk = 256      # texts scored against the whole dictionary at once
+  c.eval.retrieval_by_term = True   # a term's synonym entries count as the term (best of
+                                    # them); False: each entry ranked on its own
+  c.eval.recovery_hit_k = 10        # hit rate of a missing concept among the k best
+  c.eval.recovery_estimators = ["residual", "completion_gain", "nearest"]   # in the report
+  c.eval.recovery_min_precision = 0.5   # operating point: best recall at this precision
+  c.eval.recovery_min_added = 10    # ... among thresholds adding at least this many
+  c.eval.recovery_curve_points = 41
+  c.eval.realtext = ""              # JSONL of real sentences (text + concept ids) to score
+                                    # at evaluation only; "" = none
+  c.eval.realtext_ids_field = "hpo_ids"   # its field with the list of concept ids
+  # --- end ---
   return c

@@ -699,6 +699,10 @@ def run_evaluation(model, workdir: str) -> Dict:
        "teacher1": lambda: np.asarray(model.teacher1.concepts, np.float32)}, settings)
   geo = geometry(dataset, pair_idx, all_spaces, settings)
   transfer = transfer_protocol(model, workdir)   # 6. list-CNN transfer between sites
+  # --- single concepts: retrieval, definitions, recovery, real text (eval/retrieval.py) ---
+  from line_jax.eval import retrieval as retrieval_lib  # pylint: disable=g-import-not-at-top
+  joint = retrieval_lib.evaluate_joint(model, pair_idx, all_spaces, workdir)
+  # --- end ---
 
   log_path = os.path.join(workdir, "train_log.jsonl")
   train_records = plots.read_train_log(log_path) if os.path.exists(log_path) else []
@@ -708,7 +712,7 @@ def run_evaluation(model, workdir: str) -> Dict:
       "num_pairs_in_split": int(len(split_idx)), "num_pairs_evaluated": int(len(pair_idx)),
       "models": labels, "notes": notes, "alignment": alignment, "linear_maps": map_info,
       "relations": relations, "classification": classification, "recovery": recovery,
-      "geometry": geo, "transfer": transfer,
+      "geometry": geo, "transfer": transfer, "joint": joint,
       "training_log": {"records": len(train_records)} if train_records else None,
   }
   from line_jax.teachers import finetune   # fine-tuned concept teachers' own validation
@@ -727,7 +731,8 @@ def run_evaluation(model, workdir: str) -> Dict:
   if train_records:
     plots.loss_curves(train_records, os.path.join(workdir, files["loss"]))
   with open(os.path.join(workdir, "report.md"), "w") as f:
-    f.write(report_lib.render_report(result) + transfer_lib.render_section(transfer)
+    f.write(report_lib.render_report(result) + retrieval_lib.render_markdown(joint)
+            + transfer_lib.render_section(transfer)
             + finetune.report_section(result["concept_teacher"], labels))
   logging.info("evaluation written to %s (%.1fs)", workdir, time.time() - started)
   return _json_safe(result)

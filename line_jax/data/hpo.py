@@ -20,7 +20,9 @@ What is written (DESIGN.md's format, see `line_jax.data.dataset`):
   two concepts), plus `sibling` pairs (two children of one parent, never a training edge),
   an evaluation-only class.
 - pairs.parquet: (a) real text: HPO definitions (the leading sentences up to `max_words`
-  words), `synthetic` False; (b) SYNTHETIC patient vignettes generated from a disease's
+  words), `synthetic` False, listing what the extractor finds and the defined term (put first
+  where the extractor misses it; `definitions_list_term`), so that no definition is dropped;
+  (b) SYNTHETIC patient vignettes generated from a disease's
   annotations (`synthetic` True): some findings in layperson wording or another synonym,
   absent findings (HPO NOT / "Excluded" annotations, else common phenotypes unrelated to
   the disease) negated in varied phrasings, some present findings with a typo that makes
@@ -100,6 +102,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.max_words = 60                 # definitions: leading sentences up to this many words;
                                    # vignettes: findings dropped until the text fits
   c.max_definitions = 0            # 0 = every definition
+  # --- definitions list their defined term ---
+  c.definitions_list_term = True   # a definition's list holds its defined term (put first
+                                   # where the extractor misses it), so none is dropped
+  c.defined_term_rho = 0.3         # rho of a definition where the extractor finds nothing
+                                   # (about the mean rho of the extracted pairs)
+  # --- end ---
   c.max_vignettes = 6000
   c.vignettes_per_disease = 1
   c.min_disease_phenotypes = 3     # diseases with fewer usable annotations get no vignette
@@ -727,16 +735,25 @@ def make_vignette(disease: obo.Disease, index: int, ctx: VignetteContext,
 # --- the build -----------------------------------------------------------------------
 
 
-def _pairs_from_extractions(texts, extractions, meta, stats_key, stats):
-  """Pair rows for texts with at least one concept; the others are counted as dropped."""
+def _pairs_from_extractions(texts, extractions, meta, stats_key, stats, listed=None,
+                            listed_rho=0.0):
+  """Pair rows for texts with at least one concept; the others are counted as dropped.
+
+  `listed` (optional, one concept id per text): put first in the text's list unless the
+  extractor found it; a text with nothing else extracted then gets rho `listed_rho`.
+  """
   rows, dropped = [], 0
-  for text, extraction, info in zip(texts, extractions, meta):
+  for k, (text, extraction, info) in enumerate(zip(texts, extractions, meta)):
     ids, negated = extraction.concepts()
+    rho = extraction.rho
+    if listed is not None and listed[k] not in ids:    # a definition's defined term
+      ids, negated = [listed[k]] + list(ids), [False] + list(negated)
+      rho = rho if len(ids) > 1 else listed_rho
+      stats[f"{stats_key}_term_added"] = stats.get(f"{stats_key}_term_added", 0) + 1
     if not ids:
       dropped += 1
       continue
-    rows.append(dict(info, text=text, concept_ids=ids, negated=negated,
-                     rho=extraction.rho))
+    rows.append(dict(info, text=text, concept_ids=ids, negated=negated, rho=rho))
   stats[f"{stats_key}_dropped_no_concept"] = dropped
   if dropped:
     logging.info("%s: %d of %d texts dropped: no concept extracted", stats_key, dropped,
@@ -837,7 +854,8 @@ def build_hpo_dataset(root: str, config: Optional[ml_collections.ConfigDict] = N
         true_concept_ids=[], true_negated=[]))
   definition_rows = _pairs_from_extractions(
       definition_texts, extract.extract_all(extractor, definition_texts), definition_meta,
-      "definitions", stats)
+      "definitions", stats, listed=defined if config.definitions_list_term else None,
+      listed_rho=config.defined_term_rho)
 
   # Vignettes (synthetic text).
   layperson, exact = collections.defaultdict(list), collections.defaultdict(list)
