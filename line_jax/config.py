@@ -126,6 +126,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.negation_weight = 0.1     # 1.0 flipped negated entries so hard that alignment
                                    # fell below the teachers' (HPO + MiniLM; closing note)
   c.loss.negation_delta = 0.3      # 0 < delta <= 0.5 (paper, A.1)
+  c.loss.concept_weight = 0.0      # per-concept InfoNCE: each text vs each concept of its
+                                   # list, against the batch's other concepts, by cosine
+                                   # (losses.concept_contrastive_terms); 0 = off
+  c.loss.concept_temperature = 0.05
+  c.loss.uniformity_weight = 0.0   # uniformity of the batch's concepts under G (Wang and
+                                   # Isola); 0 = off
+  c.loss.uniformity_t = 2.0
 
   c.train = ml_collections.ConfigDict()
   c.train.seed = 0

@@ -141,10 +141,22 @@ def make_loss_fn(config, num_types: int, mesh, cpu_kernel: bool = False):
                                     batch["rel_mask"], lc.relational_margin)
     n = losses_lib.negation_terms(g_pos[3 * rs:], g_neg, batch["neg_weight"],
                                   lc.negation_delta)
-    sums = jax.lax.psum(jnp.stack([a[0], r[0], n[0]]), AXIS)
-    counts = jax.lax.psum(jnp.stack([a[1], r[1], n[1]]), AXIS)
+    # Per-concept and uniformity terms (line_jax.losses; off at weight 0): G of the shard's
+    # distinct positive concepts, W_c only (no negation projector).
+    cu = uni = (jnp.zeros(()), jnp.zeros(()))
+    if lc.concept_weight or lc.uniformity_weight:
+      g_recv, recv_real = pooled[:u] @ wc, batch["receiver_real"][:u]
+      if lc.concept_weight:
+        cu = losses_lib.concept_contrastive_terms(
+            t, g_recv, recv_real, batch["occ_slot"],
+            batch["occ_mask"] & (batch["occ_slot"] < u), lc.concept_temperature)
+      if lc.uniformity_weight:
+        uni = losses_lib.uniformity_terms(g_recv, recv_real, lc.uniformity_t)
+    sums = jax.lax.psum(jnp.stack([a[0], r[0], n[0], cu[0], uni[0]]), AXIS)
+    counts = jax.lax.psum(jnp.stack([a[1], r[1], n[1], cu[1], uni[1]]), AXIS)
     parts = sums / jnp.maximum(counts, 1.0)
-    weights = jnp.asarray([lc.align_weight, lc.relational_weight, lc.negation_weight])
+    weights = jnp.asarray([lc.align_weight, lc.relational_weight, lc.negation_weight,
+                           lc.concept_weight, lc.uniformity_weight])
     return jnp.sum(weights * parts), parts
 
   return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(AXIS), P(), P()),
@@ -161,7 +173,8 @@ def make_train_step(config, num_types, mesh, optimizer, cpu_kernel: bool = False
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     new_state = {"params": optax.apply_updates(state["params"], updates),
                  "opt_state": opt_state, "step": state["step"] + 1}
-    metrics = {"loss": loss, "align": parts[0], "relational": parts[1], "negation": parts[2]}
+    metrics = {"loss": loss, "align": parts[0], "relational": parts[1], "negation": parts[2],
+               "concept": parts[3], "uniformity": parts[4]}
     return new_state, metrics
 
   return jax.jit(train_step, donate_argnums=0)
