@@ -633,6 +633,8 @@ def run_evaluation(model, workdir: str) -> Dict:
   Returns:
     The metrics dictionary written to metrics.json (NaN written as null).
   """
+  from line_jax import guards
+  guards.check_model_finite(model)   # NaN scores would rank every positive first
   os.makedirs(workdir, exist_ok=True)
   settings = read_settings(model.config)
   dataset = model.dataset
