@@ -150,6 +150,8 @@ class LineModel:
     workdir = os.path.abspath(workdir)
     config = config if config is not None else load_config(workdir)
     dataset = prepare_dataset(config)
+    from line_jax import workdir as workdir_lib
+    workdir_lib.check_data(workdir, dataset.root)   # the data the checkpoints were made on
     teacher1 = train_lib.ensure_teacher(config.teacher1, dataset, workdir)
     teacher2 = train_lib.ensure_teacher(config.teacher2, dataset, workdir)
     table = graph_lib.NeighbourTable.from_dataset(dataset, config.graph.symmetric)

@@ -175,11 +175,11 @@ def differences(old: dict, new: dict) -> List[str]:
       out.append(f"dataset file {name} " + ("added" if a is None else "removed" if b is None
                                               else "changed"))
   oc, nc = old.get("config", {}), new.get("config", {})
-  for key in sorted(set(oc) | set(nc)):
-    if _is_runtime(key):
-      continue
-    if oc.get(key, "<absent>") != nc.get(key, "<absent>"):
-      out.append(f"config {key}: {oc.get(key, '<absent>')!r} -> {nc.get(key, '<absent>')!r}")
+  # Only fields both know: a field added to (or dropped from) the config since the run
+  # was recorded does not by itself make it another run.
+  for key in sorted(set(oc) & set(nc)):
+    if not _is_runtime(key) and oc[key] != nc[key]:
+      out.append(f"config {key}: {oc[key]!r} -> {nc[key]!r}")
   return out
 
 
@@ -254,6 +254,20 @@ def check_and_record(workdir: str, config, data_root: str, force_new: bool = Fal
   _write_json(fp_path, new)
   _write_json(os.path.join(workdir, CONFIG_FILE), None, config.to_json_best_effort(indent=1))
   return new
+
+
+def check_data(workdir: str, data_root: str) -> None:
+  """For readers (`LineModel.load`): WorkdirMismatch when the dataset differs from the one
+  the run was trained on (its fingerprint.json; a work dir without one is not checked)."""
+  fp_path = os.path.join(os.path.abspath(workdir), FINGERPRINT_FILE)
+  if not os.path.exists(fp_path):
+    return
+  old = read_json(fp_path, "work-dir fingerprint")
+  new = {"data": fingerprint({}, os.path.abspath(data_root))["data"]}
+  diffs = differences({"data": old.get("data", {})}, new)
+  if diffs:
+    raise WorkdirMismatch(f"{os.path.abspath(workdir)} was trained on other data than "
+                          f"{os.path.abspath(data_root)}: {'; '.join(diffs)}")
 
 
 def trim_train_log(workdir: str, step: int) -> int:

@@ -104,6 +104,9 @@ class TrainedRunTest(parameterized.TestCase):
     with self.assertRaisesRegex(workdir_lib.WorkdirMismatch,
                                 "dataset file pairs.parquet changed"):
       train.train(config, workdir)
+    from line_jax import api
+    with self.assertRaisesRegex(workdir_lib.WorkdirMismatch, "trained on other data"):
+      api.LineModel.load(workdir, config)
 
   def test_force_new_starts_over(self):
     workdir = self.copy_run()
@@ -127,8 +130,10 @@ class TrainedRunTest(parameterized.TestCase):
 
   # --- case 5: damaged checkpoints -------------------------------------------------------
   def _array_files(self, step_dir):
+    """The state's array data (orbax OCDBT data files), not its JSON metadata."""
     files = [os.path.join(d, n) for d, _, names in os.walk(step_dir) for n in names
-             if "state" in d and os.path.getsize(os.path.join(d, n)) > 1000]
+             if d.endswith(os.path.join("ocdbt.process_0", "d"))
+             and os.path.getsize(os.path.join(d, n)) > 1000]
     self.assertNotEmpty(files)
     return files
 
