@@ -116,7 +116,7 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state: Any,
       break
   if damaged:
     raise CheckpointError(f"{mgr.directory}: no intact checkpoint; damaged: "
-                          f"{', '.join(damaged)}")
+                          f"{', '.join(damaged)} (train with --force_new to start over)")
   return None, None
 
 
