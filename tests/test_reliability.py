@@ -240,6 +240,18 @@ class NonFiniteTest(parameterized.TestCase):
       train.train(config, workdir)
     self.assertEqual(ckpt_lib.manager(workdir, 3).all_steps(), [])   # nothing damaged saved
 
+  def test_skip_mode_in_the_real_step(self):
+    """on_nonfinite="skip" through the jitted step: skips are counted, and past the limit
+    the run stops naming the step."""
+    root = self.create_tempdir().full_path
+    config = make_config(root, learning_rate=1e30, stop_after_steps=9, on_nonfinite="skip",
+                         max_nonfinite_skips=3)
+    with self.assertLogs(level="WARNING") as logs:
+      with self.assertRaisesRegex(guards.NonFiniteError, r"step \d+ .*4 batches skipped, "
+                                  "more than train.max_nonfinite_skips=3"):
+        train.train(config, os.path.join(root, "w"))
+    self.assertLen([l for l in logs.output if "batch skipped" in l], 4)
+
   def test_skip_keeps_state_and_counts(self):
     state = {"params": {"w": jnp.ones(3)}, "opt_state": (jnp.zeros(3),),
              "step": jnp.asarray(4)}
