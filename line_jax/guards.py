@@ -119,13 +119,28 @@ def check_finite(name: str, array: Any, what: str = "rows") -> None:
 
 
 def check_model_finite(model) -> None:
-  """Evaluation's entry check: LINE's parameters and its concept dictionary are finite (a
-  diverged run would otherwise rank every positive first: NaN scores compare false)."""
-  flat = jax.tree_util.tree_flatten_with_path(model.params)[0]
-  for path, leaf in flat:
+  """Evaluation's entry check: LINE's parameters are finite (a diverged run would otherwise
+  rank every positive first: NaN scores compare false). Models without `params` pass."""
+  params = getattr(model, "params", None)
+  if params is None:
+    return
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
     if not np.isfinite(np.asarray(leaf)).all():
-      raise NonFiniteError(f"{getattr(model, 'workdir', 'the model')}: parameter "
+      raise NonFiniteError(f"{getattr(model, 'workdir', '') or 'the model'}: parameter "
                            f"{jax.tree_util.keystr(path)} holds NaN or inf (a diverged "
                            "run?); refusing to evaluate it")
-  check_finite(f"{getattr(model, 'workdir', 'the model')}: LINE's concept embeddings",
-               model.dictionary(), "concepts")
+
+
+def finite_space(space):
+  """The evaluation `Space` with every embedding it hands out checked for NaN/inf."""
+  import dataclasses
+
+  def checked(fn, what):
+    def wrapped(*args):
+      out = fn(*args)
+      check_finite(f"{space.label}: {what} embeddings", out, "rows")
+      return out
+    return wrapped
+
+  return dataclasses.replace(space, embed_texts=checked(space.embed_texts, "text"),
+                             embed_concepts=checked(space.embed_concepts, "concept"))

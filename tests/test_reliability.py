@@ -292,19 +292,20 @@ class NonFiniteTest(parameterized.TestCase):
 
     class Model:
       workdir = "runs/diverged"
-      params = {"text_proj": {"w": np.ones((2, 2))}}
-
-      def dictionary(self):
-        return np.array([[1.0, 0.0], [np.nan, 1.0]])
+      params = {"text_proj": {"w": np.array([[1.0, np.inf]])}}
 
     out = self.create_tempdir().full_path
-    with self.assertRaisesRegex(guards.NonFiniteError, "concept embeddings: 1 of 2 concepts "
-                                r"hold NaN or inf \(first: concept 1\)"):
+    with self.assertRaisesRegex(guards.NonFiniteError, r"runs/diverged: parameter "
+                                r"\['text_proj'\]\['w'\] holds NaN or inf"):
       evaluate.run_evaluation(Model(), out)
-    Model.params = {"text_proj": {"w": np.array([[1.0, np.inf]])}}
-    with self.assertRaisesRegex(guards.NonFiniteError, r"parameter \['text_proj'\]\['w'\]"):
-      evaluate.run_evaluation(Model(), out)
-    self.assertEqual(os.listdir(out), [])
+    self.assertEqual(os.listdir(out), [])             # nothing written
+    space = guards.finite_space(evaluate.Space(
+        "line", "LINE", embed_texts=lambda idx: np.ones((len(idx), 2)),
+        embed_concepts=lambda idx, neg: np.where(np.asarray(idx)[:, None] == 1, np.nan, 1.0)))
+    np.testing.assert_array_equal(space.embed_texts(np.arange(3)), np.ones((3, 2)))
+    with self.assertRaisesRegex(guards.NonFiniteError, r"LINE: concept embeddings: 1 of 3 "
+                                r"rows hold NaN or inf \(first: row 1\); refusing to rank"):
+      space.embed_concepts(np.arange(3), np.zeros(3, bool))
 
   def test_teacher_cache_checked_on_every_open(self):
     from line_jax import embeddings
