@@ -11,10 +11,12 @@ finds them in cache) and splits the receivers over threads.
 `line_jax.model.aggregate_neighbourhoods` (tested against it, values and gradients). The
 kernel is compiled with the system's C++ compiler the first time it is needed, into
 `$LINE_JAX_CACHE` (default ~/.cache/line_jax)/kernels, keyed by the source, the jaxlib
-version and the CPU. Where that fails (no compiler, say), `available()` is False with the
-reason, and the model keeps the XLA path: config `model.cpu_kernel` = "auto" (the default:
-the kernel on CPU when it builds and the table is float32 or float16), "on" (fail if it
-cannot be used) or "off".
+version and the CPU; a cached library is loaded only if it passes `library_cache.problem`
+(owned by this user, writable by no one else, matching the checksum recorded when it was
+built), and is rebuilt otherwise. Where that fails (no compiler, say), `available()` is
+False with the reason, and the model keeps the XLA path: config `model.cpu_kernel` = "auto"
+(the default: the kernel on CPU when it builds and the table is float32 or float16), "on"
+(fail if it cannot be used) or "off".
 """
 
 from __future__ import annotations
