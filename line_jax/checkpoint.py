@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import shutil
+import time
 from typing import Any, List, Optional
 
 import jax
@@ -27,6 +28,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 CHECKSUM_KEY = "checksum"
+_LISTING_RETRIES = 5
+_SETTLE_S = 0.5        # a failed read waits this long to tell deletion from damage
 DAMAGED_DIR = "damaged_checkpoints"   # beside checkpoints/: where a trainer moves bad ones
 
 
@@ -34,13 +37,25 @@ class CheckpointError(RuntimeError):
   """Checkpoints exist but none of them is intact."""
 
 
+def _retry_listing(fn):
+  """fn() again when a checkpoint folder vanished while orbax listed it (a trainer saving
+  into the same work dir deletes old checkpoints)."""
+  for attempt in range(_LISTING_RETRIES):
+    try:
+      return fn()
+    except FileNotFoundError:
+      if attempt == _LISTING_RETRIES - 1:
+        raise
+      time.sleep(0.05 * (attempt + 1))
+
+
 def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
   options = ocp.CheckpointManagerOptions(
       preservation_policy=ocp.checkpoint_managers.LatestN(keep),
       enable_async_checkpointing=False, create=True)
-  return ocp.CheckpointManager(directory, options=options,
-                               item_names=("state", "progress"))
+  return _retry_listing(lambda: ocp.CheckpointManager(directory, options=options,
+                                                      item_names=("state", "progress")))
 
 
 def state_checksum(state: Any) -> str:
@@ -93,7 +108,7 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state: Any,
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
   damaged: List[str] = []
   for attempt in range(2):
-    steps = sorted(mgr.all_steps(), reverse=True)
+    steps = sorted(_retry_listing(mgr.all_steps), reverse=True)
     for step in steps:
       path = os.path.join(str(mgr.directory), str(step))
       if path in damaged:
@@ -101,16 +116,27 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state: Any,
       try:
         state, progress = _restore_step(mgr, step, target)
       except Exception as e:   # orbax/TensorStore raise many types for a bad file
-        if not os.path.exists(path):
-          continue             # deleted by a saving trainer while we read: list again
-        damaged.append(path)
-        logging.warning("checkpoint %s is damaged and is skipped (%s: %s); falling back to "
-                        "an older one", path, type(e).__name__, str(e).splitlines()[0][:300])
-        continue
+        error = e
+        if not quarantine:     # a reader: a trainer may be deleting or replacing it now
+          time.sleep(_SETTLE_S)
+          _retry_listing(mgr.reload)
+          if not os.path.exists(path) or step not in mgr.all_steps():
+            continue           # deleted while we read: not damaged
+          try:                 # replaced while we read: read the new one
+            state, progress = _restore_step(mgr, step, target)
+            error = None
+          except Exception as again:   # same as above
+            error = again
+        if error is not None:
+          damaged.append(path)
+          logging.warning("checkpoint %s is damaged and is skipped (%s: %s); falling back "
+                          "to an older one", path, type(error).__name__,
+                          str(error).splitlines()[0][:300])
+          continue
       if quarantine:
         _quarantine(mgr, damaged)
       return state, progress
-    mgr.reload()   # the listing may have changed under a concurrent save
+    _retry_listing(mgr.reload)   # the listing may have changed under a concurrent save
     if not mgr.all_steps() or set(mgr.all_steps()) <= {
         int(os.path.basename(p)) for p in damaged}:
       break
