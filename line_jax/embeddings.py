@@ -84,10 +84,23 @@ def _blocks(arr: np.ndarray):
       yield start, np.frombuffer(data, arr.dtype).reshape(rows, arr.shape[1])
 
 
+_EXPONENT = {np.dtype(np.float16): (np.uint16, 0x7C00), np.dtype(np.float32): (np.uint32,
+                                                                             0x7F800000)}
+
+
+def _nonfinite_rows(block: np.ndarray) -> np.ndarray:
+  """Rows holding NaN or inf: an all-ones exponent, tested on the bits (several times
+  faster than np.isfinite on float16)."""
+  if block.dtype in _EXPONENT:
+    uint, mask = _EXPONENT[block.dtype]
+    return ((block.view(uint) & mask) == mask).any(axis=1)
+  return ~np.isfinite(block).all(axis=1)
+
+
 def check_finite(path: str, arr: np.ndarray, field: str = "embedding") -> None:
   """Scans a (memmapped) array in chunks; raises naming the first row with NaN/inf."""
   for start, block in _blocks(arr):
-    bad = ~np.isfinite(block).all(axis=1)
+    bad = _nonfinite_rows(block)
     if bad.any():
       raise data_error(path, start + int(np.flatnonzero(bad)[0]), field,
                        "non-finite value (NaN or inf)")

@@ -307,6 +307,16 @@ class NonFiniteTest(parameterized.TestCase):
                                 r"rows hold NaN or inf \(first: row 1\); refusing to rank"):
       space.embed_concepts(np.arange(3), np.zeros(3, bool))
 
+  @parameterized.product(dtype=[np.float16, np.float32], bad=[np.nan, np.inf, -np.inf])
+  def test_nonfinite_rows_on_bits(self, dtype, bad):
+    from line_jax import embeddings
+    x = np.random.default_rng(0).standard_normal((6, 5)).astype(dtype)
+    x[0, 0] = np.finfo(dtype).max                     # large but finite
+    x[4, 2] = bad
+    np.testing.assert_array_equal(embeddings._nonfinite_rows(x),
+                                  ~np.isfinite(x).all(axis=1))
+    self.assertEqual(np.flatnonzero(embeddings._nonfinite_rows(x)).tolist(), [4])
+
   def test_teacher_cache_checked_on_every_open(self):
     from line_jax import embeddings
     from line_jax.data import synthetic
