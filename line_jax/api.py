@@ -57,8 +57,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path}: not found; is {workdir} the work dir of a "
                             "`python -m line_jax.train` run?")
-  with open(path) as f:
-    saved = json.load(f)
+  from line_jax import workdir as workdir_lib
+  saved = workdir_lib.read_json(path, "run's config")   # names the file if damaged
   # Over the current defaults, so that a run saved before a field existed gets its default.
   config = config_lib.base_config()
   config.update(saved)
@@ -150,6 +150,8 @@ class LineModel:
     workdir = os.path.abspath(workdir)
     config = config if config is not None else load_config(workdir)
     dataset = prepare_dataset(config)
+    from line_jax import workdir as workdir_lib
+    workdir_lib.check_data(workdir, dataset.root)   # the data the checkpoints were made on
     teacher1 = train_lib.ensure_teacher(config.teacher1, dataset, workdir)
     teacher2 = train_lib.ensure_teacher(config.teacher2, dataset, workdir)
     table = graph_lib.NeighbourTable.from_dataset(dataset, config.graph.symmetric)

@@ -146,6 +146,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.prefetch = 2             # batches prepared ahead in a background thread
   c.train.stop_after_steps = 0     # >0: exit after this global step (tests of resumption)
   c.train.evaluate = True          # run line_jax.evaluate at the end
+  c.train.on_nonfinite = "stop"    # a NaN/inf loss or gradient: "stop" (error naming the step
+                                   # and term) or "skip" (that batch's update is dropped, logged)
+  c.train.max_nonfinite_skips = 10  # "skip": more skipped batches than this stop the run
 
   c.recovery = ml_collections.ConfigDict()
   c.recovery.threshold = 0.9       # paper: cosine >= 0.9

@@ -635,6 +635,8 @@ def run_evaluation(model, workdir: str) -> Dict:
   Returns:
     The metrics dictionary written to metrics.json (NaN written as null).
   """
+  from line_jax import guards
+  guards.check_model_finite(model)   # NaN scores would rank every positive first
   os.makedirs(workdir, exist_ok=True)
   settings = read_settings(model.config)
   dataset = model.dataset
@@ -661,7 +663,7 @@ def run_evaluation(model, workdir: str) -> Dict:
 
   teacher1 = teacher_space("teacher1", labels["teacher1"], model.teacher1)
   teacher2 = teacher_space("teacher2", labels["teacher2"], model.teacher2)
-  line = line_space(labels["line"], model, settings.chunk_size)
+  line = guards.finite_space(line_space(labels["line"], model, settings.chunk_size))
   maps, map_info = map_spaces(model, dataset, settings, labels, notes)
   all_spaces = [teacher1, teacher2, line] + maps
   logging.info("linear-map baselines fitted (%.1fs)", time.time() - started)

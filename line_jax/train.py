@@ -29,6 +29,7 @@ from ml_collections import config_flags
 
 from line_jax import checkpoint as ckpt_lib
 from line_jax import embeddings as emb_lib
+from line_jax import guards
 from line_jax import graph as graph_lib
 from line_jax import host_memory
 from line_jax import kernels
@@ -37,6 +38,7 @@ from line_jax import losses as losses_lib
 from line_jax import model as model_lib
 from line_jax import pipeline
 from line_jax import recovery as recovery_lib
+from line_jax import workdir as workdir_lib
 from line_jax.data import prepare_dataset
 
 AXIS = "data"
@@ -173,8 +175,10 @@ def make_train_step(config, num_types, mesh, optimizer, cpu_kernel: bool = False
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     new_state = {"params": optax.apply_updates(state["params"], updates),
                  "opt_state": opt_state, "step": state["step"] + 1}
+    new_state, finite = guards.guard_step(state, new_state, loss, grads,   # NaN guard
+                                          config.train.on_nonfinite == "skip")
     metrics = {"loss": loss, "align": parts[0], "relational": parts[1], "negation": parts[2],
-               "concept": parts[3], "uniformity": parts[4]}
+               "concept": parts[3], "uniformity": parts[4], "finite": finite}
     return new_state, metrics
 
   return jax.jit(train_step, donate_argnums=0)
@@ -283,17 +287,33 @@ def _write_json(path: str, obj: Any) -> None:
     emb_lib.write_json(path, obj)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict:
-  """Runs (or resumes) the two-stage training; returns a summary dict."""
-  trainer = Trainer(config, workdir, devices)
+def train(config: ml_collections.ConfigDict, workdir: str, devices=None,
+          force_new: bool = False) -> dict:
+  """Runs (or resumes) the two-stage training; returns a summary dict.
+
+  The work dir is locked for the run and must hold a run of the same data and settings, or
+  none (`line_jax.workdir`); force_new=True deletes a previous run there and starts over."""
+  guards.check_mode(config.train.on_nonfinite)
+  if jax.process_index() != 0:
+    return _train(config, workdir, devices, force_new)
+  with workdir_lib.locked(workdir):
+    return _train(config, workdir, devices, force_new)
+
+
+def _train(config, workdir, devices, force_new) -> dict:
+  dataset = prepare_dataset(config)
+  if jax.process_index() == 0:   # refuses a mismatching work dir before writing anything
+    workdir_lib.check_and_record(workdir, config, dataset.root, force_new)
+  trainer = Trainer(config, workdir, devices, dataset=dataset)
   workdir = trainer.workdir
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=1))
   tc = config.train
+  guard = guards.NonFiniteGuard(tc.on_nonfinite, tc.max_nonfinite_skips)
   mgr = ckpt_lib.manager(workdir, tc.keep_checkpoints)
   state = trainer.init_state()
-  restored, progress = ckpt_lib.restore_latest(mgr, {**state, "added": trainer.lists.added})
+  restored, progress = ckpt_lib.restore_latest(mgr, {**state, "added": trainer.lists.added},
+                                               quarantine=jax.process_index() == 0)
+  if restored is not None and jax.process_index() == 0:
+    workdir_lib.trim_train_log(workdir, progress["step"])   # no record logged twice
   if restored is not None:
     trainer.lists.added[:] = restored.pop("added")
     state = jax.device_put(restored, NamedSharding(trainer.mesh, P()))
@@ -304,6 +324,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict
                 "recovered": False}
 
   def save():
+    guard.flush()   # a non-finite step raises here, before its state is saved
     ckpt_lib.save(mgr, progress["step"], {**state, "added": trainer.lists.added}, progress)
 
   train_idx = trainer.dataset.split_indices("train")
@@ -343,11 +364,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict
                                             trainer.concept_table, trainer.negated_table)
         progress["step"] += 1
         progress["batch"] = bi + 1
+        guard.observe(progress["step"], stage, metrics)
         window.append(metrics)
         last_of_epoch = bi + 1 == batches_per_epoch
         if progress["step"] % tc.log_every == 0 or last_of_epoch:
+          guard.flush()
           vals = jax.device_get(window)
-          mean = {k: float(np.mean([v[k] for v in vals])) for k in vals[0]}
+          mean = {k: float(np.mean([v[k] for v in vals])) for k in vals[0] if k != "finite"}
           rate = len(window) * tc.batch_size / max(time.time() - t_window, 1e-9)
           record = {"stage": stage, "epoch": progress["epoch"], "step": progress["step"],
                     **mean, "pairs_per_s": rate}
@@ -390,7 +413,14 @@ def main(argv):
   if flags.FLAGS.distributed:
     jax.distributed.initialize()
   config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
-  summary = train(config, workdir)
+  if jax.process_index() != 0:
+    return _run(config, workdir)
+  with workdir_lib.locked(workdir):   # held through the evaluation too
+    _run(config, workdir)
+
+
+def _run(config, workdir) -> None:
+  summary = train(config, workdir, force_new=flags.FLAGS.force_new)
   if config.train.evaluate and not summary.get("stopped"):
     from line_jax import evaluate
     from line_jax.api import LineModel
@@ -407,6 +437,9 @@ def define_flags() -> None:
   config_flags.DEFINE_config_file("config", None, "Config file (get_config()).")
   flags.DEFINE_string("workdir", None, "Work directory (checkpoints, cache, report).")
   flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
+  flags.DEFINE_bool("force_new", False, "Delete the run already in --workdir (checkpoints, "
+                    "logs, report) and start over; without it a work dir of other data or "
+                    "settings is refused.")
   flags.mark_flags_as_required(["config", "workdir"])
 
 

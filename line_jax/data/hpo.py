@@ -60,6 +60,7 @@ import ml_collections
 import numpy as np
 import pyarrow as pa
 
+from line_jax.data import atomic
 from line_jax.data import extract
 from line_jax.data import obo
 from line_jax.data.dataset import write_dataset
@@ -777,9 +778,16 @@ def build_hpo_dataset(root: str, config: Optional[ml_collections.ConfigDict] = N
   """Builds the HPO dataset folder `root` (see the module docstring); returns the stats.
 
   Args:
-    root: the folder to write (created if missing; files in it are replaced).
+    root: the folder to write (created if missing). The files are written into a temporary
+      folder and moved into place when complete (`line_jax.data.atomic`); a folder holding
+      dataset files that no builder made is refused.
     config: `default_config()` or a part of it; missing fields take their defaults.
   """
+  with atomic.build_into(root, "hpo", with_defaults(config).to_dict()) as out:
+    return _build_hpo_dataset(out, config)
+
+
+def _build_hpo_dataset(root: str, config: Optional[ml_collections.ConfigDict]) -> dict:
   started = time.time()
   config = with_defaults(config)
   obo_path = config.obo_path or package_data_path("hp.obo")
