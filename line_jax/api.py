@@ -43,6 +43,7 @@ from line_jax import projection
 from line_jax import state as state_lib
 from line_jax import tables
 from line_jax import teachers
+from line_jax import workdir as workdir_lib
 from line_jax.data import prepare_dataset
 from line_jax.data.dataset import DataError
 from line_jax.search import cosine_top_k
@@ -60,8 +61,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path}: not found; is {workdir} the work dir of a "
                             "`python -m line_jax.train` run?")
-  with open(path) as f:
-    saved = json.load(f)
+  from line_jax import workdir as workdir_lib
+  saved = workdir_lib.read_json(path, "run's config")   # names the file if damaged
   # Over the current defaults, so that a run saved before a field existed gets its default.
   config = config_lib.base_config()
   config.update(saved)
@@ -129,6 +130,7 @@ class LineModel:
     workdir = os.path.abspath(workdir)
     config = config if config is not None else load_config(workdir)
     dataset = prepare_dataset(config)
+    workdir_lib.check_data(workdir, dataset.root)   # the data the checkpoints were made on
     teacher1 = exporter.ensure_teacher(config.teacher1, dataset, workdir)
     teacher2 = exporter.ensure_teacher(config.teacher2, dataset, workdir)
     table = graph_lib.NeighbourTable.from_dataset(dataset, config.graph.symmetric)
@@ -180,6 +182,11 @@ class LineModel:
   def _encoder(self, which: str):
     if which not in self._encoders:
       tcfg = self.config[which]
+      if tcfg.kind == "finetuned":   # its fine-tuned folder, as an HF teacher
+        folder = (getattr(self, which).meta or {}).get("finetuned_dir", "")
+        if folder and os.path.isdir(folder):
+          from line_jax.teachers import finetune
+          tcfg = finetune.hf_teacher_config(tcfg, folder)
       if tcfg.kind != "hf":
         raise TeacherUnavailableError(
             f"{which} is a {tcfg.kind!r} teacher: it cannot embed new strings, only the "

@@ -9,7 +9,8 @@ import ml_collections
 
 def teacher_config(**kw) -> ml_collections.ConfigDict:
   t = ml_collections.ConfigDict()
-  t.kind = "hf"            # "hf" (a Hugging Face BERT folder or name), "precomputed", "synthetic"
+  t.kind = "hf"            # "hf" (a Hugging Face BERT folder or name), "precomputed", "synthetic",
+                           # "finetuned" (`finetune.base` fine-tuned on the dataset, see below)
   t.name = "teacher"       # short name used in the cache folder and the report
   t.model = ""             # HF model name or local folder (kind="hf")
   t.preset = ""            # "bge", "coder", "sapbert", "minilm" or "" (use fields below)
@@ -23,8 +24,45 @@ def teacher_config(**kw) -> ml_collections.ConfigDict:
   t.precomputed = ""       # folder with text/concepts/negated .npy or .parquet (kind="precomputed")
   t.dim = 0                # embedding dimension; 0 = read from the model / files
   t.seed = 0               # kind="synthetic" only
+  t.finetune = finetune_config()   # kind="finetuned" only (line_jax.teachers.finetune)
   t.update(kw)
   return t
+
+
+def finetune_config(**kw) -> ml_collections.ConfigDict:
+  """A concept teacher fine-tuned on the dataset's ontology (teacher kind "finetuned"):
+  contrastive name <-> synonym/layperson/definition training, then weight averaging."""
+  f = ml_collections.ConfigDict()
+  f.base = "all-MiniLM-L6-v2"   # model fine-tuned (name or folder); pooling etc. as the teacher's
+  f.steps = 300                 # optimizer steps (> 0)
+  f.batch_size = 64             # pairs per step; the other pairs of a batch are the negatives
+  f.learning_rate = 1e-4        # AdamW peak, linear warm-up then cosine decay to 0
+  f.warmup_steps = 20
+  f.weight_decay = 0.01
+  f.temperature = 0.05          # InfoNCE temperature on cosine scores
+  f.alpha = 0.5                 # merge weight: alpha * fine-tuned + (1 - alpha) * base
+  f.select_alpha = True         # choose alpha among `alphas` on the validation synonyms
+  f.alphas = [0.0, 0.25, 0.5, 0.75, 1.0]
+  f.relations = ["synonym", "layperson"]   # edges whose tail names the head (positives)
+  f.entry_relations = ["synonym", "layperson", "related", "broad", "narrow"]  # tails are
+                                # entries, not terms: left out of the retrieval candidates
+  f.use_definitions = True      # name <-> definition for train-split definition pairs
+  f.max_definitions = 1000      # at most this many, a fixed random sample (0 = all): a
+                                # definition costs a few synonym pairs
+  f.name_max_length = 32        # tokens of names and synonyms
+  f.definition_max_length = 32  # tokens of definitions (mostly the first sentence)
+  f.buckets = [8, 16, 32]       # padded lengths (static shapes: one compilation each)
+  f.train_embeddings = False    # also train the token/position embedding tables
+  f.train_layers = 0            # train only the top this many layers (0 = all): the frozen
+                                # ones run forward only, no backward pass
+  f.eval_candidates = 4000      # term names the alpha curve ranks each query among (the
+                                # query's term + a fixed random sample; 0 = all terms)
+  f.validation_size = 500       # synonym edges held out (string and edge) to choose alpha
+  f.seed = 0
+  f.checkpoint_every = 50       # steps between orbax checkpoints (a killed run resumes)
+  f.eval_batch_size = 256       # rows per encoder call when scoring the validation set
+  f.update(kw)
+  return f
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -88,6 +126,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.negation_weight = 0.1     # 1.0 pushed negated entries so hard that alignment
                                    # fell below the teachers' (HPO + MiniLM)
   c.loss.negation_delta = 0.3      # 0 < delta <= 0.5 (paper, A.1)
+  c.loss.concept_weight = 0.0      # per-concept InfoNCE: each text vs each concept of its
+                                   # list, against the batch's other concepts, by cosine
+                                   # (losses.concept_contrastive_terms); 0 = off
+  c.loss.concept_temperature = 0.05
+  c.loss.uniformity_weight = 0.0   # uniformity of the batch's concepts under G (Wang and
+                                   # Isola); 0 = off
+  c.loss.uniformity_t = 2.0
 
   c.train = ml_collections.ConfigDict()
   c.train.seed = 0
@@ -101,9 +146,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.prefetch = 2             # batches prepared ahead in a background thread
   c.train.stop_after_steps = 0     # >0: exit after this global step (tests of resumption)
   c.train.evaluate = True          # python -m line_jax.train evaluates at the end
+  c.train.on_nonfinite = "stop"    # a NaN/inf loss or gradient: "stop" (error naming the step
+                                   # and term) or "skip" (that batch's update is dropped, logged)
+  c.train.max_nonfinite_skips = 10  # "skip": more skipped batches than this stop the run
 
   c.recovery = ml_collections.ConfigDict()
   c.recovery.threshold = 0.9       # paper: cosine >= 0.9
+  c.recovery.estimator = "residual"   # "residual" (paper), "completion_gain" or "nearest"
+                                      # (line_jax/eval/retrieval.py)
+  c.recovery.confidence = "score"     # "score" or "margin" (over the runner-up), vs threshold
   c.recovery.top_k = 8             # candidates searched, so that ones already in the list can be skipped
   c.recovery.dictionary_chunk = 8192   # concepts projected per call through G
   c.recovery.pair_block = 32768    # pairs whose residuals are formed and searched at once:
@@ -137,4 +188,34 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.classifier_patience = 20
   c.eval.classifier_standardize = True
   c.eval.classifier_weight_decay = 0.0
+  # Token-level NER protocol (python -m line_jax.evaluate --ner=FILE_OR_DIR); its fields
+  # and defaults are line_jax.eval.ner.default_config().
+  from line_jax.eval import ner  # pylint: disable=g-import-not-at-top
+  c.eval.ner = ner.default_config()
+  # --- transfer protocol (line_jax.eval.transfer): a CNN over concept lists, site A -> B ---
+  c.eval.transfer = ml_collections.ConfigDict(dict(
+      enabled=True, filters=100, batch_size=128, learning_rate=1e-2, tune_learning_rate=1e-3,
+      max_epochs=20, tune_max_epochs=20, patience=2, validation_fraction=0.1,
+      target_fraction=0.1, num_seeds=5, seed=0,
+      site_column="auto",        # "auto": the pairs' `site` column, else `source`
+      site_pattern="",           # regex with one group mapping column values to sites
+      sites=(),                  # the two compared sites; () = the two largest
+      embeddings=("onehot", "teacher1", "teacher2", "line"),
+      without_branch_roots="auto",   # also run without branch roots when label = a group
+      eval_chunk=512))
+  # --- end transfer protocol ---
+  # --- single concepts (line_jax/eval/retrieval.py, realtext.py) ---
+  c.eval.retrieval_ks = [1, 10]     # recall@k of text -> concept / definition -> term
+  c.eval.retrieval_chunk = 256      # texts scored against the whole dictionary at once
+  c.eval.retrieval_by_term = True   # a term's synonym entries count as the term (best of
+                                    # them); False: each entry ranked on its own
+  c.eval.recovery_hit_k = 10        # hit rate of a missing concept among the k best
+  c.eval.recovery_estimators = ["residual", "completion_gain", "nearest"]   # in the report
+  c.eval.recovery_min_precision = 0.5   # operating point: best recall at this precision
+  c.eval.recovery_min_added = 10    # ... among thresholds adding at least this many
+  c.eval.recovery_curve_points = 41
+  c.eval.realtext = ""              # JSONL of real sentences (text + concept ids) to score
+                                    # at evaluation only; "" = none
+  c.eval.realtext_ids_field = "hpo_ids"   # its field with the list of concept ids
+  # --- end ---
   return c

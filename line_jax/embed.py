@@ -201,6 +201,34 @@ def _plan(model, input_path: str, parts: Sequence[str], columns: Dict[str, str],
           "overlong": overlong, "invalid": invalid}
 
 
+OUTPUT_FILES = ("text.npy", "concepts.npy", "meta.json")
+
+
+def check_output_dir(output_dir: str) -> None:
+  """Refuses an output folder that holds anything but an earlier output of this command
+  (a teacher-embedding cache, a dataset, a run's work dir...): it would be overwritten."""
+  if not os.path.isdir(output_dir):
+    return
+  meta_path = os.path.join(output_dir, "meta.json")
+  other = sorted(n for n in os.listdir(output_dir) if n not in OUTPUT_FILES
+                 and not n.endswith(".tmp"))
+  ours = True
+  if os.path.exists(meta_path):
+    try:
+      with open(meta_path) as f:
+        ours = "plan" in json.load(f)      # a teacher cache's meta.json has no "plan"
+    except (OSError, ValueError):
+      ours = False
+  elif any(os.path.exists(os.path.join(output_dir, n)) for n in OUTPUT_FILES):
+    ours = False
+  if other or not ours:
+    raise FileExistsError(
+        f"{output_dir}: holds files that `line_jax.embed` did not write "
+        f"({', '.join(other) or 'meta.json of another kind'}); it might be a teacher-"
+        "embedding cache or other data, and would be overwritten. Choose a new or empty "
+        "--output folder")
+
+
 def embed_parquet(model, input_path: str, output_dir: str, *, chunk_rows: int = 4096,
                   parts: Optional[Sequence[str]] = None, text_column: str = "text",
                   concepts_column: str = "concept_ids", negated_column: str = "negated",
@@ -240,6 +268,7 @@ def embed_parquet(model, input_path: str, output_dir: str, *, chunk_rows: int = 
     model.text_encoder()     # fails now, before anything is written, if texts cannot be
   dictionary_ids = pa.array([str(c) for c in model.dataset.concept_ids], pa.string())
   num_rows = parquet.metadata.num_rows
+  check_output_dir(output_dir)
   os.makedirs(output_dir, exist_ok=True)
   meta_path = os.path.join(output_dir, "meta.json")
   plan = _plan(model, input_path, parts, columns, chunk_rows, overlong, invalid)

@@ -17,13 +17,19 @@ from ml_collections import config_flags
 
 from line_jax import logs
 from line_jax.api import LineModel
+from line_jax.eval import ner
 from line_jax.eval import protocols
+from line_jax.eval import transfer as transfer_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "ml_collections config file; default: the config saved with the model "
     "in --workdir.")
 _WORKDIR = flags.DEFINE_string("workdir", None,
                                "Work dir of the trained model; outputs go there.")
+_ONLY = flags.DEFINE_enum("only", "", ["", "transfer"], "Run one protocol alone "
+                          "(\"transfer\"); its numbers replace that entry of metrics.json.")
+_NER = flags.DEFINE_string("ner", None, "CoNLL/BIO file or folder: run only the token-level "
+                           "NER protocol (line_jax.eval.ner), outputs in WORKDIR/ner")
 flags.mark_flag_as_required("workdir")
 
 
@@ -31,7 +37,15 @@ def main(argv: Sequence[str]) -> None:
   del argv
   logs.setup()
   workdir = _WORKDIR.value
-  result = protocols.run_evaluation(LineModel.load(workdir, _CONFIG.value), workdir)
+  model = LineModel.load(workdir, _CONFIG.value)
+  if _NER.value:   # the token-level NER protocol alone
+    ner.main_for_evaluate(model, _NER.value, workdir)
+    return
+  if _ONLY.value == "transfer":
+    os.makedirs(workdir, exist_ok=True)
+    print(transfer_lib.write_alone(workdir, protocols.transfer_protocol(model, workdir)))
+    return
+  result = protocols.run_evaluation(model, workdir)
   print(json.dumps(result["alignment"]["results"], indent=1))
   print(f"report: {os.path.join(os.path.abspath(workdir), 'report.md')}")
 

@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 from line_jax import precomputed
 from line_jax import synthetic_teacher
 from line_jax import teachers
+from line_jax.teachers import finetune
 from line_jax.data import prepare_dataset
 from line_jax.data.dataset import Dataset, DataError, data_error
 from line_jax.embeddings import (PARTS, TeacherEmbeddings, cache_key, check_finite,
@@ -85,11 +86,16 @@ def key_fields(teacher_cfg, dataset: Dataset) -> dict:
     model = "precomputed:" + folder + ":" + json.dumps(stamps)
     return dict(model=model, pooling="precomputed", max_length=0, normalize=False,
                 data_hash=data_hash)
+  if kind == "finetuned":   # keyed on the fine-tuned model's own key (base + data + settings)
+    enc = finetune.encoder_settings(teacher_cfg, finetune.read_settings(teacher_cfg).base)
+    return dict(model="finetuned:" + finetune.finetune_key(teacher_cfg, dataset),
+                pooling=enc.pooling, max_length=enc.max_length, normalize=enc.normalize,
+                data_hash=data_hash)
   if kind == "synthetic":
     return dict(model=f"synthetic-{teacher_cfg.get('seed', 0)}-{teacher_cfg.get('dim', 0)}",
                 pooling="none", max_length=0, normalize=True, data_hash=data_hash)
   raise ValueError(f"teacher {teacher_cfg.get('name')!r}: field 'kind': {kind!r} is not "
-                   "'hf', 'precomputed' or 'synthetic'")
+                   "'hf', 'finetuned', 'precomputed' or 'synthetic'")
 
 
 def teacher_cache_dir(teacher_cfg, dataset: Dataset, workdir: str) -> str:
@@ -113,7 +119,7 @@ def _satisfies(meta: Optional[dict], teacher_cfg) -> bool:
   kind = teacher_cfg.get("kind", "hf")
   if kind != "synthetic" and meta.get("dtype") != storage_dtype(teacher_cfg).name:
     return False
-  if kind == "hf" and negated_mode(teacher_cfg) == "all":
+  if kind in ("hf", "finetuned") and negated_mode(teacher_cfg) == "all":
     return meta.get("negated_rows") == "all"
   return True
 
@@ -189,6 +195,10 @@ def ensure_teacher_embeddings(teacher_cfg, dataset: Dataset, workdir: str, *,
     meta = dict(fields, kind=kind, teacher=teacher_cfg.get("name"), key=key)
     if kind == "hf":
       meta.update(_export_hf(teacher_cfg, dataset, path, encoder, shard_rows, progress_bar))
+    elif kind == "finetuned":   # fine-tune first (cached), then export as kind hf
+      folder = finetune.ensure_finetuned(teacher_cfg, dataset, workdir)
+      meta.update(_export_hf(finetune.hf_teacher_config(teacher_cfg, folder), dataset, path,
+                             encoder, shard_rows, progress_bar), finetuned_dir=folder)
     elif kind == "precomputed":
       meta.update(precomputed.import_precomputed(teacher_cfg, dataset, path))
     else:

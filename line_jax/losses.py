@@ -75,3 +75,60 @@ def negation_terms(positive: jnp.ndarray, negated: jnp.ndarray, weight: jnp.ndar
   weight = weight.astype(jnp.float32)
   terms = jax.nn.softplus(cosine(positive, negated) - delta)
   return jnp.sum(weight * terms), jnp.sum(weight)
+
+
+def concept_contrastive_terms(texts: jnp.ndarray, concepts: jnp.ndarray,
+                              concept_mask: jnp.ndarray, occ_slot: jnp.ndarray,
+                              occ_mask: jnp.ndarray, temperature: float):
+  """Per-concept InfoNCE: each text against each concept of its own list, by cosine.
+
+  For pair i and each listed (positive) concept p of it, with s_ik = cos(t_i, g_k) / tau:
+    -log( exp(s_ip) / (exp(s_ip) + sum_{k not in list_i} exp(s_ik)) ).
+  The candidates k are the device's in-batch concepts (`concepts`, one row per distinct
+  concept); the other concepts of the same list are left out of the denominator (they are
+  positives of that text too), so a list's concepts do not compete with each other. This
+  puts every single concept near the texts that mention it, which the list-mean alignment
+  loss alone does not ask for.
+
+  Args:
+    texts: [b, d] projected texts (any norm; compared by cosine).
+    concepts: [U, d] G of the device's distinct in-batch concepts (any norm).
+    concept_mask: [U] which rows are real.
+    occ_slot: [b, M] row of `concepts` of each listed concept.
+    occ_mask: [b, M] which entries are real positives (padding, negated mentions and
+      padded pairs False).
+    temperature: tau > 0.
+  Returns:
+    (sum of terms, number of (pair, listed concept) terms).
+  """
+  b, u = texts.shape[0], concepts.shape[0]
+  t = texts * jax.lax.rsqrt(jnp.maximum(jnp.sum(texts * texts, -1, keepdims=True), 1e-24))
+  g = concepts * jax.lax.rsqrt(jnp.maximum(jnp.sum(concepts * concepts, -1, keepdims=True),
+                                           1e-24))
+  logits = (t @ g.T) / temperature                                       # [b, U]
+  in_list = jnp.zeros((b, u), bool).at[jnp.arange(b)[:, None],
+                                       jnp.where(occ_mask, occ_slot, u)].set(True, mode="drop")
+  negative = concept_mask[None, :] & ~in_list
+  # A finite floor rather than -inf: a text with no negative gets terms of ~0 and no NaN.
+  neg_lse = jax.nn.logsumexp(jnp.where(negative, logits, -1e9), axis=1)  # [b]
+  positive = jnp.take_along_axis(logits, jnp.clip(occ_slot, 0, u - 1), axis=1)   # [b, M]
+  terms = jnp.logaddexp(positive, neg_lse[:, None]) - positive
+  return jnp.sum(jnp.where(occ_mask, terms, 0.0)), jnp.sum(occ_mask).astype(jnp.float32)
+
+
+def uniformity_terms(x: jnp.ndarray, mask: jnp.ndarray, t: float = 2.0):
+  """Uniformity of the rows of x on the sphere (Wang and Isola, 2020):
+    log mean_{i != j, both real} exp(-t ||x_i/|x_i| - x_j/|x_j|||^2).
+
+  Lower is more spread out. Not a sum over terms, so it comes back as (value, 1) when at
+  least two rows are real (else (0, 0)): over devices, the mean of the devices' values.
+  """
+  z = x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, -1, keepdims=True), 1e-24))
+  sq = jnp.maximum(2.0 - 2.0 * z @ z.T, 0.0)
+  n = x.shape[0]
+  valid = mask[:, None] & mask[None, :] & ~jnp.eye(n, dtype=bool)
+  count = jnp.sum(valid)
+  lse = jax.nn.logsumexp(jnp.where(valid, -t * sq, -1e9))
+  ok = count > 0
+  value = jnp.where(ok, lse - jnp.log(jnp.maximum(count, 1).astype(jnp.float32)), 0.0)
+  return value, ok.astype(jnp.float32)

@@ -6,6 +6,12 @@ dictionary concept with the highest cosine to e_i is added to the pair's list if
 reaches `recovery.threshold` and it is not already in the list. The search is
 `line_jax.search.search_topk` (batched matmul + lax.top_k, chunked, sharded over devices); we
 take the `recovery.top_k` best so that candidates already in the list can be skipped.
+`recovery.estimator` / `recovery.confidence` choose another scoring (the completion gain,
+the margin over the runner-up: line_jax.eval.retrieval); that scoring, and the paper's where
+dictionary entries group into terms (a synonym entry of a listed term is then no candidate),
+runs on the host over terms, adding the term's own entry. Where the dataset has synthetic
+validation pairs, their additions are checked against the true lists and logged
+(`validation` in the returned info: how many pairs gained a concept, precision, recall).
 The dictionary holds the positive concepts only: negated entries stand for an absence the
 text states explicitly, which a residual of missed words should not be matched to.
 
@@ -107,6 +113,26 @@ def _recover(params, lists, text, table, concept_table, negated_table, config, p
       positive, min(int(rc.top_k), dataset.num_concepts), normalize=True,
       devices=jax.local_devices(),   # multi-host: every process recovers the same lists
       **search_lib.search_config_kwargs(config.search))
+  estimator = str(rc.get("estimator", "residual"))
+  confidence = str(rc.get("confidence", "score"))
+  groups = term_groups(dataset)
+  # The paper's search over dictionary entries, unless another estimator or confidence is
+  # configured or entries group into terms (then a synonym entry of a listed term is no
+  # candidate): the term-level scoring of line_jax.eval.retrieval, which evaluation reports.
+  by_term = (estimator, confidence) != ("residual", "score") or (
+      groups.num_groups < dataset.num_concepts)
+
+  def block_additions(rows):
+    text_proj = projection.project_texts(params, text, rc.dictionary_chunk, normalize,
+                                         rows=rows)
+    padded = lists.padded(rows)
+    residuals = pair_residuals(padded, text_proj, positive, neg_concepts, neg_rows)
+    if not by_term:
+      scores, candidates = dictionary.search(residuals)
+      return choose_additions(scores, candidates, padded, float(rc.threshold)), scores[:, 0]
+    return term_additions(text_proj, text_proj - residuals, padded, positive, groups,
+                          estimator, confidence, float(rc.threshold))
+
   pair_idx = np.sort(pair_idx)
   added = np.full(dataset.num_pairs, -1, np.int32)
   best = np.zeros(len(pair_idx), np.float32)
@@ -114,18 +140,71 @@ def _recover(params, lists, text, table, concept_table, negated_table, config, p
   started = time.perf_counter()
   for first in range(0, len(pair_idx), block):
     rows = pair_idx[first:first + block]
-    text_proj = projection.project_texts(params, text, rc.dictionary_chunk, normalize, rows=rows)
-    padded = lists.padded(rows)
-    residuals = pair_residuals(padded, text_proj, positive, neg_concepts, neg_rows)
-    scores, candidates = dictionary.search(residuals)
-    added[rows] = choose_additions(scores, candidates, padded, float(rc.threshold))
-    best[first:first + len(rows)] = scores[:, 0]
+    added[rows], best[first:first + len(rows)] = block_additions(rows)
     if len(pair_idx) > block:
       logging.info("recovery: %d/%d pairs searched, %.1f s", first + len(rows),
                    len(pair_idx), time.perf_counter() - started)
   gained = int((added >= 0).sum())
   info = dict(pairs=int(len(pair_idx)), gained=gained, threshold=float(rc.threshold),
+              estimator=estimator, confidence=confidence, by_term=bool(by_term),
               mean_best_cosine=float(best.mean()) if len(best) else 0.0)
-  logging.info("recovery: %d of %d pairs gained a concept (threshold %.3f, mean best cosine "
-               "%.3f)", gained, len(pair_idx), rc.threshold, info["mean_best_cosine"])
+  logging.info("recovery: %d of %d pairs gained a concept (%s, %s >= %.4f, mean best %.3f)",
+               gained, len(pair_idx), estimator, confidence, rc.threshold,
+               info["mean_best_cosine"])
+  check = validation_pairs(dataset)
+  if len(check):
+    check_added = np.concatenate([block_additions(check[s:s + block])[0]
+                                  for s in range(0, len(check), block)])
+    info["validation"] = addition_precision(dataset, check, check_added, groups)
+    v = info["validation"]
+    logging.info("recovery on the %d synthetic validation pairs: %d gained a concept, "
+                 "precision %s against their true lists (%d of %d missing concepts)",
+                 len(check), v["added"], "n/a" if v["precision"] is None else
+                 f"{v['precision']:.3f}", v["correct"], v["missing"])
   return added, info
+
+
+def term_groups(dataset):
+  from line_jax.eval import retrieval  # pylint: disable=g-import-not-at-top
+  return retrieval.dataset_groups(dataset)
+
+
+def term_additions(text_proj: np.ndarray, proxies: np.ndarray, padded_lists, positive,
+                   groups, estimator: str, confidence: str, threshold: float):
+  """(added concept [P] or -1, confidence [P]): the best term not listed yet (in either
+  polarity) by `estimator`, added as its representative entry when `confidence` of it
+  reaches `threshold` (line_jax.eval.retrieval)."""
+  from line_jax.eval import retrieval  # pylint: disable=g-import-not-at-top
+  idx, _, real = padded_lists
+  offsets = np.zeros(len(idx) + 1, np.int64)
+  np.cumsum(real.sum(axis=1), out=offsets[1:])
+  cand, best = retrieval.recovery_candidates(text_proj, proxies, offsets, idx[real], positive,
+                                             estimator, groups, top_k=2)
+  conf = retrieval.confidence_of(best, confidence)
+  take = (conf >= threshold) & (cand[:, 0] >= 0)
+  added = np.where(take, groups.representative[np.maximum(cand[:, 0], 0)], -1)
+  return added.astype(np.int32), np.where(np.isfinite(conf), conf, 0.0).astype(np.float32)
+
+
+def validation_pairs(dataset) -> np.ndarray:
+  """The synthetic validation pairs (true lists known), where additions are checked."""
+  if dataset.synthetic is None or dataset.true_offsets is None:
+    return np.zeros(0, np.int64)
+  valid = dataset.split_indices("valid")
+  return valid[np.asarray(dataset.synthetic, bool)[valid]]
+
+
+def addition_precision(dataset, pair_idx: np.ndarray, added: np.ndarray, groups) -> dict:
+  """How many of the additions to `pair_idx` are true terms their lists miss."""
+  correct = missing = 0
+  for p, a in zip(pair_idx, added):
+    listed = set(groups.group_of[dataset.concept_flat[
+        dataset.concept_offsets[p]:dataset.concept_offsets[p + 1]]].tolist())
+    true = set(groups.group_of[dataset.true_flat[
+        dataset.true_offsets[p]:dataset.true_offsets[p + 1]]].tolist()) - listed
+    missing += len(true)
+    correct += int(a >= 0 and groups.group_of[a] in true)
+  n = int((added >= 0).sum())
+  return dict(pairs=int(len(pair_idx)), added=n, correct=correct, missing=missing,
+              precision=correct / n if n else None,      # None: strict JSON, no NaN
+              recall=correct / missing if missing else None)

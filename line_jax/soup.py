@@ -47,7 +47,7 @@ COMPARED_METRICS = (
 )
 # Teacher fields that change what the cached embeddings are.
 _TEACHER_FIELDS = ("kind", "model", "preset", "pooling", "normalize", "max_length",
-                   "precomputed", "dim", "seed")
+                   "precomputed", "dim", "seed", "finetune")
 
 
 class SoupError(ValueError):

@@ -20,6 +20,7 @@ from ml_collections import config_flags
 
 from line_jax import logs
 from line_jax import trainer
+from line_jax import workdir as workdir_lib
 from line_jax.api import LineModel
 from line_jax.eval import protocols
 
@@ -27,6 +28,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_conf
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory (checkpoints, cache, report).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Call jax.distributed.initialize() (multi-host).")
+_FORCE_NEW = flags.DEFINE_bool("force_new", False, "Delete the run already in --workdir "
+                               "(checkpoints, logs, report) and start over; without it a "
+                               "work dir of other data or settings is refused.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -36,7 +40,14 @@ def main(argv: Sequence[str]) -> None:
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
   config, workdir = _CONFIG.value, _WORKDIR.value
-  summary = trainer.train(config, workdir)
+  if jax.process_index() != 0:
+    return _run(config, workdir)
+  with workdir_lib.locked(workdir):   # held through the evaluation too
+    _run(config, workdir)
+
+
+def _run(config, workdir: str) -> None:
+  summary = trainer.train(config, workdir, force_new=_FORCE_NEW.value)
   if config.train.evaluate and not summary.get("stopped"):
     protocols.run_evaluation(LineModel.load(workdir, config), workdir)
     summary["report"] = os.path.join(os.path.abspath(workdir), "report.md")

@@ -27,6 +27,7 @@ from line_jax import checkpoint as ckpt_lib
 from line_jax import exporter
 from line_jax import files
 from line_jax import graph as graph_lib
+from line_jax import guards
 from line_jax import host_memory
 from line_jax import kernels
 from line_jax import losses as losses_lib
@@ -35,6 +36,7 @@ from line_jax import pipeline
 from line_jax import recovery as recovery_lib
 from line_jax import state as state_lib
 from line_jax import tables
+from line_jax import workdir as workdir_lib
 from line_jax.data import prepare_dataset
 
 AXIS = "data"
@@ -68,7 +70,10 @@ class LossSettings:
     slope: the graph attention's leaky-ReLU slope.
     margin, relational_margin, negation_delta: the three losses' margins.
     per_pair: alignment hinge terms summed per pair, then averaged over pairs.
-    weights: (alignment, relational, negation) weights of the total.
+    weights: (alignment, relational, negation, per-concept, uniformity) weights of the
+      total.
+    concept_temperature: the per-concept InfoNCE temperature.
+    uniformity_t: the uniformity term's t.
     cpu_kernel: G's edge attention on the fused CPU kernel.
     kernel_threads: that kernel's threads per device.
   """
@@ -79,6 +84,8 @@ class LossSettings:
   negation_delta: float
   per_pair: bool
   weights: tuple
+  concept_temperature: float
+  uniformity_t: float
   cpu_kernel: bool
   kernel_threads: int
 
@@ -92,14 +99,24 @@ class LossSettings:
     return cls(normalize=bool(lc.normalize), slope=float(config.model.leaky_relu_slope),
                margin=lc.margin, relational_margin=lc.relational_margin,
                negation_delta=lc.negation_delta, per_pair=lc.align_reduction == "per_pair",
-               weights=(lc.align_weight, lc.relational_weight, lc.negation_weight),
+               weights=(lc.align_weight, lc.relational_weight, lc.negation_weight,
+                        lc.concept_weight, lc.uniformity_weight),
+               concept_temperature=float(lc.concept_temperature),
+               uniformity_t=float(lc.uniformity_t),
                cpu_kernel=cpu_kernel, kernel_threads=threads)
+
+  @property
+  def needs_receivers(self) -> bool:
+    """The per-concept or uniformity term is on: they read G of the batch's concepts."""
+    return bool(self.weights[3] or self.weights[4])
 
 
 def project_batch(params, batch: dict, concept_table, negated_table, num_types: int,
                   settings: LossSettings):
   """One device's batch through LINE: (F(t) [b, d], the pairs' mean G [b, d], G of the
-  positive slots the relational and negation losses use, G of the negated slots)."""
+  positive slots the relational and negation losses use, G of the negated slots, and
+  W_c of every positive receiver [U, d] (unnormalised, no negation projector) where
+  `settings.needs_receivers`, else None)."""
   normalize = settings.normalize
   num_receivers = batch["receiver_real"].shape[0]
   num_negated = batch["neg_weight"].shape[0]
@@ -147,7 +164,8 @@ def project_batch(params, batch: dict, concept_table, negated_table, num_types: 
   if not normalize:
     c_mean = (projected[:nm] + neg_out[:nm]
               + (neg_w.sum(1, keepdims=True) / count) * pn["b"])
-  return t, c_mean, g_pos, g_neg
+  g_receivers = pooled[:u] @ wc if settings.needs_receivers else None
+  return t, c_mean, g_pos, g_neg, g_receivers
 
 
 def make_loss_fn(config, num_types: int, mesh, cpu_kernel: bool = False):
@@ -161,8 +179,8 @@ def make_loss_fn(config, num_types: int, mesh, cpu_kernel: bool = False):
     batch = jax.tree.map(lambda x: x[0], batch)      # this device's shard
     b = batch["pair_mask"].shape[0]
     rs = batch["rel_head"].shape[0]
-    t, c_mean, g_pos, g_neg = project_batch(params, batch, concept_table, negated_table,
-                                            num_types, settings)
+    t, c_mean, g_pos, g_neg, g_recv = project_batch(params, batch, concept_table,
+                                                    negated_table, num_types, settings)
     texts = jax.lax.all_gather(t, AXIS, tiled=True)
     text_mask = jax.lax.all_gather(batch["pair_mask"], AXIS, tiled=True)
     first = jax.lax.axis_index(AXIS) * b
@@ -173,8 +191,20 @@ def make_loss_fn(config, num_types: int, mesh, cpu_kernel: bool = False):
                                     batch["rel_mask"], settings.relational_margin)
     n = losses_lib.negation_terms(g_pos[3 * rs:], g_neg, batch["neg_weight"],
                                   settings.negation_delta)
-    sums = jax.lax.psum(jnp.stack([a[0], r[0], n[0]]), AXIS)
-    counts = jax.lax.psum(jnp.stack([a[1], r[1], n[1]]), AXIS)
+    # Per-concept and uniformity terms (line_jax.losses; off at weight 0) over G of the
+    # shard's distinct positive concepts.
+    cu = uni = (jnp.zeros(()), jnp.zeros(()))
+    if g_recv is not None:
+      u = g_recv.shape[0]
+      recv_real = batch["receiver_real"][:u]
+      if settings.weights[3]:
+        cu = losses_lib.concept_contrastive_terms(
+            t, g_recv, recv_real, batch["occ_slot"],
+            batch["occ_mask"] & (batch["occ_slot"] < u), settings.concept_temperature)
+      if settings.weights[4]:
+        uni = losses_lib.uniformity_terms(g_recv, recv_real, settings.uniformity_t)
+    sums = jax.lax.psum(jnp.stack([a[0], r[0], n[0], cu[0], uni[0]]), AXIS)
+    counts = jax.lax.psum(jnp.stack([a[1], r[1], n[1], cu[1], uni[1]]), AXIS)
     parts = sums / jnp.maximum(counts, 1.0)
     return jnp.sum(jnp.asarray(settings.weights) * parts), parts
 
@@ -192,7 +222,10 @@ def make_train_step(config, num_types, mesh, optimizer, cpu_kernel: bool = False
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     new_state = {"params": optax.apply_updates(state["params"], updates),
                  "opt_state": opt_state, "step": state["step"] + 1}
-    metrics = {"loss": loss, "align": parts[0], "relational": parts[1], "negation": parts[2]}
+    new_state, finite = guards.guard_step(state, new_state, loss, grads,   # NaN guard
+                                          config.train.on_nonfinite == "skip")
+    metrics = {"loss": loss, "align": parts[0], "relational": parts[1], "negation": parts[2],
+               "concept": parts[3], "uniformity": parts[4], "finite": finite}
     return new_state, metrics
 
   return jax.jit(train_step, donate_argnums=0)
@@ -264,17 +297,33 @@ def _write_json(path: str, obj: Any) -> None:
     files.write_json(path, obj)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict:
-  """Runs (or resumes) the two-stage training; returns a summary dict."""
-  trainer = Trainer(config, workdir, devices)
+def train(config: ml_collections.ConfigDict, workdir: str, devices=None,
+          force_new: bool = False) -> dict:
+  """Runs (or resumes) the two-stage training; returns a summary dict.
+
+  The work dir is locked for the run and must hold a run of the same data and settings, or
+  none (`line_jax.workdir`); force_new=True deletes a previous run there and starts over."""
+  guards.check_mode(config.train.on_nonfinite)
+  if jax.process_index() != 0:
+    return _train(config, workdir, devices, force_new)
+  with workdir_lib.locked(workdir):
+    return _train(config, workdir, devices, force_new)
+
+
+def _train(config, workdir, devices, force_new) -> dict:
+  dataset = prepare_dataset(config)
+  if jax.process_index() == 0:   # refuses a mismatching work dir before writing anything
+    workdir_lib.check_and_record(workdir, config, dataset.root, force_new)
+  trainer = Trainer(config, workdir, devices, dataset=dataset)
   workdir = trainer.workdir
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=1))
   tc = config.train
+  guard = guards.NonFiniteGuard(tc.on_nonfinite, tc.max_nonfinite_skips)
   mgr = ckpt_lib.manager(workdir, tc.keep_checkpoints)
   state = trainer.init_state()
-  restored, progress = ckpt_lib.restore_latest(mgr, {**state, "added": trainer.lists.added})
+  restored, progress = ckpt_lib.restore_latest(mgr, {**state, "added": trainer.lists.added},
+                                               quarantine=jax.process_index() == 0)
+  if restored is not None and jax.process_index() == 0:
+    workdir_lib.trim_train_log(workdir, progress["step"])   # no record logged twice
   if restored is not None:
     trainer.lists.added[:] = restored.pop("added")
     state = jax.device_put(restored, NamedSharding(trainer.mesh, P()))
@@ -284,6 +333,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict
     progress = state_lib.new_progress(tc.seed)
 
   def save():
+    guard.flush()   # a non-finite step raises here, before its state is saved
     ckpt_lib.save(mgr, progress["step"], {**state, "added": trainer.lists.added}, progress)
 
   train_idx = trainer.dataset.split_indices("train")
@@ -323,11 +373,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict
                                             trainer.concept_table, trainer.negated_table)
         progress["step"] += 1
         progress["batch"] = bi + 1
+        guard.observe(progress["step"], stage, metrics)
         window.append(metrics)
         last_of_epoch = bi + 1 == batches_per_epoch
         if progress["step"] % tc.log_every == 0 or last_of_epoch:
+          guard.flush()
           vals = jax.device_get(window)
-          mean = {k: float(np.mean([v[k] for v in vals])) for k in vals[0]}
+          mean = {k: float(np.mean([v[k] for v in vals])) for k in vals[0] if k != "finite"}
           rate = len(window) * tc.batch_size / max(time.time() - t_window, 1e-9)
           record = {"stage": stage, "epoch": progress["epoch"], "step": progress["step"],
                     **mean, "pairs_per_s": rate}

@@ -164,6 +164,23 @@ class HpoSliceBuildTest(parameterized.TestCase):
                      self.stats["vignettes"])
     self.assertLessEqual(len({p["label"] for p in self.pairs}), self.config.num_label_classes)
 
+  def test_every_definition_lists_its_defined_term(self):
+    definitions = [p for p in self.pairs if p["source"] == "definition"]
+    self.assertEqual(self.stats["definitions_dropped_no_concept"], 0)
+    self.assertLen(definitions, self.stats["definitions"])
+    for p in definitions:
+      self.assertEqual(p["concept_ids"].count(p["source_id"]), 1)   # extracted, or added
+      self.assertFalse(p["negated"][p["concept_ids"].index(p["source_id"])])
+    self.assertGreater(self.stats["definitions_term_added"], 0)
+
+  def test_definitions_without_their_term(self):
+    config = hpo.with_defaults(self.config)
+    config.definitions_list_term = False
+    root = os.path.join(self.create_tempdir().full_path, "hpo")
+    stats = hpo.build_hpo_dataset(root, config)
+    self.assertGreater(stats["definitions_dropped_no_concept"], 0)
+    self.assertNotIn("definitions_term_added", stats)
+
   def test_vignettes_are_marked_synthetic_with_truth(self):
     vignettes = [p for p in self.pairs if p["source"] == "vignette"]
     self.assertNotEmpty(vignettes)

@@ -28,6 +28,31 @@ def np_cos(a, b):
   return np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
+def np_concept_contrastive(t, g, g_mask, occ_slot, occ_mask, tau):
+  """Loop reference: -log softmax of the own concept among itself + off-list concepts."""
+  total, count = 0.0, 0
+  for i in range(len(t)):
+    listed = {int(occ_slot[i, m]) for m in range(occ_slot.shape[1]) if occ_mask[i, m]}
+    for m in range(occ_slot.shape[1]):
+      if not occ_mask[i, m]:
+        continue
+      p = int(occ_slot[i, m])
+      den = np.exp(np_cos(t[i], g[p]) / tau)
+      for k in range(len(g)):
+        if g_mask[k] and k not in listed:
+          den += np.exp(np_cos(t[i], g[k]) / tau)
+      total += -np.log(np.exp(np_cos(t[i], g[p]) / tau) / den)
+      count += 1
+  return total, count
+
+
+def np_uniformity(x, mask, t):
+  z = x / np.linalg.norm(x, axis=1, keepdims=True)
+  vals = [np.exp(-t * np.sum((z[i] - z[j]) ** 2)) for i in range(len(x)) for j in range(len(x))
+          if i != j and mask[i] and mask[j]]
+  return np.log(np.mean(vals))
+
+
 class LossTest(parameterized.TestCase):
 
   @parameterized.parameters((8, 5, 0.1), (16, 12, 1.0), (3, 4, 0.5))
@@ -105,6 +130,68 @@ class LossTest(parameterized.TestCase):
       args = tuple(jnp.asarray(x, jnp.float64) for x in (c, t, h, tl, cr))
       jtu.check_grads(total, args, order=1, modes=["rev"], atol=1e-5, rtol=1e-5, eps=1e-6)
 
+
+  @parameterized.parameters((0.05, 0), (0.5, 1), (1.0, 2))
+  def test_concept_contrastive_matches_numpy(self, tau, seed):
+    rng = np.random.default_rng(seed)
+    b, m, u, d = 5, 4, 9, 6
+    t, g = rng.normal(size=(b, d)), rng.normal(size=(u, d))
+    g_mask = np.ones(u, bool)
+    g_mask[-2:] = False                                   # padded concept rows
+    occ_slot = rng.integers(0, u - 2, size=(b, m)).astype(np.int32)
+    occ_mask = rng.random((b, m)) > 0.3
+    occ_mask[0] = False                                    # a padded pair
+    s, k = losses.concept_contrastive_terms(
+        jnp.asarray(t, jnp.float32), jnp.asarray(g, jnp.float32), jnp.asarray(g_mask),
+        jnp.asarray(occ_slot), jnp.asarray(occ_mask), tau)
+    ref_s, ref_k = np_concept_contrastive(t, g, g_mask, occ_slot, occ_mask, tau)
+    self.assertEqual(int(k), ref_k)
+    np.testing.assert_allclose(float(s), ref_s, rtol=2e-5, atol=1e-5)
+
+  def test_concept_contrastive_list_mates_do_not_compete(self):
+    # Text 0 lists concepts 0 and 1 (both equal to it) and the only other concept is
+    # orthogonal: the loss is log(1 + exp(-1/tau)) per listed concept, not log 2 more.
+    t = np.array([[1.0, 0.0]])
+    g = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    s, k = losses.concept_contrastive_terms(
+        jnp.asarray(t), jnp.asarray(g), jnp.ones(3, bool), jnp.asarray([[0, 1]]),
+        jnp.ones((1, 2), bool), 0.5)
+    self.assertEqual(int(k), 2)
+    np.testing.assert_allclose(float(s), 2 * np.log1p(np.exp(-2.0)), rtol=1e-6)
+
+  def test_concept_contrastive_without_negatives_is_zero_not_nan(self):
+    val, grad = jax.value_and_grad(lambda t: losses.concept_contrastive_terms(
+        t, jnp.eye(2), jnp.ones(2, bool), jnp.asarray([[0, 1]]), jnp.ones((1, 2), bool),
+        0.1)[0])(jnp.ones((1, 2)))
+    self.assertAlmostEqual(float(val), 0.0, places=6)
+    self.assertTrue(np.all(np.isfinite(np.asarray(grad))))
+
+  @parameterized.parameters(1.0, 2.0)
+  def test_uniformity_matches_numpy(self, temp):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(7, 3))
+    mask = np.array([1, 1, 1, 0, 1, 1, 0], bool)
+    v, k = losses.uniformity_terms(jnp.asarray(x, jnp.float32), jnp.asarray(mask), temp)
+    np.testing.assert_allclose(float(v), np_uniformity(x, mask, temp), rtol=1e-5)
+    self.assertEqual(float(k), 1.0)
+    v, k = losses.uniformity_terms(jnp.asarray(x, jnp.float32), jnp.asarray(mask & False),
+                                   temp)
+    self.assertEqual((float(v), float(k)), (0.0, 0.0))
+
+  def test_finite_difference_gradients_of_concept_terms(self):
+    rng = np.random.default_rng(6)
+    t, g = rng.normal(size=(4, 5)), rng.normal(size=(7, 5))
+    occ_slot = jnp.asarray([[0, 1, 0], [2, 0, 0], [3, 4, 5], [6, 0, 0]])
+    occ_mask = jnp.asarray([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 0, 0]], bool)
+    g_mask = jnp.ones(7, bool)
+
+    def total(t, g):
+      c = losses.concept_contrastive_terms(t, g, g_mask, occ_slot, occ_mask, 0.3)[0]
+      return c + losses.uniformity_terms(g, g_mask, 2.0)[0]
+
+    with jax.enable_x64(True):
+      args = tuple(jnp.asarray(x, jnp.float64) for x in (t, g))
+      jtu.check_grads(total, args, order=1, modes=["rev"], atol=1e-5, rtol=1e-5, eps=1e-6)
 
 if __name__ == "__main__":
   absltest.main()

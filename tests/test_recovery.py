@@ -57,6 +57,41 @@ class RecoveryTest(parameterized.TestCase):
                                    jnp.asarray(x, jnp.float32), cfg, np.arange(4))
     np.testing.assert_array_equal(added, [10, -1, -1, -1])
     self.assertEqual(info["gained"], 1)
+    self.assertFalse(info["by_term"])
+    # The completion gain finds the same missing concept of p0, and skips p2's listed C3.
+    cfg.recovery.estimator = "completion_gain"
+    cfg.recovery.threshold = 0.05
+    added, info = recovery.recover(params, lists, text, table, jnp.asarray(x, jnp.float32),
+                                   jnp.asarray(x, jnp.float32), cfg, np.arange(4))
+    self.assertTrue(info["by_term"])
+    self.assertEqual(added[0], 10)
+    self.assertEqual(added[2], 20)
+    self.assertNotIn(added[1], (2,))
+    # The margin over the runner-up: p3's 0.8 vs 0.6 is no clear winner.
+    cfg.recovery.estimator = "residual"
+    cfg.recovery.confidence = "margin"
+    cfg.recovery.threshold = 0.3
+    added, info = recovery.recover(params, lists, text, table, jnp.asarray(x, jnp.float32),
+                                   jnp.asarray(x, jnp.float32), cfg, np.arange(4))
+    self.assertEqual(added[0], 10)
+    self.assertEqual(added[3], -1)
+
+  def test_addition_precision_against_true_lists(self):
+    ids = ["C0", "C1", "C2", "C3"]
+    pairs = dict(pair_id=["p0", "p1", "p2"], text=["a", "b", "c"],
+                 concept_ids=[["C0"], ["C1"], ["C2"]], negated=[[False]] * 3,
+                 rho=[1.0] * 3, split=["valid"] * 3,
+                 true_concept_ids=[["C0", "C3"], ["C1", "C2"], ["C2"]],
+                 synthetic=[True, True, False])
+    root = os.path.join(self.create_tempdir().full_path, "d")
+    ds_lib.write_dataset(root, dict(concept_id=ids, name=ids),
+                         dict(head_id=["C0"], tail_id=["C1"], relation=["r"]), pairs)
+    ds = ds_lib.load_dataset(root)
+    check = recovery.validation_pairs(ds)
+    np.testing.assert_array_equal(check, [0, 1])
+    out = recovery.addition_precision(ds, check, np.array([3, 0]), recovery.term_groups(ds))
+    self.assertEqual((out["added"], out["correct"], out["missing"]), (2, 1, 2))
+    self.assertAlmostEqual(out["precision"], 0.5)
 
   def test_project_concepts_is_chunk_invariant(self):
     rng = np.random.default_rng(1)

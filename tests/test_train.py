@@ -145,6 +145,8 @@ class LossFunctionTest(parameterized.TestCase):
     config = test_config.get_config()
     config.loss.relational_margin = 1.5     # every relational hinge active
     config.loss.normalize = normalize
+    config.loss.concept_weight = 0.7
+    config.loss.uniformity_weight = 0.3
     inputs = loss_inputs(config)
     ds, mesh = inputs["dataset"], inputs["mesh"]
     concept_table, negated_table = inputs["concept_table"], inputs["negated_table"]
@@ -174,11 +176,18 @@ class LossFunctionTest(parameterized.TestCase):
     u = num_receivers - b["neg_weight"].shape[0]
     n = losses.negation_terms(g[b["neg_pos_slot"]], g[u:], b["neg_weight"],
                               lc.negation_delta)
-    ref = np.array([float(x[0]) / max(float(x[1]), 1.0) for x in (a, r, n)])
+    positive_occ = b["occ_mask"] & (b["occ_slot"] < u)
+    c = losses.concept_contrastive_terms(jnp.asarray(t), jnp.asarray(g[:u]),
+                                         b["receiver_real"][:u], b["occ_slot"], positive_occ,
+                                         lc.concept_temperature)
+    un = losses.uniformity_terms(jnp.asarray(g[:u]), b["receiver_real"][:u], lc.uniformity_t)
+    ref = np.array([float(x[0]) / max(float(x[1]), 1.0) for x in (a, r, n, c, un)])
     self.assertGreater(ref[1], 0)
     self.assertGreater(ref[2], 0)
-    np.testing.assert_allclose(np.asarray(parts), ref, rtol=5e-5, atol=1e-6)
-    weights = np.array([lc.align_weight, lc.relational_weight, lc.negation_weight])
+    self.assertGreater(ref[3], 0)
+    np.testing.assert_allclose(np.asarray(parts), ref, rtol=5e-5, atol=1e-5)
+    weights = np.array([lc.align_weight, lc.relational_weight, lc.negation_weight,
+                        lc.concept_weight, lc.uniformity_weight])
     np.testing.assert_allclose(float(total), float(weights @ ref), rtol=2e-5)
 
 

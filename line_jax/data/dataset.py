@@ -117,6 +117,24 @@ def _check_strings(path, table, field):
     raise data_error(path, None, field, f"expected strings, got {col.type}")
 
 
+def _check_type(path, table, field, ok, expected: str):
+  """DataError naming the file, the first row and the field when the column's type is not
+  the `expected` one (e.g. "yes"/"no" strings where booleans belong)."""
+  col = table.column(field)
+  if not ok(col.type):
+    first = next((v for v in col.to_pylist() if v is not None), None)
+    raise data_error(path, 0 if table.num_rows else None, field,
+                     f"expected {expected}, got {col.type} (first value {first!r})")
+
+
+def _is_string(t) -> bool:
+  return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _is_list_of(t, inner) -> bool:
+  return (pa.types.is_list(t) or pa.types.is_large_list(t)) and inner(t.value_type)
+
+
 def _first(mask: np.ndarray) -> int:
   return int(np.flatnonzero(mask)[0])
 
@@ -131,6 +149,7 @@ def _lookup(path, field, ids: pa.Array, concept_arr: pa.Array, row_of_flat: np.n
 
 
 def _list_column(path, table, field, concept_arr, check_nonempty=True):
+  _check_type(path, table, field, lambda t: _is_list_of(t, _is_string), "a list of strings")
   col = table.column(field).combine_chunks()
   if col.null_count:
     raise data_error(path, _first(pc.is_null(col).to_numpy(zero_copy_only=False)), field,
@@ -192,6 +211,9 @@ def load_dataset(root: str, relations: Optional[Sequence[str]] = None,
   rt = _read(rpath, ["head_id", "tail_id", "relation"])
   for f in ("head_id", "tail_id", "relation"):
     _check_strings(rpath, rt, f)
+  if rt.num_rows == 0:
+    raise data_error(rpath, None, "head_id", "no edges: the training graph needs at least "
+                     "one relation")
   rel_names = np.asarray(rt.column("relation").to_pylist(), dtype=object)
   found = sorted(set(rel_names.tolist()))
   if relations is not None:
@@ -247,6 +269,8 @@ def load_dataset(root: str, relations: Optional[Sequence[str]] = None,
   if empty_text.any():
     raise data_error(ppath, _first(empty_text), "text", "empty text")
   offsets, flat, lengths = _list_column(ppath, pt, "concept_ids", concept_arr)
+  _check_type(ppath, pt, "negated", lambda t: _is_list_of(t, pa.types.is_boolean),
+              "a list of booleans")
   neg = pt.column("negated").combine_chunks()
   if neg.null_count:
     raise data_error(ppath, _first(pc.is_null(neg).to_numpy(zero_copy_only=False)),
@@ -262,7 +286,9 @@ def load_dataset(root: str, relations: Optional[Sequence[str]] = None,
         _first(pc.is_null(neg_flat_arr).to_numpy(zero_copy_only=False))]), "negated",
                      "null inside the list")
   neg_flat = neg_flat_arr.to_numpy(zero_copy_only=False).astype(bool)
-  rho = pt.column("rho").to_numpy().astype(np.float64)
+  _check_type(ppath, pt, "rho", lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
+              "numbers")
+  rho = pt.column("rho").to_numpy(zero_copy_only=False).astype(np.float64)
   bad = ~np.isfinite(rho) | (rho <= 0) | (rho > 1)
   if bad.any():
     r = _first(bad)

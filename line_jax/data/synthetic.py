@@ -15,6 +15,7 @@ import hashlib
 
 import numpy as np
 
+from line_jax.data import atomic
 from line_jax.data.dataset import write_dataset
 
 LATENT_DIM = 16
@@ -71,8 +72,9 @@ def build_synthetic_dataset(root: str, cfg) -> None:
     pairs["label"].append(groups[concept_ids.index(extracted[0])])
     pairs["true_concept_ids"].append(true)
     pairs["synthetic"].append(True)
-  write_dataset(
-      root,
+  with atomic.build_into(root, "synthetic", cfg.to_dict()) as out:   # all files or none
+    write_dataset(
+      out,
       concepts=dict(concept_id=concept_ids, name=names, group=groups),
       relations=dict(head_id=[heads[i] for i in keep], tail_id=[tails[i] for i in keep],
                      relation=[rels[i] for i in keep]),

@@ -24,6 +24,7 @@ that the protocols are reproducible and independent of one another.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -32,15 +33,20 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from absl import logging
 
+from line_jax import guards
 from line_jax import search
 from line_jax.eval import classifier as probe_lib
 from line_jax.eval import metrics
 from line_jax.eval import plots
 from line_jax.eval import report as report_lib
+from line_jax.eval import retrieval as retrieval_lib
+from line_jax.eval import transfer as transfer_lib
 from line_jax.eval.linear import map_spaces
 from line_jax.eval import settings as settings_lib
 from line_jax.eval.settings import EvalSettings, read_settings
-from line_jax.eval.spaces import Space, line_space, list_slices, teacher_space, true_slices
+from line_jax.eval.spaces import (Space, line_space, list_slices, teacher_concept_rows,
+                                  teacher_space, true_slices)
+from line_jax.teachers import finetune
 
 
 # --------------------------------------------------------------------------------------
@@ -366,6 +372,7 @@ def run_evaluation(model, workdir: str) -> Dict:
   Returns:
     The metrics dictionary written to metrics.json (NaN written as null).
   """
+  guards.check_model_finite(model)   # NaN scores would rank every positive first
   os.makedirs(workdir, exist_ok=True)
   settings = read_settings(model.config)
   dataset = model.dataset
@@ -392,7 +399,7 @@ def run_evaluation(model, workdir: str) -> Dict:
 
   teacher1 = teacher_space("teacher1", labels["teacher1"], model.teacher1)
   teacher2 = teacher_space("teacher2", labels["teacher2"], model.teacher2)
-  line = line_space(labels["line"], model, settings.chunk_size)
+  line = guards.finite_space(line_space(labels["line"], model, settings.chunk_size))
   maps, map_info = map_spaces(model, dataset, settings, labels, notes)
   all_spaces = [teacher1, teacher2, line] + maps
   logging.info("linear-map baselines fitted (%.1fs)", time.time() - started)
@@ -431,6 +438,12 @@ def run_evaluation(model, workdir: str) -> Dict:
       {"line": lambda: np.asarray(model.dictionary(), np.float32),
        "teacher1": lambda: np.asarray(model.teacher1.concepts, np.float32)}, settings)
   geo = geometry(dataset, pair_idx, all_spaces, settings)
+  # 6. Single concepts: retrieval, definitions, recovery, real text; 7. transfer; 8. the
+  # fine-tuned concept teacher's own validation.
+  joint = retrieval_lib.evaluate_joint(model, pair_idx, all_spaces, workdir)
+  transfer = transfer_protocol(model, workdir)
+  concept_teacher = finetune.report_metrics(model)
+  finetune.write_report_files(concept_teacher, workdir)
 
   log_path = os.path.join(workdir, "train_log.jsonl")
   train_records = plots.read_train_log(log_path) if os.path.exists(log_path) else []
@@ -440,7 +453,8 @@ def run_evaluation(model, workdir: str) -> Dict:
       "num_pairs_in_split": int(len(split_idx)), "num_pairs_evaluated": int(len(pair_idx)),
       "models": labels, "notes": notes, "alignment": alignment, "linear_maps": map_info,
       "relations": relations, "classification": classification, "recovery": recovery,
-      "geometry": geo,
+      "geometry": geo, "transfer": transfer, "joint": joint,
+      "concept_teacher": concept_teacher,
       "training_log": {"records": len(train_records)} if train_records else None,
   }
   with open(os.path.join(workdir, "metrics.json"), "w") as f:
@@ -456,6 +470,21 @@ def run_evaluation(model, workdir: str) -> Dict:
   if train_records:
     plots.loss_curves(train_records, os.path.join(workdir, files["loss"]))
   with open(os.path.join(workdir, "report.md"), "w") as f:
-    f.write(report_lib.render_report(result))
+    f.write(report_lib.render_report(result) + retrieval_lib.render_markdown(joint)
+            + transfer_lib.render_section(transfer)
+            + finetune.report_section(concept_teacher, labels))
   logging.info("evaluation written to %s (%.1fs)", workdir, time.time() - started)
   return _json_safe(result)
+
+
+def transfer_protocol(model, workdir: str) -> Dict:
+  """`line_jax.eval.transfer` on the model's dataset: one-hot ids, teachers' and G's rows."""
+  settings, labels = read_settings(model.config), _labels(model.config)
+  embedders = {
+      "teacher1": (labels["teacher1"], functools.partial(teacher_concept_rows, model.teacher1)),
+      "teacher2": (labels["teacher2"], functools.partial(teacher_concept_rows, model.teacher2)),
+      "line": (f"LINE's G ({labels['line']})", line_space(labels["line"], model,
+                                                          settings.chunk_size).embed_concepts)}
+  return _json_safe(transfer_lib.run_transfer(
+      model.dataset, embedders, transfer_lib.read_config(model.config),
+      os.path.join(workdir, transfer_lib.PLOT_FILE)))

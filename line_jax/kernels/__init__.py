@@ -11,10 +11,12 @@ finds them in cache) and splits the receivers over threads.
 `line_jax.model.aggregate_neighbourhoods` (tested against it, values and gradients). The
 kernel is compiled with the system's C++ compiler the first time it is needed, into
 `$LINE_JAX_CACHE` (default ~/.cache/line_jax)/kernels, keyed by the source, the jaxlib
-version and the CPU. Where that fails (no compiler, say), `available()` is False with the
-reason, and the model keeps the XLA path: config `model.cpu_kernel` = "auto" (the default:
-the kernel on CPU when it builds and the table is float32 or float16), "on" (fail if it
-cannot be used) or "off".
+version and the CPU; a cached library is loaded only if it passes `library_cache.problem`
+(owned by this user, writable by no one else, matching the checksum recorded when it was
+built), and is rebuilt otherwise. Where that fails (no compiler, say), `available()` is
+False with the reason, and the model keeps the XLA path: config `model.cpu_kernel` = "auto"
+(the default: the kernel on CPU when it builds and the table is float32 or float16), "on"
+(fail if it cannot be used) or "off".
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from line_jax.kernels import library_cache
 
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gat_cpu.cc")
 _FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno",
@@ -71,7 +75,7 @@ def _build(path: str) -> None:
   compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
   if not compiler:
     raise RuntimeError("no C++ compiler (g++ / c++ / $CXX) found")
-  os.makedirs(os.path.dirname(path), exist_ok=True)
+  os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
   fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
   os.close(fd)
   cmd = [compiler, *_FLAGS, f"-I{jax.ffi.include_dir()}", _SOURCE, "-o", tmp]
@@ -81,6 +85,7 @@ def _build(path: str) -> None:
       raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
     os.chmod(tmp, 0o755)
     os.replace(tmp, path)   # atomic: a concurrent process sees the old or the whole new file
+    library_cache.record(path)
   finally:
     if os.path.exists(tmp):
       os.unlink(tmp)
@@ -93,9 +98,13 @@ def available() -> bool:
       return _STATE["loaded"]
     try:
       path = _library_path()
-      if not os.path.exists(path):
-        logging.info("building the CPU attention kernel: %s", path)
+      untrusted = library_cache.problem(path)   # never load a file we cannot vouch for
+      if untrusted:
+        logging.info("building the CPU attention kernel: %s (%s)", path, untrusted)
         _build(path)
+        untrusted = library_cache.problem(path)
+        if untrusted:
+          raise RuntimeError(f"the kernel just built is not trusted: {untrusted}")
       lib = ctypes.cdll.LoadLibrary(path)
       jax.ffi.register_ffi_target("line_gat_forward", jax.ffi.pycapsule(lib.LineGatForward),
                                   platform="cpu")

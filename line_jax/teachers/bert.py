@@ -309,6 +309,21 @@ def pool(params: Params, hidden: jax.Array, attention_mask: jax.Array, pooling: 
   return pooled
 
 
+def token_states(params: Params, input_ids: jax.Array, attention_mask: jax.Array,
+                 config: BertConfig, normalize: bool = False,
+                 precision=jax.lax.Precision.HIGHEST) -> jax.Array:
+  """Per-token last-layer states [B, L, H] float32 (zero at padding), for token-level tasks.
+
+  With `normalize`, each token's state is L2-normalised, as a teacher that normalises its
+  pooled output would present it; row 0 is then the CLS-pooled embedding.
+  """
+  hidden = bert_hidden_states(params, input_ids, attention_mask, config, precision=precision)
+  if normalize:
+    norm = jnp.sqrt(jnp.sum(hidden * hidden, axis=-1, keepdims=True))
+    hidden = hidden / jnp.maximum(norm, 1e-12)
+  return hidden * attention_mask.astype(hidden.dtype)[..., None]
+
+
 def bert_embed(params: Params, input_ids: jax.Array, attention_mask: jax.Array,
                config: BertConfig, pooling: str, normalize: bool,
                precision=jax.lax.Precision.HIGHEST) -> jax.Array:

@@ -24,7 +24,9 @@ What is written (docs/data.md, `line_jax.data.dataset`):
   two concepts), plus `sibling` pairs (two children of one parent, never a training edge),
   an evaluation-only class.
 - pairs.parquet: (a) real text: HPO definitions (the leading sentences up to `max_words`
-  words), `synthetic` False; (b) SYNTHETIC patient vignettes generated from a disease's
+  words), `synthetic` False, listing what the extractor finds and the defined term (put first
+  where the extractor misses it; `definitions_list_term`), so that no definition is dropped;
+  (b) SYNTHETIC patient vignettes generated from a disease's
   annotations (`synthetic` True): some findings in layperson wording or another synonym,
   absent findings (HPO NOT / "Excluded" annotations, else common phenotypes unrelated to
   the disease) negated in varied phrasings, some present findings with a typo that makes

@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 import pyarrow as pa
 
+from line_jax.data import atomic
 from line_jax.data import extract
 from line_jax.data import obo
 from line_jax.data.dataset import write_dataset
@@ -48,6 +49,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.max_words = 60                 # definitions: leading sentences up to this many words;
                                    # vignettes: findings dropped until the text fits
   c.max_definitions = 0            # 0 = every definition
+  c.definitions_list_term = True   # a definition's list holds its defined term (put first
+                                   # where the extractor misses it), so none is dropped
+  c.defined_term_rho = 0.3         # rho of a definition where the extractor finds nothing
+                                   # (about the mean rho of the extracted pairs)
   c.max_vignettes = 6000
   c.vignettes_per_disease = 1
   c.min_disease_phenotypes = 3     # diseases with fewer usable annotations get no vignette
@@ -88,16 +93,25 @@ def with_defaults(config: Optional[ml_collections.ConfigDict]) -> ml_collections
 # --- the build -----------------------------------------------------------------------
 
 
-def _pairs_from_extractions(texts, extractions, meta, stats_key, stats):
-  """Pair rows for texts with at least one concept; the others are counted as dropped."""
+def _pairs_from_extractions(texts, extractions, meta, stats_key, stats, listed=None,
+                            listed_rho=0.0):
+  """Pair rows for texts with at least one concept; the others are counted as dropped.
+
+  `listed` (optional, one concept id per text): put first in the text's list unless the
+  extractor found it; a text with nothing else extracted then gets rho `listed_rho`.
+  """
   rows, dropped = [], 0
-  for text, extraction, info in zip(texts, extractions, meta):
+  for k, (text, extraction, info) in enumerate(zip(texts, extractions, meta)):
     ids, negated = extraction.concepts()
+    rho = extraction.rho
+    if listed is not None and listed[k] not in ids:    # a definition's defined term
+      ids, negated = [listed[k]] + list(ids), [False] + list(negated)
+      rho = rho if len(ids) > 1 else listed_rho
+      stats[f"{stats_key}_term_added"] = stats.get(f"{stats_key}_term_added", 0) + 1
     if not ids:
       dropped += 1
       continue
-    rows.append(dict(info, text=text, concept_ids=ids, negated=negated,
-                     rho=extraction.rho))
+    rows.append(dict(info, text=text, concept_ids=ids, negated=negated, rho=rho))
   stats[f"{stats_key}_dropped_no_concept"] = dropped
   if dropped:
     logging.info("%s: %d of %d texts dropped: no concept extracted", stats_key, dropped,
@@ -121,9 +135,16 @@ def build_hpo_dataset(root: str, config: Optional[ml_collections.ConfigDict] = N
   """Builds the HPO dataset folder `root` (see the module docstring); returns the stats.
 
   Args:
-    root: the folder to write (created if missing; files in it are replaced).
+    root: the folder to write (created if missing). The files are written into a temporary
+      folder and moved into place when complete (`line_jax.data.atomic`); a folder holding
+      dataset files that no builder made is refused.
     config: `default_config()` or a part of it; missing fields take their defaults.
   """
+  with atomic.build_into(root, "hpo", with_defaults(config).to_dict()) as out:
+    return _build_hpo_dataset(out, config)
+
+
+def _build_hpo_dataset(root: str, config: Optional[ml_collections.ConfigDict]) -> dict:
   started = time.time()
   config = with_defaults(config)
   obo_path = config.obo_path or package_data_path("hp.obo")
@@ -198,7 +219,8 @@ def build_hpo_dataset(root: str, config: Optional[ml_collections.ConfigDict] = N
         true_concept_ids=[], true_negated=[]))
   definition_rows = _pairs_from_extractions(
       definition_texts, extract.extract_all(extractor, definition_texts), definition_meta,
-      "definitions", stats)
+      "definitions", stats, listed=defined if config.definitions_list_term else None,
+      listed_rho=config.defined_term_rho)
 
   # Vignettes (synthetic text).
   layperson, exact = collections.defaultdict(list), collections.defaultdict(list)

@@ -1,0 +1,849 @@
+r"""Transfer of a CNN over lists of concept embeddings between two sites.
+
+A downstream protocol for concept embeddings: each case (a pair of the dataset) is the
+*list* of its concepts; a small CNN classifies the pair's `label` from that list, and is
+moved from one site (source of the data) to another under three strategies.
+
+The classifier (`ListCNN`): a 1-D convolution with `filters` (100) filters of width 1 over
+the padded list of concept embeddings, ReLU, max pooling over the list (padding masked
+out), and a fully connected layer to the classes. A negated occurrence is its own entry
+(the negated form's embedding; with one-hot inputs its own id). With one-hot inputs the
+width-1 convolution is a row lookup of its kernel (`kernel[id] + bias`), which is the same
+function without building the one-hot vectors.
+
+The protocol (`run_transfer`), for each direction A -> B of the two sites and each
+embedding:
+  * train on site A (a `validation_fraction` of A held out for early stopping on the
+    validation loss, with `patience` epochs);
+  * draw a labelled `target_fraction` of site B (stratified by label; a `validation_fraction`
+    of it held out for early stopping), the rest of B is the test part;
+  * direct: the A model on B's test part; linear: the A model with only the fully connected
+    layer tuned on B's labelled part; full: every layer tuned; target only: the same CNN
+    trained from scratch on B's labelled part alone (the reference that tells whether A
+    helped at all);
+  * `num_seeds` seeds, each with its own initialisation, validation parts and target
+    sample; macro F1 and accuracy as mean and standard deviation over seeds.
+All seeds train at once: the parameters carry a leading seed axis and the jitted step is
+`vmap`ped over it. Batches have a static padded shape (rows of weight 0, lists padded to
+the longest and masked) and the learning rate is an argument, so that one compilation per
+input kind (one-hot or table) and strategy serves every epoch, seed, direction and
+learning rate.
+
+Sites: the pairs' `site` column, else `source` (config `site_column`); `site_pattern`, a
+regular expression with one group, maps the column's values to sites (e.g. the database
+prefix of a disease id); `sites` names the two compared (default: the two largest).
+
+When the label is one of the concepts' `group`s (the top-level branch of each concept, as
+in the HPO data, where the label is the most frequent branch among the findings), the
+protocol also runs with the branch-root concepts (those named as their group, and every
+entry of the same term) removed from the lists, so that a list cannot name its label.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import re
+import time
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from line_jax.eval import metrics
+
+# Embedding keys in report order; "onehot" needs no embedder.
+EMBEDDINGS = ("onehot", "teacher1", "teacher2", "line")
+STRATEGIES = ("direct", "linear", "full", "target_only")
+STRATEGY_LABELS = {"direct": "direct", "linear": "linear-only tuning",
+                   "full": "full tuning", "target_only": "target only (no transfer)"}
+ONEHOT_LABEL = "one-hot concept ids"
+PLOT_FILE = "transfer_f1.png"
+SCAN_STEPS = 1        # batches per call of the scanned step (padding batches are skipped)
+VOCAB_ROUND = 256    # one-hot vocabularies are padded to a multiple of this (one compile)
+REPORT_FILE = "transfer.md"
+_RNG_SOURCE, _RNG_TARGET, _RNG_SHUFFLE = range(3)
+
+Embedder = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+# --------------------------------------------------------------------------------------
+# Settings.
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferConfig:
+  """config.eval.transfer.* (see line_jax/config.py)."""
+  enabled: bool = True
+  filters: int = 100
+  batch_size: int = 128
+  learning_rate: float = 1e-2
+  tune_learning_rate: float = 1e-3
+  max_epochs: int = 20
+  tune_max_epochs: int = 20
+  patience: int = 2
+  validation_fraction: float = 0.1
+  target_fraction: float = 0.1
+  num_seeds: int = 5
+  seed: int = 0
+  site_column: str = "auto"         # "auto": `site`, else `source`
+  site_pattern: str = ""            # regex with one group applied to the column's values
+  sites: Tuple[str, ...] = ()       # the two compared sites; () = the two largest
+  embeddings: Tuple[str, ...] = EMBEDDINGS
+  without_branch_roots: str = "auto"  # "auto": when the label is a concept group; "on"/"off"
+  eval_chunk: int = 512             # rows per forward call at evaluation
+
+  def __post_init__(self):
+    unknown = [e for e in self.embeddings if e not in EMBEDDINGS]
+    if unknown:
+      raise ValueError(f"config.eval.transfer.embeddings: unknown {unknown}; choose among "
+                       f"{list(EMBEDDINGS)}")
+    if self.without_branch_roots not in ("auto", "on", "off"):
+      raise ValueError("config.eval.transfer.without_branch_roots must be auto, on or off, "
+                       f"got {self.without_branch_roots!r}")
+    if not 0 < self.target_fraction < 1:
+      raise ValueError("config.eval.transfer.target_fraction must be in (0, 1), got "
+                       f"{self.target_fraction}")
+    if not 0 < self.validation_fraction < 1:
+      raise ValueError("config.eval.transfer.validation_fraction must be in (0, 1), got "
+                       f"{self.validation_fraction}")
+    if self.num_seeds < 1 or self.filters < 1 or self.batch_size < 1:
+      raise ValueError("config.eval.transfer: num_seeds, filters and batch_size must be >= 1")
+    if len(self.sites) not in (0, 2):
+      raise ValueError(f"config.eval.transfer.sites names two sites or none, got "
+                       f"{list(self.sites)}")
+
+
+def read_config(config) -> TransferConfig:
+  """`TransferConfig` from config.eval.transfer; missing fields take the defaults."""
+  d = TransferConfig()
+  ev = config.get("eval", None)
+  sub = ev.get("transfer", None) if ev is not None else None
+  if sub is None:
+    return d
+  values = {}
+  for field in dataclasses.fields(TransferConfig):
+    if field.name in sub:
+      value = sub[field.name]
+      default = getattr(d, field.name)
+      values[field.name] = tuple(str(v) for v in value) if isinstance(default, tuple) \
+          else type(default)(value)
+  return TransferConfig(**values)
+
+
+# --------------------------------------------------------------------------------------
+# Sites, labels and branch roots.
+# --------------------------------------------------------------------------------------
+
+
+def pair_column(root: str, name: str) -> Optional[np.ndarray]:
+  """Column `name` of `root`/pairs.parquet as an object array, or None when absent."""
+  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  path = os.path.join(root, "pairs.parquet")
+  if not os.path.exists(path):
+    return None
+  if name not in pq.read_schema(path).names:
+    return None
+  return np.asarray(pq.read_table(path, columns=[name]).column(name).to_pylist(), object)
+
+
+def resolve_sites(root: str, num_pairs: int,
+                  cfg: TransferConfig) -> Tuple[Optional[np.ndarray], str]:
+  """(site of each pair, "" where none; the column used) or (None, why not)."""
+  candidates = ("site", "source") if cfg.site_column == "auto" else (cfg.site_column,)
+  for column in candidates:
+    values = pair_column(root, column)
+    if values is None:
+      continue
+    if len(values) != num_pairs:
+      raise ValueError(f"{os.path.join(root, 'pairs.parquet')}: field '{column}' has "
+                       f"{len(values)} rows, the dataset {num_pairs}")
+    sites = np.array(["" if v is None else str(v) for v in values], object)
+    if cfg.site_pattern:
+      pattern = re.compile(cfg.site_pattern)
+      if pattern.groups != 1:
+        raise ValueError("config.eval.transfer.site_pattern needs exactly one group, got "
+                         f"{cfg.site_pattern!r}")
+      matches = [pattern.search(s) for s in sites]
+      sites = np.array([m.group(1) if m else "" for m in matches], object)
+    return sites, column
+  return None, (f"the pairs have no {' or '.join(repr(c) for c in candidates)} column "
+                f"(config.eval.transfer.site_column={cfg.site_column!r})")
+
+
+def label_is_group(labels: np.ndarray, groups: Optional[np.ndarray]) -> bool:
+  """True when every label but a catch-all "other" is one of the concepts' groups."""
+  if groups is None:
+    return False
+  values = {str(v) for v in labels} - {"other", ""}
+  return bool(values) and values <= {str(g) for g in groups}
+
+
+def branch_root_concepts(dataset) -> np.ndarray:
+  """[C] bool: concepts named as their own group, and every entry of the same term.
+
+  The term of an entry is the `term_id` column of concepts.parquet when there is one (so
+  that the synonym entries of a root go too), else the concept itself.
+  """
+  if dataset.groups is None:
+    return np.zeros(dataset.num_concepts, bool)
+  names = np.array([str(n).strip().lower() for n in dataset.names])
+  groups = np.array([str(g).strip().lower() for g in dataset.groups])
+  roots = names == groups
+  path = os.path.join(dataset.root, "concepts.parquet")
+  if os.path.exists(path):
+    import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+    if "term_id" in pq.read_schema(path).names:
+      terms = np.asarray(pq.read_table(path, columns=["term_id"]).column("term_id")
+                         .to_pylist(), object)
+      if len(terms) == len(roots):
+        roots = np.isin(terms.astype(str), terms[roots].astype(str))
+  return roots
+
+
+# --------------------------------------------------------------------------------------
+# Padded lists.
+# --------------------------------------------------------------------------------------
+
+
+def list_segments(dataset, pair_idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(offsets [N+1], concept indices, negated flags) of the lists of `pair_idx`, in order."""
+  pair_idx = np.asarray(pair_idx, np.int64)
+  starts = dataset.concept_offsets[pair_idx]
+  lengths = dataset.concept_offsets[pair_idx + 1] - starts
+  offsets = np.zeros(len(pair_idx) + 1, np.int64)
+  np.cumsum(lengths, out=offsets[1:])
+  flat_pos = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+  return offsets, dataset.concept_flat[flat_pos], dataset.negated_flat[flat_pos]
+
+
+@dataclasses.dataclass(frozen=True)
+class Lists:
+  """The evaluated pairs' concept lists as ids into a table of distinct entries.
+
+  Attributes:
+    ids: [N, L] int32 entry ids (0 where padded).
+    mask: [N, L] bool, True on real entries.
+    entry_concept: [U] concept index of each distinct entry.
+    entry_negated: [U] its negation flag.
+  """
+  ids: np.ndarray
+  mask: np.ndarray
+  entry_concept: np.ndarray
+  entry_negated: np.ndarray
+
+
+def pack_lists(offsets: np.ndarray, flat: np.ndarray, negated: np.ndarray,
+               drop: Optional[np.ndarray] = None) -> Tuple[Lists, int]:
+  """Pads the segments `flat[offsets[i]:offsets[i+1]]` into a `Lists`.
+
+  Args:
+    offsets: [N+1] segment bounds.
+    flat, negated: the concept indices and their negation flags.
+    drop: optional [C] bool; concepts marked there are removed from the lists.
+
+  Returns:
+    (the lists, number of entries removed by `drop`).
+  """
+  flat = np.asarray(flat, np.int64)
+  negated = np.asarray(negated, bool)
+  owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+  keep = np.ones(len(flat), bool) if drop is None else ~np.asarray(drop, bool)[flat]
+  removed = int((~keep).sum())
+  flat, negated, owner = flat[keep], negated[keep], owner[keep]
+  keys = flat * 2 + negated
+  unique, entry = np.unique(keys, return_inverse=True)
+  lengths = np.bincount(owner, minlength=len(offsets) - 1)
+  width = max(1, int(lengths.max()) if len(lengths) else 1)
+  starts = np.r_[0, np.cumsum(lengths)[:-1]]
+  position = np.arange(len(flat)) - starts[owner]
+  ids = np.zeros((len(lengths), width), np.int32)
+  mask = np.zeros((len(lengths), width), bool)
+  ids[owner, position] = entry
+  mask[owner, position] = True
+  return Lists(ids, mask, (unique // 2).astype(np.int64), (unique % 2).astype(bool)), removed
+
+
+# --------------------------------------------------------------------------------------
+# The model.
+# --------------------------------------------------------------------------------------
+
+
+class EntryConv(nn.Module):
+  """Width-1 convolution over the entries of a list.
+
+  `vocab_size` > 0: one-hot inputs over that many entries (the kernel row of each id);
+  else the rows `table[ids]` of a fixed embedding table.
+  """
+  features: int
+  vocab_size: int = 0
+
+  @nn.compact
+  def __call__(self, ids, table):
+    width = self.vocab_size or table.shape[-1]
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (width, self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    if self.vocab_size:
+      return kernel[ids] + bias
+    return table[ids] @ kernel + bias
+
+
+class ListCNN(nn.Module):
+  """Conv (width 1) -> ReLU -> masked max over the list -> fully connected."""
+  num_classes: int
+  filters: int = 100
+  vocab_size: int = 0
+
+  @nn.compact
+  def __call__(self, ids, mask, table):
+    h = nn.relu(EntryConv(self.filters, self.vocab_size, name="conv")(ids, table))
+    pooled = jnp.max(jnp.where(mask[..., None], h, -jnp.inf), axis=-2)
+    pooled = jnp.where(jnp.any(mask, axis=-1, keepdims=True), pooled, 0.0)  # empty lists
+    return nn.Dense(self.num_classes, name="dense")(pooled)
+
+
+def _optimizer(train_conv: bool) -> optax.GradientTransformation:
+  """Adam's direction (the step multiplies it by -learning rate, a traced argument, so that
+  one compilation serves every learning rate); linear-only: the conv gets none."""
+  adam = optax.scale_by_adam()
+  if train_conv:
+    return adam
+  return optax.multi_transform(
+      {"train": adam, "frozen": optax.set_to_zero()},
+      lambda params: {k: jax.tree.map(lambda _: "frozen" if k == "conv" else "train", v)
+                      for k, v in params.items()})
+
+
+@functools.lru_cache(maxsize=16)
+def _logits_fn(num_classes: int, filters: int, vocab_size: int):
+  """Jitted logits of every seed's model [S, ...] on its rows idx [S, M]."""
+  model = ListCNN(num_classes, filters, vocab_size)
+
+  def logits(params, idx, data_ids, data_mask, table):
+    return jax.vmap(lambda p, i: model.apply({"params": p}, data_ids[i], data_mask[i],
+                                             table))(params, idx)
+  return jax.jit(logits)
+
+
+@functools.lru_cache(maxsize=32)
+def _functions(num_classes: int, filters: int, vocab_size: int, train_conv: bool):
+  """(optimizer, jitted step, jitted steps), cached per setting.
+
+  The functions take parameters with a leading seed axis [S, ...]. `steps` scans the step
+  over a fixed number of batches, so that one compilation serves every training set size;
+  a batch whose weights are all zero (padding) leaves parameters and optimizer untouched.
+  """
+  model = ListCNN(num_classes, filters, vocab_size)
+  optimizer = _optimizer(train_conv)
+
+  def loss_fn(params, ids, mask, y, w, table):
+    logits = model.apply({"params": params}, ids, mask, table)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    return jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1e-12)
+
+  def step(params, opt_state, idx, w, data_ids, data_mask, data_y, table, learning_rate):
+    """One Adam step of one seed on the batch `idx` [B] (rows of weight 0 are padding)."""
+    loss, grads = jax.value_and_grad(loss_fn)(params, data_ids[idx], data_mask[idx],
+                                              data_y[idx], w, table)
+    updates, new_state = optimizer.update(grads, opt_state, params)
+    new_params = jax.tree.map(lambda p, u: p - learning_rate * u, params, updates)
+    active = jnp.sum(w) > 0
+    keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
+    return (jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_state, opt_state),
+            loss)
+
+  seeds_step = jax.vmap(step, in_axes=(0, 0, 0, 0, None, None, None, None, None))
+
+  def steps(params, opt_state, idx, w, data_ids, data_mask, data_y, table, learning_rate):
+    """The step scanned over batches: idx, w [S, SCAN_STEPS, B]."""
+    def body(carry, xs):
+      p, o = carry
+      p, o, loss = seeds_step(p, o, xs[0], xs[1], data_ids, data_mask, data_y, table,
+                              learning_rate)
+      return (p, o), loss
+    (params, opt_state), losses = jax.lax.scan(
+        body, (params, opt_state), (jnp.swapaxes(idx, 0, 1), jnp.swapaxes(w, 0, 1)))
+    return params, opt_state, losses
+
+  return optimizer, jax.jit(seeds_step), jax.jit(steps)
+
+
+def init_params(num_classes: int, filters: int, vocab_size: int, table: np.ndarray,
+                keys: jax.Array):
+  """Parameters of one model per key in `keys` [S], stacked on a leading seed axis."""
+  model = ListCNN(num_classes, filters, vocab_size)
+  ids = jnp.zeros((1, 1), jnp.int32)
+  mask = jnp.ones((1, 1), bool)
+  return jax.vmap(lambda k: model.init(k, ids, mask, jnp.asarray(table))["params"])(keys)
+
+
+# --------------------------------------------------------------------------------------
+# Training with early stopping, all seeds at once.
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Problem:
+  """What every fit of one embedding shares: the padded lists, labels and the table."""
+  ids: jax.Array        # [N, L]
+  mask: jax.Array       # [N, L]
+  labels: jax.Array     # [N]
+  table: jax.Array      # [U, d], or [1, 1] for one-hot inputs
+  vocab_size: int       # U for one-hot inputs, else 0
+  num_classes: int
+  cfg: TransferConfig
+
+
+def _stack(index_sets: Sequence[np.ndarray], width: int) -> Tuple[np.ndarray, np.ndarray]:
+  idx = np.zeros((len(index_sets), width), np.int32)
+  w = np.zeros((len(index_sets), width), np.float32)
+  for s, rows in enumerate(index_sets):
+    idx[s, :len(rows)] = rows
+    w[s, :len(rows)] = 1.0
+  return idx, w
+
+
+def logits_of(problem: Problem, params, index_sets: Sequence[np.ndarray]) -> List[np.ndarray]:
+  """Logits of seed s's model on rows `index_sets[s]`, in static chunks."""
+  fn = _logits_fn(problem.num_classes, problem.cfg.filters, problem.vocab_size)
+  longest = max(len(r) for r in index_sets)
+  # Small sets (validation parts, scored every epoch) get a small power-of-two chunk.
+  chunk = min(problem.cfg.eval_chunk, max(32, 1 << int(np.ceil(np.log2(max(longest, 1))))))
+  idx, _ = _stack(index_sets, max(1, int(np.ceil(longest / chunk))) * chunk)
+  parts = []
+  for s in range(0, idx.shape[1], chunk):
+    parts.append(np.asarray(fn(params, jnp.asarray(idx[:, s:s + chunk]), problem.ids,
+                               problem.mask, problem.table)))
+  full = np.concatenate(parts, axis=1)
+  return [full[s, :len(rows)] for s, rows in enumerate(index_sets)]
+
+
+def _losses(problem: Problem, params, index_sets) -> np.ndarray:
+  labels = np.asarray(problem.labels)
+  out = []
+  for logit, rows in zip(logits_of(problem, params, index_sets), index_sets):
+    z = logit - logit.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    out.append(float(-log_p[np.arange(len(rows)), labels[rows]].mean()))
+  return np.array(out)
+
+
+def fit(problem: Problem, params, fit_sets: Sequence[np.ndarray],
+        val_sets: Sequence[np.ndarray], learning_rate: float, train_conv: bool,
+        max_epochs: int, rng: np.random.Generator):
+  """Trains seed s on `fit_sets[s]`, keeping the parameters of its best validation loss.
+
+  Stops when every seed has gone `patience` epochs without improving (or `max_epochs`).
+
+  Returns:
+    (best parameters [S, ...], epochs run, best epoch of each seed).
+  """
+  cfg = problem.cfg
+  fns = _functions(problem.num_classes, cfg.filters, problem.vocab_size, train_conv)
+  optimizer, steps_fn = fns[0], fns[2]
+  opt_state = jax.vmap(optimizer.init)(params)
+  batch = cfg.batch_size
+  longest = max(len(r) for r in fit_sets)
+  steps = max(1, int(np.ceil(longest / batch / SCAN_STEPS))) * SCAN_STEPS
+  best = params
+  best_loss = _losses(problem, params, val_sets)
+  best_epoch = np.zeros(len(fit_sets), np.int64)
+  since = np.zeros(len(fit_sets), np.int64)
+  epochs = 0
+  for epochs in range(1, max_epochs + 1):
+    idx, w = _stack([rng.permutation(r) for r in fit_sets], steps * batch)
+    idx = jnp.asarray(idx.reshape(len(fit_sets), steps, batch))
+    w = jnp.asarray(w.reshape(len(fit_sets), steps, batch))
+    for s in range(0, steps, SCAN_STEPS):
+      params, opt_state, _ = steps_fn(params, opt_state, idx[:, s:s + SCAN_STEPS],
+                                      w[:, s:s + SCAN_STEPS], problem.ids, problem.mask,
+                                      problem.labels, problem.table,
+                                      jnp.float32(learning_rate))
+    loss = _losses(problem, params, val_sets)
+    improved = loss < best_loss
+    best_loss = np.where(improved, loss, best_loss)
+    best_epoch = np.where(improved, epochs, best_epoch)
+    since = np.where(improved, 0, since + 1)
+    chosen = jnp.asarray(improved)
+    best = jax.tree.map(
+        lambda new, old: jnp.where(chosen.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+        params, best)
+    if (since >= cfg.patience).all():
+      break
+  return best, epochs, best_epoch
+
+
+def _scores(problem: Problem, params, index_sets) -> List[Dict[str, float]]:
+  labels = np.asarray(problem.labels)
+  return [metrics.classification_scores(labels[rows], logit.argmax(axis=1))
+          for logit, rows in zip(logits_of(problem, params, index_sets), index_sets)]
+
+
+def summarize(per_seed: Sequence[Dict[str, float]]) -> Dict[str, object]:
+  """Mean and standard deviation over seeds of macro F1, precision, recall, accuracy."""
+  out: Dict[str, object] = {}
+  for name in ("f1", "accuracy", "precision", "recall"):
+    values = np.array([s[name] for s in per_seed], np.float64)
+    out[name] = float(values.mean())
+    out[f"{name}_std"] = float(values.std())
+  out["per_seed"] = [{k: float(v) for k, v in s.items()} for s in per_seed]
+  return out
+
+
+def stratified_part(rows: np.ndarray, labels: np.ndarray, fraction: float,
+                    rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+  """(part, rest): `floor(fraction * n_c)` rows of each class c drawn into the part.
+
+  At least one row goes to each side when `rows` has two or more.
+  """
+  part = []
+  for c in np.unique(labels[rows]):
+    members = rng.permutation(rows[labels[rows] == c])
+    part.extend(members[:int(np.floor(fraction * len(members)))].tolist())
+  part = np.sort(np.asarray(part, np.int64))
+  if len(part) == 0 and len(rows) >= 2:
+    part = np.sort(rng.choice(rows, size=1, replace=False))
+  rest = np.setdiff1d(rows, part)
+  if len(rest) == 0 and len(part) >= 2:
+    rest, part = part[-1:], part[:-1]
+  return part, rest
+
+
+def transfer_direction(problem: Problem, source: np.ndarray, target: np.ndarray,
+                       rng_for: Callable[[int, int], np.random.Generator]) -> Dict:
+  """Every strategy for one direction source -> target; see the module docstring.
+
+  Args:
+    problem: the lists, labels and table of one embedding.
+    source, target: row indices (into the problem's arrays) of the two sites.
+    rng_for: (purpose code, seed) -> a generator, so that each embedding sees the same
+      validation parts and target samples.
+  """
+  cfg = problem.cfg
+  seeds = range(cfg.num_seeds)
+  labels = np.asarray(problem.labels)
+  source_val, source_fit = zip(*[stratified_part(source, labels, cfg.validation_fraction,
+                                                 rng_for(_RNG_SOURCE, s)) for s in seeds])
+  labelled, test = zip(*[stratified_part(target, labels, cfg.target_fraction,
+                                         rng_for(_RNG_TARGET, s)) for s in seeds])
+  tune_val, tune_fit = zip(*[stratified_part(part, labels, cfg.validation_fraction,
+                                             rng_for(_RNG_TARGET + 10, s))
+                             for s, part in zip(seeds, labelled)])
+  keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(cfg.seed), s))(
+      jnp.arange(cfg.num_seeds))
+  shuffle = rng_for(_RNG_SHUFFLE, 0)
+  start = init_params(problem.num_classes, cfg.filters, problem.vocab_size,
+                      problem.table, keys)
+  trained, epochs, best_epoch = fit(problem, start, source_fit, source_val,
+                                    cfg.learning_rate, True, cfg.max_epochs, shuffle)
+  out = {"sizes": {"source_fit": len(source_fit[0]), "source_validation": len(source_val[0]),
+                   "target_labelled": len(labelled[0]), "target_tune_fit": len(tune_fit[0]),
+                   "target_tune_validation": len(tune_val[0]), "target_test": len(test[0])},
+         "source_training": {"epochs": int(epochs), "best_epochs": best_epoch.tolist()},
+         "source_validation": summarize(_scores(problem, trained, source_val)),
+         "results": {}}
+  out["results"]["direct"] = summarize(_scores(problem, trained, test))
+  # Tuning starts from the source model; target only trains from scratch, on the source's
+  # schedule.
+  for name, init, train_conv, lr, max_epochs in (
+      ("linear", trained, False, cfg.tune_learning_rate, cfg.tune_max_epochs),
+      ("full", trained, True, cfg.tune_learning_rate, cfg.tune_max_epochs),
+      ("target_only", start, True, cfg.learning_rate, cfg.max_epochs)):
+    tuned, epochs, best_epoch = fit(problem, init, tune_fit, tune_val, lr, train_conv,
+                                    max_epochs, shuffle)
+    out["results"][name] = summarize(_scores(problem, tuned, test))
+    out["results"][name]["epochs"] = int(epochs)
+    out["results"][name]["best_epochs"] = best_epoch.tolist()
+  # Share of the target test part's entries never seen in the source's training part.
+  ids, mask = np.asarray(problem.ids), np.asarray(problem.mask)
+  seen = np.zeros(max(int(ids.max()) + 1, 1), bool)
+  seen[ids[source_fit[0]][mask[source_fit[0]]]] = True
+  test_entries = ids[test[0]][mask[test[0]]]
+  out["target_entries_unseen_at_source"] = float(np.mean(~seen[test_entries])) \
+      if len(test_entries) else 0.0
+  return out
+
+
+# --------------------------------------------------------------------------------------
+# The protocol.
+# --------------------------------------------------------------------------------------
+
+
+def _cpu_seconds() -> float:
+  """User + system CPU time of this process (every thread)."""
+  import resource  # pylint: disable=g-import-not-at-top
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
+def run_transfer(dataset, embedders: Mapping[str, Tuple[str, Embedder]],
+                 cfg: TransferConfig, plot_path: Optional[str] = None) -> Dict:
+  """The transfer protocol on `dataset`; see the module docstring.
+
+  Args:
+    dataset: a `line_jax.data.dataset.Dataset` (its `root` holds pairs.parquet, read for
+      the site column).
+    embedders: key ("teacher1", "teacher2", "line") -> (label, embed(concept indices,
+      negated flags) -> rows). One-hot ids need none.
+    cfg: the settings.
+    plot_path: where to write the bar plot (None: no plot).
+
+  Returns:
+    The metrics dictionary (or {"skipped": why}).
+  """
+  if not cfg.enabled:
+    return {"skipped": "disabled (config.eval.transfer.enabled=False)."}
+  if dataset.labels is None:
+    return {"skipped": "the dataset has no `label` column."}
+  sites, column = resolve_sites(dataset.root, dataset.num_pairs, cfg)
+  if sites is None:
+    return {"skipped": column + "."}
+  started, cpu_started = time.time(), _cpu_seconds()
+  notes: List[str] = []
+  raw = np.array(["" if v is None else str(v) for v in dataset.labels], object)
+  counts = {s: int(n) for s, n in zip(*np.unique(sites[(sites != "") & (raw != "")],
+                                                 return_counts=True))}
+  if cfg.sites:
+    missing = [s for s in cfg.sites if s not in counts]
+    if missing:
+      return {"skipped": f"site(s) {missing} not among the labelled pairs' sites "
+                         f"{sorted(counts)} (column {column!r})."}
+    chosen = list(cfg.sites)
+  else:
+    chosen = [s for s, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:2]]
+  if len(chosen) < 2:
+    return {"skipped": f"fewer than two sites among the labelled pairs ({sorted(counts)}, "
+                       f"column {column!r})."}
+  used = np.isin(sites, chosen) & (raw != "")
+  left_out = int(dataset.num_pairs - used.sum())
+  if left_out:
+    others = {s: n for s, n in counts.items() if s not in chosen}
+    notes.append(f"{left_out} pairs left out: {int((sites == '').sum())} without a site "
+                 f"(empty {column!r}, or not matching site_pattern), "
+                 f"{int(((raw == '') & (sites != '')).sum())} without a label, the rest at "
+                 f"other sites {others}.")
+  pair_idx = np.flatnonzero(used)
+  names, y = np.unique(raw[pair_idx].astype(str), return_inverse=True)
+  site_of = sites[pair_idx]
+  rows = {s: np.flatnonzero(site_of == s) for s in chosen}
+
+  offsets, flat, negated = list_segments(dataset, pair_idx)
+  variants = {"all_concepts": None}
+  grouped = label_is_group(raw[pair_idx], dataset.groups)
+  if cfg.without_branch_roots == "on" or (cfg.without_branch_roots == "auto" and grouped):
+    variants["without_branch_roots"] = branch_root_concepts(dataset)
+
+  out = {"site_column": column, "site_pattern": cfg.site_pattern, "sites": chosen,
+         "site_counts": {s: int(len(rows[s])) for s in chosen},
+         "num_pairs": int(len(pair_idx)), "classes": names.tolist(),
+         "class_counts": {s: {str(n): int(c) for n, c in zip(
+             names, np.bincount(y[rows[s]], minlength=len(names)))} for s in chosen},
+         "label_is_concept_group": bool(grouped), "settings": dataclasses.asdict(cfg),
+         "embeddings": {}, "notes": notes, "variants": {}}
+  directions = [(chosen[0], chosen[1]), (chosen[1], chosen[0])]
+  keys = [k for k in cfg.embeddings if k == "onehot" or k in embedders]
+  absent = [k for k in cfg.embeddings if k not in keys]
+  if absent:
+    notes.append(f"embeddings {absent} not available here; left out.")
+  try:
+    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+    bar = tqdm(total=len(variants) * len(keys) * len(directions), desc="transfer",
+               unit="run")
+  except ImportError:   # pragma: no cover
+    bar = None
+
+  for variant, drop in variants.items():
+    lists, removed = pack_lists(offsets, flat, negated, drop)
+    info = {"entries_removed": removed, "distinct_entries": int(len(lists.entry_concept)),
+            "max_list_length": int(lists.ids.shape[1]),
+            "empty_lists": int((~lists.mask.any(axis=1)).sum()), "directions": {}}
+    if drop is not None:
+      info["branch_root_concepts"] = int(np.asarray(drop).sum())
+      owner = np.repeat(np.arange(len(pair_idx)), np.diff(offsets))
+      info["pairs_with_a_root"] = int(len(np.unique(owner[np.asarray(drop)[flat]])))
+    tables: Dict[str, np.ndarray] = {}
+    for key in keys:
+      if key == "onehot":
+        label, table = ONEHOT_LABEL, np.zeros((1, 1), np.float32)
+        vocab = int(np.ceil(max(1, len(lists.entry_concept)) / VOCAB_ROUND)) * VOCAB_ROUND
+      else:
+        label, embed = embedders[key]
+        table = np.asarray(embed(lists.entry_concept, lists.entry_negated), np.float32)
+        vocab = 0
+      out["embeddings"][key] = label
+      same_as = next((k for k, t in tables.items()
+                      if t.shape == table.shape and np.array_equal(t, table)), None)
+      tables[key] = table
+      for a, b in directions:
+        direction = f"{a} → {b}"
+        entry = info["directions"].setdefault(direction, {})
+        if same_as is not None and same_as in entry:
+          entry[key] = dict(entry[same_as], identical_to=same_as)
+        else:
+          t0 = time.time()
+          problem = Problem(jnp.asarray(lists.ids), jnp.asarray(lists.mask), jnp.asarray(y),
+                            jnp.asarray(table), vocab, len(names), cfg)
+          entry[key] = transfer_direction(
+              problem, rows[a], rows[b],
+              lambda code, s, a=a: np.random.default_rng(
+                  [cfg.seed, code, s, chosen.index(a)]))
+          entry[key]["seconds"] = round(time.time() - t0, 2)
+          logging.info("transfer %s %s %s: direct F1 %.3f, linear %.3f, full %.3f, target "
+                       "only %.3f (%.1fs)", variant, direction, key,
+                       *[entry[key]["results"][s]["f1"] for s in STRATEGIES],
+                       time.time() - t0)
+        if bar is not None:
+          bar.update(1)
+      if same_as is not None:
+        notes.append(f"{key}: the embedding table is identical to {same_as}'s (the same "
+                     "encoder), so its results are copied, not recomputed.")
+    out["variants"][variant] = info
+  if bar is not None:
+    bar.close()
+  out["seconds"] = round(time.time() - started, 2)
+  out["cpu_seconds"] = round(_cpu_seconds() - cpu_started, 2)
+  out["load_average"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") \
+      else None
+  if plot_path:
+    plot_transfer(out, plot_path)
+    out["plot"] = os.path.basename(plot_path)
+  return out
+
+
+# --------------------------------------------------------------------------------------
+# Plot and report section.
+# --------------------------------------------------------------------------------------
+
+
+def plot_transfer(result: Mapping, path: str) -> str:
+  """Macro F1 bars (mean ± std over seeds): one panel per variant and direction."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  panels = [(v, d, res) for v, info in result["variants"].items()
+            for d, res in info["directions"].items()]
+  cols = 2
+  rows = max(1, int(np.ceil(len(panels) / cols)))
+  fig = Figure(figsize=(6.0 * cols, 3.6 * rows))
+  for i, (variant, direction, res) in enumerate(panels):
+    ax = fig.add_subplot(rows, cols, i + 1)
+    keys = list(res)
+    width = 0.8 / len(STRATEGIES)
+    for j, strategy in enumerate(STRATEGIES):
+      mean = [res[k]["results"][strategy]["f1"] for k in keys]
+      std = [res[k]["results"][strategy]["f1_std"] for k in keys]
+      ax.bar(np.arange(len(keys)) + (j - (len(STRATEGIES) - 1) / 2) * width, mean, width,
+             yerr=std, capsize=2, color="C%d" % j, label=STRATEGY_LABELS[strategy])
+    ax.set_xticks(np.arange(len(keys)))
+    ax.set_xticklabels([result["embeddings"].get(k, k) for k in keys], fontsize=7,
+                       rotation=12)
+    ax.set_ylabel("macro F1 on the target's test part")
+    ax.set_title(f"{direction} ({variant.replace('_', ' ')})", fontsize=9)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=6)
+  FigureCanvasAgg(fig)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  return path
+
+
+def _fmt(mean: float, std: float) -> str:
+  return f"{mean:.3f} ± {std:.3f}"
+
+
+def render_section(result: Optional[Mapping]) -> str:
+  """The report.md section of the transfer protocol (markdown)."""
+  out = ["## Transfer of a list CNN between sites", ""]
+  if not result:
+    return "\n".join(out + ["Not run.", ""])
+  if "skipped" in result:
+    return "\n".join(out + [f"Skipped: {result['skipped']}", ""])
+  s = result["settings"]
+  a, b = result["sites"]
+  out += [f"Pairs by site (`{result['site_column']}`"
+          + (f", pattern `{result['site_pattern']}`" if result["site_pattern"] else "")
+          + f"): {a} {result['site_counts'][a]}, {b} {result['site_counts'][b]}; "
+          f"{len(result['classes'])} label classes. A CNN (width-1 convolution with "
+          f"{s['filters']} filters over the list of concept embeddings, ReLU, masked max "
+          "pooling, fully connected layer; negated concepts are their own entries) is "
+          f"trained at one site ({s['validation_fraction']:.0%} held out for early "
+          f"stopping) and used at the other: *direct*; *linear-only tuning* and *full "
+          f"tuning* on a labelled {s['target_fraction']:.0%} of the target; *target only* "
+          "trains the same CNN on that labelled part alone. Macro F1 and accuracy on the "
+          f"rest of the target, mean ± standard deviation over {s['num_seeds']} seed(s).", ""]
+  if result["label_is_concept_group"]:
+    out += ["The label is one of the concepts' groups (for the HPO data: the most frequent "
+            "top-level branch among the vignette's present findings), i.e. a function of "
+            "the listed concepts' branches. A branch-root concept (e.g. *Abnormality of the "
+            "nervous system*) would name a label outright, so the tables are repeated with "
+            "the branch-root concepts removed from the lists (*without branch roots*). That "
+            "does not make the task more than a lookup: every other concept belongs to one "
+            "branch too, and a model that learns (one-hot) or reads (embedding) each "
+            "concept's branch solves most of it.", ""]
+  for note in result.get("notes", []):
+    out.append(f"- {note}")
+  if result.get("notes"):
+    out.append("")
+  for variant, info in result["variants"].items():
+    title = variant.replace("_", " ")
+    extra = ""
+    if "branch_root_concepts" in info:
+      extra = (f" {info['branch_root_concepts']} branch-root entries; "
+               f"{info['pairs_with_a_root']} pairs had one; {info['entries_removed']} "
+               f"occurrences removed; {info['empty_lists']} lists left empty.")
+    for direction, res in info["directions"].items():
+      first = next(iter(res.values()))
+      sizes = first["sizes"]
+      out += [f"### {direction}, {title}", "",
+              f"Source: {sizes['source_fit']} to train, {sizes['source_validation']} to "
+              f"validate; target: {sizes['target_labelled']} labelled "
+              f"({sizes['target_tune_validation']} of them to validate), "
+              f"{sizes['target_test']} to test.{extra}", ""]
+      header = ["Embedding", "Source (validation)"] + [STRATEGY_LABELS[k]
+                                                      for k in STRATEGIES] + \
+          ["Unseen target entries"]
+      rows = []
+      for metric in ("f1", "accuracy"):
+        for key, r in res.items():
+          name = result["embeddings"].get(key, key)
+          if r.get("identical_to"):
+            name += f" (= {result['embeddings'].get(r['identical_to'])})"
+          cells = [f"{name}, {'macro F1' if metric == 'f1' else 'accuracy'}",
+                   _fmt(r["source_validation"][metric], r["source_validation"][
+                       f"{metric}_std"])]
+          cells += [_fmt(r["results"][k][metric], r["results"][k][f"{metric}_std"])
+                    for k in STRATEGIES]
+          cells.append(f"{r['target_entries_unseen_at_source']:.1%}")
+          rows.append(cells)
+      out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+      out += ["| " + " | ".join(r) + " |" for r in rows] + [""]
+  if result.get("plot"):
+    out += [f"![transfer]({result['plot']})", ""]
+  load = result.get("load_average")
+  out += [f"Protocol time: {result['seconds']:.1f} s wall, {result.get('cpu_seconds', 0):.1f} "
+          "s CPU" + (f" (load average {load[0]:.1f} at the end)" if load else "") + ".", ""]
+  return "\n".join(out)
+
+
+def write_alone(workdir: str, result: Mapping) -> str:
+  """After a run of this protocol alone: its entry of metrics.json (other entries kept)
+  and its report section as `transfer.md`; returns that file's path."""
+  import json  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "metrics.json")
+  merged = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      merged = json.load(f)
+  merged["transfer"] = result
+  with open(path + ".tmp", "w") as f:
+    json.dump(merged, f, indent=1, ensure_ascii=False)
+  os.replace(path + ".tmp", path)
+  report = os.path.join(workdir, REPORT_FILE)
+  with open(report, "w") as f:
+    f.write(render_section(result))
+  return os.path.abspath(report)

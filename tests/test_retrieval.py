@@ -1,0 +1,256 @@
+"""line_jax.eval.retrieval and realtext on small cases with known answers."""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+from absl.testing import absltest
+from absl.testing import parameterized
+
+from line_jax.eval import realtext
+from line_jax.eval import retrieval
+from tests import test_evaluate
+
+
+def unit(i, d=8):
+  v = np.zeros(d, np.float32)
+  v[i] = 1.0
+  return v
+
+
+class GroupsTest(absltest.TestCase):
+
+  def test_from_ids_groups_synonyms_with_their_term(self):
+    g = retrieval.Groups.from_ids(["B", "A", "A#syn1", "B#syn1", "C"],
+                                  ["B", "A", "A", "B", "C"])
+    self.assertEqual(g.num_groups, 3)
+    self.assertEqual(g.group_of[1], g.group_of[2])
+    self.assertEqual(g.group_of[0], g.group_of[3])
+    # The representative is the entry whose id is the term's.
+    self.assertEqual(sorted(g.representative.tolist()), [0, 1, 4])
+    scores = np.array([[0.1, 0.2, 0.9, 0.3, 0.0]])
+    collapsed = g.collapse(scores)
+    self.assertAlmostEqual(collapsed[0, g.group_of[1]], 0.9)
+    self.assertAlmostEqual(collapsed[0, g.group_of[0]], 0.3)
+    self.assertAlmostEqual(collapsed[0, g.group_of[4]], 0.0)
+
+
+class RetrievalTest(parameterized.TestCase):
+
+  def test_planted_ranks(self):
+    keys = np.eye(6, dtype=np.float32)
+    # Text 0 points at key 2, then key 4; text 1 at key 5.
+    texts = np.stack([3 * unit(2, 6) + 2 * unit(4, 6) + unit(0, 6), unit(5, 6)])
+    owner = np.array([0, 0, 0, 1, 1])
+    target = np.array([2, 4, 0, 5, 3])
+    ranks = retrieval.retrieval_ranks(texts, keys, owner, target, chunk=1)
+    # Key 3 ties with 4 others at 0 for text 1: strictly higher is only key 5.
+    np.testing.assert_array_equal(ranks, [1, 2, 3, 1, 2])
+    summary = retrieval.retrieval_summary(ranks, (1, 2))
+    self.assertEqual(summary["count"], 5)
+    self.assertAlmostEqual(summary["recall@1"], 2 / 5)
+    self.assertAlmostEqual(summary["recall@2"], 4 / 5)
+    self.assertAlmostEqual(summary["mrr"], np.mean([1, 1 / 2, 1 / 3, 1, 1 / 2]))
+
+  def test_synonym_entry_is_a_hit_for_its_term(self):
+    keys = np.stack([unit(0), unit(1), unit(2)])       # term A, A's synonym, term B
+    groups = retrieval.Groups.from_ids(["A", "A#s", "B"], ["A", "A", "B"])
+    texts = np.stack([unit(1) + 0.5 * unit(2)])         # closest to A's synonym
+    ranks = retrieval.retrieval_ranks(texts, keys, [0], [groups.group_of[0]], groups)
+    np.testing.assert_array_equal(ranks, [1])
+    ungrouped = retrieval.retrieval_ranks(texts, keys, [0], [0])
+    np.testing.assert_array_equal(ungrouped, [3])
+
+  def test_chunking_does_not_change_ranks(self):
+    rng = np.random.default_rng(0)
+    texts, keys = rng.normal(size=(9, 5)), rng.normal(size=(20, 5))
+    owner = rng.integers(0, 9, 30)
+    target = rng.integers(0, 20, 30)
+    full = (texts / np.linalg.norm(texts, axis=1, keepdims=True)) @ (
+        keys / np.linalg.norm(keys, axis=1, keepdims=True)).T
+    expected = 1 + (full[owner] > full[owner, target][:, None]).sum(1)
+    for chunk in (1, 4, 100):
+      np.testing.assert_array_equal(
+          retrieval.retrieval_ranks(texts, keys, owner, target, chunk=chunk), expected)
+
+  def test_listed_targets_skip_negated_and_duplicates(self):
+    groups = retrieval.Groups.from_ids(["A", "A#s", "B", "C"], ["A", "A", "B", "C"])
+    offsets = np.array([0, 3, 5])
+    flat = np.array([0, 1, 2, 3, 3])
+    negated = np.array([False, False, True, False, False])
+    owner, target = retrieval.listed_targets(offsets, flat, negated, groups)
+    self.assertEqual(list(zip(owner.tolist(), target.tolist())),
+                     [(0, groups.group_of[0]), (1, groups.group_of[3])])
+
+
+class RecoveryTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.keys = np.eye(8, dtype=np.float32)
+    # Pair 0 lists concepts 0, 1 and misses 5; pair 1 lists 2 and misses 6.
+    self.offsets = np.array([0, 2, 3])
+    self.flat = np.array([0, 1, 2])
+    self.proxies = np.stack([(unit(0) + unit(1)) / 2, unit(2)])
+    # The missing concept is exactly the residual text - proxy.
+    self.texts = self.proxies + np.stack([unit(5), unit(6)])
+    self.true_offsets = np.array([0, 3, 5])
+    self.true_flat = np.array([0, 1, 5, 2, 6])
+
+  def test_nearest_skips_listed_terms(self):
+    cand, best = retrieval.recovery_candidates(self.texts, self.proxies, self.offsets,
+                                               self.flat, self.keys, "nearest", top_k=2)
+    # Pair 0's text (0.5, 0.5, 1) over concepts 0, 1, 5: 0 and 1 are listed.
+    np.testing.assert_array_equal(cand[:, 0], [5, 6])
+    np.testing.assert_allclose(best[0, 0], 1 / np.sqrt(1.5), rtol=1e-6)
+
+  @parameterized.parameters("residual", "completion_gain")
+  def test_missing_concept_is_first(self, estimator):
+    cand, best = retrieval.recovery_candidates(self.texts, self.proxies, self.offsets,
+                                               self.flat, self.keys, estimator, top_k=3)
+    np.testing.assert_array_equal(cand[:, 0], [5, 6])
+    self.assertTrue(np.all(np.diff(best, axis=1) <= 0))
+    for row, listed in ((0, {0, 1}), (1, {2})):
+      self.assertFalse(set(cand[row].tolist()) & listed)
+    if estimator == "residual":
+      np.testing.assert_allclose(best[:, 0], 1.0, atol=1e-6)
+
+  def test_completion_gain_matches_its_definition(self):
+    rng = np.random.default_rng(1)
+    keys = rng.normal(size=(12, 6)).astype(np.float32)
+    texts = rng.normal(size=(3, 6)).astype(np.float32)
+    lists = [[0, 3], [4], [5, 6, 7]]
+    proxies = np.stack([keys[x].mean(0) for x in lists])
+    sizes = np.array([len(x) for x in lists])
+    got = retrieval.scores_for_recovery(texts, proxies, sizes, keys, "completion_gain")
+
+    def cos(a, b):
+      return a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+    for i, x in enumerate(lists):
+      for c in range(len(keys)):
+        expected = (cos(texts[i], np.vstack([keys[x], keys[c]]).mean(0))
+                    - cos(texts[i], keys[x].mean(0)))
+        self.assertAlmostEqual(got[i, c], expected, places=5)
+
+  def test_evaluation_counts_hits_and_precision(self):
+    settings = retrieval.JointSettings(recovery_top_k=3, estimators=("residual",),
+                                       threshold=0.99)
+    out = retrieval.recovery_evaluation(self.texts, self.proxies, self.offsets, self.flat,
+                                        self.true_offsets, self.true_flat, self.keys,
+                                        retrieval.Groups.identity(8), settings)
+    self.assertEqual(out["num_missing"], 2)
+    e = out["estimators"]["residual"]
+    self.assertEqual(e["hit@1"], 1.0)
+    self.assertEqual(e["hit@3"], 1.0)
+    configured = e["score"]["configured"]
+    self.assertEqual((configured["added"], configured["correct"]), (2, 2))
+    self.assertEqual(configured["recall"], 1.0)
+
+  def test_operating_point(self):
+    conf = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    correct = np.array([True, False, True, True, False, False])
+    op = retrieval.operating_point(conf, correct, num_missing=6, min_precision=0.5)
+    # Precision by prefix: 1, .5, .67, .75, .6, .5 -> the longest with >= .5 is all six,
+    # whose recall (3/6) equals the prefix of 4; the highest recall's first point: 0.6.
+    self.assertAlmostEqual(op["threshold"], 0.6)
+    self.assertAlmostEqual(op["precision"], 0.75)
+    self.assertAlmostEqual(op["recall"], 0.5)
+    self.assertTrue(op["reached"])
+    op = retrieval.operating_point(conf, correct, 6, min_precision=0.99)
+    self.assertAlmostEqual(op["threshold"], 0.9)
+    op = retrieval.operating_point(conf, ~correct, 6, min_precision=0.9)
+    self.assertFalse(op["reached"])
+    op = retrieval.operating_point(conf, correct, 6, min_precision=0.99, min_added=3)
+    self.assertAlmostEqual(op["threshold"], 0.6)     # the best precision adding >= 3
+    self.assertFalse(op["reached"])
+
+  def test_margin_confidence(self):
+    best = np.array([[0.9, 0.5, 0.1], [0.6, 0.55, 0.0], [0.3, -np.inf, -np.inf]])
+    np.testing.assert_allclose(retrieval.confidence_of(best, "margin"), [0.4, 0.05, 0.3])
+    np.testing.assert_allclose(retrieval.confidence_of(best, "score"), [0.9, 0.6, 0.3])
+
+
+def write_jsonl(rows):
+  handle = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False)
+  with handle:
+    for r in rows:
+      handle.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
+  return handle.name
+
+
+class RealTextTest(absltest.TestCase):
+
+  def test_unknown_ids_are_counted_not_dropped_silently(self):
+    path = write_jsonl([
+        {"doc_id": "X_1", "text": "a", "ids": ["C1", "C9", "C1"]},
+        {"doc_id": "Y_2", "text": "b", "ids": ["C9", "C8"]},
+        {"doc_id": "Y_3", "text": "c", "ids": ["C2", "C0"]}])
+    self.addCleanup(os.remove, path)
+    data = realtext.load_realtext(path, "ids", {"C0": 0, "C1": 1, "C2": 2})
+    self.assertEqual(data["texts"], ["a", "c"])
+    np.testing.assert_array_equal(data["offsets"], [0, 1, 3])
+    np.testing.assert_array_equal(data["flat"], [1, 2, 0])
+    self.assertEqual(data["unknown_ids"], {"C9": 2, "C8": 1})
+    self.assertEqual(data["sentences_without_known_ids"], 1)
+    self.assertEqual(data["num_ids"], 7)
+    self.assertEqual(data["collections"].tolist(), ["X", "Y"])
+
+  def test_bad_lines_name_file_line_and_field(self):
+    for rows, needle in (([{"text": "a", "ids": ["C0"]}, "{oops"], "line 2: not JSON"),
+                         ([{"text": "", "ids": ["C0"]}], "line 1, field 'text'"),
+                         ([{"text": "a", "hpo": ["C0"]}], "line 1, field 'ids'")):
+      path = write_jsonl(rows)
+      self.addCleanup(os.remove, path)
+      with self.assertRaisesRegex(realtext.RealTextError, needle):
+        realtext.load_realtext(path, "ids", {"C0": 0})
+
+  def test_evaluate_with_planted_embeddings(self):
+    keys = np.eye(4, dtype=np.float32)
+    path = write_jsonl([{"text": f"s{i}", "ids": [f"C{i}"]} for i in range(4)])
+    self.addCleanup(os.remove, path)
+
+    class Model:
+      class dataset:   # pylint: disable=invalid-name
+        @staticmethod
+        def concept_index():
+          return {f"C{i}": i for i in range(4)}
+    settings = retrieval.JointSettings(realtext=path, realtext_ids_field="ids",
+                                       num_negatives=3)
+    perfect = ("perfect", lambda texts: keys[[int(t[1]) for t in texts]], lambda: keys)
+    shifted = ("shifted", lambda texts: keys[[(int(t[1]) + 1) % 4 for t in texts]],
+               lambda: keys)
+    out = realtext.evaluate_realtext(Model, settings, retrieval.Groups.identity(4),
+                                     [perfect, shifted, ("other", "no encoder")])
+    self.assertEqual(out["alignment"]["perfect"]["all"]["mean_reciprocal_rank"], 1.0)
+    self.assertEqual(out["text_to_concept"]["perfect"]["all"]["recall@1"], 1.0)
+    self.assertEqual(out["text_to_concept"]["shifted"]["all"]["recall@10"], 1.0)
+    self.assertEqual(out["text_to_concept"]["shifted"]["all"]["recall@1"], 0.0)
+    self.assertEqual(out["skipped"], {"other": "no encoder"})
+    self.assertIn("| perfect | all | 1.000 |",
+                  "\n".join(realtext.render_markdown(out, (1, 10))))
+
+
+class EvaluateJointTest(absltest.TestCase):
+
+  def test_run_evaluation_reports_single_concepts(self):
+    model = test_evaluate.make_model()
+    with tempfile.TemporaryDirectory() as workdir:
+      result = test_evaluate.evaluate.run_evaluation(model, workdir)
+      text = open(os.path.join(workdir, "report.md")).read()
+      self.assertTrue(os.path.exists(os.path.join(workdir, retrieval.PLOT_FILE)))
+    joint = result["joint"]
+    self.assertEqual(set(joint["text_to_concept"]),
+                     {"teacher1", "teacher2", "line", "map_t2_to_t1", "map_t1_to_t2"})
+    for r in joint["text_to_concept"].values():
+      self.assertEqual(r["real"]["count"], 0)      # every fake pair is synthetic
+      self.assertEqual(r["vignette"]["count"], r["all"]["count"])
+      self.assertBetween(r["all"]["mrr"], 1 / test_evaluate.NUM_CONCEPTS, 1.0)
+    rec = joint["recovery"]["results"]["line"]
+    self.assertGreater(rec["num_missing"], 0)
+    self.assertIn("(a) Text -> concept retrieval", text)
+    self.assertIn("(c) Recovery of a missing concept", text)
+
+
+if __name__ == "__main__":
+  absltest.main()
