@@ -7,6 +7,7 @@ steps would otherwise page-fault their buffers in anew on every call);
 LINE_JAX_SYSTEM_MALLOC=1 turns that off.
 """
 
+import importlib
 from typing import Any
 
 from line_jax import host_memory as _host_memory
@@ -20,7 +21,6 @@ _LAZY = {"LineModel": "line_jax.api"}
 
 def __getattr__(name: str) -> Any:
   if name in _LAZY:
-    import importlib
     value = getattr(importlib.import_module(_LAZY[name]), name)
     globals()[name] = value
     return value

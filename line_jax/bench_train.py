@@ -9,6 +9,7 @@ and trains over it, reporting peak resident memory.
 from __future__ import annotations
 
 import os
+import resource
 import tempfile
 import time
 
@@ -164,12 +165,10 @@ def step_cost(sh: pipeline.BatchShapes, dim: int, num_types: int) -> dict:
 
 
 def _minor_faults() -> int:
-  import resource
   return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def peak_rss_gib() -> float:
-  import resource
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 

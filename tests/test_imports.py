@@ -12,8 +12,7 @@ PACKAGE = "line_jax"
 ENTRY_POINTS = {"line_jax.train", "line_jax.evaluate", "line_jax.export", "line_jax.embed",
                 "line_jax.soup", "line_jax.bench", "line_jax.data.hpo.__main__"}
 # Imported inside a function only where they are optional or heavy and rarely needed.
-OPTIONAL = {"faiss", "torch", "transformers", "safetensors", "huggingface_hub", "resource",
-            "jaxlib", "importlib"}
+OPTIONAL = {"faiss", "torch", "transformers", "safetensors", "huggingface_hub"}
 
 
 def module_files():

@@ -35,6 +35,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import jaxlib
 import numpy as np
 
 from line_jax.kernels import library_cache
@@ -65,7 +66,6 @@ def _cpu_key() -> str:
 def _library_path() -> str:
   with open(_SOURCE, "rb") as f:
     source = f.read()
-  import jaxlib
   key = hashlib.sha256(source + " ".join(_FLAGS).encode() + jaxlib.__version__.encode()
                        + _cpu_key().encode()).hexdigest()[:16]
   return os.path.join(_cache_dir(), f"gat_cpu_{key}.so")
