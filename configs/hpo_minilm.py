@@ -29,7 +29,8 @@ def data_home() -> str:
 
 def get_config():
   c = base_config()
-  c.data.dir = os.path.join(data_home(), "hpo")
+  # A folder per builder version: a build of an older version is never read as this one.
+  c.data.dir = os.path.join(data_home(), f"hpo-v{hpo.DATA_VERSION}")
   c.data.builder = "hpo"
   c.data.hpo = hpo.default_config()
   c.data.negation_template = c.data.hpo.negation_template

@@ -24,6 +24,12 @@ from line_jax.data.hpo.splits import collapse_labels, disease_family, split_of
 from line_jax.data.hpo.vignettes import VignetteContext, leading_sentences, make_vignette
 
 
+# What the builder writes: bumped whenever the same settings give other files, so that the
+# default's data folder (configs/hpo_minilm.py: hpo-v<N>) is built anew rather than a folder
+# of an older build being read. 2: every definition lists its defined term.
+DATA_VERSION = 2
+
+
 def default_config() -> ml_collections.ConfigDict:
   """Every number of the HPO builder; config files do `config.data.hpo = default_config()`."""
   c = ml_collections.ConfigDict()
