@@ -3,7 +3,10 @@ r"""Evaluates a trained LINE model as in the paper (`line_jax.eval.protocols`).
   python -m line_jax.evaluate --workdir=DIR [--config=configs/test.py]
 
 writes into DIR: report.md (the paper's tables), metrics.json (every number) and PNG plots.
-Without --config the config saved with the model in DIR is used.
+Without --config the config saved with the model in DIR is used; --config.FIELD=VALUE
+overrides one field (e.g. --config.eval.split=valid). `--only=transfer` or `--only=joint`
+runs that protocol alone: its entry of metrics.json is replaced and its section written to
+DIR/transfer.md or DIR/joint.md.
 """
 
 from __future__ import annotations
@@ -19,15 +22,15 @@ from line_jax import logs
 from line_jax.api import LineModel
 from line_jax.eval import ner
 from line_jax.eval import protocols
-from line_jax.eval import transfer as transfer_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "ml_collections config file; default: the config saved with the model "
     "in --workdir.")
 _WORKDIR = flags.DEFINE_string("workdir", None,
                                "Work dir of the trained model; outputs go there.")
-_ONLY = flags.DEFINE_enum("only", "", ["", "transfer"], "Run one protocol alone "
-                          "(\"transfer\"); its numbers replace that entry of metrics.json.")
+_ONLY = flags.DEFINE_enum("only", "", ["", *protocols.ALONE], "Run one protocol alone "
+                          "(transfer: the CNN transfer; joint: single concepts in the joint "
+                          "space); its numbers replace that entry of metrics.json.")
 _NER = flags.DEFINE_string("ner", None, "CoNLL/BIO file or folder: run only the token-level "
                            "NER protocol (line_jax.eval.ner), outputs in WORKDIR/ner")
 flags.mark_flag_as_required("workdir")
@@ -41,9 +44,8 @@ def main(argv: Sequence[str]) -> None:
   if _NER.value:   # the token-level NER protocol alone
     ner.main_for_evaluate(model, _NER.value, workdir)
     return
-  if _ONLY.value == "transfer":
-    os.makedirs(workdir, exist_ok=True)
-    print(transfer_lib.write_alone(workdir, protocols.transfer_protocol(model, workdir)))
+  if _ONLY.value:
+    print(protocols.run_alone(model, workdir, _ONLY.value))
     return
   result = protocols.run_evaluation(model, workdir)
   print(json.dumps(result["alignment"]["results"], indent=1))

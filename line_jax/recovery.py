@@ -7,7 +7,7 @@ reaches `recovery.threshold` and it is not already in the list. The search is
 `line_jax.search.search_topk` (batched matmul + lax.top_k, chunked, sharded over devices); we
 take the `recovery.top_k` best so that candidates already in the list can be skipped.
 `recovery.estimator` / `recovery.confidence` choose another scoring (the completion gain,
-the margin over the runner-up: line_jax.eval.retrieval); that scoring, and the paper's where
+the margin over the runner-up: line_jax.terms); that scoring, and the paper's where
 dictionary entries group into terms (a synonym entry of a listed term is then no candidate),
 runs on the host over terms, adding the term's own entry. Where the dataset has synthetic
 validation pairs, their additions are checked against the true lists and logged
@@ -34,6 +34,7 @@ from line_jax import host_memory
 from line_jax import kernels
 from line_jax import projection
 from line_jax import search as search_lib
+from line_jax import terms
 
 
 def pair_residuals(padded_lists, text_proj: np.ndarray, positive: np.ndarray,
@@ -115,10 +116,10 @@ def _recover(params, lists, text, table, concept_table, negated_table, config, p
       **search_lib.search_config_kwargs(config.search))
   estimator = str(rc.get("estimator", "residual"))
   confidence = str(rc.get("confidence", "score"))
-  groups = term_groups(dataset)
+  groups = terms.dataset_groups(dataset)
   # The paper's search over dictionary entries, unless another estimator or confidence is
   # configured or entries group into terms (then a synonym entry of a listed term is no
-  # candidate): the term-level scoring of line_jax.eval.retrieval, which evaluation reports.
+  # candidate): the term-level scoring of line_jax.terms, which evaluation reports.
   by_term = (estimator, confidence) != ("residual", "score") or (
       groups.num_groups < dataset.num_concepts)
 
@@ -164,23 +165,17 @@ def _recover(params, lists, text, table, concept_table, negated_table, config, p
   return added, info
 
 
-def term_groups(dataset):
-  from line_jax.eval import retrieval  # pylint: disable=g-import-not-at-top
-  return retrieval.dataset_groups(dataset)
-
-
 def term_additions(text_proj: np.ndarray, proxies: np.ndarray, padded_lists, positive,
                    groups, estimator: str, confidence: str, threshold: float):
   """(added concept [P] or -1, confidence [P]): the best term not listed yet (in either
   polarity) by `estimator`, added as its representative entry when `confidence` of it
-  reaches `threshold` (line_jax.eval.retrieval)."""
-  from line_jax.eval import retrieval  # pylint: disable=g-import-not-at-top
+  reaches `threshold` (line_jax.terms)."""
   idx, _, real = padded_lists
   offsets = np.zeros(len(idx) + 1, np.int64)
   np.cumsum(real.sum(axis=1), out=offsets[1:])
-  cand, best = retrieval.recovery_candidates(text_proj, proxies, offsets, idx[real], positive,
-                                             estimator, groups, top_k=2)
-  conf = retrieval.confidence_of(best, confidence)
+  cand, best = terms.recovery_candidates(text_proj, proxies, offsets, idx[real], positive,
+                                         estimator, groups, top_k=2)
+  conf = terms.confidence_of(best, confidence)
   take = (conf >= threshold) & (cand[:, 0] >= 0)
   added = np.where(take, groups.representative[np.maximum(cand[:, 0], 0)], -1)
   return added.astype(np.int32), np.where(np.isfinite(conf), conf, 0.0).astype(np.float32)

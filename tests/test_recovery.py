@@ -11,7 +11,7 @@ import numpy as np
 from line_jax import bench_train
 from line_jax import config as config_lib
 from line_jax import graph as graph_lib
-from line_jax import model, pipeline, projection, recovery
+from line_jax import model, pipeline, projection, recovery, terms
 from line_jax.data import dataset as ds_lib
 
 
@@ -89,7 +89,7 @@ class RecoveryTest(parameterized.TestCase):
     ds = ds_lib.load_dataset(root)
     check = recovery.validation_pairs(ds)
     np.testing.assert_array_equal(check, [0, 1])
-    out = recovery.addition_precision(ds, check, np.array([3, 0]), recovery.term_groups(ds))
+    out = recovery.addition_precision(ds, check, np.array([3, 0]), terms.dataset_groups(ds))
     self.assertEqual((out["added"], out["correct"], out["missing"]), (2, 1, 2))
     self.assertAlmostEqual(out["precision"], 0.5)
 

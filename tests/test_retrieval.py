@@ -8,6 +8,8 @@ import numpy as np
 from absl.testing import absltest
 from absl.testing import parameterized
 
+from line_jax import terms
+from line_jax.eval import protocols
 from line_jax.eval import realtext
 from line_jax.eval import retrieval
 from tests import test_evaluate
@@ -22,7 +24,7 @@ def unit(i, d=8):
 class GroupsTest(absltest.TestCase):
 
   def test_from_ids_groups_synonyms_with_their_term(self):
-    g = retrieval.Groups.from_ids(["B", "A", "A#syn1", "B#syn1", "C"],
+    g = terms.Groups.from_ids(["B", "A", "A#syn1", "B#syn1", "C"],
                                   ["B", "A", "A", "B", "C"])
     self.assertEqual(g.num_groups, 3)
     self.assertEqual(g.group_of[1], g.group_of[2])
@@ -44,10 +46,10 @@ class RetrievalTest(parameterized.TestCase):
     texts = np.stack([3 * unit(2, 6) + 2 * unit(4, 6) + unit(0, 6), unit(5, 6)])
     owner = np.array([0, 0, 0, 1, 1])
     target = np.array([2, 4, 0, 5, 3])
-    ranks = retrieval.retrieval_ranks(texts, keys, owner, target, chunk=1)
+    ranks = terms.retrieval_ranks(texts, keys, owner, target, chunk=1)
     # Key 3 ties with 4 others at 0 for text 1: strictly higher is only key 5.
     np.testing.assert_array_equal(ranks, [1, 2, 3, 1, 2])
-    summary = retrieval.retrieval_summary(ranks, (1, 2))
+    summary = terms.retrieval_summary(ranks, (1, 2))
     self.assertEqual(summary["count"], 5)
     self.assertAlmostEqual(summary["recall@1"], 2 / 5)
     self.assertAlmostEqual(summary["recall@2"], 4 / 5)
@@ -55,11 +57,11 @@ class RetrievalTest(parameterized.TestCase):
 
   def test_synonym_entry_is_a_hit_for_its_term(self):
     keys = np.stack([unit(0), unit(1), unit(2)])       # term A, A's synonym, term B
-    groups = retrieval.Groups.from_ids(["A", "A#s", "B"], ["A", "A", "B"])
+    groups = terms.Groups.from_ids(["A", "A#s", "B"], ["A", "A", "B"])
     texts = np.stack([unit(1) + 0.5 * unit(2)])         # closest to A's synonym
-    ranks = retrieval.retrieval_ranks(texts, keys, [0], [groups.group_of[0]], groups)
+    ranks = terms.retrieval_ranks(texts, keys, [0], [groups.group_of[0]], groups)
     np.testing.assert_array_equal(ranks, [1])
-    ungrouped = retrieval.retrieval_ranks(texts, keys, [0], [0])
+    ungrouped = terms.retrieval_ranks(texts, keys, [0], [0])
     np.testing.assert_array_equal(ungrouped, [3])
 
   def test_chunking_does_not_change_ranks(self):
@@ -72,14 +74,14 @@ class RetrievalTest(parameterized.TestCase):
     expected = 1 + (full[owner] > full[owner, target][:, None]).sum(1)
     for chunk in (1, 4, 100):
       np.testing.assert_array_equal(
-          retrieval.retrieval_ranks(texts, keys, owner, target, chunk=chunk), expected)
+          terms.retrieval_ranks(texts, keys, owner, target, chunk=chunk), expected)
 
   def test_listed_targets_skip_negated_and_duplicates(self):
-    groups = retrieval.Groups.from_ids(["A", "A#s", "B", "C"], ["A", "A", "B", "C"])
+    groups = terms.Groups.from_ids(["A", "A#s", "B", "C"], ["A", "A", "B", "C"])
     offsets = np.array([0, 3, 5])
     flat = np.array([0, 1, 2, 3, 3])
     negated = np.array([False, False, True, False, False])
-    owner, target = retrieval.listed_targets(offsets, flat, negated, groups)
+    owner, target = terms.listed_targets(offsets, flat, negated, groups)
     self.assertEqual(list(zip(owner.tolist(), target.tolist())),
                      [(0, groups.group_of[0]), (1, groups.group_of[3])])
 
@@ -99,7 +101,7 @@ class RecoveryTest(parameterized.TestCase):
     self.true_flat = np.array([0, 1, 5, 2, 6])
 
   def test_nearest_skips_listed_terms(self):
-    cand, best = retrieval.recovery_candidates(self.texts, self.proxies, self.offsets,
+    cand, best = terms.recovery_candidates(self.texts, self.proxies, self.offsets,
                                                self.flat, self.keys, "nearest", top_k=2)
     # Pair 0's text (0.5, 0.5, 1) over concepts 0, 1, 5: 0 and 1 are listed.
     np.testing.assert_array_equal(cand[:, 0], [5, 6])
@@ -107,7 +109,7 @@ class RecoveryTest(parameterized.TestCase):
 
   @parameterized.parameters("residual", "completion_gain")
   def test_missing_concept_is_first(self, estimator):
-    cand, best = retrieval.recovery_candidates(self.texts, self.proxies, self.offsets,
+    cand, best = terms.recovery_candidates(self.texts, self.proxies, self.offsets,
                                                self.flat, self.keys, estimator, top_k=3)
     np.testing.assert_array_equal(cand[:, 0], [5, 6])
     self.assertTrue(np.all(np.diff(best, axis=1) <= 0))
@@ -123,7 +125,7 @@ class RecoveryTest(parameterized.TestCase):
     lists = [[0, 3], [4], [5, 6, 7]]
     proxies = np.stack([keys[x].mean(0) for x in lists])
     sizes = np.array([len(x) for x in lists])
-    got = retrieval.scores_for_recovery(texts, proxies, sizes, keys, "completion_gain")
+    got = terms.scores_for_recovery(texts, proxies, sizes, keys, "completion_gain")
 
     def cos(a, b):
       return a @ b / np.linalg.norm(a) / np.linalg.norm(b)
@@ -138,7 +140,7 @@ class RecoveryTest(parameterized.TestCase):
                                        threshold=0.99)
     out = retrieval.recovery_evaluation(self.texts, self.proxies, self.offsets, self.flat,
                                         self.true_offsets, self.true_flat, self.keys,
-                                        retrieval.Groups.identity(8), settings)
+                                        terms.Groups.identity(8), settings)
     self.assertEqual(out["num_missing"], 2)
     e = out["estimators"]["residual"]
     self.assertEqual(e["hit@1"], 1.0)
@@ -167,8 +169,8 @@ class RecoveryTest(parameterized.TestCase):
 
   def test_margin_confidence(self):
     best = np.array([[0.9, 0.5, 0.1], [0.6, 0.55, 0.0], [0.3, -np.inf, -np.inf]])
-    np.testing.assert_allclose(retrieval.confidence_of(best, "margin"), [0.4, 0.05, 0.3])
-    np.testing.assert_allclose(retrieval.confidence_of(best, "score"), [0.9, 0.6, 0.3])
+    np.testing.assert_allclose(terms.confidence_of(best, "margin"), [0.4, 0.05, 0.3])
+    np.testing.assert_allclose(terms.confidence_of(best, "score"), [0.9, 0.6, 0.3])
 
 
 def write_jsonl(rows):
@@ -220,7 +222,7 @@ class RealTextTest(absltest.TestCase):
     perfect = ("perfect", lambda texts: keys[[int(t[1]) for t in texts]], lambda: keys)
     shifted = ("shifted", lambda texts: keys[[(int(t[1]) + 1) % 4 for t in texts]],
                lambda: keys)
-    out = realtext.evaluate_realtext(Model, settings, retrieval.Groups.identity(4),
+    out = realtext.evaluate_realtext(Model, settings, terms.Groups.identity(4),
                                      [perfect, shifted, ("other", "no encoder")])
     self.assertEqual(out["alignment"]["perfect"]["all"]["mean_reciprocal_rank"], 1.0)
     self.assertEqual(out["text_to_concept"]["perfect"]["all"]["recall@1"], 1.0)
@@ -236,9 +238,25 @@ class EvaluateJointTest(absltest.TestCase):
   def test_run_evaluation_reports_single_concepts(self):
     model = test_evaluate.make_model()
     with tempfile.TemporaryDirectory() as workdir:
-      result = test_evaluate.evaluate.run_evaluation(model, workdir)
+      result = protocols.run_evaluation(model, workdir)
       text = open(os.path.join(workdir, "report.md")).read()
       self.assertTrue(os.path.exists(os.path.join(workdir, retrieval.PLOT_FILE)))
+      # Alone (`python -m line_jax.evaluate --only=joint`): the same numbers, written over
+      # the joint entry of metrics.json only, and the section in joint.md.
+      os.remove(os.path.join(workdir, retrieval.PLOT_FILE))
+      report = protocols.run_alone(model, workdir, "joint")
+      with open(os.path.join(workdir, "metrics.json")) as f:
+        merged = json.load(f)
+      self.assertEqual(merged["alignment"], result["alignment"])
+      alone = merged["joint"]
+      self.assertEqual(alone.pop("split"), result["split"])
+      self.assertEqual(alone, result["joint"])
+      self.assertEqual(report, os.path.join(os.path.abspath(workdir), retrieval.REPORT_FILE))
+      with open(report) as f:
+        self.assertIn("(c) Recovery of a missing concept", f.read())
+      self.assertTrue(os.path.exists(os.path.join(workdir, retrieval.PLOT_FILE)))
+      with self.assertRaisesRegex(ValueError, "protocol 'ner'"):
+        protocols.run_alone(model, workdir, "ner")
     joint = result["joint"]
     self.assertEqual(set(joint["text_to_concept"]),
                      {"teacher1", "teacher2", "line", "map_t2_to_t1", "map_t1_to_t2"})

@@ -14,7 +14,10 @@ from absl.testing import parameterized
 from line_jax.config import base_config
 from line_jax.data.dataset import load_dataset
 from line_jax.data.dataset import write_dataset
+from line_jax.embeddings import TeacherEmbeddings
+from line_jax.eval import protocols
 from line_jax.eval import transfer
+from tests import test_evaluate
 
 # Tiny, quick settings: one compilation per (one-hot / table) and strategy.
 FAST = transfer.TransferConfig(filters=16, batch_size=32, learning_rate=1e-2,
@@ -264,9 +267,6 @@ class RunTransferTest(absltest.TestCase):
 class EvaluateHookTest(absltest.TestCase):
 
   def test_transfer_protocol_of_a_model_and_the_run_alone_files(self):
-    from line_jax import evaluate  # pylint: disable=g-import-not-at-top
-    from line_jax.embeddings import TeacherEmbeddings  # pylint: disable=g-import-not-at-top
-    import test_evaluate  # pylint: disable=g-import-not-at-top
     root = tempfile.mkdtemp()
     write_two_site_dataset(root)
     dataset = load_dataset(root)
@@ -286,17 +286,17 @@ class EvaluateHookTest(absltest.TestCase):
     workdir = tempfile.mkdtemp()
     with open(os.path.join(workdir, "metrics.json"), "w") as f:
       json.dump({"alignment": {"kept": 1}, "transfer": {"old": 1}}, f)
-    result = evaluate.transfer_protocol(model, workdir)
-    self.assertEqual(result["sites"], ["north", "south"])
-    self.assertEqual(list(result["embeddings"]), ["line"])
-    self.assertEqual(result["embeddings"]["line"],
-                     f"LINE's G ({evaluate._labels(config)['line']})")
-    self.assertTrue(os.path.exists(os.path.join(workdir, transfer.PLOT_FILE)))
-    report = transfer.write_alone(workdir, result)
+    report = protocols.run_alone(model, workdir, "transfer")
     with open(os.path.join(workdir, "metrics.json")) as f:
       merged = json.load(f)
     self.assertEqual(merged["alignment"], {"kept": 1})
-    self.assertEqual(merged["transfer"]["sites"], ["north", "south"])
+    result = merged["transfer"]
+    self.assertEqual(result["sites"], ["north", "south"])
+    self.assertEqual(list(result["embeddings"]), ["line"])
+    self.assertEqual(result["embeddings"]["line"],
+                     f"LINE's G ({protocols._labels(config)['line']})")
+    self.assertTrue(os.path.exists(os.path.join(workdir, transfer.PLOT_FILE)))
+    self.assertEqual(report, os.path.join(os.path.abspath(workdir), transfer.REPORT_FILE))
     with open(report) as f:
       self.assertIn("### north → south, all concepts", f.read())
 

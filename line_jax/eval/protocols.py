@@ -361,6 +361,38 @@ def _json_safe(value):
   return value
 
 
+def evaluated_pairs(dataset, settings: EvalSettings,
+                    notes: List[str]) -> Tuple[np.ndarray, np.ndarray]:
+  """(the split's pairs, the evaluated ones: at most config.eval.max_pairs of them)."""
+  split_idx = dataset.split_indices(settings.split)
+  if len(split_idx) < 2:
+    raise ValueError(f"{dataset.root}: the {settings.split!r} split has {len(split_idx)} "
+                     "pairs; evaluation needs at least two (set config.eval.split)")
+  pair_idx = split_idx
+  if settings.max_pairs and len(split_idx) > settings.max_pairs:
+    pair_idx = np.sort(settings_lib.rng(settings, settings_lib.RNG_PAIR_CAP).choice(
+        split_idx, size=settings.max_pairs, replace=False))
+    notes.append(f"{settings.max_pairs} of the {len(split_idx)} pairs of the split drawn "
+                 "(config.eval.max_pairs); every protocol uses these pairs, and the alignment "
+                 "negatives are drawn among their texts.")
+  if len(pair_idx) < 2:
+    raise ValueError(f"config.eval.max_pairs={settings.max_pairs} leaves {len(pair_idx)} "
+                     "pair; evaluation needs at least two")
+  logging.info("evaluating %d pairs of the %s split (%d in the split)", len(pair_idx),
+               settings.split, len(split_idx))
+  return split_idx, pair_idx
+
+
+def model_spaces(model, settings: EvalSettings, labels: Dict[str, str], notes: List[str]):
+  """(teacher 1, teacher 2, LINE, [linear maps], map info): the spaces every protocol
+  compares."""
+  teacher1 = teacher_space("teacher1", labels["teacher1"], model.teacher1)
+  teacher2 = teacher_space("teacher2", labels["teacher2"], model.teacher2)
+  line = guards.finite_space(line_space(labels["line"], model, settings.chunk_size))
+  maps, map_info = map_spaces(model, model.dataset, settings, labels, notes)
+  return teacher1, teacher2, line, maps, map_info
+
+
 def run_evaluation(model, workdir: str) -> Dict:
   """Runs every protocol on `model` and writes report.md, metrics.json and PNGs to workdir.
 
@@ -380,27 +412,8 @@ def run_evaluation(model, workdir: str) -> Dict:
   notes: List[str] = []
   started = time.time()
 
-  split_idx = dataset.split_indices(settings.split)
-  if len(split_idx) < 2:
-    raise ValueError(f"{dataset.root}: the {settings.split!r} split has {len(split_idx)} "
-                     "pairs; evaluation needs at least two (set config.eval.split)")
-  pair_idx = split_idx
-  if settings.max_pairs and len(split_idx) > settings.max_pairs:
-    pair_idx = np.sort(settings_lib.rng(settings, settings_lib.RNG_PAIR_CAP).choice(
-        split_idx, size=settings.max_pairs, replace=False))
-    notes.append(f"{settings.max_pairs} of the {len(split_idx)} pairs of the split drawn "
-                 "(config.eval.max_pairs); every protocol uses these pairs, and the alignment "
-                 "negatives are drawn among their texts.")
-  if len(pair_idx) < 2:
-    raise ValueError(f"config.eval.max_pairs={settings.max_pairs} leaves {len(pair_idx)} "
-                     "pair; evaluation needs at least two")
-  logging.info("evaluating %d pairs of the %s split (%d in the split)", len(pair_idx),
-               settings.split, len(split_idx))
-
-  teacher1 = teacher_space("teacher1", labels["teacher1"], model.teacher1)
-  teacher2 = teacher_space("teacher2", labels["teacher2"], model.teacher2)
-  line = guards.finite_space(line_space(labels["line"], model, settings.chunk_size))
-  maps, map_info = map_spaces(model, dataset, settings, labels, notes)
+  split_idx, pair_idx = evaluated_pairs(dataset, settings, notes)
+  teacher1, teacher2, line, maps, map_info = model_spaces(model, settings, labels, notes)
   all_spaces = [teacher1, teacher2, line] + maps
   logging.info("linear-map baselines fitted (%.1fs)", time.time() - started)
 
@@ -488,3 +501,45 @@ def transfer_protocol(model, workdir: str) -> Dict:
   return _json_safe(transfer_lib.run_transfer(
       model.dataset, embedders, transfer_lib.read_config(model.config),
       os.path.join(workdir, transfer_lib.PLOT_FILE)))
+
+
+def joint_protocol(model, workdir: str) -> Dict:
+  """`line_jax.eval.retrieval` alone: the pairs and spaces of `run_evaluation`."""
+  guards.check_model_finite(model)
+  os.makedirs(workdir, exist_ok=True)
+  settings, labels = read_settings(model.config), _labels(model.config)
+  _, pair_idx = evaluated_pairs(model.dataset, settings, [])
+  teacher1, teacher2, line, maps, _ = model_spaces(model, settings, labels, [])
+  result = retrieval_lib.evaluate_joint(model, pair_idx, [teacher1, teacher2, line] + maps,
+                                        workdir)
+  return _json_safe(dict(result, split=settings.split))
+
+
+ALONE = ("transfer", "joint")    # protocols `python -m line_jax.evaluate --only` runs alone
+
+
+def run_alone(model, workdir: str, which: str) -> str:
+  """Runs one protocol (of ALONE) on `model`: its entry of workdir/metrics.json is replaced
+  (other entries kept) and its report section written beside it; returns that file's path."""
+  if which == "transfer":
+    result = transfer_protocol(model, workdir)
+    section, report = transfer_lib.render_section(result), transfer_lib.REPORT_FILE
+  elif which == "joint":
+    result = joint_protocol(model, workdir)
+    section, report = retrieval_lib.render_markdown(result), retrieval_lib.REPORT_FILE
+  else:
+    raise ValueError(f"protocol {which!r}: expected one of {ALONE}")
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "metrics.json")
+  merged = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      merged = json.load(f)
+  merged[which] = result
+  with open(path + ".tmp", "w") as f:
+    json.dump(merged, f, indent=1, ensure_ascii=False)
+  os.replace(path + ".tmp", path)
+  report = os.path.join(workdir, report)
+  with open(report, "w") as f:
+    f.write(section)
+  return os.path.abspath(report)

@@ -22,8 +22,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from absl import logging
 
+from line_jax import teachers
+from line_jax import terms
 from line_jax.eval import metrics
-from line_jax.eval import retrieval
 
 _RNG_REALTEXT = 101     # default_rng([eval.seed, this]) draws the negatives
 
@@ -104,7 +105,6 @@ def alignment_ranks(proxies: np.ndarray, texts: np.ndarray, num_negatives: int,
 def _embedders(model) -> List[tuple]:
   """(key, label, embed strings -> [N, d], dictionary [C, d]) of each space; skipped ones
   as (key, reason)."""
-  from line_jax import teachers  # pylint: disable=g-import-not-at-top
   encoders, out = {}, []
 
   def encoder(which):
@@ -139,7 +139,7 @@ def _embedders(model) -> List[tuple]:
   return out
 
 
-def evaluate_realtext(model, settings, groups: retrieval.Groups,
+def evaluate_realtext(model, settings, groups: terms.Groups,
                       embedders: Optional[Sequence[tuple]] = None) -> Dict:
   """Table 1 and text -> concept retrieval on the real-text file, per space (module doc)."""
   data = load_realtext(settings.realtext, settings.realtext_ids_field,
@@ -156,7 +156,7 @@ def evaluate_realtext(model, settings, groups: retrieval.Groups,
   names = sorted(set(data["collections"].tolist()) - {""})
   masks = {"all": np.ones(len(data["texts"]), bool)}
   masks.update({n: data["collections"] == n for n in names} if len(names) > 1 else {})
-  owner, target = retrieval.listed_targets(data["offsets"], data["flat"],
+  owner, target = terms.listed_targets(data["offsets"], data["flat"],
                                            np.zeros(len(data["flat"]), bool), groups)
   for item in (embedders if embedders is not None else _embedders(model)):
     if len(item) == 2:
@@ -170,8 +170,8 @@ def evaluate_realtext(model, settings, groups: retrieval.Groups,
                             np.random.default_rng([settings.seed, _RNG_REALTEXT]))
     out["alignment"][key] = {n: dict(metrics.rank_summary(ranks[m], 10), count=int(m.sum()))
                              for n, m in masks.items()}
-    r = retrieval.retrieval_ranks(texts, keys, owner, target, groups, settings.chunk)
-    out["text_to_concept"][key] = {n: retrieval.retrieval_summary(r[m[owner]], settings.ks)
+    r = terms.retrieval_ranks(texts, keys, owner, target, groups, settings.chunk)
+    out["text_to_concept"][key] = {n: terms.retrieval_summary(r[m[owner]], settings.ks)
                                    for n, m in masks.items()}
     logging.info("real text %s: Table 1 MRR %.4f, text->concept %s", key,
                  out["alignment"][key]["all"]["mean_reciprocal_rank"],

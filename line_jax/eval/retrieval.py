@@ -10,38 +10,36 @@ r"""Single-concept protocols of the joint space, beside the paper's list-level o
 Every table is broken down by pair source: real text (`synthetic` False: definitions) and
 generated vignettes (`synthetic` True). Dictionary entries that name one term (a term and its
 synonym entries, `term_id` of concepts.parquet) count as one candidate, scored by the best of
-them: a synonym of the right term is a hit, not a miss.
+them: a synonym of the right term is a hit, not a miss. The grouping, the ranks and the
+recovery estimators and confidences (residual, completion_gain, nearest; score, margin) are
+`line_jax.terms`, which residual recovery in training shares.
 
-Recovery estimators (`scores_for_recovery`), each scoring every dictionary term c for a text
-t with list proxy p (mean of the list's rows) and list sum S = m p:
-  residual         cos(t - p, g_c)                         (the paper's residual search)
-  completion_gain  cos(t, S + g_c) - cos(t, S)             (how much c completes the list)
-  nearest          cos(t, g_c)                             (the text's nearest unlisted term)
-and a confidence per pair, on the best candidate not already listed:
-  score            its score;
-  margin           its score minus the runner-up's.
-
-CLI: python -m line_jax.eval.retrieval --workdir=DIR [--split=valid] [--realtext=FILE.jsonl]
-[--realtext_ids_field=FIELD] [--out_dir=DIR] writes joint_<split>.json / .md / .png.
 Entry point: `evaluate_joint(model, pair_idx, spaces, workdir)` (called by
-`line_jax.evaluate.run_evaluation`); `render_markdown(result)` gives its report section.
+`line_jax.eval.protocols.run_evaluation`); `render_markdown(result)` gives its report section.
+Alone, on a trained work dir: `python -m line_jax.evaluate --workdir=DIR --only=joint`
+(split and real-text file from --config overrides) replaces the `joint` entry of
+metrics.json and writes joint.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import pyarrow.parquet as pq
 from absl import logging
 
-from line_jax.eval import metrics
+from line_jax.eval import joint_plots
+from line_jax.eval import realtext
+from line_jax.terms import (CONFIDENCES, ESTIMATORS, Groups, confidence_of, dataset_groups,
+                            listed_targets, recovery_candidates, retrieval_ranks,
+                            retrieval_summary)
 
-ESTIMATORS = ("residual", "completion_gain", "nearest")
-CONFIDENCES = ("score", "margin")
 SOURCES = (("all", None), ("real", False), ("vignette", True))
 PLOT_FILE = "joint_space.png"
+REPORT_FILE = "joint.md"      # the section alone (`--only=joint`)
 
 
 # --------------------------------------------------------------------------------------
@@ -105,213 +103,8 @@ def read_settings(config) -> JointSettings:
 
 
 # --------------------------------------------------------------------------------------
-# Terms: dictionary entries grouped by the term they name.
-# --------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Groups:
-  """Dictionary entries [C] grouped into terms [G].
-
-  Attributes:
-    group_of: [C] the group of each entry.
-    order: [C] entries sorted by group (stable).
-    starts: [G] position in `order` where each group starts.
-    representative: [G] the entry standing for the group (the one whose id is the term's,
-      else its first entry).
-  """
-  group_of: np.ndarray
-  order: np.ndarray
-  starts: np.ndarray
-  representative: np.ndarray
-
-  @property
-  def num_groups(self) -> int:
-    return len(self.starts)
-
-  @classmethod
-  def identity(cls, num_concepts: int) -> "Groups":
-    a = np.arange(num_concepts, dtype=np.int64)
-    return cls(a, a, a, a)
-
-  @classmethod
-  def from_ids(cls, concept_ids: Sequence[str], term_ids: Sequence[str]) -> "Groups":
-    concept_ids = np.asarray(concept_ids, dtype=object)
-    names, group_of = np.unique(np.asarray(term_ids, dtype=object).astype(str),
-                                return_inverse=True)
-    group_of = group_of.astype(np.int64)
-    order = np.argsort(group_of, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(group_of[order]) != 0])
-    representative = order[starts].copy()
-    own = np.flatnonzero(concept_ids.astype(str) == np.asarray(names)[group_of])
-    representative[group_of[own]] = own
-    return cls(group_of, order, starts, representative)
-
-  def collapse(self, scores: np.ndarray) -> np.ndarray:
-    """[b, C] entry scores -> [b, G] the best entry of each group."""
-    if len(self.order) == len(self.starts):      # one entry per group
-      return scores[:, self.order] if not _is_identity(self.order) else scores
-    return np.maximum.reduceat(scores[:, self.order], self.starts, axis=1)
-
-
-def _is_identity(order: np.ndarray) -> bool:
-  return bool(np.all(order == np.arange(len(order))))
-
-
-def dataset_groups(dataset) -> Groups:
-  """Groups from concepts.parquet's `term_id` column when it has one, else one per entry."""
-  path = os.path.join(str(dataset.root), "concepts.parquet")
-  term_ids = None
-  if os.path.exists(path):
-    import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
-    if "term_id" in pq.read_schema(path).names:
-      term_ids = pq.read_table(path, columns=["term_id"]).column("term_id").to_pylist()
-  if term_ids is None or len(term_ids) != dataset.num_concepts or any(
-      t is None for t in term_ids):
-    return Groups.identity(dataset.num_concepts)
-  return Groups.from_ids(dataset.concept_ids, term_ids)
-
-
-# --------------------------------------------------------------------------------------
-# (a), (b): retrieval ranks.
-# --------------------------------------------------------------------------------------
-
-
-def _blocks(n: int, chunk: int):
-  for s in range(0, n, chunk):
-    yield s, min(n, s + chunk)
-
-
-def retrieval_ranks(texts: np.ndarray, keys: np.ndarray, owner: np.ndarray,
-                    target: np.ndarray, groups: Optional[Groups] = None,
-                    chunk: int = 256) -> np.ndarray:
-  """Rank of each target term among all terms by cosine to its text (1 = first).
-
-  Args:
-    texts: [N, d] text embeddings.
-    keys: [C, d] dictionary embeddings (every entry).
-    owner: [M] the text row of each query.
-    target: [M] the target group (term) of each query.
-    groups: entries -> terms (default: one term per entry).
-    chunk: texts scored per block.
-
-  Returns:
-    [M] int64 ranks: 1 + the number of terms scoring strictly higher than the target.
-  """
-  groups = groups or Groups.identity(len(keys))
-  owner = np.asarray(owner, np.int64)
-  target = np.asarray(target, np.int64)
-  q = metrics.l2_normalize(np.asarray(texts, np.float32))
-  k = metrics.l2_normalize(np.asarray(keys, np.float32))
-  ranks = np.zeros(len(owner), np.int64)
-  by_owner = np.argsort(owner, kind="stable")
-  sorted_owner = owner[by_owner]
-  for s, e in _blocks(len(q), chunk):
-    lo, hi = np.searchsorted(sorted_owner, [s, e])
-    if lo == hi:
-      continue
-    sel = by_owner[lo:hi]
-    scores = groups.collapse(q[s:e] @ k.T)                      # [b, G]
-    rows = owner[sel] - s
-    own = scores[rows, target[sel]]
-    ranks[sel] = 1 + (scores[rows] > own[:, None]).sum(axis=1)
-  return ranks
-
-
-def retrieval_summary(ranks: np.ndarray, ks: Sequence[int] = (1, 10)) -> Dict[str, float]:
-  ranks = np.asarray(ranks, np.float64)
-  out = {"count": int(len(ranks))}
-  for k in ks:
-    out[f"recall@{k}"] = float(np.mean(ranks <= k)) if len(ranks) else float("nan")
-  out["mrr"] = float(np.mean(1.0 / ranks)) if len(ranks) else float("nan")
-  return out
-
-
-def listed_targets(offsets: np.ndarray, flat: np.ndarray, negated: np.ndarray,
-                   groups: Groups) -> Tuple[np.ndarray, np.ndarray]:
-  """(owner row, target term) of each distinct non-negated listed term of each list."""
-  owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-  keep = ~np.asarray(negated, bool)
-  pairs = np.unique(np.stack([owner[keep], groups.group_of[np.asarray(flat)[keep]]], 1)
-                    .reshape(-1, 2), axis=0)
-  return pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
-
-
-# --------------------------------------------------------------------------------------
 # (c): recovery of a missing concept.
 # --------------------------------------------------------------------------------------
-
-
-def scores_for_recovery(texts: np.ndarray, proxies: np.ndarray, list_sizes: np.ndarray,
-                        keys: np.ndarray, estimator: str) -> np.ndarray:
-  """[b, C] score of every dictionary entry as the concept a list misses (module doc)."""
-  texts = np.asarray(texts, np.float32)
-  proxies = np.asarray(proxies, np.float32)
-  keys = np.asarray(keys, np.float32)
-  if estimator == "residual":
-    return metrics.l2_normalize(texts - proxies) @ metrics.l2_normalize(keys).T
-  if estimator == "nearest":
-    return metrics.l2_normalize(texts) @ metrics.l2_normalize(keys).T
-  if estimator == "completion_gain":
-    total = proxies * np.asarray(list_sizes, np.float32)[:, None]        # S
-    t = metrics.l2_normalize(texts)
-    ts = np.sum(t * total, axis=1, keepdims=True)                         # t . S
-    ss = np.sum(total * total, axis=1, keepdims=True)                     # |S|^2
-    tg = t @ keys.T                                                       # t . g_c
-    sg = total @ keys.T                                                   # S . g_c
-    gg = np.sum(keys * keys, axis=1)[None, :]                             # |g_c|^2
-    with_c = (ts + tg) / np.sqrt(np.maximum(ss + 2 * sg + gg, 1e-12))
-    return with_c - ts / np.sqrt(np.maximum(ss, 1e-12))
-  raise ValueError(f"recovery estimator {estimator!r}: expected one of {ESTIMATORS}")
-
-
-def recovery_candidates(texts: np.ndarray, proxies: np.ndarray, list_offsets: np.ndarray,
-                        list_flat: np.ndarray, keys: np.ndarray, estimator: str,
-                        groups: Optional[Groups] = None, top_k: int = 10,
-                        chunk: int = 256) -> Tuple[np.ndarray, np.ndarray]:
-  """The best `top_k` terms per pair that its list does not hold yet, best first.
-
-  Args:
-    texts, proxies: [N, d] text embeddings and list proxies (mean of the list's rows).
-    list_offsets, list_flat: the lists (entry indices, negated ones included: a term listed
-      in either polarity is never a candidate).
-    keys: [C, d] the dictionary.
-    estimator: one of ESTIMATORS.
-    groups: entries -> terms.
-
-  Returns:
-    ([N, k] term indices, [N, k] their scores; -1 / -inf where fewer terms remain).
-  """
-  groups = groups or Groups.identity(len(keys))
-  list_offsets = np.asarray(list_offsets, np.int64)
-  sizes = np.diff(list_offsets)
-  listed_group = groups.group_of[np.asarray(list_flat, np.int64)]
-  owner = np.repeat(np.arange(len(sizes)), sizes)
-  k = min(top_k, groups.num_groups)
-  cand = np.full((len(texts), top_k), -1, np.int64)
-  best = np.full((len(texts), top_k), -np.inf, np.float64)
-  for s, e in _blocks(len(texts), chunk):
-    scores = groups.collapse(scores_for_recovery(texts[s:e], proxies[s:e], sizes[s:e], keys,
-                                                 estimator)).astype(np.float64)
-    here = (owner >= s) & (owner < e)
-    scores[owner[here] - s, listed_group[here]] = -np.inf
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -part_scores), axis=1)
-    cand[s:e, :k] = np.take_along_axis(part, order, axis=1)
-    best[s:e, :k] = np.take_along_axis(part_scores, order, axis=1)
-  cand[~np.isfinite(best)] = -1
-  return cand, best
-
-
-def confidence_of(best: np.ndarray, confidence: str) -> np.ndarray:
-  """[N] confidence in each pair's first candidate ("score" or "margin", module doc)."""
-  if confidence == "score":
-    return best[:, 0]
-  if confidence == "margin":
-    runner_up = best[:, 1] if best.shape[1] > 1 else np.full(len(best), -np.inf)
-    return np.where(np.isfinite(runner_up), best[:, 0] - runner_up, best[:, 0])
-  raise ValueError(f"confidence {confidence!r}: expected one of {CONFIDENCES}")
 
 
 def missing_terms(list_offsets, list_flat, true_offsets, true_flat,
@@ -405,7 +198,6 @@ def _pair_columns(dataset, names: Sequence[str]) -> Dict[str, np.ndarray]:
   path = os.path.join(str(dataset.root), "pairs.parquet")
   if not os.path.exists(path):
     return {}
-  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
   present = [n for n in names if n in pq.read_schema(path).names]
   if not present:
     return {}
@@ -504,10 +296,8 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
     logging.info("joint space %s: text->concept %s", space.key,
                  out["text_to_concept"][space.key]["all"])
   if settings.realtext:
-    from line_jax.eval import realtext  # pylint: disable=g-import-not-at-top
     out["realtext"] = realtext.evaluate_realtext(model, settings, groups)
   try:
-    from line_jax.eval import joint_plots  # pylint: disable=g-import-not-at-top
     joint_plots.plot(out, os.path.join(workdir, PLOT_FILE))
     out["plot"] = PLOT_FILE
   except Exception as e:  # pylint: disable=broad-except
@@ -592,75 +382,7 @@ def render_markdown(result: Optional[Dict]) -> str:
               f"{_f(op['precision'])} | {_f(op['recall'])} | {_f(cfg.get('precision'))} | "
               f"{_f(cfg.get('recall'))} |")
   if "realtext" in result:
-    from line_jax.eval import realtext  # pylint: disable=g-import-not-at-top
     lines += realtext.render_markdown(result["realtext"], ks)
   if result.get("plot"):
     lines += ["", f"![single concepts]({result['plot']})"]
   return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------------------
-# CLI: these protocols alone, on a trained work dir.
-# --------------------------------------------------------------------------------------
-
-
-def evaluate_workdir(workdir: str, split: str = "", realtext: str = "",
-                     realtext_ids_field: str = "", out_dir: str = "",
-                     by_term: Optional[bool] = None) -> Dict:
-  """Loads the model of `workdir`, runs `evaluate_joint` on `split` (default: the config's)
-  for both teachers, the linear maps and LINE; writes joint_<split>.json / .md to out_dir
-  (default: workdir)."""
-  import json  # pylint: disable=g-import-not-at-top
-  from line_jax import evaluate  # pylint: disable=g-import-not-at-top
-  from line_jax.api import LineModel, load_config  # pylint: disable=g-import-not-at-top
-  config = load_config(workdir)
-  for field, value in (("split", split), ("realtext", realtext),
-                       ("realtext_ids_field", realtext_ids_field)):
-    if value:
-      config.eval[field] = value
-  if by_term is not None:
-    config.eval.retrieval_by_term = bool(by_term)
-  model = LineModel.load(workdir, config)
-  settings = evaluate.read_settings(config)
-  labels = evaluate._labels(config)  # pylint: disable=protected-access
-  spaces = [evaluate.teacher_space("teacher1", labels["teacher1"], model.teacher1),
-            evaluate.teacher_space("teacher2", labels["teacher2"], model.teacher2),
-            evaluate.line_space(labels["line"], model, settings.chunk_size)]
-  spaces += evaluate.map_spaces(model, model.dataset, settings, labels, [])[0]
-  out_dir = out_dir or workdir
-  os.makedirs(out_dir, exist_ok=True)
-  result = evaluate_joint(model, model.dataset.split_indices(settings.split), spaces, out_dir)
-  result["split"] = settings.split
-  name = f"joint_{settings.split}" + ("" if read_settings(config).by_term else "_entries")
-  if result.get("plot"):
-    os.replace(os.path.join(out_dir, result["plot"]), os.path.join(out_dir, name + ".png"))
-    result["plot"] = name + ".png"
-  with open(os.path.join(out_dir, name + ".json"), "w") as f:
-    json.dump(evaluate._json_safe(result), f, indent=1)  # pylint: disable=protected-access
-  with open(os.path.join(out_dir, name + ".md"), "w") as f:
-    f.write(f"# Single concepts, {settings.split} split of {workdir}\n" +
-            render_markdown(result))
-  return result
-
-
-def main(argv) -> None:
-  del argv
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  f = flags.FLAGS
-  result = evaluate_workdir(f.workdir, f.split, f.realtext, f.realtext_ids_field, f.out_dir,
-                            f.by_term)
-  print(render_markdown(result))
-
-
-if __name__ == "__main__":
-  from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
-  flags.DEFINE_string("workdir", None, "Work dir of a trained model.")
-  flags.DEFINE_string("split", "", "Evaluated split (default: the saved config's).")
-  flags.DEFINE_string("realtext", "", "JSONL of real annotated sentences (config.eval."
-                      "realtext; default: the saved config's).")
-  flags.DEFINE_string("realtext_ids_field", "", "Its field of concept ids.")
-  flags.DEFINE_string("out_dir", "", "Where joint_<split>.json/.md/.png go (default: workdir).")
-  flags.DEFINE_bool("by_term", None, "config.eval.retrieval_by_term (default: the saved "
-                    "config's); False writes joint_<split>_entries.*")
-  flags.mark_flag_as_required("workdir")
-  app.run(main)

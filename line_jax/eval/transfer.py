@@ -45,6 +45,7 @@ import dataclasses
 import functools
 import os
 import re
+import resource
 import time
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -53,7 +54,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pyarrow.parquet as pq
 from absl import logging
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 
 from line_jax.eval import metrics
 
@@ -144,7 +149,6 @@ def read_config(config) -> TransferConfig:
 
 def pair_column(root: str, name: str) -> Optional[np.ndarray]:
   """Column `name` of `root`/pairs.parquet as an object array, or None when absent."""
-  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
   path = os.path.join(root, "pairs.parquet")
   if not os.path.exists(path):
     return None
@@ -198,7 +202,6 @@ def branch_root_concepts(dataset) -> np.ndarray:
   roots = names == groups
   path = os.path.join(dataset.root, "concepts.parquet")
   if os.path.exists(path):
-    import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
     if "term_id" in pq.read_schema(path).names:
       terms = np.asarray(pq.read_table(path, columns=["term_id"]).column("term_id")
                          .to_pylist(), object)
@@ -577,7 +580,6 @@ def transfer_direction(problem: Problem, source: np.ndarray, target: np.ndarray,
 
 def _cpu_seconds() -> float:
   """User + system CPU time of this process (every thread)."""
-  import resource  # pylint: disable=g-import-not-at-top
   usage = resource.getrusage(resource.RUSAGE_SELF)
   return usage.ru_utime + usage.ru_stime
 
@@ -651,12 +653,7 @@ def run_transfer(dataset, embedders: Mapping[str, Tuple[str, Embedder]],
   absent = [k for k in cfg.embeddings if k not in keys]
   if absent:
     notes.append(f"embeddings {absent} not available here; left out.")
-  try:
-    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-    bar = tqdm(total=len(variants) * len(keys) * len(directions), desc="transfer",
-               unit="run")
-  except ImportError:   # pragma: no cover
-    bar = None
+  bar = tqdm(total=len(variants) * len(keys) * len(directions), desc="transfer", unit="run")
 
   for variant, drop in variants.items():
     lists, removed = pack_lists(offsets, flat, negated, drop)
@@ -698,14 +695,12 @@ def run_transfer(dataset, embedders: Mapping[str, Tuple[str, Embedder]],
                        "only %.3f (%.1fs)", variant, direction, key,
                        *[entry[key]["results"][s]["f1"] for s in STRATEGIES],
                        time.time() - t0)
-        if bar is not None:
-          bar.update(1)
+        bar.update(1)
       if same_as is not None:
         notes.append(f"{key}: the embedding table is identical to {same_as}'s (the same "
                      "encoder), so its results are copied, not recomputed.")
     out["variants"][variant] = info
-  if bar is not None:
-    bar.close()
+  bar.close()
   out["seconds"] = round(time.time() - started, 2)
   out["cpu_seconds"] = round(_cpu_seconds() - cpu_started, 2)
   out["load_average"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") \
@@ -723,8 +718,6 @@ def run_transfer(dataset, embedders: Mapping[str, Tuple[str, Embedder]],
 
 def plot_transfer(result: Mapping, path: str) -> str:
   """Macro F1 bars (mean ± std over seeds): one panel per variant and direction."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   panels = [(v, d, res) for v, info in result["variants"].items()
             for d, res in info["directions"].items()]
   cols = 2
@@ -828,22 +821,3 @@ def render_section(result: Optional[Mapping]) -> str:
   out += [f"Protocol time: {result['seconds']:.1f} s wall, {result.get('cpu_seconds', 0):.1f} "
           "s CPU" + (f" (load average {load[0]:.1f} at the end)" if load else "") + ".", ""]
   return "\n".join(out)
-
-
-def write_alone(workdir: str, result: Mapping) -> str:
-  """After a run of this protocol alone: its entry of metrics.json (other entries kept)
-  and its report section as `transfer.md`; returns that file's path."""
-  import json  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, "metrics.json")
-  merged = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      merged = json.load(f)
-  merged["transfer"] = result
-  with open(path + ".tmp", "w") as f:
-    json.dump(merged, f, indent=1, ensure_ascii=False)
-  os.replace(path + ".tmp", path)
-  report = os.path.join(workdir, REPORT_FILE)
-  with open(report, "w") as f:
-    f.write(render_section(result))
-  return os.path.abspath(report)
