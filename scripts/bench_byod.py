@@ -26,6 +26,9 @@ import pyarrow.csv as pv
 from absl import app
 from absl import flags
 
+from line_jax.data import notes
+from line_jax.data.dataset import write_dataset
+
 _WHAT = flags.DEFINE_enum("what", "umls", ["umls", "notes"], "which benchmark")
 _WORKDIR = flags.DEFINE_string("workdir", None, "where the synthetic inputs and outputs go")
 _CONSO_ROWS = flags.DEFINE_integer("conso_rows", 5_000_000, "MRCONSO rows")
@@ -141,8 +144,6 @@ def bench_umls(workdir):
 
 
 def bench_notes(workdir):
-  from line_jax.data import notes
-  from line_jax.data.dataset import write_dataset
   rng = np.random.default_rng(_SEED.value)
   vocab = _vocabulary(rng)
   dataset = os.path.join(workdir, "notes_dataset")

@@ -8,9 +8,9 @@ from absl.testing import parameterized
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from line_jax.data import pairs_import
 from line_jax.data import testing
 from line_jax.data import umls
+from line_jax.data.notes import pairs_import
 from line_jax.data.dataset import DataError, load_dataset
 
 GOOD = [

@@ -13,6 +13,7 @@ import os
 from typing import Iterator, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pv
 
 from line_jax.data.dataset import DataError
@@ -26,6 +27,11 @@ COLUMNS = {
     "MRSTY.RRF": ("CUI", "TUI", "STN", "STY", "ATUI", "CVF"),
     "MRDEF.RRF": ("CUI", "AUI", "ATUI", "SATUI", "SAB", "DEF", "SUPPRESS", "CVF"),
 }
+
+
+def is_in(column, values) -> pa.Array:
+  """Whether each value of a string column is one of `values` (a boolean array)."""
+  return pc.is_in(column, value_set=pa.array(list(values), pa.string()))
 
 
 def _trailing_field(path: str, names: Sequence[str]) -> bool:

@@ -43,8 +43,9 @@ import ml_collections
 import pyarrow.parquet as pq
 
 from line_jax.data import extract
-from line_jax.data import hpo
 from line_jax.data.dataset import SPLITS, DataError, data_error
+from line_jax.data.hpo.splits import split_of
+from line_jax.data.notes.pairs_file import PairWriter
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -167,7 +168,6 @@ def validate_row(path: str, row: int, obj: dict, known: set, config, counts) -> 
 
 def import_pairs(dataset: str, path: str, config=None) -> dict:
   """Validates `path` and writes `dataset`/pairs.parquet; returns the stats."""
-  from line_jax.data import notes   # the writer and schema the notes import uses
   started = time.time()
   full = default_config()
   if config is not None:
@@ -188,7 +188,7 @@ def import_pairs(dataset: str, path: str, config=None) -> dict:
   seen = {}
   out_path = os.path.join(dataset, "pairs.parquet")
   tmp = out_path + ".partial"
-  writer = notes._Writer(tmp)
+  writer = PairWriter(tmp)
   try:
     for row, obj in _rows(path, config.batch_size):
       counts["rows"] += 1
@@ -201,8 +201,8 @@ def import_pairs(dataset: str, path: str, config=None) -> dict:
                          f"duplicate pair_id {pair_id!r} (first at row {seen[pair_id]})")
       seen[pair_id] = row
       note_id = item["note_id"] or pair_id
-      split = item["split"] or hpo.split_of(config.seed, "note:" + note_id,
-                                            tuple(config.split_fractions))
+      split = item["split"] or split_of(config.seed, "note:" + note_id,
+                                        tuple(config.split_fractions))
       splits[split] += 1
       writer.add(pair_id=pair_id, text=item["text"], concept_ids=item["concept_ids"],
                  negated=item["negated"], rho=item["rho"], split=split,

@@ -1,0 +1,138 @@
+"""The notes import: a notes file -> pairs.parquet of a dataset folder."""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import time
+
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from line_jax.data.dataset import DataError, data_error
+from line_jax.data.hpo.splits import split_of
+from line_jax.data.hpo.vignettes import leading_sentences
+from line_jax.data.notes.extractor import make_extractor
+from line_jax.data.notes.pairs_file import PairWriter
+from line_jax.data.notes.reader import read_notes
+from line_jax.data.notes.sections import header_pattern, note_texts
+from line_jax.data.notes.settings import with_defaults
+
+DEFINITION = "definition"
+
+
+def build_pairs(dataset: str, notes_path: str, config=None, progress: bool = True) -> dict:
+  """Writes `dataset`/pairs.parquet from the notes file; returns the stats.
+
+  Args:
+    dataset: a dataset folder with concepts.parquet (e.g. from line_jax.data.umls).
+    notes_path: Parquet, CSV or JSON-lines file of notes.
+    config: `default_config()` or a part of it.
+    progress: show a progress bar.
+  """
+  started = time.time()
+  config = with_defaults(config)
+  extractor = make_extractor(dataset, config)
+  dictionary_seconds = time.time() - started
+  cpu_started = time.process_time()
+  pattern = header_pattern(config.section_headers)
+  fractions = tuple(config.split_fractions)
+  counts = collections.Counter()
+  splits, sections = collections.Counter(), collections.Counter()
+  rho_sum = 0.0
+  seen = {}
+  out_path = os.path.join(dataset, "pairs.parquet")
+  tmp_path = out_path + ".partial"
+  writer = PairWriter(tmp_path)
+
+  def emit(pair_id, text, note_id, section, split):
+    nonlocal rho_sum
+    if len(text.split()) < config.min_words:
+      counts["texts_dropped_too_short"] += 1
+      return
+    extraction = extractor.extract(text)
+    counts["texts"] += 1
+    counts["words"] += extraction.num_words
+    ids, negated = extraction.concepts()
+    if not ids:
+      counts["texts_dropped_no_concept"] += 1
+      return
+    counts["mentions"] += len(ids)
+    counts["negated_mentions"] += sum(negated)
+    rho_sum += extraction.rho
+    splits[split] += 1
+    sections[section] += 1
+    writer.add(pair_id=pair_id, text=text, concept_ids=ids, negated=negated,
+               rho=extraction.rho, split=split, label=section, note_id=note_id,
+               section=section)
+
+  try:
+    bar = tqdm(unit=" notes", desc="notes", disable=not progress)
+    for first, ids, texts in read_notes(notes_path, config.id_column, config.text_column,
+                                        config.batch_size):
+      for k, (note_id, text) in enumerate(zip(ids, texts)):
+        row = first + k
+        if note_id is None or not note_id.strip():
+          raise data_error(notes_path, row, config.id_column, "missing note id")
+        if note_id in seen:
+          raise data_error(notes_path, row, config.id_column,
+                           f"note id {note_id!r} repeated (first at row {seen[note_id]})")
+        seen[note_id] = row
+        counts["notes"] += 1
+        if text is not None and not isinstance(text, str):
+          raise data_error(notes_path, row, config.text_column,
+                           f"expected a string, got {type(text).__name__}")
+        if text is None or not text.strip():
+          counts["notes_skipped_empty"] += 1
+          continue
+        split = split_of(config.seed, "note:" + note_id, fractions)
+        pieces, cut = note_texts(text, pattern, config)
+        counts["sentences_cut_max_words"] += cut
+        for j, (section, piece) in enumerate(pieces):
+          emit(f"{note_id}#{j}", piece, note_id, section, split)
+      bar.update(len(ids))
+    bar.close()
+    def_path = os.path.join(dataset, "definitions.parquet")
+    if config.include_definitions and os.path.exists(def_path):
+      table = pq.read_table(def_path)
+      for cui, text in zip(table.column("concept_id").to_pylist(),
+                           table.column("text").to_pylist()):
+        counts["definitions"] += 1
+        short, _ = leading_sentences(text, config.max_words)
+        emit(f"def:{cui}", short, f"def:{cui}", DEFINITION,
+             split_of(config.seed, "concept:" + cui, fractions))
+    writer.close()
+  except BaseException:
+    writer.close()
+    os.remove(tmp_path)
+    raise
+  if writer.written == 0:
+    os.remove(tmp_path)
+    raise DataError(f"{notes_path}: no text with a concept ({counts['notes']} notes, "
+                    f"{counts['texts']} texts); is the dictionary in {dataset} the right one?")
+  os.replace(tmp_path, out_path)
+  if counts["notes_skipped_empty"]:
+    logging.info("%s: %d empty notes skipped", notes_path, counts["notes_skipped_empty"])
+  if counts["texts_dropped_no_concept"]:
+    logging.info("%d of %d texts dropped: no concept extracted",
+                 counts["texts_dropped_no_concept"], counts["texts"])
+  seconds = time.time() - started
+  note_seconds = seconds - dictionary_seconds
+  cpu_seconds = time.process_time() - cpu_started
+  stats = dict(counts, notes_path=os.path.abspath(notes_path), pairs=writer.written,
+               pairs_by_split=dict(sorted(splits.items())),
+               pairs_by_section=dict(sorted(sections.items())),
+               mean_rho=rho_sum / max(writer.written, 1),
+               dictionary_surfaces=extractor.num_surfaces,
+               dictionary_ambiguous_surfaces=extractor.num_ambiguous_surfaces,
+               seconds=round(seconds, 2), dictionary_seconds=round(dictionary_seconds, 2),
+               notes_per_second=round(counts["notes"] / max(note_seconds, 1e-9), 1),
+               notes_per_cpu_second=round(counts["notes"] / max(cpu_seconds, 1e-9), 1),
+               config=config.to_dict())
+  with open(os.path.join(dataset, "notes_stats.json"), "w") as f:
+    json.dump(stats, f, indent=1, default=list)
+  logging.info("pairs in %s: %d from %d notes (%s)", out_path, writer.written,
+               counts["notes"], stats["pairs_by_split"])
+  return stats

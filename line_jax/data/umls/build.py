@@ -1,0 +1,181 @@
+"""The UMLS import's settings and the build of a dataset folder from a META folder."""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import time
+
+import ml_collections
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from line_jax.data import rrf
+from line_jax.data.dataset import DataError
+from line_jax.data.hpo.graph import hold_out_edges, sibling_pairs
+from line_jax.data.umls.concepts import (concept_chunks, cui_runs, read_definitions,
+                                         read_groups, read_names)
+from line_jax.data.umls.relations import (FAMILIES, EdgeList, LinkedPairs, Parents,
+                                          edge_table, read_relations, write_edges)
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every setting of the UMLS import; `--umls.FIELD=value` overrides one."""
+  c = ml_collections.ConfigDict()
+  c.sabs = ()                      # source vocabularies kept (MRCONSO and MRREL); () = all
+  c.languages = ("ENG",)           # LAT values whose strings name concepts
+  c.max_concepts = 0               # keep the first N CUIs in CUI order; 0 = all
+  c.drop_suppressed = ("O", "E", "Y")   # SUPPRESS values dropped (N = not suppressible)
+  c.include_synonyms = True        # other strings of a CUI as synonym entries
+  c.max_synonyms = 0               # synonym entries per CUI (best-ranked first); 0 = all
+  c.fold_plurals = True            # synonyms equal to the name after normalising are skipped
+  c.negation_template = "{name} unobserved"
+  c.unknown_group = "Unknown"      # group of a CUI without a semantic type in MRSTY.RRF
+  c.rel_families = dict(PAR="parent_child", CHD="parent_child", SY="synonym", RL="related",
+                        RB="broad", RN="narrow", RO="other", RQ="quantifiable")
+  c.rel_dropped = ("AQ", "QB", "SIB", "DEL", "RU", "XR", "")   # known codes, dropped and counted
+  c.heldout_fraction = 0.05
+  c.heldout_relations = FAMILIES
+  c.num_sibling_pairs = 2000       # evaluation-only `sibling` pairs
+  c.seed = 0
+  c.block_size_mb = 16             # bytes per streamed CSV block
+  c.concept_chunk = 100_000        # CUIs turned into concept entries at a time (memory bound)
+  return c
+
+
+def build_umls_dataset(meta: str, out: str, config=None, progress: bool = True) -> dict:
+  """Reads the RRF files of `meta` and writes the dataset folder `out`; returns the stats.
+
+  Args:
+    meta: the release's META folder (MRCONSO.RRF and MRREL.RRF; MRSTY/MRDEF optional).
+    out: the dataset folder to write (created; files in it are replaced).
+    config: `default_config()` or a part of it; missing fields take their defaults.
+    progress: show tqdm progress bars.
+  """
+  started = time.time()
+  full = default_config()
+  if config is not None:
+    given = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+    for key, value in given.items():
+      if key not in full:
+        raise ValueError(f"unknown UMLS import setting {key!r}; known: {sorted(full)}")
+      full[key] = tuple(value) if isinstance(value, list) else value
+  config = full
+  paths = {name: os.path.join(meta, name) for name in rrf.COLUMNS}
+  for name in ("MRCONSO.RRF", "MRREL.RRF"):
+    if not os.path.exists(paths[name]):
+      found = sorted(os.listdir(meta)) if os.path.isdir(meta) else "no such folder"
+      raise DataError(f"{paths[name]}: file not found (a UMLS META folder needs MRCONSO.RRF "
+                      f"and MRREL.RRF; found {found})")
+  stats = dict(meta=os.path.abspath(meta))
+  rng = np.random.default_rng(config.seed)
+
+  # Concepts.
+  names, every_cui = read_names(paths["MRCONSO.RRF"], config, stats, progress)
+  named = set(pc.unique(names.column("CUI")).to_pylist())
+  stats["cuis_in_file"] = len(every_cui)
+  stats["cuis_without_language_string"] = len(every_cui) - len(named)
+  if stats["cuis_without_language_string"]:
+    logging.info("%d CUIs have no kept string in %s (languages %s, sabs %s): skipped, with "
+                 "their relations", stats["cuis_without_language_string"],
+                 paths["MRCONSO.RRF"], list(config.languages), list(config.sabs) or "all")
+  del every_cui
+  ordered, starts, ends = cui_runs(names, config, stats)
+  if not len(ordered):
+    raise DataError(f"{paths['MRCONSO.RRF']}: no concept left after the filters (languages "
+                    f"{list(config.languages)}, sabs {list(config.sabs) or 'all'})")
+  kept = set(ordered.tolist())
+  groups = read_groups(paths["MRSTY.RRF"], kept, config, stats, progress)
+  stats["cuis_unknown_group"] = len(kept) - len(groups)
+  group_names = {c: groups.get(c, config.unknown_group) for c in ordered.tolist()}
+  del groups
+  index = {c: i for i, c in enumerate(ordered.tolist())}
+
+  # Concepts, written chunk by chunk; the synonym edges kept as arrays.
+  os.makedirs(out, exist_ok=True)
+  writer = None
+  syn_head, syn_tail = [], []
+  counts = collections.Counter()
+  bar = tqdm(total=len(ordered), unit=" CUIs", desc="concepts", disable=not progress)
+  for table, skipped, cut in concept_chunks(names, ordered, starts, ends, group_names, config,
+                                            config.concept_chunk):
+    part = pa.table(dict(
+        concept_id=pa.array(table.concept_ids, pa.string()),
+        name=pa.array(table.names, pa.string()),
+        negated_name=pa.array([config.negation_template.format(name=n) for n in table.names],
+                              pa.string()),
+        group=pa.array(table.groups, pa.string()), term_id=pa.array(table.term_ids,
+                                                                    pa.string()),
+        kind=pa.array(table.kinds, pa.string())))
+    if writer is None:
+      writer = pq.ParquetWriter(os.path.join(out, "concepts.parquet"), part.schema)
+    writer.write_table(part)
+    counts.update(concepts=part.num_rows, skipped=skipped, cut=cut)
+    syn_head.append(np.fromiter((index[h] for h, _, _ in table.synonym_edges), np.int64,
+                                len(table.synonym_edges)))
+    syn_tail.append(np.asarray([t for _, t, _ in table.synonym_edges], dtype=object))
+    bar.update(len(set(table.term_ids)))
+  bar.close()
+  writer.close()
+  del names, starts, ends, group_names
+  syn_head = np.concatenate(syn_head)
+  syn_tail = np.concatenate(syn_tail)
+  stats.update(concepts=counts["concepts"], cuis=len(ordered),
+               synonym_entries=counts["concepts"] - len(kept),
+               synonyms_skipped_duplicate=counts["skipped"],
+               synonyms_cut_max_synonyms=counts["cut"])
+  definitions = read_definitions(paths["MRDEF.RRF"], kept, config, stats, progress)
+  del kept
+
+  # Relations.
+  cui_array = pa.array(ordered.tolist(), pa.string())
+  head, tail, rtype = read_relations(paths["MRREL.RRF"], cui_array, config, stats, progress)
+  del cui_array
+  family_names = np.asarray(FAMILIES, dtype=object)
+  stats["relations_before_holdout"] = dict(sorted(collections.Counter(
+      family_names[rtype]).items()))
+  stats["relations_before_holdout"]["synonym"] = (
+      stats["relations_before_holdout"].get("synonym", 0) + len(syn_head))
+  train_edges, heldout, collateral = hold_out_edges(
+      EdgeList(ordered, head, tail, rtype, syn_head, syn_tail),
+      tuple(config.heldout_relations), config.heldout_fraction, rng)
+  del syn_head, syn_tail
+  parents = collections.defaultdict(list)
+  pc_index = FAMILIES.index("parent_child")
+  for h, t in zip(head[rtype == pc_index].tolist(), tail[rtype == pc_index].tolist()):
+    parents[ordered[h]].append(ordered[t])
+  parent_terms = {c: Parents(tuple(p)) for c, p in parents.items()}
+  for c, p in list(parents.items()):
+    for q in p:
+      parent_terms.setdefault(q, Parents(()))
+  heldout += sibling_pairs(parent_terms, config.num_sibling_pairs,
+                               LinkedPairs(head, tail, index), rng)
+  del parents, parent_terms, index, head, tail, rtype
+  stats["relations"] = dict(sorted(collections.Counter(r for _, _, r in train_edges).items()))
+  stats["heldout_relations"] = dict(sorted(collections.Counter(r for _, _, r in heldout)
+                                           .items()))
+  stats["heldout_collateral_edges_removed"] = collateral
+
+  # Files (concepts.parquet is written above).
+  write_edges(train_edges, os.path.join(out, "relations.parquet"))
+  del train_edges
+  pq.write_table(pa.table(edge_table(heldout)),
+                 os.path.join(out, "heldout_relations.parquet"))
+  if definitions is not None:
+    cuis = sorted(definitions)
+    pq.write_table(pa.table(dict(concept_id=pa.array(cuis, pa.string()),
+                                 text=pa.array([definitions[c] for c in cuis], pa.string()))),
+                   os.path.join(out, "definitions.parquet"))
+  stats["build_seconds"] = round(time.time() - started, 2)
+  stats["config"] = config.to_dict()
+  with open(os.path.join(out, "stats.json"), "w") as f:
+    json.dump(stats, f, indent=1, default=list)
+  logging.info("UMLS dataset in %s (%.1f s): %d CUIs, %d concept entries; training "
+               "relations %s; held out %s", out, stats["build_seconds"], len(ordered),
+               stats["concepts"], stats["relations"], stats["heldout_relations"])
+  return stats

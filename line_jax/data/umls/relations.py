@@ -1,0 +1,174 @@
+"""MRREL of a UMLS release as integer edges of the seven relation families, and the edge
+views the held-out split reads (without a Python tuple per edge)."""
+
+from __future__ import annotations
+
+import collections
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from line_jax.data import rrf
+from line_jax.data.dataset import DataError
+
+FAMILIES = ("parent_child", "synonym", "related", "broad", "narrow", "other", "quantifiable")
+# Families whose edges have no direction: (A, B) and (B, A) are one edge.
+SYMMETRIC = ("synonym", "related", "other", "quantifiable")
+
+
+def read_relations(path: str, cuis: pa.Array, config, stats: dict,
+                   progress: bool = True) -> tuple:
+  """MRREL rows mapped to the families, as unique integer edges over `cuis`.
+
+  Returns:
+    (head [E] int64, tail [E] int64, family index [E] int8 into FAMILIES), deduplicated:
+    one edge per (head, tail, family), and per unordered pair for symmetric families; no
+    self-loops.
+  """
+  families = config.rel_families.to_dict()
+  bad_family = sorted(set(families.values()) - set(FAMILIES))
+  if bad_family:
+    raise ValueError(f"config.rel_families maps to {bad_family}, not one of {FAMILIES}")
+  known = set(families) | set(config.rel_dropped)
+  family_codes = {code: FAMILIES.index(f) for code, f in families.items()}
+  reader = rrf.RowReader(path, ["CUI1", "REL", "CUI2", "SAB", "SUPPRESS"],
+                         config.block_size_mb << 20)
+  heads, tails, types = [], [], []
+  counts, by_code = collections.Counter(), collections.Counter()
+  bar = tqdm(total=reader.size, unit="B", unit_scale=True, desc="MRREL", disable=not progress)
+  codes_array = pa.array(list(family_codes), pa.string())
+  code_values = np.asarray(list(family_codes.values()), np.int8)
+  for line, batch in reader:
+    n = batch.num_rows
+    counts["rows"] += n
+    rel = batch.column("REL")
+    for item in pc.value_counts(rel).to_pylist():
+      by_code[item["values"]] += item["counts"]
+    unknown = pc.invert(rrf.is_in(rel, known))
+    if pc.any(unknown).as_py():
+      row = int(np.flatnonzero(unknown.to_numpy(zero_copy_only=False))[0])
+      raise DataError(f"{path}: line {line + row}: field 'REL': unknown code "
+                      f"{rel[row].as_py()!r}; map it in config.rel_families or drop it with "
+                      f"config.rel_dropped (known: {sorted(known)})")
+    keep = rrf.is_in(rel, family_codes)
+    counts["dropped_rel_code"] += n - (pc.sum(keep).as_py() or 0)
+    if config.sabs:
+      sab_ok = rrf.is_in(batch.column("SAB"), config.sabs)
+      counts["dropped_sab"] += pc.sum(pc.and_(keep, pc.invert(sab_ok))).as_py() or 0
+      keep = pc.and_(keep, sab_ok)
+    if config.drop_suppressed:
+      suppressed = rrf.is_in(batch.column("SUPPRESS"), config.drop_suppressed)
+      counts["dropped_suppressed"] += pc.sum(pc.and_(keep, suppressed)).as_py() or 0
+      keep = pc.and_(keep, pc.invert(suppressed))
+    part = batch.filter(keep)
+    h = pc.index_in(part.column("CUI1"), value_set=cuis)
+    t = pc.index_in(part.column("CUI2"), value_set=cuis)
+    known_ends = pc.and_(pc.is_valid(h), pc.is_valid(t))
+    counts["dropped_unkept_cui"] += part.num_rows - (pc.sum(known_ends).as_py() or 0)
+    h = pc.filter(h, known_ends).to_numpy(zero_copy_only=False).astype(np.int64)
+    t = pc.filter(t, known_ends).to_numpy(zero_copy_only=False).astype(np.int64)
+    code = pc.index_in(pc.filter(part.column("REL"), known_ends), value_set=codes_array)
+    r = code_values[code.to_numpy(zero_copy_only=False)]
+    # CHD: CUI2 is a child of CUI1; store every parent_child edge as (child, parent).
+    chd = (pc.equal(pc.filter(part.column("REL"), known_ends), "CHD")
+           .to_numpy(zero_copy_only=False))
+    h, t = np.where(chd, t, h), np.where(chd, h, t)
+    heads.append(h)
+    tails.append(t)
+    types.append(r)
+    bar.update(reader.bytes_read - bar.n)
+  bar.close()
+  head = np.concatenate(heads) if heads else np.zeros(0, np.int64)
+  tail = np.concatenate(tails) if tails else np.zeros(0, np.int64)
+  rtype = np.concatenate(types) if types else np.zeros(0, np.int8)
+  loops = head == tail
+  counts["dropped_self_loop"] = int(loops.sum())
+  head, tail, rtype = head[~loops], tail[~loops], rtype[~loops]
+  symmetric = np.isin(rtype, [FAMILIES.index(f) for f in SYMMETRIC])
+  lo, hi = np.minimum(head, tail), np.maximum(head, tail)
+  head, tail = np.where(symmetric, lo, head), np.where(symmetric, hi, tail)
+  n = max(len(cuis), 1)
+  key = (rtype.astype(np.int64) * n + head) * n + tail
+  _, first = np.unique(key, return_index=True)
+  first.sort()
+  counts["dropped_duplicate"] = int(len(key) - len(first))
+  stats["mrrel"] = dict(counts, rows_by_rel_code=dict(sorted(by_code.items())),
+                        edges_kept=int(len(first)))
+  return head[first], tail[first], rtype[first]
+
+
+class EdgeList:
+  """The edge list hold_out_edges reads, as (head, tail, relation) tuples made on demand
+  from integer arrays (a list of tens of millions of tuples would not fit the memory bound).
+
+  Relation edges: CUI indices `head`/`tail` into `ordered` and family index `rtype`; then
+  synonym edges: CUI index `syn_head` -> entry id `syn_tail`, relation "synonym".
+  """
+
+  def __init__(self, ordered, head, tail, rtype, syn_head, syn_tail):
+    self.ordered, self.head, self.tail, self.rtype = ordered, head, tail, rtype
+    self.syn_head, self.syn_tail = syn_head, syn_tail
+    self.families = np.asarray(FAMILIES, dtype=object)
+    self.n = len(head)
+
+  def __len__(self):
+    return self.n + len(self.syn_head)
+
+  def __getitem__(self, i):
+    if i < self.n:
+      return (self.ordered[self.head[i]], self.ordered[self.tail[i]],
+              self.families[self.rtype[i]])
+    j = i - self.n
+    return (self.ordered[self.syn_head[j]], self.syn_tail[j], "synonym")
+
+  def __iter__(self):
+    ordered, families = self.ordered, self.families
+    for s in range(0, self.n, 1 << 20):
+      yield from zip(ordered[self.head[s:s + (1 << 20)]], ordered[self.tail[s:s + (1 << 20)]],
+                     families[self.rtype[s:s + (1 << 20)]])
+    yield from zip(ordered[self.syn_head], self.syn_tail,
+                   ["synonym"] * len(self.syn_head))
+
+
+class LinkedPairs:
+  """`(a, b) in linked` for string pairs, backed by sorted integer keys (no set of tuples)."""
+
+  def __init__(self, head: np.ndarray, tail: np.ndarray, index: dict):
+    self._n = max(len(index), 1)
+    self._index = index
+    lo, hi = np.minimum(head, tail), np.maximum(head, tail)
+    self._keys = np.unique(lo.astype(np.int64) * self._n + hi)
+
+  def __contains__(self, pair) -> bool:
+    a, b = self._index.get(pair[0]), self._index.get(pair[1])
+    if a is None or b is None:
+      return False
+    key = min(a, b) * self._n + max(a, b)
+    i = np.searchsorted(self._keys, key)
+    return bool(i < len(self._keys) and self._keys[i] == key)
+
+
+class Parents:
+  """What sibling_pairs reads of a term: its parents."""
+
+  def __init__(self, parents: tuple):
+    self.parents = parents
+
+
+def write_edges(edges: list, path: str, chunk: int = 1 << 20) -> None:
+  """Writes (head, tail, relation) tuples to Parquet a chunk at a time."""
+  schema = pa.schema([("head_id", pa.string()), ("tail_id", pa.string()),
+                      ("relation", pa.string())])
+  with pq.ParquetWriter(path, schema) as writer:
+    for s in range(0, max(len(edges), 1), chunk):
+      writer.write_table(pa.table(edge_table(edges[s:s + chunk]), schema=schema))
+
+
+def edge_table(edges: Sequence[tuple]) -> dict:
+  return dict(head_id=pa.array([e[0] for e in edges], pa.string()),
+              tail_id=pa.array([e[1] for e in edges], pa.string()),
+              relation=pa.array([e[2] for e in edges], pa.string()))
