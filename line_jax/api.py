@@ -43,6 +43,7 @@ from line_jax import projection
 from line_jax import state as state_lib
 from line_jax import tables
 from line_jax import teachers
+from line_jax.teachers import finetune
 from line_jax import workdir as workdir_lib
 from line_jax.data import prepare_dataset
 from line_jax.data.dataset import DataError
@@ -61,7 +62,6 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path}: not found; is {workdir} the work dir of a "
                             "`python -m line_jax.train` run?")
-  from line_jax import workdir as workdir_lib
   saved = workdir_lib.read_json(path, "run's config")   # names the file if damaged
   # Over the current defaults, so that a run saved before a field existed gets its default.
   config = config_lib.base_config()
@@ -185,7 +185,6 @@ class LineModel:
       if tcfg.kind == "finetuned":   # its fine-tuned folder, as an HF teacher
         folder = (getattr(self, which).meta or {}).get("finetuned_dir", "")
         if folder and os.path.isdir(folder):
-          from line_jax.teachers import finetune
           tcfg = finetune.hf_teacher_config(tcfg, folder)
       if tcfg.kind != "hf":
         raise TeacherUnavailableError(

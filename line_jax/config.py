@@ -188,10 +188,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.classifier_patience = 20
   c.eval.classifier_standardize = True
   c.eval.classifier_weight_decay = 0.0
-  # Token-level NER protocol (python -m line_jax.evaluate --ner=FILE_OR_DIR); its fields
-  # and defaults are line_jax.eval.ner.default_config().
-  from line_jax.eval import ner  # pylint: disable=g-import-not-at-top
-  c.eval.ner = ner.default_config()
+  # --- token-level NER protocol (line_jax.eval.ner; python -m line_jax.evaluate --ner=PATH) ---
+  c.eval.ner = ml_collections.ConfigDict()
+  c.eval.ner.epochs = 20                    # paper: 20
+  c.eval.ner.seeds = (0, 1, 2, 3, 4)        # paper: five random initialisations
+  c.eval.ner.learning_rate = 1e-3
+  c.eval.ner.batch_size = 256               # tokens per step
+  c.eval.ner.standardize = True             # features scaled by the training split's mean/std
+  c.eval.ner.split_fractions = (0.8, 0.1, 0.1)   # one-file input: sentence split
+  c.eval.ner.split_seed = 0
+  c.eval.ner.max_sentences = 0              # per split; 0 = all
+  c.eval.ner.encode_batch_rows = 32         # sentence windows per encoder batch
+  # --- end NER protocol ---
   # --- transfer protocol (line_jax.eval.transfer): a CNN over concept lists, site A -> B ---
   c.eval.transfer = ml_collections.ConfigDict(dict(
       enabled=True, filters=100, batch_size=128, learning_rate=1e-2, tune_learning_rate=1e-3,

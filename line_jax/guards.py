@@ -14,6 +14,7 @@ adds no synchronisation per step.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, List, Tuple
 
@@ -133,8 +134,6 @@ def check_model_finite(model) -> None:
 
 def finite_space(space):
   """The evaluation `Space` with every embedding it hands out checked for NaN/inf."""
-  import dataclasses
-
   def checked(fn, what):
     def wrapped(*args):
       out = fn(*args)

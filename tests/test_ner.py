@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from line_jax import config as config_lib
 from line_jax.config import teacher_config
 from line_jax.data import hpo
 from line_jax.data import obo
@@ -80,13 +81,13 @@ class BioTest(parameterized.TestCase):
     _write(os.path.join(folder, "test.bio"), "a O\n\nb B-LOC\n")
     with self.assertRaisesRegex(DataError, r"test.bio: line 3: field 'tag': label 'B-LOC' "
                                 r"does not occur in the training split"):
-      ner.load_bio(folder, ner.default_config())
+      ner.load_bio(folder, config_lib.base_config().eval.ner)
 
   def test_missing_split_file(self):
     folder = tempfile.mkdtemp()
     _write(os.path.join(folder, "train.bio"), "a B-PER\n")
     with self.assertRaisesRegex(DataError, r"no valid file"):
-      ner.load_bio(folder, ner.default_config())
+      ner.load_bio(folder, config_lib.base_config().eval.ner)
 
 
 class F1Test(absltest.TestCase):
@@ -120,7 +121,7 @@ class _FakeModel:
     c.teacher1 = teacher_config(kind="hf", name="tiny_bge", model=t1, preset="bge",
                                 max_length=64)
     c.teacher2 = teacher_config(kind="hf", name="tiny_coder", model=t2, preset="coder")
-    c.eval = ml_collections.ConfigDict(dict(ner=ner.default_config()))
+    c.eval = ml_collections.ConfigDict(dict(ner=config_lib.base_config().eval.ner))
     c.eval.ner.epochs = 3
     c.eval.ner.seeds = (0, 1)
     c.eval.ner.batch_size = 64
@@ -175,7 +176,7 @@ class RunNerTest(absltest.TestCase):
                       for _ in range(n)]
     data = {"train": make(20), "valid": make(3), "test": make(3)}
     onehot = {k: np.tile(np.eye(6, dtype=np.float32), (len(v), 1)) for k, v in data.items()}
-    settings = ner.default_config()
+    settings = config_lib.base_config().eval.ner
     settings.epochs, settings.seeds, settings.learning_rate = 30, (0, 1), 0.05
     result = ner.evaluate_features(onehot, data, settings)
     self.assertEqual(result["summary"]["test_micro_f1"], 1.0)

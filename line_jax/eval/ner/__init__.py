@@ -24,6 +24,9 @@ SYNTHETIC NER set this way (the builder does not store mention spans):
 
     python -m line_jax.eval.ner --bio_dataset=DATASET_DIR --bio_out=DIR
 
+(that command is `line_jax/eval/ner/__main__.py`; the settings are config.eval.ner, whose
+defaults are in line_jax/config.py).
+
 Outputs in RUN/ner/: metrics.json, report.md and f1.png.
 """
 
@@ -32,6 +35,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 import re
@@ -43,35 +47,29 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import app
-from absl import flags
+import pyarrow.parquet as pq
 from absl import logging
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from tqdm import tqdm
 
+from line_jax import config as config_lib
+from line_jax.data import extract
+from line_jax.data import notes
 from line_jax.data.dataset import DataError
+from line_jax.teachers import bert
+from line_jax.teachers import encoder as encoder_lib
+from line_jax.teachers.presets import resolve_settings
+from line_jax.teachers.resolve import resolve_model_dir
 
 SPLITS = ("train", "valid", "test")
 _FILE_SPLITS = (("train", ("train",)), ("valid", ("dev", "valid", "val")),
                 ("test", ("test",)))
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """config.eval.ner: the protocol's numbers."""
-  c = ml_collections.ConfigDict()
-  c.epochs = 20                    # paper: 20
-  c.seeds = (0, 1, 2, 3, 4)        # paper: five random initialisations
-  c.learning_rate = 1e-3
-  c.batch_size = 256               # tokens per step
-  c.standardize = True             # features scaled by the training split's mean/std
-  c.split_fractions = (0.8, 0.1, 0.1)   # one-file input: sentence split
-  c.split_seed = 0
-  c.max_sentences = 0              # per split; 0 = all
-  c.encode_batch_rows = 32
-  return c
-
-
 def settings_of(config) -> ml_collections.ConfigDict:
-  """config.eval.ner over the defaults (a run's config may predate the field)."""
-  full = default_config()
+  """config.eval.ner over its defaults (line_jax.config; a run's config may predate it)."""
+  full = config_lib.base_config().eval.ner
   given = config.get("eval", {}).get("ner", None) if config is not None else None
   if given:
     for key, value in given.items():
@@ -138,7 +136,6 @@ def read_bio(path: str) -> List[Sentence]:
 
 
 def _stable_unit(seed: int, key: str) -> float:
-  import hashlib
   digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
   return int.from_bytes(digest[:8], "big") / 2.0**64
 
@@ -231,10 +228,6 @@ class TokenFeatures:
   """Per-word features of a Hugging Face BERT teacher: its first sub-word's last state."""
 
   def __init__(self, teacher_cfg, rows: int = 32):
-    from line_jax.teachers import bert
-    from line_jax.teachers import encoder as encoder_lib
-    from line_jax.teachers.presets import resolve_settings
-    from line_jax.teachers.resolve import resolve_model_dir
     if teacher_cfg.get("kind", "hf") != "hf":
       raise ValueError(f"teacher {teacher_cfg.get('name')!r} is a {teacher_cfg.kind!r} "
                        "teacher; token-level embeddings need a Hugging Face BERT (kind 'hf')")
@@ -398,7 +391,6 @@ def run_ner(model, path: str, out_dir: str) -> dict:
     path: a BIO file or folder.
     out_dir: where metrics.json, report.md and f1.png go.
   """
-  from tqdm import tqdm
   started = time.time()
   settings = settings_of(model.config)
   data = load_bio(path, settings)
@@ -463,8 +455,6 @@ def render_report(metrics: dict) -> str:
 
 def plot_f1(metrics: dict, path: str) -> str:
   """Bars of mean F1 (error bars: std over seeds) per model, split and average."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
   keys = list(metrics["results"])
   fig = Figure(figsize=(6, 3.5))
   FigureCanvasAgg(fig)
@@ -498,9 +488,6 @@ def write_bio_from_dataset(dataset: str, out_dir: str, extractor_config=None,
   `load_bio` splits by sentence. With `synthetic_only`, only pairs marked synthetic (when
   the column exists). Returns counts per split (or under "all").
   """
-  import pyarrow.parquet as pq
-  from line_jax.data import extract
-  from line_jax.data import notes
   pairs = pq.read_table(os.path.join(dataset, "pairs.parquet")).to_pydict()
   concepts = pq.read_table(os.path.join(dataset, "concepts.parquet")).to_pydict()
   term_ids = concepts.get("term_id", concepts["concept_id"])
@@ -550,21 +537,3 @@ def write_bio_from_dataset(dataset: str, out_dir: str, extractor_config=None,
     for f in files.values():
       f.close()
   return dict(counts)
-
-
-_BIO_DATASET = flags.DEFINE_string("bio_dataset", None,
-                                   "dataset folder whose pairs become BIO sentences")
-_BIO_OUT = flags.DEFINE_string("bio_out", None, "folder for train.bio, dev.bio, test.bio")
-
-
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  counts = write_bio_from_dataset(_BIO_DATASET.value, _BIO_OUT.value)
-  print(json.dumps(dict(sentences=counts, out=os.path.abspath(_BIO_OUT.value),
-                        note="spans from the dictionary extractor; synthetic texts")))
-
-
-if __name__ == "__main__":
-  flags.mark_flags_as_required(["bio_dataset", "bio_out"])
-  app.run(main)
