@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -19,11 +20,16 @@ import pytest
 import pyarrow.parquet as pq
 
 from configs import test as test_config
+from line_jax import api
 from line_jax import checkpoint as ckpt_lib
+from line_jax import embeddings
 from line_jax import guards
-from line_jax import train
+from line_jax import trainer as trainer_lib
 from line_jax import workdir as workdir_lib
-from line_jax.data import atomic, prepare_dataset
+from line_jax import synthetic_teacher
+from line_jax.data import atomic, hpo, prepare_dataset
+from line_jax.eval import protocols
+from line_jax.kernels import library_cache
 from line_jax.data.dataset import DataError, load_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,11 +59,10 @@ class TrainedRunTest(parameterized.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    import tempfile
     cls.root = tempfile.mkdtemp()
     cls.config = make_config(cls.root, stop_after_steps=9)
     cls.workdir = os.path.join(cls.root, "run")
-    train.train(cls.config, cls.workdir)
+    trainer_lib.train(cls.config, cls.workdir)
     with open(os.path.join(cls.workdir, "config.json")) as f:
       cls.config_json = f.read()
 
@@ -78,7 +83,7 @@ class TrainedRunTest(parameterized.TestCase):
     before = {n: os.path.getmtime(os.path.join(self.workdir, n))
               for n in os.listdir(self.workdir)}
     with self.assertRaisesRegex(workdir_lib.WorkdirMismatch, named):
-      train.train(config, self.workdir)
+      trainer_lib.train(config, self.workdir)
     with open(os.path.join(self.workdir, "config.json")) as f:
       self.assertEqual(f.read(), self.config_json)
     after = {n: os.path.getmtime(os.path.join(self.workdir, n))
@@ -103,8 +108,7 @@ class TrainedRunTest(parameterized.TestCase):
     config.data.dir = data
     with self.assertRaisesRegex(workdir_lib.WorkdirMismatch,
                                 "dataset file pairs.parquet changed"):
-      train.train(config, workdir)
-    from line_jax import api
+      trainer_lib.train(config, workdir)
     with self.assertRaisesRegex(workdir_lib.WorkdirMismatch, "trained on other data"):
       api.LineModel.load(workdir, config)
 
@@ -112,7 +116,7 @@ class TrainedRunTest(parameterized.TestCase):
     workdir = self.copy_run()
     config = make_config(self.root, stop_after_steps=2)
     config.model.dim = 16
-    summary = train.train(config, workdir, force_new=True)
+    summary = trainer_lib.train(config, workdir, force_new=True)
     self.assertEqual(summary["step"], 2)
     self.assertEqual(ckpt_lib.manager(workdir, 3).all_steps(), [2])
     self.assertEqual(json.load(open(os.path.join(workdir, "config.json")))["model"]["dim"],
@@ -120,7 +124,6 @@ class TrainedRunTest(parameterized.TestCase):
     self.assertFalse(os.path.exists(os.path.join(workdir, "train_log.jsonl")))  # old log gone
 
   def test_damaged_config_json_named(self):
-    from line_jax import api
     workdir = self.copy_run()
     path = os.path.join(workdir, "config.json")
     with open(path, "r+") as f:
@@ -146,14 +149,13 @@ class TrainedRunTest(parameterized.TestCase):
       with open(path, "r+b") as f:
         f.truncate(4)
     with self.assertLogs(level="WARNING") as logs:
-      summary = train.train(make_config(self.root, stop_after_steps=10), workdir)
+      summary = trainer_lib.train(make_config(self.root, stop_after_steps=10), workdir)
     self.assertIn(damaged, "\n".join(logs.output))
     self.assertEqual(summary["step"], 10)
     self.assertTrue(os.path.isdir(os.path.join(workdir, ckpt_lib.DAMAGED_DIR, "9")))
     self.assertEqual(log_steps(workdir), [5, 9, 10])
 
   def test_flipped_bytes_detected_not_loaded(self):
-    from line_jax import api
     workdir = self.copy_run()
     for path in self._array_files(os.path.join(workdir, "checkpoints", "9")):
       with open(path, "r+b") as f:
@@ -174,7 +176,7 @@ class TrainedRunTest(parameterized.TestCase):
     uncompressed chunk would give) fail the checksum."""
     workdir = self.copy_run()
     mgr = ckpt_lib.manager(workdir, 3)
-    trainer = train.Trainer(self.config, workdir)
+    trainer = trainer_lib.Trainer(self.config, workdir)
     abstract = {**trainer.init_state(), "added": trainer.lists.added}
     state, progress = ckpt_lib.restore_latest(mgr, abstract)
     self.assertEqual(progress["step"], 9)
@@ -196,7 +198,7 @@ class TrainedRunTest(parameterized.TestCase):
         with open(path, "r+b") as f:
           f.truncate(4)
     mgr = ckpt_lib.manager(workdir, 3)
-    trainer = train.Trainer(self.config, workdir)
+    trainer = trainer_lib.Trainer(self.config, workdir)
     with self.assertRaisesRegex(ckpt_lib.CheckpointError, "no intact checkpoint"):
       ckpt_lib.restore_latest(mgr, {**trainer.init_state(), "added": trainer.lists.added})
 
@@ -220,7 +222,7 @@ class TrainedRunTest(parameterized.TestCase):
     try:
       self.assertEqual(holder.stdout.readline().strip(), "locked")
       with self.assertRaisesRegex(workdir_lib.WorkdirBusy, f"pid {holder.pid} "):
-        train.train(make_config(self.root, stop_after_steps=10), workdir)
+        trainer_lib.train(make_config(self.root, stop_after_steps=10), workdir)
     finally:
       holder.kill()
       holder.wait()
@@ -237,7 +239,7 @@ class NonFiniteTest(parameterized.TestCase):
     with self.assertRaisesRegex(guards.NonFiniteError,
                                 r"step (\d+) \(stage 1\): the (align|relational|negation|"
                                 r"loss|gradient) (loss|gradient) is not finite"):
-      train.train(config, workdir)
+      trainer_lib.train(config, workdir)
     self.assertEqual(ckpt_lib.manager(workdir, 3).all_steps(), [])   # nothing damaged saved
 
   def test_skip_mode_in_the_real_step(self):
@@ -249,7 +251,7 @@ class NonFiniteTest(parameterized.TestCase):
     with self.assertLogs(level="WARNING") as logs:
       with self.assertRaisesRegex(guards.NonFiniteError, r"step \d+ .*4 batches skipped, "
                                   "more than train.max_nonfinite_skips=3"):
-        train.train(config, os.path.join(root, "w"))
+        trainer_lib.train(config, os.path.join(root, "w"))
     self.assertLen([l for l in logs.output if "batch skipped" in l], 4)
 
   def test_skip_keeps_state_and_counts(self):
@@ -285,11 +287,9 @@ class NonFiniteTest(parameterized.TestCase):
 
   def test_bad_mode(self):
     with self.assertRaisesRegex(ValueError, "train.on_nonfinite='maybe'"):
-      train.train(make_config(self.create_tempdir().full_path, on_nonfinite="maybe"), "/x")
+      trainer_lib.train(make_config(self.create_tempdir().full_path, on_nonfinite="maybe"), "/x")
 
   def test_evaluation_refuses_nonfinite_model(self):
-    from line_jax import evaluate
-
     class Model:
       workdir = "runs/diverged"
       params = {"text_proj": {"w": np.array([[1.0, np.inf]])}}
@@ -297,9 +297,9 @@ class NonFiniteTest(parameterized.TestCase):
     out = self.create_tempdir().full_path
     with self.assertRaisesRegex(guards.NonFiniteError, r"runs/diverged: parameter "
                                 r"\['text_proj'\]\['w'\] holds NaN or inf"):
-      evaluate.run_evaluation(Model(), out)
+      protocols.run_evaluation(Model(), out)
     self.assertEqual(os.listdir(out), [])             # nothing written
-    space = guards.finite_space(evaluate.Space(
+    space = guards.finite_space(protocols.Space(
         "line", "LINE", embed_texts=lambda idx: np.ones((len(idx), 2)),
         embed_concepts=lambda idx, neg: np.where(np.asarray(idx)[:, None] == 1, np.nan, 1.0)))
     np.testing.assert_array_equal(space.embed_texts(np.arange(3)), np.ones((3, 2)))
@@ -309,7 +309,6 @@ class NonFiniteTest(parameterized.TestCase):
 
   @parameterized.product(dtype=[np.float16, np.float32], bad=[np.nan, np.inf, -np.inf])
   def test_nonfinite_rows_on_bits(self, dtype, bad):
-    from line_jax import embeddings
     x = np.random.default_rng(0).standard_normal((6, 5)).astype(dtype)
     x[0, 0] = np.finfo(dtype).max                     # large but finite
     x[4, 2] = bad
@@ -318,13 +317,11 @@ class NonFiniteTest(parameterized.TestCase):
     self.assertEqual(np.flatnonzero(embeddings._nonfinite_rows(x)).tolist(), [4])
 
   def test_teacher_cache_checked_on_every_open(self):
-    from line_jax import embeddings
-    from line_jax.data import synthetic
     root = self.create_tempdir().full_path
     config = make_config(root)
     dataset = prepare_dataset(config)
     path = os.path.join(root, "cache")
-    synthetic.write_synthetic_teacher(dataset, path, config.teacher2)
+    synthetic_teacher.write_synthetic_teacher(dataset, path, config.teacher2)
     embeddings.load_teacher_embeddings(path, dataset)       # clean
     concepts = np.load(os.path.join(path, "concepts.npy"), mmap_mode="r+")
     concepts[7, 3] = np.nan
@@ -348,7 +345,6 @@ class AtomicBuildTest(parameterized.TestCase):
     with self.assertRaisesRegex(DataError, "holds concepts.parquet, relations.parquet that "
                                 "no builder made"):
       prepare_dataset(config)
-    from line_jax.data import hpo
     with self.assertRaisesRegex(DataError, "the hpo builder does not write over them"):
       hpo.build_hpo_dataset(data)
     self.assertEqual({n: open(os.path.join(data, n), "rb").read() for n in os.listdir(data)},
@@ -460,7 +456,6 @@ class InputChecksTest(parameterized.TestCase):
     embed.check_output_dir(own)                                 # fine: an earlier output
 
   def test_kernel_cache_trust(self):
-    from line_jax.kernels import library_cache
     folder = os.path.join(self.create_tempdir().full_path, "kernels")
     os.makedirs(folder, mode=0o700)
     lib = os.path.join(folder, "k.so")
@@ -478,7 +473,6 @@ class InputChecksTest(parameterized.TestCase):
 
   @pytest.mark.slow   # compiles the kernel (tens of seconds)
   def test_truncated_kernel_rebuilt(self):
-    from line_jax import kernels
     if not shutil.which("g++") and not shutil.which("c++"):
       self.skipTest("no C++ compiler")
     cache = self.create_tempdir().full_path
