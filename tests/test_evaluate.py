@@ -274,6 +274,38 @@ class CliTest(absltest.TestCase):
     self.assertEqual(written["alignment"]["num_negatives"], 7)
     self.assertEqual(written["classification"]["probe"]["max_epochs"], 50)
 
+  def test_only_joint_with_config_overrides(self):
+    handle = tempfile.TemporaryDirectory()
+    self.addCleanup(handle.cleanup)
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(tests_dir)
+    config_path = os.path.join(handle.name, "eval_config.py")
+    with open(config_path, "w") as f:
+      f.write("from line_jax.config import base_config\n"
+              "def get_config():\n"
+              "  return base_config()\n")
+    with open(os.path.join(handle.name, "metrics.json"), "w") as f:
+      json.dump({"alignment": {"kept": 1}}, f)
+    env = dict(os.environ, MPLBACKEND="Agg", JAX_PLATFORMS="cpu",
+               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-c", _CLI_SCRIPT.format(tests_dir=tests_dir),
+         f"--config={config_path}", "--config.eval.split=train", "--only=joint",
+         "--config.eval.recovery_hit_k=3", f"--workdir={handle.name}"],
+        capture_output=True, text=True, env=env, cwd=root, timeout=300)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertEqual(proc.stdout.strip().splitlines()[-1],
+                     os.path.join(os.path.abspath(handle.name), "joint.md"))
+    with open(os.path.join(handle.name, "metrics.json")) as f:
+      written = json.load(f)
+    self.assertEqual(written["alignment"], {"kept": 1})       # other entries kept
+    self.assertEqual(written["joint"]["split"], "train")
+    self.assertEqual(written["joint"]["settings"]["recovery_top_k"], 3)
+    self.assertIn("hit@3", written["joint"]["recovery"]["results"]["line"]["estimators"]
+                  ["residual"])
+    with open(os.path.join(handle.name, "joint.md")) as f:
+      self.assertIn("Text -> concept retrieval", f.read())
+
 
 class PartsTest(parameterized.TestCase):
 
