@@ -27,7 +27,6 @@ when `loss.normalize` was on; a proxy is the mean of its concepts' vectors).
 
 from __future__ import annotations
 
-import json
 import os
 from typing import List, Optional, Sequence, Tuple
 
