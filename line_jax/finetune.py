@@ -12,6 +12,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from line_jax import logs
+from line_jax.data import prepare_dataset
+from line_jax.teachers import finetune
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config()).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory (teachers/ is written here).")
@@ -22,8 +24,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def run(config, workdir: str, stop_after_steps: int = 0) -> dict:
   """{teacher name: fine-tuned folder} for every teacher of kind "finetuned"."""
-  from line_jax.data import prepare_dataset
-  from line_jax.teachers import finetune
   dataset = prepare_dataset(config)
   return {config[key].name: finetune.ensure_finetuned(config[key], dataset, workdir,
                                                       stop_after_steps=stop_after_steps)

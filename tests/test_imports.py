@@ -12,7 +12,7 @@ PACKAGE = "line_jax"
 ENTRY_POINTS = {"line_jax.train", "line_jax.evaluate", "line_jax.export", "line_jax.embed",
                 "line_jax.soup", "line_jax.bench", "line_jax.data.hpo.__main__",
                 "line_jax.data.umls.__main__", "line_jax.data.notes.__main__",
-                "line_jax.eval.ner.__main__"}
+                "line_jax.eval.ner.__main__", "line_jax.finetune"}
 # Imported inside a function only where they are optional or heavy and rarely needed.
 OPTIONAL = {"faiss", "torch", "transformers", "safetensors", "huggingface_hub"}
 

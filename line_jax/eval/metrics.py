@@ -20,19 +20,14 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from line_jax.terms import l2_normalize  # pylint: disable=unused-import (re-exported)
+
 _EPS = 1e-12
 
 
 # --------------------------------------------------------------------------------------
 # Vectors and lists of concepts.
 # --------------------------------------------------------------------------------------
-
-
-def l2_normalize(x: np.ndarray, eps: float = _EPS) -> np.ndarray:
-  """Rows scaled to unit L2 norm (zero rows stay zero)."""
-  x = np.asarray(x, dtype=np.float32)
-  norms = np.linalg.norm(x, axis=-1, keepdims=True)
-  return x / np.maximum(norms, eps)
 
 
 def rowwise_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -44,12 +44,20 @@ from typing import Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
+import pyarrow.parquet as pq
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 
 from line_jax.data.dataset import Dataset, DataError
 from line_jax.teachers import bert
+from line_jax.teachers.encoder import Encoder, load_tokenizer
 from line_jax.teachers.presets import resolve_settings
+from line_jax.teachers.resolve import resolve_model_dir
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
                    "special_tokens_map.json")
@@ -218,7 +226,6 @@ def _norm(s: str) -> str:
 def _definition_rows(dataset: Dataset):
   """(pair row, term concept row) of the definition pairs, from pairs.parquet's source /
   source_id columns (absent columns: none)."""
-  import pyarrow.parquet as pq
   path = os.path.join(dataset.root, "pairs.parquet")
   if not os.path.exists(path):
     return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
@@ -569,7 +576,6 @@ def evaluate_params(params, config, tokenizer, enc_settings, data: FinetuneData,
   (default: every term)."""
   if pool is not None:
     data = dataclasses.replace(data, candidates=pool)
-  from line_jax.teachers.encoder import Encoder
   settings = dataclasses.replace(enc_settings, max_length=s.name_max_length)
   encoder = Encoder(params, config, tokenizer, settings, batch_size=s.eval_batch_size,
                     precision=None)
@@ -655,7 +661,6 @@ _KEY_CACHE: dict = {}
 
 def finetune_key(teacher_cfg, dataset: Dataset) -> str:
   """hash(base weights and config + training/validation strings + settings)."""
-  from line_jax.teachers.resolve import resolve_model_dir
   s = read_settings(teacher_cfg)
   base_dir = resolve_model_dir(s.base)
   enc = encoder_settings(teacher_cfg, base_dir)
@@ -684,7 +689,6 @@ def is_complete(folder: str) -> bool:
 
 def hf_teacher_config(teacher_cfg, model_dir: str):
   """The kind-"hf" teacher config that embeds with the fine-tuned folder."""
-  import ml_collections
   cfg = ml_collections.ConfigDict(teacher_cfg.to_dict())
   enc = encoder_settings(teacher_cfg, model_dir)
   cfg.kind, cfg.model, cfg.preset = "hf", model_dir, ""
@@ -698,7 +702,6 @@ def ensure_finetuned(teacher_cfg, dataset: Dataset, workdir: str, progress_bar: 
   run). Every bad setting or input is reported before the long work starts.
   `stop_after_steps` > 0 (tests): checkpoint after that step and return "" unfinished."""
   s = read_settings(teacher_cfg)
-  from line_jax.teachers.resolve import resolve_model_dir
   base_dir = resolve_model_dir(s.base)
   config = check_base_folder(base_dir)
   folder = finetuned_dir(teacher_cfg, dataset, workdir)
@@ -717,7 +720,6 @@ def ensure_finetuned(teacher_cfg, dataset: Dataset, workdir: str, progress_bar: 
                data.counts["definition_pairs"], data.counts["validation_queries"],
                data.counts["test_queries"], data.counts["candidates"])
   _, base_params = bert.load_bert(base_dir)
-  from line_jax.teachers.encoder import load_tokenizer
   tokenizer = load_tokenizer(base_dir)
   work = folder + ".work"
   started = time.time()
@@ -779,8 +781,6 @@ def train(base_params, config: bert.BertConfig, tokenizer, data: FinetuneData,
           s: FinetuneSettings, pooling: str, work: str, progress_bar: bool = True,
           stop_after_steps: int = 0):
   """Runs (or resumes) the fine-tune in `work`; returns (tuned params, info)."""
-  import orbax.checkpoint as ocp
-  from tqdm.auto import tqdm
   plan = BatchPlan(data, tokenizer, s, config.pad_token_id)
   logging.info("fine-tune batches: lengths %s, %d batches per epoch, %.0f%% padding",
                [int(x) for x in plan.shapes],
@@ -847,12 +847,11 @@ def train(base_params, config: bert.BertConfig, tokenizer, data: FinetuneData,
 # --- report -------------------------------------------------------------------------------
 
 def plot_curve(info: Mapping, path: str) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
   curve = info["curve"]
   alphas = [c["alpha"] for c in curve]
-  fig, ax = plt.subplots(figsize=(5, 3.5))
+  fig = Figure(figsize=(5, 3.5))
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot()
   for split, style in (("validation", "-o"), ("test", "--s")):
     ax.plot(alphas, [c[split]["acc@1"] for c in curve], style, label=f"{split} acc@1")
     ax.plot(alphas, [c[split]["mrr"] for c in curve], style, alpha=0.5, label=f"{split} MRR")
@@ -862,7 +861,6 @@ def plot_curve(info: Mapping, path: str) -> None:
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def read_info(folder: str) -> Optional[dict]:
