@@ -4,7 +4,22 @@ Every number a user may want to change lives here (or in a config file that over
 `--config.a.b=value` on any entry point overrides a single field.
 """
 
+from typing import Any, Optional
+
 import ml_collections
+
+
+def merge_settings(defaults: ml_collections.ConfigDict, given: Optional[Any],
+                   what: str) -> ml_collections.ConfigDict:
+  """`defaults` with the fields `given` (a ConfigDict, a dict or None) sets; lists become
+  tuples. A field `defaults` does not have is an error that names `what` and the known ones."""
+  if given is not None:
+    given = given.to_dict() if isinstance(given, ml_collections.ConfigDict) else dict(given)
+    for key, value in given.items():
+      if key not in defaults:
+        raise ValueError(f"unknown {what} setting {key!r}; known: {sorted(defaults)}")
+      defaults[key] = tuple(value) if isinstance(value, list) else value
+  return defaults
 
 
 def teacher_config(**kw) -> ml_collections.ConfigDict:

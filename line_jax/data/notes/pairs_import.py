@@ -42,6 +42,7 @@ import time
 import ml_collections
 import pyarrow.parquet as pq
 
+from line_jax.config import merge_settings
 from line_jax.data import extract
 from line_jax.data.dataset import SPLITS, DataError, data_error
 from line_jax.data.hpo.splits import split_of
@@ -169,13 +170,7 @@ def validate_row(path: str, row: int, obj: dict, known: set, config, counts) -> 
 def import_pairs(dataset: str, path: str, config=None) -> dict:
   """Validates `path` and writes `dataset`/pairs.parquet; returns the stats."""
   started = time.time()
-  full = default_config()
-  if config is not None:
-    given = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
-    for key, value in given.items():
-      if key not in full:
-        raise ValueError(f"unknown pairs import setting {key!r}; known: {sorted(full)}")
-      full[key] = tuple(value) if isinstance(value, list) else value
+  full = merge_settings(default_config(), config, "pairs import")
   config = full
   if config.unknown_concepts not in ("error", "drop"):
     raise ValueError(f"pairs import setting 'unknown_concepts': {config.unknown_concepts!r} "

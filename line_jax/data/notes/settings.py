@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from line_jax.config import merge_settings
 from line_jax.data.notes.sections import DISCHARGE_SECTIONS, RADIOLOGY_SECTIONS
 
 
@@ -34,13 +35,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def with_defaults(config) -> ml_collections.ConfigDict:
-  full = default_config()
-  if config is not None:
-    given = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
-    for key, value in given.items():
-      if key not in full:
-        raise ValueError(f"unknown notes setting {key!r}; known: {sorted(full)}")
-      full[key] = tuple(value) if isinstance(value, list) else value
+  full = merge_settings(default_config(), config, "notes")
   if full.text_unit not in ("section", "sentence"):
     raise ValueError(f"notes setting 'text_unit': {full.text_unit!r} is not 'section' or "
                      "'sentence'")

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from line_jax.config import merge_settings
 from line_jax.data import rrf
 from line_jax.data.dataset import DataError
 from line_jax.data.hpo.graph import hold_out_edges, sibling_pairs
@@ -58,13 +59,7 @@ def build_umls_dataset(meta: str, out: str, config=None, progress: bool = True) 
     progress: show tqdm progress bars.
   """
   started = time.time()
-  full = default_config()
-  if config is not None:
-    given = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
-    for key, value in given.items():
-      if key not in full:
-        raise ValueError(f"unknown UMLS import setting {key!r}; known: {sorted(full)}")
-      full[key] = tuple(value) if isinstance(value, list) else value
+  full = merge_settings(default_config(), config, "UMLS import")
   config = full
   paths = {name: os.path.join(meta, name) for name in rrf.COLUMNS}
   for name in ("MRCONSO.RRF", "MRREL.RRF"):
