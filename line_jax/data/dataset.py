@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 from typing import Optional, Sequence
 
@@ -33,6 +34,22 @@ DEFAULT_NEGATION_TEMPLATE = "{name} unobserved"
 
 class DataError(ValueError):
   """Bad input data; the message names the file, the row and the field."""
+
+
+def iter_json_lines(path: str):
+  """(line number, object) of each non-blank line of a JSON-lines file; a line that is not
+  a JSON object is a DataError naming the file and the line."""
+  with open(path, encoding="utf-8") as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        obj = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise DataError(f"{path}: line {number}: not a JSON object ({e})") from None
+      if not isinstance(obj, dict):
+        raise DataError(f"{path}: line {number}: not a JSON object")
+      yield number, obj
 
 
 def data_error(path: str, row: Optional[int], field: str, problem: str) -> DataError:

@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 
 from line_jax.config import merge_settings
 from line_jax.data import extract
-from line_jax.data.dataset import SPLITS, DataError, data_error
+from line_jax.data.dataset import SPLITS, DataError, data_error, iter_json_lines
 from line_jax.data.hpo.splits import split_of
 from line_jax.data.notes.pairs_file import PairWriter
 
@@ -71,17 +71,7 @@ def _rows(path: str, batch_size: int):
         yield row, item
         row += 1
   elif path.lower().endswith((".jsonl", ".json", ".ndjson")):
-    with open(path, encoding="utf-8") as f:
-      for number, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        try:
-          obj = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise DataError(f"{path}: line {number}: not a JSON object ({e})") from None
-        if not isinstance(obj, dict):
-          raise DataError(f"{path}: line {number}: not a JSON object")
-        yield number, obj
+    yield from iter_json_lines(path)
   else:
     raise DataError(f"{path}: unknown pairs format; use .jsonl or .parquet")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Iterator
 
@@ -10,7 +9,7 @@ import pyarrow as pa
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
-from line_jax.data.dataset import DataError, data_error
+from line_jax.data.dataset import DataError, data_error, iter_json_lines
 
 
 def _format(path: str) -> str:
@@ -56,26 +55,17 @@ def read_notes(path: str, id_column: str, text_column: str,
       row += batch.num_rows
   else:
     ids, texts, first = [], [], 1
-    with open(path, encoding="utf-8") as f:
-      for number, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        try:
-          obj = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise DataError(f"{path}: line {number}: not a JSON object ({e})") from None
-        if not isinstance(obj, dict):
-          raise DataError(f"{path}: line {number}: not a JSON object")
-        for field in (id_column, text_column):
-          if field not in obj:
-            raise DataError(f"{path}: line {number}: field '{field}': missing (keys: "
-                            f"{sorted(obj)}; set --text_column / --id_column)")
-        if not ids:
-          first = number
-        ids.append(None if obj[id_column] is None else str(obj[id_column]))
-        texts.append(obj[text_column])
-        if len(ids) >= batch_size:
-          yield first, ids, texts
-          ids, texts = [], []
+    for number, obj in iter_json_lines(path):
+      for field in (id_column, text_column):
+        if field not in obj:
+          raise DataError(f"{path}: line {number}: field '{field}': missing (keys: "
+                          f"{sorted(obj)}; set --text_column / --id_column)")
+      if not ids:
+        first = number
+      ids.append(None if obj[id_column] is None else str(obj[id_column]))
+      texts.append(obj[text_column])
+      if len(ids) >= batch_size:
+        yield first, ids, texts
+        ids, texts = [], []
     if ids:
       yield first, ids, texts
