@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from line_jax import config as config_lib
-from line_jax import export
+from line_jax import exporter
 from line_jax.data.dataset import DataError, load_dataset, write_dataset
 from line_jax.teachers import bert, finetune
 from line_jax.teachers import testing as teacher_testing
@@ -283,7 +283,7 @@ class FinetuneTest(parameterized.TestCase):
 
   # --- wiring ---
   def test_export_and_report(self):
-    path = export.ensure_teacher_embeddings(self.config.teacher2, self.dataset, self.workdir,
+    path = exporter.ensure_teacher_embeddings(self.config.teacher2, self.dataset, self.workdir,
                                             progress_bar=False)
     meta = json.load(open(os.path.join(path, "meta.json")))
     self.assertEqual(meta["finetuned_dir"], self.folder)
@@ -294,7 +294,7 @@ class FinetuneTest(parameterized.TestCase):
     np.testing.assert_allclose(vectors[:5], enc.encode(self.dataset.names[:5]), atol=1e-5)
 
     from line_jax import embeddings as emb_lib
-    base_path = export.ensure_teacher_embeddings(self.config.teacher1, self.dataset,
+    base_path = exporter.ensure_teacher_embeddings(self.config.teacher1, self.dataset,
                                                  self.workdir, progress_bar=False)
 
     class Model:   # what report_metrics reads of a LineModel
