@@ -180,11 +180,7 @@ class LineModel:
 
   def _encoder(self, which: str):
     if which not in self._encoders:
-      tcfg = self.config[which]
-      if tcfg.kind == "finetuned":   # its fine-tuned folder, as an HF teacher
-        folder = (getattr(self, which).meta or {}).get("finetuned_dir", "")
-        if folder and os.path.isdir(folder):
-          tcfg = finetune.hf_teacher_config(tcfg, folder)
+      tcfg = finetune.new_strings_config(self.config[which], getattr(self, which).meta)
       if tcfg.kind != "hf":
         raise TeacherUnavailableError(
             f"{which} is a {tcfg.kind!r} teacher: it cannot embed new strings, only the "

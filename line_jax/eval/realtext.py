@@ -25,6 +25,7 @@ from absl import logging
 from line_jax import teachers
 from line_jax import terms
 from line_jax.eval import metrics
+from line_jax.teachers import finetune
 
 _RNG_REALTEXT = 101     # default_rng([eval.seed, this]) draws the negatives
 
@@ -108,7 +109,7 @@ def _embedders(model) -> List[tuple]:
   encoders, out = {}, []
 
   def encoder(which):
-    cfg = model.config[which]
+    cfg = finetune.new_strings_config(model.config[which], getattr(model, which).meta)
     if cfg.kind != "hf":
       return None
     key = json.dumps(cfg.to_dict(), sort_keys=True, default=str)

@@ -696,6 +696,16 @@ def hf_teacher_config(teacher_cfg, model_dir: str):
   return cfg
 
 
+def new_strings_config(teacher_cfg, meta: Optional[Mapping]):
+  """The config that embeds new strings as this teacher's cache was made: a fine-tuned
+  teacher's folder (recorded in its cache's `meta`) as a kind-"hf" teacher; other kinds, or
+  a fine-tuned teacher whose folder is gone, unchanged."""
+  folder = (meta or {}).get("finetuned_dir", "")
+  if teacher_cfg.get("kind") == "finetuned" and folder and os.path.isdir(folder):
+    return hf_teacher_config(teacher_cfg, folder)
+  return teacher_cfg
+
+
 def ensure_finetuned(teacher_cfg, dataset: Dataset, workdir: str, progress_bar: bool = True,
                      stop_after_steps: int = 0) -> str:
   """The fine-tuned, averaged teacher folder; trained first when missing (resuming a killed
