@@ -116,3 +116,18 @@ class RowReader:
     number, found = _bad_line(self.path, expected)
     raise DataError(f"{self.path}: line {number}: {found} fields, expected {expected} "
                     f"({'|'.join(self.names)}{'|' if self._trailing else ''})")
+
+
+def source_filter(batch, keep, config, counts: dict):
+  """`keep` narrowed to the rows of the configured source vocabularies (`config.sabs`; all
+  when empty) that are not suppressed (`config.drop_suppressed`), counting in `counts` the
+  kept rows each filter drops (`dropped_sab`, `dropped_suppressed`)."""
+  if config.sabs:
+    sab_ok = is_in(batch.column("SAB"), config.sabs)
+    counts["dropped_sab"] += pc.sum(pc.and_(keep, pc.invert(sab_ok))).as_py() or 0
+    keep = pc.and_(keep, sab_ok)
+  if config.drop_suppressed:
+    suppressed = is_in(batch.column("SUPPRESS"), config.drop_suppressed)
+    counts["dropped_suppressed"] += pc.sum(pc.and_(keep, suppressed)).as_py() or 0
+    keep = pc.and_(keep, pc.invert(suppressed))
+  return keep

@@ -45,14 +45,7 @@ def read_names(path: str, config, stats: dict, progress: bool = True) -> tuple:
     all_cuis.append(pc.unique(batch.column("CUI")))
     keep = rrf.is_in(batch.column("LAT"), config.languages)
     counts["dropped_language"] += n - pc.sum(keep).as_py() if n else 0
-    if config.sabs:
-      sab_ok = rrf.is_in(batch.column("SAB"), config.sabs)
-      counts["dropped_sab"] += pc.sum(pc.and_(keep, pc.invert(sab_ok))).as_py() or 0
-      keep = pc.and_(keep, sab_ok)
-    if config.drop_suppressed:
-      suppressed = rrf.is_in(batch.column("SUPPRESS"), config.drop_suppressed)
-      counts["dropped_suppressed"] += pc.sum(pc.and_(keep, suppressed)).as_py() or 0
-      keep = pc.and_(keep, pc.invert(suppressed))
+    keep = rrf.source_filter(batch, keep, config, counts)
     empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(batch.column("STR"))), 0)
     counts["dropped_empty_string"] += pc.sum(pc.and_(keep, empty)).as_py() or 0
     keep = pc.and_(keep, pc.invert(empty))

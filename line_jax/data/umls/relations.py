@@ -56,14 +56,7 @@ def read_relations(path: str, cuis: pa.Array, config, stats: dict,
                       f"config.rel_dropped (known: {sorted(known)})")
     keep = rrf.is_in(rel, family_codes)
     counts["dropped_rel_code"] += n - (pc.sum(keep).as_py() or 0)
-    if config.sabs:
-      sab_ok = rrf.is_in(batch.column("SAB"), config.sabs)
-      counts["dropped_sab"] += pc.sum(pc.and_(keep, pc.invert(sab_ok))).as_py() or 0
-      keep = pc.and_(keep, sab_ok)
-    if config.drop_suppressed:
-      suppressed = rrf.is_in(batch.column("SUPPRESS"), config.drop_suppressed)
-      counts["dropped_suppressed"] += pc.sum(pc.and_(keep, suppressed)).as_py() or 0
-      keep = pc.and_(keep, pc.invert(suppressed))
+    keep = rrf.source_filter(batch, keep, config, counts)
     part = batch.filter(keep)
     h = pc.index_in(part.column("CUI1"), value_set=cuis)
     t = pc.index_in(part.column("CUI2"), value_set=cuis)
