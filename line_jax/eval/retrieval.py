@@ -33,6 +33,7 @@ from absl import logging
 
 from line_jax.eval import joint_plots
 from line_jax.eval import realtext
+from line_jax.eval.spaces import list_slices, true_slices
 from line_jax.terms import (CONFIDENCES, ESTIMATORS, Groups, confidence_of, dataset_groups,
                             listed_targets, recovery_candidates, retrieval_ranks,
                             retrieval_summary)
@@ -207,16 +208,6 @@ def _pair_columns(dataset, names: Sequence[str]) -> Dict[str, np.ndarray]:
   return {n: np.asarray(table.column(n).to_pylist(), dtype=object) for n in present}
 
 
-def _segments(offsets, pair_idx, *flat):
-  pair_idx = np.asarray(pair_idx, np.int64)
-  starts = offsets[pair_idx]
-  lengths = offsets[pair_idx + 1] - starts
-  new = np.zeros(len(pair_idx) + 1, np.int64)
-  np.cumsum(lengths, out=new[1:])
-  pos = np.repeat(starts - new[:-1], lengths) + np.arange(new[-1])
-  return (new,) + tuple(np.asarray(a)[pos] for a in flat)
-
-
 def source_masks(dataset, pair_idx: np.ndarray) -> Dict[str, np.ndarray]:
   """{"all", "real", "vignette"} -> [N] bool over `pair_idx` (by the `synthetic` flag)."""
   synthetic = (np.zeros(len(pair_idx), bool) if dataset.synthetic is None
@@ -241,8 +232,7 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
             else Groups.identity(dataset.num_concepts))
   pair_idx = np.asarray(pair_idx, np.int64)
   masks = source_masks(dataset, pair_idx)
-  offsets, flat, negated = _segments(dataset.concept_offsets, pair_idx, dataset.concept_flat,
-                                     dataset.negated_flat)
+  offsets, flat, negated = list_slices(dataset, pair_idx)
   owner, target = listed_targets(offsets, flat, negated, groups)
   columns = _pair_columns(dataset, ("source", "source_id"))
   index = dataset.concept_index()
@@ -271,10 +261,8 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
          "recovery": {"skipped": "no synthetic pairs with true lists"} if not len(vig_rows)
          else {"results": {}}}
   if len(vig_rows):
-    true_offsets, true_flat = _segments(dataset.true_offsets, pair_idx[vig_rows],
-                                        dataset.true_flat)
-    vig_offsets, vig_flat, _ = _segments(dataset.concept_offsets, pair_idx[vig_rows],
-                                         dataset.concept_flat, dataset.negated_flat)
+    true_offsets, true_flat = true_slices(dataset, pair_idx[vig_rows])
+    vig_offsets, vig_flat, _ = list_slices(dataset, pair_idx[vig_rows])
   for space in spaces:
     out["models"][space.key] = space.label
     texts = np.asarray(space.embed_texts(pair_idx), np.float32)
