@@ -29,6 +29,9 @@ def get_config():
   c.teacher2 = teacher_config(kind="hf", name="coder", model="GanjinZero/coder_eng",
                               preset="coder", pooling="cls", normalize=False, max_length=32,
                               batch_size=256, dim=768)
+  # CODER embeds the evaluated pairs' texts only (its teacher rows of the tables); LINE
+  # trains on BGE's texts, so the train split's notes are not run through CODER.
+  c.teacher2.text_rows = "eval"
   c.graph.relations = list(UMLS_RELATIONS)
   c.model.dim = 768                                 # d = d_t (paper: W_c in R^{d_t x d_c})
   c.train.batch_size = 128

@@ -40,6 +40,9 @@ def get_config():
   # Teacher 2: MiniLM fine-tuned on HPO's names, synonyms and train definitions (settings:
   # line_jax.config.finetune_config(); e.g. --config.teacher2.finetune.steps=800).
   c.teacher2 = teacher_config(**dict(minilm, kind="finetuned", name="minilm-hpo"))
+  # Only evaluation reads teacher 2's texts (its rows of Tables 1, 4, 5 and retrieval):
+  # embedding the train split's texts too would add a fifth of the first run's time.
+  c.teacher2.text_rows = "eval"
   c.teacher2.finetune.base = "all-MiniLM-L6-v2"
   c.graph.relations = ["parent_child", "synonym", "layperson", "related", "broad", "narrow",
                        "co_annotated"]

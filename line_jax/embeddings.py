@@ -49,10 +49,24 @@ class TeacherEmbeddings:
   negated: np.ndarray    # [C, d] memmap
   meta: dict
   path: str
+  text_embedded: Optional[np.ndarray] = None   # [P] bool where text rows were embedded;
+                                               # None: every row
 
   @property
   def dim(self) -> int:
     return int(self.text.shape[1])
+
+  def text_rows(self, idx: np.ndarray, dtype=None) -> np.ndarray:
+    """Text embeddings of pairs `idx`; raises if some were not embedded (text_rows="eval")."""
+    idx = np.asarray(idx, np.int64)
+    if self.text_embedded is not None and len(idx) and not self.text_embedded[idx].all():
+      missing = idx[~self.text_embedded[idx]]
+      raise ValueError(
+          f"{self.path}: teacher {self.meta.get('teacher')!r} embedded only the texts of "
+          f"pairs outside the train split (field 'text_rows': "
+          f"{self.meta.get('text_rows')!r}), but {len(missing)} requested pairs are not "
+          f"among them (first: pair {int(missing[0])}); set text_rows='all' for this teacher")
+    return gather_rows(self.text, idx, dtype)
 
 
 def open_npy(path: str) -> np.ndarray:
@@ -139,8 +153,13 @@ def load_teacher_embeddings(path: str, dataset: Dataset, expected_dim: Optional[
     if check_values:   # on every open: a row may have been written since the last one
       check_finite(p, arr)
     arrays[part] = arr
+  text_embedded = None
+  if meta.get("text_rows", "all") != "all":
+    text_embedded = np.zeros(dataset.num_pairs, bool)
+    text_embedded[text_selection(meta["text_rows"], dataset)] = True
   return TeacherEmbeddings(text=arrays["text"], concepts=arrays["concepts"],
-                           negated=arrays["negated"], meta=meta, path=path)
+                           negated=arrays["negated"], meta=meta, path=path,
+                           text_embedded=text_embedded)
 
 
 def read_rows(arr: np.ndarray, chunk_rows: int = _CHECK_ROWS) -> np.ndarray:
@@ -210,6 +229,23 @@ def negated_mode(teacher_cfg) -> str:
     raise ValueError(f"teacher {teacher_cfg.get('name')!r}: field 'negated_rows': {mode!r} "
                      "is not 'used' or 'all'")
   return mode
+
+
+def text_mode(teacher_cfg) -> str:
+  """The teacher's `text_rows`: "all" for kinds that make every row (precomputed,
+  synthetic) whatever the field says."""
+  mode = teacher_cfg.get("text_rows", "all") or "all"
+  if mode not in ("all", "eval"):
+    raise ValueError(f"teacher {teacher_cfg.get('name')!r}: field 'text_rows': {mode!r} is "
+                     "not 'all' or 'eval'")
+  return mode if teacher_cfg.get("kind", "hf") in ("hf", "finetuned") else "all"
+
+
+def text_selection(mode: str, dataset: Dataset) -> np.ndarray:
+  """Pair rows whose text a teacher with `text_rows` = mode embeds."""
+  if mode == "all":
+    return np.arange(dataset.num_pairs, dtype=np.int64)
+  return np.flatnonzero(dataset.split != "train").astype(np.int64)
 
 
 def negated_selection(teacher_cfg, dataset: Dataset) -> np.ndarray:

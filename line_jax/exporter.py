@@ -57,7 +57,8 @@ from line_jax.data import prepare_dataset
 from line_jax.data.dataset import Dataset, DataError, data_error
 from line_jax.embeddings import (PARTS, TeacherEmbeddings, cache_key, check_finite,
                                  load_teacher_embeddings, negated_mode, negated_selection,
-                                 new_memmap, storage_dtype, teacher_dir, write_meta)
+                                 new_memmap, storage_dtype, teacher_dir, text_mode,
+                                 text_selection, write_meta)
 from line_jax.files import write_json
 
 DEFAULT_SHARD_ROWS = 8192
@@ -119,9 +120,11 @@ def _satisfies(meta: Optional[dict], teacher_cfg) -> bool:
   kind = teacher_cfg.get("kind", "hf")
   if kind != "synthetic" and meta.get("dtype") != storage_dtype(teacher_cfg).name:
     return False
-  if kind in ("hf", "finetuned") and negated_mode(teacher_cfg) == "all":
-    return meta.get("negated_rows") == "all"
-  return True
+  if kind in ("hf", "finetuned") and negated_mode(teacher_cfg) == "all" and \
+      meta.get("negated_rows") != "all":
+    return False
+  # A folder with every text serves a teacher that asks for the evaluated ones only.
+  return text_mode(teacher_cfg) == "eval" or meta.get("text_rows", "all") == "all"
 
 
 @contextlib.contextmanager
@@ -240,12 +243,15 @@ def _export_hf(teacher_cfg, dataset: Dataset, path: str, encoder, shard_rows: in
   dtype = storage_dtype(teacher_cfg)
   dim = int(encoder.dim)
   negated_rows = negated_selection(teacher_cfg, dataset)
-  work = {"text": (np.arange(dataset.num_pairs, dtype=np.int64), dataset.texts),
+  texts = text_mode(teacher_cfg)
+  text_rows = text_selection(texts, dataset)
+  work = {"text": (text_rows, dataset.texts),
           "concepts": (np.arange(dataset.num_concepts, dtype=np.int64), dataset.names),
           "negated": (negated_rows, dataset.negated_names)}
   plan = {"dim": dim, "dtype": dtype.name, "shard_rows": int(shard_rows),
           "data_hash": dataset.data_hash(),
-          "negated_rows": hashlib.sha256(negated_rows.tobytes()).hexdigest()[:16]}
+          "negated_rows": hashlib.sha256(negated_rows.tobytes()).hexdigest()[:16],
+          "text_rows": hashlib.sha256(text_rows.tobytes()).hexdigest()[:16]}
   progress_path = os.path.join(path, "progress.json")
   progress = {}
   if os.path.exists(progress_path):
@@ -297,7 +303,8 @@ def _export_hf(teacher_cfg, dataset: Dataset, path: str, encoder, shard_rows: in
   os.remove(progress_path)
   return {"model_dir": getattr(encoder, "model_dir", ""), "dim": dim, "dtype": dtype.name,
           "rows": dict(sizes), "negated_rows": negated_mode(teacher_cfg),
-          "negated_embedded": int(len(negated_rows)), "checked_finite": True}
+          "negated_embedded": int(len(negated_rows)), "text_rows": texts,
+          "text_embedded": int(len(text_rows)), "checked_finite": True}
 
 
 # --- kind synthetic ---------------------------------------------------------------------

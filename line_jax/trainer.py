@@ -238,6 +238,10 @@ class Trainer:
                dataset=None, teachers=None):
     """`dataset` and `teachers` (a pair of TeacherEmbeddings) may be given in memory
     (benchmarks); otherwise they come from config.data and the teacher cache."""
+    if (config.teacher1.get("text_rows", "all") or "all") != "all":
+      raise ValueError("config.teacher1.text_rows must be 'all': LINE trains on teacher 1's "
+                       "texts of the train split (only teacher 2 may embed the evaluated "
+                       "pairs' texts alone)")
     self.config = config
     self.workdir = os.path.abspath(workdir)
     os.makedirs(self.workdir, exist_ok=True)

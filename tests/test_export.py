@@ -29,7 +29,7 @@ CONCEPT_LISTS = [["C0", "C1"], ["C2"], ["C3", "C4"], ["C5"], ["C1", "C0"]]
 NEGATED = [[False, False], [True], [False, False], [False], [False, True]]
 
 
-def write_tiny_dataset(root: str, texts=TEXTS) -> str:
+def write_tiny_dataset(root: str, texts=TEXTS, splits=None) -> str:
   write_dataset(
       root,
       concepts={"concept_id": [f"C{i}" for i in range(len(NAMES))], "name": NAMES},
@@ -37,7 +37,7 @@ def write_tiny_dataset(root: str, texts=TEXTS) -> str:
                  "relation": ["related", "related"]},
       pairs={"pair_id": [f"P{i}" for i in range(len(texts))], "text": list(texts),
              "concept_ids": CONCEPT_LISTS, "negated": NEGATED,
-             "rho": [0.5] * len(texts), "split": ["train"] * len(texts)})
+             "rho": [0.5] * len(texts), "split": list(splits or ["train"] * len(texts))})
   return root
 
 
@@ -177,6 +177,38 @@ class ExportTest(parameterized.TestCase):
     self.assertTrue((np.abs(np.asarray(loaded.negated)).sum(1) > 0).all())
     _, encoder = self.ensure(workdir, cfg=cfg)
     self.assertEqual(encoder.calls, 0)
+
+
+  def test_text_rows_eval_embeds_only_evaluated_pairs_and_refuses_train_rows(self):
+    splits = ["train", "valid", "test", "train", "valid"]
+    dataset = load_dataset(write_tiny_dataset(os.path.join(self.create_tempdir().full_path,
+                                                           "data"), splits=splits))
+    workdir = self.workdir()
+    cfg = teacher_config(**dict(self.cfg, text_rows="eval"))
+    path, encoder = self.ensure(workdir, cfg=cfg, dataset=dataset)
+    loaded = load_teacher_embeddings(path, dataset)
+    self.assertEqual(loaded.meta["text_rows"], "eval")
+    evaluated = np.array([1, 2, 4])
+    np.testing.assert_allclose(loaded.text_rows(evaluated, np.float32),
+                               self.encoder.encode([TEXTS[i] for i in evaluated]), atol=2e-3)
+    self.assertEqual(np.abs(np.asarray(loaded.text[[0, 3]], np.float32)).sum(), 0.0)
+    with self.assertRaisesRegex(ValueError, r"text_rows.*first: pair 3"):
+      loaded.text_rows(np.array([1, 3]))
+    # A teacher that needs every text re-exports the folder; one asking for the evaluated
+    # texts alone reuses a folder that has all of them.
+    path_all, encoder = self.ensure(workdir, cfg=self.cfg, dataset=dataset)
+    self.assertEqual(path_all, path)
+    self.assertGreater(encoder.rows, 0)
+    full = load_teacher_embeddings(path_all, dataset)
+    self.assertIsNone(full.text_embedded)
+    np.testing.assert_allclose(full.text_rows(np.arange(5), np.float32),
+                               self.encoder.encode(TEXTS), atol=2e-3)
+    _, encoder = self.ensure(workdir, cfg=cfg, dataset=dataset)
+    self.assertEqual(encoder.calls, 0)
+
+  def test_text_rows_must_be_all_or_eval(self):
+    with self.assertRaisesRegex(ValueError, "text_rows"):
+      self.ensure(self.workdir(), cfg=teacher_config(**dict(self.cfg, text_rows="train")))
 
 
 class PrecomputedTest(parameterized.TestCase):

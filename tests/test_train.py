@@ -134,6 +134,15 @@ class TrainTest(parameterized.TestCase):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=0)
 
 
+class TeacherTextRowsTest(absltest.TestCase):
+
+  def test_teacher1_must_embed_every_text(self):
+    config = make_config(self.create_tempdir().full_path)
+    config.teacher1.text_rows = "eval"
+    with self.assertRaisesRegex(ValueError, "teacher1.text_rows must be 'all'"):
+      trainer_lib.Trainer(config, self.create_tempdir().full_path)
+
+
 class LossFunctionTest(parameterized.TestCase):
 
   @parameterized.parameters(False, True)

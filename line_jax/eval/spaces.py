@@ -82,7 +82,7 @@ def _chunked(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, chunk: int) 
 
 def teacher_space(key: str, label: str, teacher) -> Space:
   return Space(key, label,
-               embed_texts=lambda idx: emb_lib.gather_rows(teacher.text, idx, np.float32),
+               embed_texts=lambda idx: teacher.text_rows(idx, np.float32),
                embed_concepts=lambda idx, neg: teacher_concept_rows(teacher, idx, neg))
 
 
