@@ -195,6 +195,13 @@ class RunEvaluationTest(absltest.TestCase):
     gap = cls["results"]["line"]["gap"]["f1"]
     self.assertAlmostEqual(gap, cls["results"]["line"]["sentence"]["f1"]
                            - cls["results"]["line"]["concept"]["f1"])
+    # A map's input side is a teacher's own rows: that probe is the teacher's, not refitted.
+    for space, form, teacher in (("map_t2_to_t1", "sentence", "teacher1"),
+                                 ("map_t1_to_t2", "concept", "teacher2")):
+      copied = dict(cls["results"][space][form])
+      self.assertEqual(copied.pop("identical_to"), f"{teacher} {form}")
+      self.assertEqual(copied, cls["results"][teacher][form])
+    self.assertNotIn("identical_to", cls["results"]["map_t2_to_t1"]["concept"])
     rec = result["recovery"]["results"]["line"]
     self.assertEqual(rec["threshold"], [0.3, 0.5, 0.7, 0.9])
     self.assertEqual(rec["recovered"], sorted(rec["recovered"], reverse=True))
