@@ -1,5 +1,6 @@
 """line_jax.eval.transfer on small planted cases (SYNTHETIC lists, labels and tables)."""
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -155,6 +156,46 @@ class PartsTest(parameterized.TestCase):
     np.testing.assert_allclose(model.apply(params, ids, mask, dummy)[0],
                                h.max(0) @ np.asarray(dense["kernel"])
                                + np.asarray(dense["bias"]), rtol=1e-5, atol=1e-6)
+
+  @parameterized.parameters(0, 7)
+  def test_packed_batches_compute_the_padded_model(self, vocab_size):
+    rng = np.random.default_rng(3)
+    lengths = np.array([3, 1, 0, 5, 2, 5, 4, 1])
+    mask = np.arange(5)[None, :] < lengths[:, None]
+    ids = np.where(mask, rng.integers(0, 7, size=mask.shape), 0).astype(np.int32)
+    table = jnp.asarray(rng.normal(size=(7, 4)), jnp.float32) if not vocab_size \
+        else jnp.zeros((1, 1))
+    model = transfer.ListCNN(num_classes=3, filters=6, vocab_size=vocab_size)
+    params = model.init(jax.random.PRNGKey(0), jnp.asarray(ids), jnp.asarray(mask),
+                        table)["params"]
+    order = np.array([3, 5, 0, 6, 1, 2, 7, 4])   # lengths 5, 5, 3, 4, 1, 0, 1, 2
+    capacity = 8   # some batches stop before 3 rows: their lists would overflow it
+    packed = transfer.pack_batches(ids, mask, [order], batch=3, capacity=capacity)
+    steps = packed["rows"].shape[1]
+    self.assertGreater(steps, 3)    # 8 rows in batches of 3 would be 3 without the capacity
+    seen = []
+    for t in range(steps):
+      w = packed["w"][0, t]
+      rows = packed["rows"][0, t][w > 0]
+      seen.extend(rows.tolist())
+      self.assertLessEqual(mask[rows].sum(), capacity)
+      got = transfer.packed_logits(params, packed["flat_ids"][0, t], packed["local_idx"][0, t],
+                                   packed["local_mask"][0, t], table, vocab_size)
+      want = model.apply({"params": params}, jnp.asarray(ids[rows]), jnp.asarray(mask[rows]),
+                         table)
+      np.testing.assert_allclose(np.asarray(got)[w > 0], want, rtol=1e-5, atol=1e-6)
+    self.assertEqual(seen, order.tolist())   # every row once, in the given order
+    # Scoring from entry features (large sets) equals the padded model (small sets).
+    problem = transfer.Problem(jnp.asarray(ids), jnp.asarray(mask), jnp.zeros(8, jnp.int32),
+                               table, vocab_size, 3, dataclasses.replace(FAST, filters=6))
+    stacked = jax.tree.map(lambda x: jnp.stack([x, x]), params)
+    big = transfer.logits_of(problem, stacked, [np.arange(8), np.arange(8)[::-1]])
+    small = transfer.logits_of(problem, stacked, [np.array([2]), np.array([5])])
+    want = np.asarray(model.apply({"params": params}, jnp.asarray(ids), jnp.asarray(mask),
+                                  table))
+    np.testing.assert_allclose(big[0], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(big[1], want[::-1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.r_[small[0], small[1]], want[[2, 5]], rtol=1e-5, atol=1e-6)
 
   def test_linear_only_tuning_leaves_the_convolution_unchanged(self):
     rng = np.random.default_rng(2)

@@ -24,10 +24,12 @@ embedding:
   * `num_seeds` seeds, each with its own initialisation, validation parts and target
     sample; macro F1 and accuracy as mean and standard deviation over seeds.
 All seeds train at once: the parameters carry a leading seed axis and the jitted step is
-`vmap`ped over it. Batches have a static padded shape (rows of weight 0, lists padded to
-the longest and masked) and the learning rate is an argument, so that one compilation per
-input kind (one-hot or table) and strategy serves every epoch, seed, direction and
-learning rate.
+`vmap`ped over it. Training batches are packed (`pack_batches`): a batch's list entries sit
+back to back in a buffer of fixed capacity, so the convolution runs on real entries only,
+not on the padding of short lists (the same function, `packed_logits`; scoring uses the
+padded `ListCNN`). Shapes are static (rows of weight 0 pad a batch, the capacity is fixed
+per training set) and the learning rate is an argument, so that few compilations serve
+every epoch, seed, direction and learning rate.
 
 Sites: the pairs' `site` column, else `source` (config `site_column`); `site_pattern`, a
 regular expression with one group, maps the column's values to sites (e.g. the database
@@ -69,7 +71,6 @@ STRATEGY_LABELS = {"direct": "direct", "linear": "linear-only tuning",
                    "full": "full tuning", "target_only": "target only (no transfer)"}
 ONEHOT_LABEL = "one-hot concept ids"
 PLOT_FILE = "transfer_f1.png"
-SCAN_STEPS = 1        # batches per call of the scanned step (padding batches are skipped)
 VOCAB_ROUND = 256    # one-hot vocabularies are padded to a multiple of this (one compile)
 REPORT_FILE = "transfer.md"
 _RNG_SOURCE, _RNG_TARGET, _RNG_SHUFFLE = range(3)
@@ -334,26 +335,48 @@ def _logits_fn(num_classes: int, filters: int, vocab_size: int):
   return jax.jit(logits)
 
 
+def packed_logits(params, flat_ids, local_idx, local_mask, table, vocab_size: int):
+  """`ListCNN` on packed lists: the same function, computed without list padding.
+
+  A batch's list entries sit back to back in `flat_ids` [C] (C a fixed capacity, the tail
+  padding); `local_idx` [B, L] points each list slot at its entry there (`local_mask` marks
+  the real slots). The width-1 convolution runs once per real entry instead of once per
+  padded slot (the default's lists are 5.7 entries long on average and padded to 10), then
+  each list gathers its entries' features for the masked max.
+  """
+  conv, dense = params["conv"], params["dense"]
+  if vocab_size:
+    h = conv["kernel"][flat_ids] + conv["bias"]
+  else:
+    h = table[flat_ids] @ conv["kernel"] + conv["bias"]
+  h = nn.relu(h)[local_idx]                                   # [B, L, F]
+  pooled = jnp.max(jnp.where(local_mask[..., None], h, -jnp.inf), axis=-2)
+  pooled = jnp.where(jnp.any(local_mask, axis=-1, keepdims=True), pooled, 0.0)
+  return pooled @ dense["kernel"] + dense["bias"]
+
+
 @functools.lru_cache(maxsize=32)
 def _functions(num_classes: int, filters: int, vocab_size: int, train_conv: bool):
-  """(optimizer, jitted step, jitted steps), cached per setting.
+  """(optimizer, jitted step over every seed), cached per setting.
 
-  The functions take parameters with a leading seed axis [S, ...]. `steps` scans the step
-  over a fixed number of batches, so that one compilation serves every training set size;
-  a batch whose weights are all zero (padding) leaves parameters and optimizer untouched.
+  The step takes parameters with a leading seed axis [S, ...] and one packed batch per seed
+  (`pack_batches`); a batch whose weights are all zero (padding) leaves that seed's
+  parameters and optimizer untouched. Shapes depend only on the batch size, the packing
+  capacity and the list width, so one compilation serves every epoch and training set.
   """
-  model = ListCNN(num_classes, filters, vocab_size)
+  del num_classes, filters   # part of the cache key: the parameters' shapes
   optimizer = _optimizer(train_conv)
 
-  def loss_fn(params, ids, mask, y, w, table):
-    logits = model.apply({"params": params}, ids, mask, table)
+  def loss_fn(params, flat_ids, local_idx, local_mask, y, w, table):
+    logits = packed_logits(params, flat_ids, local_idx, local_mask, table, vocab_size)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     return jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1e-12)
 
-  def step(params, opt_state, idx, w, data_ids, data_mask, data_y, table, learning_rate):
-    """One Adam step of one seed on the batch `idx` [B] (rows of weight 0 are padding)."""
-    loss, grads = jax.value_and_grad(loss_fn)(params, data_ids[idx], data_mask[idx],
-                                              data_y[idx], w, table)
+  def step(params, opt_state, rows, w, flat_ids, local_idx, local_mask, data_y, table,
+           learning_rate):
+    """One Adam step of one seed on its packed batch (rows of weight 0 are padding)."""
+    loss, grads = jax.value_and_grad(loss_fn)(params, flat_ids, local_idx, local_mask,
+                                              data_y[rows], w, table)
     updates, new_state = optimizer.update(grads, opt_state, params)
     new_params = jax.tree.map(lambda p, u: p - learning_rate * u, params, updates)
     active = jnp.sum(w) > 0
@@ -361,20 +384,68 @@ def _functions(num_classes: int, filters: int, vocab_size: int, train_conv: bool
     return (jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_state, opt_state),
             loss)
 
-  seeds_step = jax.vmap(step, in_axes=(0, 0, 0, 0, None, None, None, None, None))
+  seeds_step = jax.vmap(step, in_axes=(0, 0, 0, 0, 0, 0, 0, None, None, None))
+  return optimizer, jax.jit(seeds_step)
 
-  def steps(params, opt_state, idx, w, data_ids, data_mask, data_y, table, learning_rate):
-    """The step scanned over batches: idx, w [S, SCAN_STEPS, B]."""
-    def body(carry, xs):
-      p, o = carry
-      p, o, loss = seeds_step(p, o, xs[0], xs[1], data_ids, data_mask, data_y, table,
-                              learning_rate)
-      return (p, o), loss
-    (params, opt_state), losses = jax.lax.scan(
-        body, (params, opt_state), (jnp.swapaxes(idx, 0, 1), jnp.swapaxes(w, 0, 1)))
-    return params, opt_state, losses
 
-  return optimizer, jax.jit(seeds_step), jax.jit(steps)
+@jax.jit
+def _keep_improved(improved, new, old):
+  """Per seed: `new` where improved [S], else `old`."""
+  return jax.tree.map(
+      lambda n, o: jnp.where(improved.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, old)
+
+
+def packing_capacity(lengths: np.ndarray, batch: int, width: int) -> int:
+  """Entries per packed batch: the mean list length x batch, 10% over, rounded up to 32,
+  at least one full list and at most `batch` full lists. A batch takes lists in order until
+  the next would overflow it, so a run of long lists makes a batch a little smaller."""
+  mean = float(np.mean(lengths)) if len(lengths) else float(width)
+  capacity = int(np.ceil(1.1 * mean * batch / 32.0)) * 32
+  return int(min(max(capacity, width, 1), max(batch * width, 1)))
+
+
+def _split_batches(rows: np.ndarray, lengths: np.ndarray, batch: int,
+                   capacity: int) -> List[np.ndarray]:
+  """Consecutive runs of `rows` with at most `batch` rows and `capacity` entries each."""
+  ends = np.cumsum(lengths[rows])
+  out, start = [], 0
+  while start < len(rows):
+    before = ends[start - 1] if start else 0
+    end = min(start + batch, int(np.searchsorted(ends, before + capacity, side="right")))
+    end = max(end, start + 1)
+    out.append(rows[start:end])
+    start = end
+  return out
+
+
+def pack_batches(ids: np.ndarray, mask: np.ndarray, orders: Sequence[np.ndarray], batch: int,
+                 capacity: int) -> Dict[str, np.ndarray]:
+  """One epoch of packed batches for each seed, `orders[s]` being seed s's row order.
+
+  Returns arrays with leading [S, steps] axes: rows and w [.., B], flat_ids [.., C],
+  local_idx and local_mask [.., B, L]. Seeds with fewer batches get all-zero-weight ones.
+  """
+  lengths = mask.sum(axis=1)
+  per_seed = [_split_batches(np.asarray(o, np.int64), lengths, batch, capacity)
+              for o in orders]
+  steps = max(1, max(len(b) for b in per_seed))
+  seeds, width = len(orders), ids.shape[1]
+  out = {"rows": np.zeros((seeds, steps, batch), np.int32),
+         "w": np.zeros((seeds, steps, batch), np.float32),
+         "flat_ids": np.zeros((seeds, steps, capacity), np.int32),
+         "local_idx": np.zeros((seeds, steps, batch, width), np.int32),
+         "local_mask": np.zeros((seeds, steps, batch, width), bool)}
+  for s, batches in enumerate(per_seed):
+    for t, rows in enumerate(batches):
+      m = mask[rows]
+      k = len(rows)
+      n = int(m.sum())
+      out["rows"][s, t, :k] = rows
+      out["w"][s, t, :k] = 1.0
+      out["flat_ids"][s, t, :n] = ids[rows][m]
+      out["local_idx"][s, t, :k] = np.where(m, np.cumsum(m.ravel()).reshape(m.shape) - 1, 0)
+      out["local_mask"][s, t, :k] = m
+  return out
 
 
 def init_params(num_classes: int, filters: int, vocab_size: int, table: np.ndarray,
@@ -402,6 +473,12 @@ class Problem:
   num_classes: int
   cfg: TransferConfig
 
+  def host_lists(self) -> Tuple[np.ndarray, np.ndarray]:
+    """(ids, mask) as numpy arrays, for packing batches on the host."""
+    if not hasattr(self, "_host"):
+      object.__setattr__(self, "_host", (np.asarray(self.ids), np.asarray(self.mask)))
+    return self._host
+
 
 def _stack(index_sets: Sequence[np.ndarray], width: int) -> Tuple[np.ndarray, np.ndarray]:
   idx = np.zeros((len(index_sets), width), np.int32)
@@ -412,17 +489,53 @@ def _stack(index_sets: Sequence[np.ndarray], width: int) -> Tuple[np.ndarray, np
   return idx, w
 
 
+@functools.lru_cache(maxsize=16)
+def _entry_functions(vocab_size: int):
+  """Jitted (entry features [S, U, F] of every seed, logits [S, M, K] from them)."""
+
+  def features(params, table):
+    def one(p):
+      conv = p["conv"]
+      h = conv["kernel"] if vocab_size else table @ conv["kernel"]
+      return nn.relu(h + conv["bias"])
+    return jax.vmap(one)(params)
+
+  def logits(params, features, idx, data_ids, data_mask):
+    def one(p, h, i):
+      mask = data_mask[i]
+      pooled = jnp.max(jnp.where(mask[..., None], h[data_ids[i]], -jnp.inf), axis=-2)
+      pooled = jnp.where(jnp.any(mask, axis=-1, keepdims=True), pooled, 0.0)
+      return pooled @ p["dense"]["kernel"] + p["dense"]["bias"]
+    return jax.vmap(one)(params, features, idx)
+
+  return jax.jit(features), jax.jit(logits)
+
+
 def logits_of(problem: Problem, params, index_sets: Sequence[np.ndarray]) -> List[np.ndarray]:
-  """Logits of seed s's model on rows `index_sets[s]`, in static chunks."""
-  fn = _logits_fn(problem.num_classes, problem.cfg.filters, problem.vocab_size)
+  """Logits of seed s's model on rows `index_sets[s]`, in static chunks.
+
+  Large sets (more list slots than distinct entries, e.g. a target site's test part) first
+  run the width-1 convolution once over the distinct entries and then pool each list from
+  those features; small ones (the validation parts scored every epoch) run the padded
+  `ListCNN` on their rows. Both compute the same function.
+  """
   longest = max(len(r) for r in index_sets)
   # Small sets (validation parts, scored every epoch) get a small power-of-two chunk.
   chunk = min(problem.cfg.eval_chunk, max(32, 1 << int(np.ceil(np.log2(max(longest, 1))))))
   idx, _ = _stack(index_sets, max(1, int(np.ceil(longest / chunk))) * chunk)
+  entries = problem.vocab_size or int(problem.table.shape[0])
   parts = []
-  for s in range(0, idx.shape[1], chunk):
-    parts.append(np.asarray(fn(params, jnp.asarray(idx[:, s:s + chunk]), problem.ids,
-                               problem.mask, problem.table)))
+  if longest * int(problem.ids.shape[1]) > entries:
+    features_fn, pool_fn = _entry_functions(problem.vocab_size)
+    features = features_fn(params, problem.table)
+    for s in range(0, idx.shape[1], chunk):
+      parts.append(np.asarray(pool_fn(params, features, jnp.asarray(idx[:, s:s + chunk]),
+                                      problem.ids, problem.mask)))
+  else:
+    fn = _logits_fn(problem.num_classes, problem.cfg.filters, problem.vocab_size)
+    for s in range(0, idx.shape[1], chunk):
+      parts.append(np.asarray(fn(params, jnp.asarray(idx[:, s:s + chunk]), problem.ids,
+                                 problem.mask, problem.table)))
   full = np.concatenate(parts, axis=1)
   return [full[s, :len(rows)] for s, rows in enumerate(index_sets)]
 
@@ -448,35 +561,31 @@ def fit(problem: Problem, params, fit_sets: Sequence[np.ndarray],
     (best parameters [S, ...], epochs run, best epoch of each seed).
   """
   cfg = problem.cfg
-  fns = _functions(problem.num_classes, cfg.filters, problem.vocab_size, train_conv)
-  optimizer, steps_fn = fns[0], fns[2]
+  optimizer, step_fn = _functions(problem.num_classes, cfg.filters, problem.vocab_size,
+                                  train_conv)
+  ids, mask = problem.host_lists()
+  fit_lengths = mask[np.concatenate(fit_sets)].sum(axis=1)
+  capacity = packing_capacity(fit_lengths, cfg.batch_size, ids.shape[1])
   opt_state = jax.vmap(optimizer.init)(params)
-  batch = cfg.batch_size
-  longest = max(len(r) for r in fit_sets)
-  steps = max(1, int(np.ceil(longest / batch / SCAN_STEPS))) * SCAN_STEPS
   best = params
   best_loss = _losses(problem, params, val_sets)
   best_epoch = np.zeros(len(fit_sets), np.int64)
   since = np.zeros(len(fit_sets), np.int64)
   epochs = 0
+  lr = jnp.float32(learning_rate)
   for epochs in range(1, max_epochs + 1):
-    idx, w = _stack([rng.permutation(r) for r in fit_sets], steps * batch)
-    idx = jnp.asarray(idx.reshape(len(fit_sets), steps, batch))
-    w = jnp.asarray(w.reshape(len(fit_sets), steps, batch))
-    for s in range(0, steps, SCAN_STEPS):
-      params, opt_state, _ = steps_fn(params, opt_state, idx[:, s:s + SCAN_STEPS],
-                                      w[:, s:s + SCAN_STEPS], problem.ids, problem.mask,
-                                      problem.labels, problem.table,
-                                      jnp.float32(learning_rate))
+    packed = pack_batches(ids, mask, [rng.permutation(r) for r in fit_sets], cfg.batch_size,
+                          capacity)
+    for t in range(packed["rows"].shape[1]):
+      params, opt_state, _ = step_fn(params, opt_state, *(packed[k][:, t] for k in (
+          "rows", "w", "flat_ids", "local_idx", "local_mask")), problem.labels, problem.table,
+                                     lr)
     loss = _losses(problem, params, val_sets)
     improved = loss < best_loss
     best_loss = np.where(improved, loss, best_loss)
     best_epoch = np.where(improved, epochs, best_epoch)
     since = np.where(improved, 0, since + 1)
-    chosen = jnp.asarray(improved)
-    best = jax.tree.map(
-        lambda new, old: jnp.where(chosen.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
-        params, best)
+    best = _keep_improved(jnp.asarray(improved), params, best)
     if (since >= cfg.patience).all():
       break
   return best, epochs, best_epoch
