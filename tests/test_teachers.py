@@ -47,7 +47,8 @@ class TinyBertTest(parameterized.TestCase):
     if fresh or key not in self.encoders:
       # Two buckets keep compilations (and test time) down; bucketing is tested separately.
       buckets = None if fresh else {min(16, fields["max_length"]), fields["max_length"]}
-      self.encoders[key] = load_encoder(teacher_config(**fields), buckets=buckets)
+      self.encoders[key] = load_encoder(teacher_config(**fields), buckets=buckets,
+                                        share_compiled=not fresh)
     return self.encoders[key]
 
   def hidden_states(self, first_token_only=False):
@@ -109,6 +110,29 @@ class TinyBertTest(parameterized.TestCase):
     self.assertEqual(encoder.compile_count, 2)
     encoder.encode(short[:1] + medium[:2] + short[1:])   # same buckets, other row counts
     self.assertEqual(encoder.compile_count, 2)
+
+  def test_set_params_reuses_compiled_shapes_with_new_weights(self):
+    encoder = self.encoder(fresh=True, max_length=16, batch_size=2)
+    before = encoder.encode(TEXTS)
+    compiled = encoder.compile_count
+    config, params = load_bert(self.model_dir)
+    scaled = jax.tree.map(lambda x: x * 0.5, params)
+    encoder.set_params(scaled)
+    after = encoder.encode(TEXTS)
+    self.assertEqual(encoder.compile_count, compiled)
+    reference = Encoder(scaled, config, encoder.tokenizer, encoder.settings, batch_size=2)
+    np.testing.assert_allclose(after, reference.encode(TEXTS), atol=1e-6)
+    self.assertGreater(np.abs(after - before).max(), 1e-3)
+    # A second encoder of the same architecture shares the compiled shapes.
+    shared = load_encoder(teacher_config(model=self.model_dir, pooling="mean", max_length=16,
+                                         batch_size=2))
+    shared.encode(TEXTS)
+    twin = load_encoder(teacher_config(model=self.model_dir, pooling="mean", max_length=16,
+                                       batch_size=2))
+    np.testing.assert_allclose(twin.encode(TEXTS), before, atol=1e-6)
+    self.assertEqual(twin.compile_count, 0)
+    with self.assertRaisesRegex(ValueError, "shaped like"):
+      encoder.set_params({"embeddings": params["embeddings"]})
 
   def test_weight_name_variants_load_the_same_model(self):
     variant = write_tiny_bert(os.path.join(self.tmp.name, "variant"), weight_prefix="bert.",

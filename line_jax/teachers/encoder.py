@@ -9,6 +9,7 @@ shape therefore compiles once, so the number of compilations is the number of bu
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import os
@@ -59,6 +60,29 @@ def rows_per_batch(bucket_length: int, batch_size: int, tokens_per_batch: int) -
   return max(1, min(batch_size, tokens_per_batch // bucket_length))
 
 
+_TRACES: collections.Counter = collections.Counter()   # traces (compilations) per jit key
+
+
+def _jit_embed(key, config, pooling, normalize, precision):
+  embed = functools.partial(bert.bert_embed, config=config, pooling=pooling,
+                            normalize=normalize, precision=precision)
+
+  def traced(params, input_ids, attention_mask):
+    _TRACES[key] += 1   # runs once per new input shape, i.e. per compilation
+    return embed(params, input_ids, attention_mask)
+
+  return jax.jit(traced)
+
+
+@functools.lru_cache(maxsize=None)
+def _shared_embed(config, pooling, normalize, precision):
+  """One jitted embedding per architecture and pooling: the weights are an argument, so a
+  second teacher of the same architecture (the fine-tuned concept teacher next to its base)
+  reuses the compiled batch shapes instead of compiling every length bucket again."""
+  return _jit_embed((config, pooling, normalize, precision), config, pooling, normalize,
+                    precision)
+
+
 class Encoder:
   """A frozen BERT teacher: `encode(texts) -> float32 [N, dim]`.
 
@@ -68,14 +92,17 @@ class Encoder:
     dim: the embedding dimension (the model's hidden size).
     batch_size: default maximum rows per batch.
     tokens_per_batch: maximum padded tokens per batch (None: `default_tokens_per_batch`).
-    compile_count: how many batch shapes have been traced and compiled so far.
+    compile_count: how many batch shapes this encoder's calls have traced and compiled
+      (with `share_compiled`, shapes another encoder of the same architecture compiled
+      first are not compiled again, so not counted).
   """
 
   def __init__(self, params: bert.Params, config: bert.BertConfig, tokenizer,
                settings: EncoderSettings, model_dir: str = "", batch_size: int = 64,
                precision=jax.lax.Precision.HIGHEST,
                buckets: Optional[Sequence[int]] = None,
-               tokens_per_batch: Optional[int] = None):
+               tokens_per_batch: Optional[int] = None,
+               share_compiled: bool = True):
     if settings.max_length > config.max_position_embeddings:
       raise ValueError(f"{model_dir}: max_length {settings.max_length} exceeds the model's "
                        f"max_position_embeddings {config.max_position_embeddings}")
@@ -96,18 +123,26 @@ class Encoder:
                        f"and stay within {config.max_position_embeddings} positions")
     self.compile_count = 0
     self._params = jax.device_put(params)
-    embed = functools.partial(bert.bert_embed, config=config, pooling=settings.pooling,
-                              normalize=settings.normalize, precision=precision)
-
-    def traced(params, input_ids, attention_mask):
-      self.compile_count += 1   # runs once per new input shape, i.e. per compilation
-      return embed(params, input_ids, attention_mask)
-
-    self._embed = jax.jit(traced)
+    key = (config, settings.pooling, bool(settings.normalize), precision)
+    if share_compiled:
+      self._key, self._embed = key, _shared_embed(*key)
+    else:
+      self._key = (id(self),) + key
+      self._embed = _jit_embed(self._key, *key)
 
   @property
   def dim(self) -> int:
     return self.config.hidden_size
+
+  def set_params(self, params: bert.Params) -> None:
+    """Other weights of the same architecture; the compiled batch shapes are kept."""
+    old = jax.tree.structure(self._params)
+    if jax.tree.structure(params) != old or any(
+        np.shape(a) != np.shape(b) for a, b in zip(jax.tree.leaves(params),
+                                                   jax.tree.leaves(self._params))):
+      raise ValueError(f"{self.model_dir}: set_params needs weights shaped like the "
+                       "encoder's own")
+    self._params = jax.device_put(params)
 
   def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
     """Token ids with [CLS]/[SEP], truncated to max_length, unpadded."""
@@ -158,7 +193,9 @@ class Encoder:
           ids = token_ids[row]
           input_ids[r, :len(ids)] = ids
           mask[r, :len(ids)] = 1
+        traced = _TRACES[self._key]
         pending.append((batch_rows, self._embed(self._params, input_ids, mask)))
+        self.compile_count += _TRACES[self._key] - traced
         if len(pending) > 2:
           finish(pending.pop(0))
     for item in pending:
@@ -180,7 +217,8 @@ def load_tokenizer(model_dir: str):
 
 def load_encoder(teacher_cfg, batch_size: Optional[int] = None,
                  precision=jax.lax.Precision.HIGHEST,
-                 buckets: Optional[Sequence[int]] = None) -> Encoder:
+                 buckets: Optional[Sequence[int]] = None,
+                 share_compiled: bool = True) -> Encoder:
   """Builds the Encoder a teacher config describes (kind "hf").
 
   `teacher_cfg` is a `line_jax.config.teacher_config()` ConfigDict (or a mapping with its
@@ -205,4 +243,5 @@ def load_encoder(teacher_cfg, batch_size: Optional[int] = None,
                teacher_cfg.get("name"), model_dir, settings.pooling, settings.normalize,
                settings.max_length, config.hidden_size)
   return Encoder(params, config, tokenizer, settings, model_dir=model_dir,
-                 batch_size=batch_size, precision=precision, buckets=buckets)
+                 batch_size=batch_size, precision=precision, buckets=buckets,
+                 share_compiled=share_compiled)

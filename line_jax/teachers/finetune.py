@@ -571,14 +571,19 @@ def eval_pool(data: FinetuneData, s: FinetuneSettings) -> np.ndarray:
 
 def evaluate_params(params, config, tokenizer, enc_settings, data: FinetuneData,
                     s: FinetuneSettings, names: np.ndarray,
-                    pool: Optional[np.ndarray] = None) -> dict:
+                    pool: Optional[np.ndarray] = None,
+                    encoder: Optional[Encoder] = None) -> dict:
   """Validation and test retrieval of the held-out synonyms among the term names of `pool`
-  (default: every term)."""
+  (default: every term). `encoder`: one made here before, given these weights instead of
+  compiling its length buckets again (the alpha curve scores five weight sets)."""
   if pool is not None:
     data = dataclasses.replace(data, candidates=pool)
-  settings = dataclasses.replace(enc_settings, max_length=s.name_max_length)
-  encoder = Encoder(params, config, tokenizer, settings, batch_size=s.eval_batch_size,
-                    precision=None)
+  if encoder is None:
+    settings = dataclasses.replace(enc_settings, max_length=s.name_max_length)
+    encoder = Encoder(params, config, tokenizer, settings, batch_size=s.eval_batch_size,
+                      precision=None)
+  else:
+    encoder.set_params(params)
   strings = list(names[data.candidates]) + list(data.val_query) + list(data.test_query)
   vectors = encoder.encode(strings)
   n_c, n_v = len(data.candidates), len(data.val_query)
@@ -743,10 +748,13 @@ def ensure_finetuned(teacher_cfg, dataset: Dataset, workdir: str, progress_bar: 
   pool = eval_pool(data, s)
   alphas = sorted(set(s.alphas) | {0.0, 1.0, s.alpha}) if s.select_alpha else sorted(
       {0.0, 1.0, s.alpha})
+  scorer = Encoder(base_params, config, tokenizer,
+                   dataclasses.replace(enc, max_length=s.name_max_length),
+                   batch_size=s.eval_batch_size, precision=None)
   for a in alphas:
     t0 = time.time()
     curve[a] = evaluate_params(average(base_params, tuned, a), config, tokenizer, enc, data, s,
-                               dataset.names, pool)
+                               dataset.names, pool, encoder=scorer)
     logging.info("alpha %.2f: validation %s, test %s (%.1fs)", a, curve[a]["validation"],
                  curve[a]["test"], time.time() - t0)
   if s.select_alpha:
