@@ -197,6 +197,36 @@ class PartsTest(parameterized.TestCase):
     np.testing.assert_allclose(big[1], want[::-1], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.r_[small[0], small[1]], want[[2, 5]], rtol=1e-5, atol=1e-6)
 
+  def test_linear_only_tuning_matches_full_model_training_with_a_frozen_convolution(self):
+    # The fast path (pooled features once, dense layer only) against the generic packed
+    # path with the convolution frozen: full-batch steps, so both see the same batches.
+    rng = np.random.default_rng(4)
+    offsets, flat, y = planted_lists(rng, 40, deciders=[NOISE, NOISE + 1])
+    lists, _ = transfer.pack_lists(offsets, flat, np.zeros(len(flat), bool))
+    table = rng.normal(size=(len(lists.entry_concept), 8)).astype(np.float32)
+    cfg = dataclasses.replace(FAST, batch_size=64, patience=100)
+    problem = problem_of(lists, y, table, cfg)
+    keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(0), s))(jnp.arange(2))
+    start = transfer.init_params(2, cfg.filters, 0, problem.table, keys)
+    # Validating on the training rows with a small full-batch step: the loss falls every
+    # epoch, so the best parameters are the last ones.
+    rows = [np.arange(30)] * 2
+    fast, _, best_epoch = transfer.fit(problem, start, rows, rows, 1e-3, False, 5,
+                                       np.random.default_rng(0))
+    np.testing.assert_array_equal(best_epoch, [5, 5])
+    opt, step = transfer._functions(2, cfg.filters, 0, False)
+    params, state = start, jax.vmap(opt.init)(start)
+    ids, mask = problem.host_lists()
+    capacity = transfer.packing_capacity(mask.sum(1), 64, ids.shape[1])
+    for _ in range(5):
+      packed = transfer.pack_batches(ids, mask, rows, 64, capacity)
+      params, state, _ = step(params, state, *(packed[k][:, 0] for k in (
+          "rows", "w", "flat_ids", "local_idx", "local_mask")), problem.labels, problem.table,
+                              jnp.float32(1e-3))
+    np.testing.assert_array_equal(fast["conv"]["kernel"], start["conv"]["kernel"])
+    np.testing.assert_allclose(fast["dense"]["kernel"], params["dense"]["kernel"], atol=1e-5)
+    np.testing.assert_allclose(fast["dense"]["bias"], params["dense"]["bias"], atol=1e-5)
+
   def test_linear_only_tuning_leaves_the_convolution_unchanged(self):
     rng = np.random.default_rng(2)
     offsets, flat, y = planted_lists(rng, 64, deciders=[NOISE, NOISE + 1])

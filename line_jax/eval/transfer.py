@@ -345,11 +345,10 @@ def packed_logits(params, flat_ids, local_idx, local_mask, table, vocab_size: in
   each list gathers its entries' features for the masked max.
   """
   conv, dense = params["conv"], params["dense"]
-  if vocab_size:
-    h = conv["kernel"][flat_ids] + conv["bias"]
+  if vocab_size:   # a row lookup per slot costs no more than per entry, and needs no scatter
+    h = nn.relu(conv["kernel"][flat_ids[local_idx]] + conv["bias"])     # [B, L, F]
   else:
-    h = table[flat_ids] @ conv["kernel"] + conv["bias"]
-  h = nn.relu(h)[local_idx]                                   # [B, L, F]
+    h = nn.relu(table[flat_ids] @ conv["kernel"] + conv["bias"])[local_idx]
   pooled = jnp.max(jnp.where(local_mask[..., None], h, -jnp.inf), axis=-2)
   pooled = jnp.where(jnp.any(local_mask, axis=-1, keepdims=True), pooled, 0.0)
   return pooled @ dense["kernel"] + dense["bias"]
@@ -561,11 +560,14 @@ def fit(problem: Problem, params, fit_sets: Sequence[np.ndarray],
     (best parameters [S, ...], epochs run, best epoch of each seed).
   """
   cfg = problem.cfg
+  if not train_conv:
+    return _fit_dense(problem, params, fit_sets, val_sets, learning_rate, max_epochs, rng)
   optimizer, step_fn = _functions(problem.num_classes, cfg.filters, problem.vocab_size,
                                   train_conv)
   ids, mask = problem.host_lists()
-  fit_lengths = mask[np.concatenate(fit_sets)].sum(axis=1)
-  capacity = packing_capacity(fit_lengths, cfg.batch_size, ids.shape[1])
+  # One capacity per problem (from all its lists), so that every fit of it, on either
+  # site, shares one compiled step.
+  capacity = packing_capacity(mask.sum(axis=1), cfg.batch_size, ids.shape[1])
   opt_state = jax.vmap(optimizer.init)(params)
   best = params
   best_loss = _losses(problem, params, val_sets)
@@ -589,6 +591,82 @@ def fit(problem: Problem, params, fit_sets: Sequence[np.ndarray],
     if (since >= cfg.patience).all():
       break
   return best, epochs, best_epoch
+
+
+@jax.jit
+def _pooled(features, data_ids, data_mask):
+  """[S, N, F] max-pooled list features of every row from entry features [S, U, F]."""
+  def one(h):
+    pooled = jnp.max(jnp.where(data_mask[..., None], h[data_ids], -jnp.inf), axis=-2)
+    return jnp.where(jnp.any(data_mask, axis=-1, keepdims=True), pooled, 0.0)
+  return jax.vmap(one)(features)
+
+
+@functools.lru_cache(maxsize=4)
+def _dense_functions():
+  """(jitted Adam step of the fully connected layer on pooled features, per-seed mean
+  validation cross-entropy), both over seeds [S, ...]."""
+  optimizer = optax.scale_by_adam()
+
+  def loss_fn(dense, x, y, w):
+    ce = optax.softmax_cross_entropy_with_integer_labels(x @ dense["kernel"] + dense["bias"],
+                                                         y)
+    return jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1e-12)
+
+  def step(dense, opt_state, pooled, rows, w, data_y, learning_rate):
+    grads = jax.grad(loss_fn)(dense, pooled[rows], data_y[rows], w)
+    updates, new_state = optimizer.update(grads, opt_state, dense)
+    new = jax.tree.map(lambda p, u: p - learning_rate * u, dense, updates)
+    active = jnp.sum(w) > 0
+    keep = lambda n, o: jnp.where(active, n, o)  # noqa: E731
+    return jax.tree.map(keep, new, dense), jax.tree.map(keep, new_state, opt_state)
+
+  def losses(dense, pooled, rows, w, data_y):
+    return jax.vmap(loss_fn)(dense, jax.vmap(lambda p, r: p[r])(pooled, rows), data_y[rows],
+                             w)
+
+  return (optimizer, jax.jit(jax.vmap(step, in_axes=(0, 0, 0, 0, 0, None, None))),
+          jax.jit(losses))
+
+
+def _fit_dense(problem: Problem, params, fit_sets, val_sets, learning_rate: float,
+               max_epochs: int, rng: np.random.Generator):
+  """`fit` with the convolution frozen (linear-only tuning): each list's pooled features
+  are fixed, so they are computed once and only the fully connected layer trains on them,
+  with the same Adam, batches, validation loss and early stopping."""
+  cfg = problem.cfg
+  features_fn, _ = _entry_functions(problem.vocab_size)
+  pooled = _pooled(features_fn(params, problem.table), problem.ids, problem.mask)
+  optimizer, step_fn, losses_fn = _dense_functions()
+  dense = params["dense"]
+  opt_state = jax.vmap(optimizer.init)(dense)
+  batch = cfg.batch_size
+  steps = max(1, int(np.ceil(max(len(r) for r in fit_sets) / batch)))
+  val_idx, val_w = _stack(val_sets, max(len(r) for r in val_sets))
+
+  def val_loss(d):   # the mean cross-entropy `_losses` computes through the whole model
+    return np.asarray(losses_fn(d, pooled, val_idx, val_w, problem.labels))
+
+  best, best_loss = dense, val_loss(dense)
+  best_epoch = np.zeros(len(fit_sets), np.int64)
+  since = np.zeros(len(fit_sets), np.int64)
+  epochs = 0
+  lr = jnp.float32(learning_rate)
+  for epochs in range(1, max_epochs + 1):
+    idx, w = _stack([rng.permutation(r) for r in fit_sets], steps * batch)
+    idx, w = idx.reshape(len(fit_sets), steps, batch), w.reshape(len(fit_sets), steps, batch)
+    for t in range(steps):
+      dense, opt_state = step_fn(dense, opt_state, pooled, idx[:, t], w[:, t],
+                                 problem.labels, lr)
+    loss = val_loss(dense)
+    improved = loss < best_loss
+    best_loss = np.where(improved, loss, best_loss)
+    best_epoch = np.where(improved, epochs, best_epoch)
+    since = np.where(improved, 0, since + 1)
+    best = _keep_improved(jnp.asarray(improved), dense, best)
+    if (since >= cfg.patience).all():
+      break
+  return {"conv": params["conv"], "dense": best}, epochs, best_epoch
 
 
 def _scores(problem: Problem, params, index_sets) -> List[Dict[str, float]]:
