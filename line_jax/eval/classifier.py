@@ -136,57 +136,83 @@ def cross_validate(features: np.ndarray, labels: np.ndarray, folds: np.ndarray,
     standard deviations; "per_fold": the per-fold scores; "epochs": epochs run per fold;
     "predictions": [N] out-of-fold predicted labels.
   """
-  features = np.asarray(features, np.float32)
+  return cross_validate_many([features], labels, folds, cfg, [rng])[0]
+
+
+def cross_validate_many(feature_sets, labels: np.ndarray, folds: np.ndarray,
+                        cfg: ProbeConfig, rngs) -> list:
+  """`cross_validate` of several feature sets of the same rows at once: every (set, fold)
+  probe of one feature width trains in one vmapped optimisation, so the 2000 small
+  full-batch steps are paid once rather than once per set. Each set's result is what
+  `cross_validate(features, labels, folds, cfg, rng)` returns for it."""
   labels = np.asarray(labels, np.int64)
   num_classes = int(labels.max()) + 1
   fold_ids = np.unique(folds)
-  fit_sets, val_sets, test_sets, stats = [], [], [], []
-  for f in fold_ids:
-    train_idx = np.flatnonzero(folds != f)
-    if cfg.early_stopping == "validation":
-      fit_idx, val_idx = _validation_split(train_idx, labels, cfg.validation_fraction, rng)
-      if len(val_idx) == 0:   # tiny folds: validate on the fit rows rather than on nothing
-        val_idx = fit_idx
-    else:
-      fit_idx, val_idx = train_idx, train_idx[:1]
-    if cfg.standardize:
-      mean = features[fit_idx].mean(axis=0)
-      std = features[fit_idx].std(axis=0)
-      std = np.where(std > 1e-8, std, 1.0)
-    else:
-      mean, std = np.zeros(features.shape[1], np.float32), np.ones(features.shape[1],
-                                                                   np.float32)
-    fit_sets.append(fit_idx)
-    val_sets.append(val_idx)
-    test_sets.append(np.flatnonzero(folds == f))
-    stats.append((mean.astype(np.float32), std.astype(np.float32)))
-
-  def block(index_sets):
-    width = max(len(s) for s in index_sets)
-    xs = [(features[s] - m) / sd for s, (m, sd) in zip(index_sets, stats)]
-    ys = [labels[s] for s in index_sets]
-    ws = [np.full(len(s), 1.0 / len(s), np.float32) for s in index_sets]
-    return (_pad_stack(xs, width), _pad_stack(ys, width), _pad_stack(ws, width))
+  problems = []
+  for features, rng in zip(feature_sets, rngs):
+    features = np.asarray(features, np.float32)
+    fit_sets, val_sets, test_sets, stats = [], [], [], []
+    for f in fold_ids:
+      train_idx = np.flatnonzero(folds != f)
+      if cfg.early_stopping == "validation":
+        fit_idx, val_idx = _validation_split(train_idx, labels, cfg.validation_fraction, rng)
+        if len(val_idx) == 0:   # tiny folds: validate on the fit rows rather than on nothing
+          val_idx = fit_idx
+      else:
+        fit_idx, val_idx = train_idx, train_idx[:1]
+      if cfg.standardize:
+        mean = features[fit_idx].mean(axis=0)
+        std = features[fit_idx].std(axis=0)
+        std = np.where(std > 1e-8, std, 1.0)
+      else:
+        mean, std = np.zeros(features.shape[1], np.float32), np.ones(features.shape[1],
+                                                                     np.float32)
+      fit_sets.append(fit_idx)
+      val_sets.append(val_idx)
+      test_sets.append(np.flatnonzero(folds == f))
+      stats.append((mean.astype(np.float32), std.astype(np.float32)))
+    problems.append((features, fit_sets, val_sets, test_sets, stats))
 
   trainer = _fold_trainer(cfg, num_classes)
-  params, epochs, best_epochs = trainer(*block(fit_sets), *block(val_sets))
-  weights = np.asarray(params["w"])
-  biases = np.asarray(params["b"])
+  trained = [None] * len(problems)
+  for dim in sorted({p[0].shape[1] for p in problems}):
+    group = [i for i, p in enumerate(problems) if p[0].shape[1] == dim]
 
-  predictions = np.full(len(labels), -1, np.int64)
-  per_fold = []
-  for i, (test_idx, (m, sd)) in enumerate(zip(test_sets, stats)):
-    logits = ((features[test_idx] - m) / sd) @ weights[i] + biases[i]
-    pred = np.argmax(logits, axis=1)
-    predictions[test_idx] = pred
-    per_fold.append(metrics.classification_scores(labels[test_idx], pred))
-  out: Dict[str, object] = {}
-  for name in ("precision", "recall", "f1", "accuracy"):
-    values = np.array([s[name] for s in per_fold])
-    out[name] = float(values.mean())
-    out[f"{name}_std"] = float(values.std())
-  out["per_fold"] = per_fold
-  out["epochs"] = [int(e) for e in np.asarray(epochs)]
-  out["best_epochs"] = [int(e) for e in np.asarray(best_epochs)]
-  out["predictions"] = predictions
-  return out
+    def block(which):
+      sets = [(problems[i][0], s, st) for i in group
+              for s, st in zip(problems[i][which], problems[i][4])]
+      width = max(len(s) for _, s, _ in sets)
+      xs = [(x[s] - m) / sd for x, s, (m, sd) in sets]
+      ys = [labels[s] for _, s, _ in sets]
+      ws = [np.full(len(s), 1.0 / len(s), np.float32) for _, s, _ in sets]
+      return (_pad_stack(xs, width), _pad_stack(ys, width), _pad_stack(ws, width))
+
+    params, epochs, best_epochs = trainer(*block(1), *block(2))
+    weights, biases = np.asarray(params["w"]), np.asarray(params["b"])
+    epochs, best_epochs = np.asarray(epochs), np.asarray(best_epochs)
+    n = len(fold_ids)
+    for j, i in enumerate(group):
+      part = slice(j * n, (j + 1) * n)
+      trained[i] = (weights[part], biases[part], epochs[part], best_epochs[part])
+
+  results = []
+  for (features, _, _, test_sets, stats), (weights, biases, epochs, best_epochs) in zip(
+      problems, trained):
+    predictions = np.full(len(labels), -1, np.int64)
+    per_fold = []
+    for i, (test_idx, (m, sd)) in enumerate(zip(test_sets, stats)):
+      logits = ((features[test_idx] - m) / sd) @ weights[i] + biases[i]
+      pred = np.argmax(logits, axis=1)
+      predictions[test_idx] = pred
+      per_fold.append(metrics.classification_scores(labels[test_idx], pred))
+    out: Dict[str, object] = {}
+    for name in ("precision", "recall", "f1", "accuracy"):
+      values = np.array([s[name] for s in per_fold])
+      out[name] = float(values.mean())
+      out[f"{name}_std"] = float(values.std())
+    out["per_fold"] = per_fold
+    out["epochs"] = [int(e) for e in epochs]
+    out["best_epochs"] = [int(e) for e in best_epochs]
+    out["predictions"] = predictions
+    results.append(out)
+  return results

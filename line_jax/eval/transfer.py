@@ -471,6 +471,7 @@ class Problem:
   vocab_size: int       # U for one-hot inputs, else 0
   num_classes: int
   cfg: TransferConfig
+  capacity: int = 0     # entries per packed batch; 0: from this problem's lists
 
   def host_lists(self) -> Tuple[np.ndarray, np.ndarray]:
     """(ids, mask) as numpy arrays, for packing batches on the host."""
@@ -567,7 +568,8 @@ def fit(problem: Problem, params, fit_sets: Sequence[np.ndarray],
   ids, mask = problem.host_lists()
   # One capacity per problem (from all its lists), so that every fit of it, on either
   # site, shares one compiled step.
-  capacity = packing_capacity(mask.sum(axis=1), cfg.batch_size, ids.shape[1])
+  capacity = problem.capacity or packing_capacity(mask.sum(axis=1), cfg.batch_size,
+                                                  ids.shape[1])
   opt_state = jax.vmap(optimizer.init)(params)
   best = params
   best_loss = _losses(problem, params, val_sets)
@@ -842,8 +844,21 @@ def run_transfer(dataset, embedders: Mapping[str, Tuple[str, Embedder]],
     notes.append(f"embeddings {absent} not available here; left out.")
   bar = tqdm(total=len(variants) * len(keys) * len(directions), desc="transfer", unit="run")
 
+  # Every variant and embedding gets the same shapes (lists padded to one width, tables
+  # to one row count, one packing capacity), so that the second variant reuses every
+  # compiled function of the first; padded slots are masked and padded rows never read.
+  packed = {v: pack_lists(offsets, flat, negated, drop) for v, drop in variants.items()}
+  width = max(lists.ids.shape[1] for lists, _ in packed.values())
+  rows_padded = max(int(np.ceil(max(1, len(lists.entry_concept)) / VOCAB_ROUND))
+                    * VOCAB_ROUND for lists, _ in packed.values())
+  capacity = max(packing_capacity(lists.mask.sum(axis=1), cfg.batch_size, width)
+                 for lists, _ in packed.values())
+
+  def padded(a: np.ndarray) -> np.ndarray:
+    return np.pad(a, ((0, 0), (0, width - a.shape[1])))
+
   for variant, drop in variants.items():
-    lists, removed = pack_lists(offsets, flat, negated, drop)
+    lists, removed = packed[variant]
     info = {"entries_removed": removed, "distinct_entries": int(len(lists.entry_concept)),
             "max_list_length": int(lists.ids.shape[1]),
             "empty_lists": int((~lists.mask.any(axis=1)).sum()), "directions": {}}
@@ -855,10 +870,11 @@ def run_transfer(dataset, embedders: Mapping[str, Tuple[str, Embedder]],
     for key in keys:
       if key == "onehot":
         label, table = ONEHOT_LABEL, np.zeros((1, 1), np.float32)
-        vocab = int(np.ceil(max(1, len(lists.entry_concept)) / VOCAB_ROUND)) * VOCAB_ROUND
+        vocab = rows_padded
       else:
         label, embed = embedders[key]
         table = np.asarray(embed(lists.entry_concept, lists.entry_negated), np.float32)
+        table = np.pad(table, ((0, rows_padded - len(table)), (0, 0)))
         vocab = 0
       out["embeddings"][key] = label
       same_as = next((k for k, t in tables.items()
@@ -871,8 +887,9 @@ def run_transfer(dataset, embedders: Mapping[str, Tuple[str, Embedder]],
           entry[key] = dict(entry[same_as], identical_to=same_as)
         else:
           t0 = time.time()
-          problem = Problem(jnp.asarray(lists.ids), jnp.asarray(lists.mask), jnp.asarray(y),
-                            jnp.asarray(table), vocab, len(names), cfg)
+          problem = Problem(jnp.asarray(padded(lists.ids)), jnp.asarray(padded(lists.mask)),
+                            jnp.asarray(y), jnp.asarray(table), vocab, len(names), cfg,
+                            capacity)
           entry[key] = transfer_direction(
               problem, rows[a], rows[b],
               lambda code, s, a=a: np.random.default_rng(
