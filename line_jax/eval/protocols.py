@@ -246,8 +246,7 @@ def cross_form_classification(dataset, pair_idx: np.ndarray, spaces: Sequence[Sp
          "results": {}}
   # A fit is a deterministic function of its features (every fit draws from the same
   # generator state), so features equal to an earlier space's (a linear map's input side is
-  # a teacher's own rows) reuse that fit instead of training the probes again. All the
-  # other probes train together (one vmapped optimisation per feature width).
+  # a teacher's own rows) reuse that fit instead of training the probes again.
   start = time.time()
   owners: Dict[bytes, str] = {}
   distinct: List[np.ndarray] = []
