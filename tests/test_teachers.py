@@ -112,23 +112,24 @@ class TinyBertTest(parameterized.TestCase):
     self.assertEqual(encoder.compile_count, 2)
 
   def test_set_params_reuses_compiled_shapes_with_new_weights(self):
-    encoder = self.encoder(fresh=True, max_length=16, batch_size=2)
+    cfg = teacher_config(model=self.model_dir, pooling="mean", max_length=16, batch_size=2)
+    encoder = load_encoder(cfg, buckets=(16,), share_compiled=False)   # one shape: cheap
     before = encoder.encode(TEXTS)
     compiled = encoder.compile_count
+    self.assertEqual(compiled, 1)
     config, params = load_bert(self.model_dir)
     scaled = jax.tree.map(lambda x: x * 0.5, params)
     encoder.set_params(scaled)
     after = encoder.encode(TEXTS)
     self.assertEqual(encoder.compile_count, compiled)
-    reference = Encoder(scaled, config, encoder.tokenizer, encoder.settings, batch_size=2)
+    reference = Encoder(scaled, config, encoder.tokenizer, encoder.settings, batch_size=2,
+                        buckets=(16,), share_compiled=False)
     np.testing.assert_allclose(after, reference.encode(TEXTS), atol=1e-6)
     self.assertGreater(np.abs(after - before).max(), 1e-3)
     # A second encoder of the same architecture shares the compiled shapes.
-    shared = load_encoder(teacher_config(model=self.model_dir, pooling="mean", max_length=16,
-                                         batch_size=2))
+    shared = load_encoder(cfg, buckets=(16,))
     shared.encode(TEXTS)
-    twin = load_encoder(teacher_config(model=self.model_dir, pooling="mean", max_length=16,
-                                       batch_size=2))
+    twin = load_encoder(cfg, buckets=(16,))
     np.testing.assert_allclose(twin.encode(TEXTS), before, atol=1e-6)
     self.assertEqual(twin.compile_count, 0)
     with self.assertRaisesRegex(ValueError, "shaped like"):

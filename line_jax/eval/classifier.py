@@ -174,26 +174,19 @@ def cross_validate_many(feature_sets, labels: np.ndarray, folds: np.ndarray,
     problems.append((features, fit_sets, val_sets, test_sets, stats))
 
   trainer = _fold_trainer(cfg, num_classes)
-  trained = [None] * len(problems)
-  for i_problem in range(len(problems)):
-    group = [i_problem]
+  trained = []
+  for features, fit_sets, val_sets, _, stats in problems:
 
-    def block(which):
-      sets = [(problems[i][0], s, st) for i in group
-              for s, st in zip(problems[i][which], problems[i][4])]
-      width = max(len(s) for _, s, _ in sets)
-      xs = [(x[s] - m) / sd for x, s, (m, sd) in sets]
-      ys = [labels[s] for _, s, _ in sets]
-      ws = [np.full(len(s), 1.0 / len(s), np.float32) for _, s, _ in sets]
+    def block(index_sets):
+      width = max(len(s) for s in index_sets)
+      xs = [(features[s] - m) / sd for s, (m, sd) in zip(index_sets, stats)]
+      ys = [labels[s] for s in index_sets]
+      ws = [np.full(len(s), 1.0 / len(s), np.float32) for s in index_sets]
       return (_pad_stack(xs, width), _pad_stack(ys, width), _pad_stack(ws, width))
 
-    params, epochs, best_epochs = trainer(*block(1), *block(2))
-    weights, biases = np.asarray(params["w"]), np.asarray(params["b"])
-    epochs, best_epochs = np.asarray(epochs), np.asarray(best_epochs)
-    n = len(fold_ids)
-    for j, i in enumerate(group):
-      part = slice(j * n, (j + 1) * n)
-      trained[i] = (weights[part], biases[part], epochs[part], best_epochs[part])
+    params, epochs, best_epochs = trainer(*block(fit_sets), *block(val_sets))
+    trained.append((np.asarray(params["w"]), np.asarray(params["b"]), np.asarray(epochs),
+                    np.asarray(best_epochs)))
 
   results = []
   for (features, _, _, test_sets, stats), (weights, biases, epochs, best_epochs) in zip(

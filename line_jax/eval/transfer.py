@@ -394,6 +394,24 @@ def _keep_improved(improved, new, old):
       lambda n, o: jnp.where(improved.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, old)
 
 
+class _Best:
+  """Early stopping over seeds: each seed's parameters at its lowest validation loss, and
+  whether every seed has gone `patience` epochs without improving."""
+
+  def __init__(self, params, loss: np.ndarray, patience: int):
+    self.params, self.loss, self.patience = params, loss, patience
+    self.epoch = np.zeros(len(loss), np.int64)
+    self.since = np.zeros(len(loss), np.int64)
+
+  def update(self, epoch: int, params, loss: np.ndarray) -> bool:
+    improved = loss < self.loss
+    self.loss = np.where(improved, loss, self.loss)
+    self.epoch = np.where(improved, epoch, self.epoch)
+    self.since = np.where(improved, 0, self.since + 1)
+    self.params = _keep_improved(jnp.asarray(improved), params, self.params)
+    return bool((self.since >= self.patience).all())
+
+
 def packing_capacity(lengths: np.ndarray, batch: int, width: int) -> int:
   """Entries per packed batch: the mean list length x batch, 10% over, rounded up to 32,
   at least one full list and at most `batch` full lists. A batch takes lists in order until
@@ -571,10 +589,7 @@ def fit(problem: Problem, params, fit_sets: Sequence[np.ndarray],
   capacity = problem.capacity or packing_capacity(mask.sum(axis=1), cfg.batch_size,
                                                   ids.shape[1])
   opt_state = jax.vmap(optimizer.init)(params)
-  best = params
-  best_loss = _losses(problem, params, val_sets)
-  best_epoch = np.zeros(len(fit_sets), np.int64)
-  since = np.zeros(len(fit_sets), np.int64)
+  best = _Best(params, _losses(problem, params, val_sets), cfg.patience)
   epochs = 0
   lr = jnp.float32(learning_rate)
   for epochs in range(1, max_epochs + 1):
@@ -584,15 +599,9 @@ def fit(problem: Problem, params, fit_sets: Sequence[np.ndarray],
       params, opt_state, _ = step_fn(params, opt_state, *(packed[k][:, t] for k in (
           "rows", "w", "flat_ids", "local_idx", "local_mask")), problem.labels, problem.table,
                                      lr)
-    loss = _losses(problem, params, val_sets)
-    improved = loss < best_loss
-    best_loss = np.where(improved, loss, best_loss)
-    best_epoch = np.where(improved, epochs, best_epoch)
-    since = np.where(improved, 0, since + 1)
-    best = _keep_improved(jnp.asarray(improved), params, best)
-    if (since >= cfg.patience).all():
+    if best.update(epochs, params, _losses(problem, params, val_sets)):
       break
-  return best, epochs, best_epoch
+  return best.params, epochs, best.epoch
 
 
 @jax.jit
@@ -649,9 +658,7 @@ def _fit_dense(problem: Problem, params, fit_sets, val_sets, learning_rate: floa
   def val_loss(d):   # the mean cross-entropy `_losses` computes through the whole model
     return np.asarray(losses_fn(d, pooled, val_idx, val_w, problem.labels))
 
-  best, best_loss = dense, val_loss(dense)
-  best_epoch = np.zeros(len(fit_sets), np.int64)
-  since = np.zeros(len(fit_sets), np.int64)
+  best = _Best(dense, val_loss(dense), cfg.patience)
   epochs = 0
   lr = jnp.float32(learning_rate)
   for epochs in range(1, max_epochs + 1):
@@ -660,15 +667,9 @@ def _fit_dense(problem: Problem, params, fit_sets, val_sets, learning_rate: floa
     for t in range(steps):
       dense, opt_state = step_fn(dense, opt_state, pooled, idx[:, t], w[:, t],
                                  problem.labels, lr)
-    loss = val_loss(dense)
-    improved = loss < best_loss
-    best_loss = np.where(improved, loss, best_loss)
-    best_epoch = np.where(improved, epochs, best_epoch)
-    since = np.where(improved, 0, since + 1)
-    best = _keep_improved(jnp.asarray(improved), dense, best)
-    if (since >= cfg.patience).all():
+    if best.update(epochs, dense, val_loss(dense)):
       break
-  return {"conv": params["conv"], "dense": best}, epochs, best_epoch
+  return {"conv": params["conv"], "dense": best.params}, epochs, best.epoch
 
 
 def _scores(problem: Problem, params, index_sets) -> List[Dict[str, float]]:
