@@ -248,7 +248,7 @@ def cross_form_classification(dataset, pair_idx: np.ndarray, spaces: Sequence[Sp
   # generator state), so features equal to an earlier space's (a linear map's input side is
   # a teacher's own rows) reuse that fit instead of training the probes again.
   start = time.time()
-  owners: Dict[bytes, str] = {}
+  first: Dict[bytes, Tuple[int, str]] = {}    # features -> (fit index, "space form")
   distinct: List[np.ndarray] = []
   which: Dict[Tuple[str, str], Tuple[int, Optional[str]]] = {}
   for space in spaces:
@@ -256,10 +256,10 @@ def cross_form_classification(dataset, pair_idx: np.ndarray, spaces: Sequence[Sp
                            ("sentence", space.embed_texts(idx))):
       features = np.ascontiguousarray(features, np.float32)
       key = hashlib.sha256(features.tobytes()).digest()
-      if key in owners:
-        which[(space.key, form)] = (which[tuple(owners[key].split(" "))][0], owners[key])
+      if key in first:
+        which[(space.key, form)] = first[key]
         continue
-      owners[key] = f"{space.key} {form}"
+      first[key] = (len(distinct), f"{space.key} {form}")
       which[(space.key, form)] = (len(distinct), None)
       distinct.append(features)
   # Each fit gets its own generator, so that results do not depend on space order.
