@@ -36,9 +36,11 @@ class DataError(ValueError):
   """Bad input data; the message names the file, the row and the field."""
 
 
-def iter_json_lines(path: str):
+def iter_json_lines(path: str, error: type = None):
   """(line number, object) of each non-blank line of a JSON-lines file; a line that is not
-  a JSON object is a DataError naming the file and the line."""
+  JSON, or not a JSON object, raises `error` (default DataError) naming the file and the
+  line."""
+  error = error or DataError
   with open(path, encoding="utf-8") as f:
     for number, line in enumerate(f, 1):
       if not line.strip():
@@ -46,9 +48,9 @@ def iter_json_lines(path: str):
       try:
         obj = json.loads(line)
       except json.JSONDecodeError as e:
-        raise DataError(f"{path}: line {number}: not a JSON object ({e})") from None
+        raise error(f"{path}: line {number}: not JSON ({e})") from None
       if not isinstance(obj, dict):
-        raise DataError(f"{path}: line {number}: not a JSON object")
+        raise error(f"{path}: line {number}: not a JSON object")
       yield number, obj
 
 

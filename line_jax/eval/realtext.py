@@ -24,6 +24,7 @@ from absl import logging
 
 from line_jax import teachers
 from line_jax import terms
+from line_jax.data.dataset import iter_json_lines
 from line_jax.eval import metrics
 from line_jax.teachers import finetune
 
@@ -47,39 +48,30 @@ def load_realtext(path: str, ids_field: str, concept_index: Dict[str, int]) -> D
   texts, lists, groups = [], [], []
   unknown = collections.Counter()
   num_lines = num_ids = without = 0
-  with open(path, encoding="utf-8") as f:
-    for line_no, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      num_lines += 1
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise RealTextError(f"{path}: line {line_no}: not JSON ({e})") from e
-      if not isinstance(row, dict):
-        raise RealTextError(f"{path}: line {line_no}: expected a JSON object")
-      text = row.get("text")
-      if not isinstance(text, str) or not text.strip():
-        raise RealTextError(f"{path}: line {line_no}, field 'text': missing or empty")
-      ids = row.get(ids_field)
-      if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise RealTextError(f"{path}: line {line_no}, field '{ids_field}': expected a list "
-                            f"of id strings, got {type(ids).__name__} "
-                            "(config.eval.realtext_ids_field)")
-      num_ids += len(ids)
-      known = []
-      for i in dict.fromkeys(ids):
-        if i in concept_index:
-          known.append(concept_index[i])
-        else:
-          unknown[i] += 1
-      if not known:
-        without += 1
-        continue
-      texts.append(text)
-      lists.append(known)
-      doc = row.get("doc_id")
-      groups.append(str(doc).split("_", 1)[0] if isinstance(doc, str) and doc else "")
+  for line_no, row in iter_json_lines(path, RealTextError):
+    num_lines += 1
+    text = row.get("text")
+    if not isinstance(text, str) or not text.strip():
+      raise RealTextError(f"{path}: line {line_no}, field 'text': missing or empty")
+    ids = row.get(ids_field)
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+      raise RealTextError(f"{path}: line {line_no}, field '{ids_field}': expected a list "
+                          f"of id strings, got {type(ids).__name__} "
+                          "(config.eval.realtext_ids_field)")
+    num_ids += len(ids)
+    known = []
+    for i in dict.fromkeys(ids):
+      if i in concept_index:
+        known.append(concept_index[i])
+      else:
+        unknown[i] += 1
+    if not known:
+      without += 1
+      continue
+    texts.append(text)
+    lists.append(known)
+    doc = row.get("doc_id")
+    groups.append(str(doc).split("_", 1)[0] if isinstance(doc, str) and doc else "")
   offsets = np.zeros(len(lists) + 1, np.int64)
   np.cumsum([len(x) for x in lists], out=offsets[1:])
   if unknown:
