@@ -324,7 +324,7 @@ class ResumeTest(absltest.TestCase):
     model_dir = teacher_testing.write_tiny_bert(os.path.join(root, "tiny"),
                                                 extra_tensors=False)
     data_dir = write_ontology(os.path.join(root, "onto"))
-    overrides = dict(steps=48, checkpoint_every=4)
+    overrides = dict(steps=16, checkpoint_every=4)
     config_file = os.path.join(root, "cfg.py")
     with open(config_file, "w") as f:
       f.write(textwrap.dedent(f"""
