@@ -190,6 +190,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict()
   c.eval.split = "test"
+  c.eval.reuse = True               # a rerun keeps an evaluation made of the same parameters,
+                                    # teachers, data, settings and code (line_jax.eval.reuse)
   c.eval.num_negatives = 100
   c.eval.seed = 0
   c.eval.cv_folds = 5

@@ -19,6 +19,7 @@ from line_jax.eval import linear
 from line_jax.eval import metrics
 from line_jax.eval import protocols
 from line_jax.eval import report
+from line_jax.eval import reuse
 from line_jax.eval import settings as settings_lib
 from line_jax.eval import spaces
 
@@ -234,6 +235,64 @@ class RunEvaluationTest(absltest.TestCase):
         edge_type=np.r_[dataset.edge_type, 0].astype(np.int32))
     with self.assertRaisesRegex(AssertionError, "held-out edges are in the training graph"):
       protocols.run_evaluation(make_model(dataset=leaky), self.make_workdir())
+
+
+class ReuseTest(absltest.TestCase):
+  """A rerun keeps an evaluation made of the same model, data, settings and code."""
+
+  def test_current_evaluation_is_kept_and_a_changed_one_redone(self):
+    handle = tempfile.TemporaryDirectory()
+    self.addCleanup(handle.cleanup)
+    workdir = handle.name
+    model = make_model(make_config(classifier_max_epochs=20, cv_folds=2))
+    model.config.eval.transfer.enabled = False    # what is measured here is the bookkeeping
+    model.params = {"f": model._f, "g": model._g}
+    first = protocols.run_evaluation(model, workdir)
+    self.assertRegex(first[reuse.KEY_FIELD], "^[0-9a-f]{64}$")
+    calls = model.dictionary_calls
+    self.assertGreater(calls, 0)
+
+    self.assertEqual(protocols.run_evaluation(model, workdir), first)
+    self.assertEqual(model.dictionary_calls, calls)        # nothing was computed again
+
+    model.config.eval.reuse = False                         # asked for: evaluated again
+    again = protocols.run_evaluation(model, workdir)
+    self.assertEqual(model.dictionary_calls, 2 * calls)
+    self.assertEqual(again[reuse.KEY_FIELD], first[reuse.KEY_FIELD])   # reuse not in the key
+    model.config.eval.reuse = True
+
+    # What the key covers, without evaluating again.
+    key = first[reuse.KEY_FIELD]
+    model.params = {"f": model._f, "g": model._g + 1e-3}   # other parameters
+    self.assertNotEqual(reuse.evaluation_key(model, workdir), key)
+    model.params = {"f": model._f, "g": model._g}
+    self.assertEqual(reuse.evaluation_key(model, workdir), key)
+    model.config.eval.num_negatives = 7                     # another setting
+    self.assertNotEqual(reuse.evaluation_key(model, workdir), key)
+    model.config.eval.num_negatives = first["alignment"]["requested_negatives"]
+    log = os.path.join(workdir, "train_log.jsonl")          # another training log
+    with open(log, "w") as f:
+      f.write(json.dumps(TRAIN_LOG[0]) + "\n")
+    self.assertNotEqual(reuse.evaluation_key(model, workdir), key)
+    os.remove(log)
+    self.assertEqual(reuse.evaluation_key(model, workdir), key)
+    self.assertIsNone(reuse.previous_result(workdir, "0" * 64))
+    os.rename(os.path.join(workdir, "report.md"), os.path.join(workdir, "old.md"))
+    self.assertIsNone(reuse.previous_result(workdir, key))   # an incomplete evaluation
+    os.rename(os.path.join(workdir, "old.md"), os.path.join(workdir, "report.md"))
+    self.assertIsNotNone(reuse.previous_result(workdir, key))
+
+    protocols.run_alone(model, workdir, "joint")            # one entry replaced: not kept
+    with open(os.path.join(workdir, "metrics.json")) as f:
+      self.assertNotIn(reuse.KEY_FIELD, json.load(f))
+    self.assertIsNone(reuse.previous_result(workdir, key))
+
+  def test_a_model_without_parameters_is_never_kept(self):
+    handle = tempfile.TemporaryDirectory()
+    self.addCleanup(handle.cleanup)
+    model = make_model(make_config(classifier_max_epochs=20, cv_folds=2))
+    self.assertIsNone(reuse.evaluation_key(model, handle.name))
+    self.assertIsNone(reuse.previous_result(handle.name, None))
 
 
 _CLI_SCRIPT = """

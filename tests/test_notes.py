@@ -59,6 +59,11 @@ class StreamingExtractorTest(absltest.TestCase):
       if rng.random() < 0.2:
         text = ". " + text
       self.assertEqual(fast.extract(text), base.extract(text), text)
+    # A note's texts in one call: each as when extracted alone.
+    for _ in range(200):
+      texts = [" ".join(rng.choice(words, int(rng.integers(0, 30))))
+               for _ in range(int(rng.integers(1, 6)))]
+      self.assertEqual(fast.extract_many(texts), [base.extract(t) for t in texts], texts)
 
 
 class NotesImportTest(parameterized.TestCase):

@@ -41,6 +41,7 @@ from line_jax.eval import classifier as probe_lib
 from line_jax.eval import metrics
 from line_jax.eval import plots
 from line_jax.eval import report as report_lib
+from line_jax.eval import reuse as reuse_lib
 from line_jax.eval import retrieval as retrieval_lib
 from line_jax.eval import transfer as transfer_lib
 from line_jax.eval.linear import map_spaces
@@ -430,6 +431,13 @@ def run_evaluation(model, workdir: str) -> Dict:
   """
   guards.check_model_finite(model)   # NaN scores would rank every positive first
   os.makedirs(workdir, exist_ok=True)
+  key = reuse_lib.evaluation_key(model, workdir)
+  if model.config.eval.get("reuse", False):
+    previous = reuse_lib.previous_result(workdir, key)
+    if previous is not None:
+      logging.info("evaluation in %s is current (same parameters, teachers, data, settings "
+                   "and code): kept; --config.eval.reuse=False evaluates again", workdir)
+      return previous
   settings = read_settings(model.config)
   dataset = model.dataset
   labels = _labels(model.config)
@@ -493,6 +501,7 @@ def run_evaluation(model, workdir: str) -> Dict:
       "geometry": geo, "transfer": transfer, "joint": joint,
       "concept_teacher": concept_teacher,
       "training_log": {"records": len(train_records)} if train_records else None,
+      reuse_lib.KEY_FIELD: key,
   }
   with open(os.path.join(workdir, "metrics.json"), "w") as f:
     json.dump(_json_safe(result), f, indent=1, ensure_ascii=False)
@@ -560,6 +569,8 @@ def run_alone(model, workdir: str, which: str) -> str:
     with open(path) as f:
       merged = json.load(f)
   merged[which] = result
+  # The file no longer holds one evaluation of one setting: a rerun must not keep it whole.
+  merged.pop(reuse_lib.KEY_FIELD, None)
   with open(path + ".tmp", "w") as f:
     json.dump(merged, f, indent=1, ensure_ascii=False)
   os.replace(path + ".tmp", path)

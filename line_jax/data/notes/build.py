@@ -47,26 +47,32 @@ def build_pairs(dataset: str, notes_path: str, config=None, progress: bool = Tru
   tmp_path = out_path + ".partial"
   writer = PairWriter(tmp_path)
 
-  def emit(pair_id, text, note_id, section, split):
+  def emit(items):
+    """Extracts and writes (pair id, text, note id, section, split) items, one note's at a
+    time: the extractor makes one pass over all of a note's texts."""
     nonlocal rho_sum
-    if len(text.split()) < config.min_words:
-      counts["texts_dropped_too_short"] += 1
-      return
-    extraction = extractor.extract(text)
-    counts["texts"] += 1
-    counts["words"] += extraction.num_words
-    ids, negated = extraction.concepts()
-    if not ids:
-      counts["texts_dropped_no_concept"] += 1
-      return
-    counts["mentions"] += len(ids)
-    counts["negated_mentions"] += sum(negated)
-    rho_sum += extraction.rho
-    splits[split] += 1
-    sections[section] += 1
-    writer.add(pair_id=pair_id, text=text, concept_ids=ids, negated=negated,
-               rho=extraction.rho, split=split, label=section, note_id=note_id,
-               section=section)
+    kept = []
+    for item in items:
+      if len(item[1].split()) < config.min_words:
+        counts["texts_dropped_too_short"] += 1
+      else:
+        kept.append(item)
+    extractions = extractor.extract_many([item[1] for item in kept])
+    for (pair_id, text, note_id, section, split), extraction in zip(kept, extractions):
+      counts["texts"] += 1
+      counts["words"] += extraction.num_words
+      ids, negated = extraction.concepts()
+      if not ids:
+        counts["texts_dropped_no_concept"] += 1
+        continue
+      counts["mentions"] += len(ids)
+      counts["negated_mentions"] += sum(negated)
+      rho_sum += extraction.rho
+      splits[split] += 1
+      sections[section] += 1
+      writer.add(pair_id=pair_id, text=text, concept_ids=ids, negated=negated,
+                 rho=extraction.rho, split=split, label=section, note_id=note_id,
+                 section=section)
 
   try:
     bar = tqdm(unit=" notes", desc="notes", disable=not progress)
@@ -90,8 +96,8 @@ def build_pairs(dataset: str, notes_path: str, config=None, progress: bool = Tru
         split = split_of(config.seed, "note:" + note_id, fractions)
         pieces, cut = note_texts(text, pattern, config)
         counts["sentences_cut_max_words"] += cut
-        for j, (section, piece) in enumerate(pieces):
-          emit(f"{note_id}#{j}", piece, note_id, section, split)
+        emit([(f"{note_id}#{j}", piece, note_id, section, split)
+              for j, (section, piece) in enumerate(pieces)])
       bar.update(len(ids))
     bar.close()
     def_path = os.path.join(dataset, "definitions.parquet")
@@ -101,8 +107,8 @@ def build_pairs(dataset: str, notes_path: str, config=None, progress: bool = Tru
                            table.column("text").to_pylist()):
         counts["definitions"] += 1
         short, _ = leading_sentences(text, config.max_words)
-        emit(f"def:{cui}", short, f"def:{cui}", DEFINITION,
-             split_of(config.seed, "concept:" + cui, fractions))
+        emit([(f"def:{cui}", short, f"def:{cui}", DEFINITION,
+               split_of(config.seed, "concept:" + cui, fractions))])
     writer.close()
   except BaseException:
     writer.close()

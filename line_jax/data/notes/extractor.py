@@ -91,19 +91,32 @@ class StreamingExtractor(extract.ConceptExtractor):
   """
 
   def extract(self, text: str) -> extract.Extraction:
-    segments, sentence_ids, counts = [], [], []
+    return self.extract_many([text])[0]
+
+  def extract_many(self, texts) -> list:
+    """`extract` of each text, with one pass of each automaton over all of them.
+
+    The texts are joined with sentence breaks between them; no dictionary phrase or trigger
+    spans a break and a negation scope ends at one, so each text's result is what `extract`
+    gives it alone (the tests compare them); a note's texts in one call save the per-call
+    work that dominates for short texts.
+    """
+    segments, sentence_of, spans = [], [], []   # spans: (first token, num tokens) per text
     findall = extract._WORD_RE.findall
-    for k, piece in enumerate(extract._SENTENCE_END_RE.split(text)):
-      words = findall(piece)
-      if words:
-        segments.append(" ".join(words))
-        sentence_ids.append(k)
-        counts.append(len(words))
-    num_words = sum(counts)
-    if not num_words:
-      return extract.Extraction((), 0, 0)
-    lead = " " + (extract._SENTENCE_BREAK + " " if sentence_ids[0] != 0 else "")
-    joined = (lead + (" " + extract._SENTENCE_BREAK + " ").join(segments) + " ").lower()
+    num_sentences = num_tokens = 0
+    for text in texts:
+      first = num_tokens
+      for piece in extract._SENTENCE_END_RE.split(text):
+        words = findall(piece)
+        if words:
+          segments.append(" ".join(words))
+          sentence_of.extend([num_sentences] * len(words))
+          num_sentences += 1
+          num_tokens += len(words)
+      spans.append((first, num_tokens - first))
+    if not num_tokens:
+      return [extract.Extraction((), 0, 0) for _ in texts]
+    joined = (" " + (" " + extract._SENTENCE_BREAK + " ").join(segments) + " ").lower()
     if self.fold_plurals:
       joined = _PLURAL_S_RE.sub("", _IES_RE.sub("y", joined))
     # A token ends where a space follows a word character (not the space after a break).
@@ -111,27 +124,33 @@ class StreamingExtractor(extract.ConceptExtractor):
     ends = (np.flatnonzero((chars[1:] == 32) & (chars[:-1] != 32) & (chars[:-1] != 124))
             + 1).tolist()
     found = _find(self._concepts, joined, ends)
-    if not found:
-      return extract.Extraction((), num_words, 0)
-    taken = bytearray(num_words)
+    taken = bytearray(num_tokens)
     for start, end, _ in found:
       taken[start:end] = b"\x01" * (end - start)
-    covered = taken.count(1)
-    triggers = [t for t in _find(self._triggers, joined, ends)
-                if 1 not in taken[t[0]:t[1]]]
-    if not triggers:
-      mentions = tuple(extract.Mention(c, False, start, end) for start, end, c in found)
-      return extract.Extraction(mentions, num_words, covered)
-    sentence_of = []
-    for k, n in zip(sentence_ids, counts):
-      sentence_of.extend([k] * n)
+    triggers = ([t for t in _find(self._triggers, joined, ends)
+                 if 1 not in taken[t[0]:t[1]]] if found else [])
     tokens = _SentenceView(sentence_of)
-    mentions = tuple(
-        extract.Mention(concept_id,
-                        extract._is_negated(start, end, tokens, triggers, self.window),
-                        start, end)
-        for start, end, concept_id in found)
-    return extract.Extraction(mentions, num_words, covered)
+    out, k = [], 0
+    for first, count in spans:
+      stop = first + count
+      mentions, scope = [], None
+      while k < len(found) and found[k][0] < stop:
+        start, end, concept_id = found[k]
+        k += 1
+        if scope is None:
+          scope = _in_span(triggers, first, stop)
+        negated = bool(scope) and extract._is_negated(start, end, tokens, scope, self.window)
+        mentions.append(extract.Mention(concept_id, negated, start - first, end - first))
+      covered = taken.count(1, first, stop) if mentions else 0
+      out.append(extract.Extraction(tuple(mentions), count, covered))
+    return out
+
+
+def _in_span(triggers: list, first: int, stop: int) -> list:
+  """The triggers (sorted by start) within tokens [first, stop)."""
+  lo = bisect.bisect_left(triggers, (first,))
+  hi = bisect.bisect_left(triggers, (stop,))
+  return triggers[lo:hi]
 
 
 def _dictionary(dataset: str) -> ConceptTable:
