@@ -66,6 +66,19 @@ class StreamingExtractorTest(absltest.TestCase):
       self.assertEqual(fast.extract_many(texts), [base.extract(t) for t in texts], texts)
 
 
+  def test_overlaps_resolved_longest_first_then_leftmost(self):
+    surfaces = [("alpha beta", "AB"), ("beta gamma", "BG"), ("gamma delta", "GD"),
+                ("beta gamma delta", "BGD"), ("delta", "D"), ("alpha", "A")]
+    fast = notes.StreamingExtractor(surfaces)
+    # The 3-word phrase wins; "alpha" is left of it, the 2-word ones overlap it.
+    self.assertEqual(fast.extract("alpha beta gamma delta").concepts()[0], ["A", "BGD"])
+    # Equal lengths chained: the leftmost, then the next that does not overlap it.
+    fast = notes.StreamingExtractor(surfaces[:3])
+    self.assertEqual([(m.concept_id, m.start, m.end) for m in
+                      fast.extract("alpha beta gamma delta").mentions],
+                     [("AB", 0, 2), ("GD", 2, 4)])
+
+
 class NotesImportTest(parameterized.TestCase):
 
   def setUp(self):

@@ -32,6 +32,7 @@ import re
 from typing import Iterable, Optional, Sequence
 
 import ahocorasick
+import numpy as np
 
 PRE_NEGATION = (
     "no", "not", "without", "denies", "denied", "deny", "denying", "negative for",
@@ -150,12 +151,16 @@ def _joined(tokens: Sequence[Token]) -> tuple:
 
 
 class PhraseMatcher:
-  """Whole-token, longest-match phrase lookup over normalised text."""
+  """Whole-token, longest-match phrase lookup over normalised text.
+
+  The automaton's value for a phrase is its index into `lengths` (tokens per phrase, also as
+  the array `length_array`) and `payloads`, so that a scan's hits are pairs of ints.
+  """
 
   def __init__(self, phrases: Iterable[tuple]):
     """Args: phrases: (normalised phrase, payload); the first payload of a phrase wins."""
     self._automaton = ahocorasick.Automaton()
-    self.num_phrases = 0
+    self.lengths, self.payloads = [], []
     self.num_duplicates = 0
     for phrase, payload in phrases:
       if not phrase:
@@ -164,19 +169,24 @@ class PhraseMatcher:
       if key in self._automaton:
         self.num_duplicates += 1
         continue
-      self._automaton.add_word(key, (len(phrase.split()), payload))
-      self.num_phrases += 1
+      self._automaton.add_word(key, len(self.payloads))
+      self.lengths.append(len(phrase.split()))
+      self.payloads.append(payload)
+    self.num_phrases = len(self.payloads)
+    self.length_array = np.asarray(self.lengths, np.int64)
     if self.num_phrases:
       self._automaton.make_automaton()
 
+  def hits(self, joined: str) -> list:
+    """(offset of the trailing space, phrase index) of every phrase occurrence."""
+    return list(self._automaton.iter(joined)) if self.num_phrases else []
+
   def find(self, joined: str, end_to_token: dict) -> list:
     """Non-overlapping (start token, end token, payload), longest first then leftmost."""
-    if not self.num_phrases:
-      return []
     candidates = []
-    for end_char, (length, payload) in self._automaton.iter(joined):
+    for end_char, i in self.hits(joined):
       last = end_to_token[end_char]  # iter reports the trailing space's offset
-      candidates.append((last + 1 - length, last + 1, payload))
+      candidates.append((last + 1 - self.lengths[i], last + 1, self.payloads[i]))
     candidates.sort(key=lambda c: (c[0] - c[1], c[0]))
     taken, chosen = set(), []
     for start, end, payload in candidates:
