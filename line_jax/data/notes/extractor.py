@@ -113,17 +113,16 @@ class StreamingExtractor(extract.ConceptExtractor):
     gives it alone (the tests compare them); a note's texts in one call save the per-call
     work that dominates for short texts.
     """
-    segments, sentence_of, spans = [], [], []   # spans: (first token, num tokens) per text
+    segments, counts, spans = [], [], []   # spans: (first token, num tokens) per text
     findall = extract._WORD_RE.findall
-    num_sentences = num_tokens = 0
+    num_tokens = 0
     for text in texts:
       first = num_tokens
       for piece in extract._SENTENCE_END_RE.split(text):
         words = findall(piece)
         if words:
           segments.append(" ".join(words))
-          sentence_of.extend([num_sentences] * len(words))
-          num_sentences += 1
+          counts.append(len(words))
           num_tokens += len(words)
       spans.append((first, num_tokens - first))
     if not num_tokens:
@@ -140,7 +139,12 @@ class StreamingExtractor(extract.ConceptExtractor):
       taken[start:end] = b"\x01" * (end - start)
     triggers = ([t for t in _find(self._triggers, joined, ends)
                  if 1 not in taken[t[0]:t[1]]] if found else [])
-    tokens = _SentenceView(sentence_of)
+    tokens = None   # each token's sentence, built only when a trigger needs it
+    if triggers:
+      sentence_of = []
+      for sentence, n in enumerate(counts):
+        sentence_of.extend([sentence] * n)
+      tokens = _SentenceView(sentence_of)
     out, k = [], 0
     for first, count in spans:
       stop = first + count
