@@ -154,6 +154,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.uniformity_weight = 0.0   # uniformity of the batch's concepts under G (Wang and
                                    # Isola); 0 = off
   c.loss.uniformity_t = 2.0
+  c.loss.name_weight = 0.0         # name term: F(teacher 1's name of c) vs G(c), InfoNCE
+                                   # against the batch's other concepts (temperature
+                                   # loss.concept_temperature); reaches concepts that no
+                                   # training text lists, through the relational loss's
+                                   # random corrupted tails; 0 = off
+  c.loss.same_term_negatives = True   # False: in the per-concept and name terms, a
+                                   # concept of the same term (term_id: a term and its
+                                   # synonym entries) as a positive is no negative
 
   c.train = ml_collections.ConfigDict()
   c.train.seed = 0

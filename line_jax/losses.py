@@ -79,7 +79,8 @@ def negation_terms(positive: jnp.ndarray, negated: jnp.ndarray, weight: jnp.ndar
 
 def concept_contrastive_terms(texts: jnp.ndarray, concepts: jnp.ndarray,
                               concept_mask: jnp.ndarray, occ_slot: jnp.ndarray,
-                              occ_mask: jnp.ndarray, temperature: float):
+                              occ_mask: jnp.ndarray, temperature: float,
+                              concept_group: jnp.ndarray | None = None):
   """Per-concept InfoNCE: each text against each concept of its own list, by cosine.
 
   For pair i and each listed (positive) concept p of it, with s_ik = cos(t_i, g_k) / tau:
@@ -98,6 +99,9 @@ def concept_contrastive_terms(texts: jnp.ndarray, concepts: jnp.ndarray,
     occ_mask: [b, M] which entries are real positives (padding, negated mentions and
       padded pairs False).
     temperature: tau > 0.
+    concept_group: optional [U] term of each row of `concepts` (a term and its synonym
+      entries share one): a row of the same term as one of the text's positives is left out
+      of the denominator too, as retrieval counts a term's entries as one answer.
   Returns:
     (sum of terms, number of (pair, listed concept) terms).
   """
@@ -106,8 +110,14 @@ def concept_contrastive_terms(texts: jnp.ndarray, concepts: jnp.ndarray,
   g = concepts * jax.lax.rsqrt(jnp.maximum(jnp.sum(concepts * concepts, -1, keepdims=True),
                                            1e-24))
   logits = (t @ g.T) / temperature                                       # [b, U]
-  in_list = jnp.zeros((b, u), bool).at[jnp.arange(b)[:, None],
-                                       jnp.where(occ_mask, occ_slot, u)].set(True, mode="drop")
+  if concept_group is None:
+    in_list = jnp.zeros((b, u), bool).at[jnp.arange(b)[:, None],
+                                         jnp.where(occ_mask, occ_slot, u)].set(True,
+                                                                               mode="drop")
+  else:
+    listed = concept_group[jnp.clip(occ_slot, 0, u - 1)]               # [b, M]
+    in_list = jnp.any(occ_mask[:, :, None]
+                      & (listed[:, :, None] == concept_group[None, None, :]), axis=1)
   negative = concept_mask[None, :] & ~in_list
   # A finite floor rather than -inf: a text with no negative gets terms of ~0 and no NaN.
   neg_lse = jax.nn.logsumexp(jnp.where(negative, logits, -1e9), axis=1)  # [b]

@@ -135,8 +135,16 @@ class BatchBuilder:
   """Builds the arrays of one global batch from pair indices (deterministic in `step`)."""
 
   def __init__(self, lists: PairLists, table: graph_lib.NeighbourTable, text: np.ndarray,
-               shapes: BatchShapes, seed: int):
+               shapes: BatchShapes, seed: int, names: Optional[np.ndarray] = None,
+               groups: Optional[np.ndarray] = None):
+    """`names`: teacher 1's embedding of every concept's name ([num_concepts, d_t]); when
+    given, each batch carries `name_text` [S, U, d_t], the name row of every positive
+    receiver (zeros in padding slots), for the name term of the loss. `groups`: the term
+    of every concept ([num_concepts] ints, `terms.Groups.group_of`); when given, each batch
+    carries `receiver_group` [S, U] (-1 - slot in padding slots, matching nothing)."""
     self.lists, self.table, self.text, self.shapes, self.seed = lists, table, text, shapes, seed
+    self.names = names
+    self.groups = None if groups is None else np.asarray(groups, np.int32)
     self.num_concepts = lists.dataset.num_concepts
     self.growths = 0   # batches that outgrew the capacities (each one more compilation)
 
@@ -240,6 +248,10 @@ class BatchBuilder:
         "rel_corrupt": np.zeros((s_count, rs), np.int32),
         "rel_mask": np.zeros((s_count, rs), bool),
     }
+    if self.names is not None:
+      out["name_text"] = np.zeros((s_count, u, self.names.shape[1]), self.names.dtype)
+    if self.groups is not None:
+      out["receiver_group"] = np.tile(-1 - np.arange(u, dtype=np.int32), (s_count, 1))
     valid = padded >= 0
     if valid.any():
       rows_sorted = np.sort(padded[valid])
@@ -269,6 +281,10 @@ class BatchBuilder:
         out["rel_corrupt"][s, :len(trip)] = np.searchsorted(pos, trip[:, 2])
         out["rel_mask"][s, :len(trip)] = True
       out["receiver_real"][s, :len(pos)] = True
+      if self.names is not None and len(pos):
+        out["name_text"][s, :len(pos)] = emb_lib.gather_rows(self.names, pos)  # pos sorted
+      if self.groups is not None:
+        out["receiver_group"][s, :len(pos)] = self.groups[pos]
       out["receiver_real"][s, u:u + len(negc)] = True
       # Receiver slots: positives at 0..U-1, negated at U..U+V-1; padding slots are row 0
       # with no neighbours (a self loop only).

@@ -36,6 +36,7 @@ from line_jax import pipeline
 from line_jax import recovery as recovery_lib
 from line_jax import state as state_lib
 from line_jax import tables
+from line_jax import terms as terms_lib
 from line_jax import workdir as workdir_lib
 from line_jax.data import prepare_dataset
 
@@ -70,8 +71,8 @@ class LossSettings:
     slope: the graph attention's leaky-ReLU slope.
     margin, relational_margin, negation_delta: the three losses' margins.
     per_pair: alignment hinge terms summed per pair, then averaged over pairs.
-    weights: (alignment, relational, negation, per-concept, uniformity) weights of the
-      total.
+    weights: (alignment, relational, negation, per-concept, uniformity, name) weights of
+      the total.
     concept_temperature: the per-concept InfoNCE temperature.
     uniformity_t: the uniformity term's t.
     cpu_kernel: G's edge attention on the fused CPU kernel.
@@ -100,15 +101,17 @@ class LossSettings:
                margin=lc.margin, relational_margin=lc.relational_margin,
                negation_delta=lc.negation_delta, per_pair=lc.align_reduction == "per_pair",
                weights=(lc.align_weight, lc.relational_weight, lc.negation_weight,
-                        lc.concept_weight, lc.uniformity_weight),
+                        lc.concept_weight, lc.uniformity_weight,
+                        float(lc.get("name_weight", 0.0))),
                concept_temperature=float(lc.concept_temperature),
                uniformity_t=float(lc.uniformity_t),
                cpu_kernel=cpu_kernel, kernel_threads=threads)
 
   @property
   def needs_receivers(self) -> bool:
-    """The per-concept or uniformity term is on: they read G of the batch's concepts."""
-    return bool(self.weights[3] or self.weights[4])
+    """The per-concept, uniformity or name term is on: they read G of the batch's
+    concepts."""
+    return bool(self.weights[3] or self.weights[4] or self.weights[5])
 
 
 def project_batch(params, batch: dict, concept_table, negated_table, num_types: int,
@@ -193,18 +196,25 @@ def make_loss_fn(config, num_types: int, mesh, cpu_kernel: bool = False):
                                   settings.negation_delta)
     # Per-concept and uniformity terms (line_jax.losses; off at weight 0) over G of the
     # shard's distinct positive concepts.
-    cu = uni = (jnp.zeros(()), jnp.zeros(()))
+    cu = uni = nt = (jnp.zeros(()), jnp.zeros(()))
     if g_recv is not None:
       u = g_recv.shape[0]
       recv_real = batch["receiver_real"][:u]
+      group = batch.get("receiver_group")    # config loss.same_term_negatives=False
       if settings.weights[3]:
         cu = losses_lib.concept_contrastive_terms(
             t, g_recv, recv_real, batch["occ_slot"],
-            batch["occ_mask"] & (batch["occ_slot"] < u), settings.concept_temperature)
+            batch["occ_mask"] & (batch["occ_slot"] < u), settings.concept_temperature, group)
       if settings.weights[4]:
         uni = losses_lib.uniformity_terms(g_recv, recv_real, settings.uniformity_t)
-    sums = jax.lax.psum(jnp.stack([a[0], r[0], n[0], cu[0], uni[0]]), AXIS)
-    counts = jax.lax.psum(jnp.stack([a[1], r[1], n[1], cu[1], uni[1]]), AXIS)
+      if settings.weights[5]:
+        # Name term: F of teacher 1's name of each receiver vs G of the receivers.
+        names = model_lib.project_text(params, batch["name_text"])
+        nt = losses_lib.concept_contrastive_terms(
+            names, g_recv, recv_real, jnp.arange(u, dtype=jnp.int32)[:, None],
+            recv_real[:, None], settings.concept_temperature, group)
+    sums = jax.lax.psum(jnp.stack([a[0], r[0], n[0], cu[0], uni[0], nt[0]]), AXIS)
+    counts = jax.lax.psum(jnp.stack([a[1], r[1], n[1], cu[1], uni[1], nt[1]]), AXIS)
     parts = sums / jnp.maximum(counts, 1.0)
     return jnp.sum(jnp.asarray(settings.weights) * parts), parts
 
@@ -225,7 +235,8 @@ def make_train_step(config, num_types, mesh, optimizer, cpu_kernel: bool = False
     new_state, finite = guards.guard_step(state, new_state, loss, grads,   # NaN guard
                                           config.train.on_nonfinite == "skip")
     metrics = {"loss": loss, "align": parts[0], "relational": parts[1], "negation": parts[2],
-               "concept": parts[3], "uniformity": parts[4], "finite": finite}
+               "concept": parts[3], "uniformity": parts[4], "name": parts[5],
+               "finite": finite}
     return new_state, metrics
 
   return jax.jit(train_step, donate_argnums=0)
@@ -262,8 +273,14 @@ class Trainer:
     shapes = pipeline.batch_shapes(
         self.lists, config.train.batch_size, self.mesh.size, len(ds.relation_types),
         config.graph.fanout, config.loss.relational_edges, config.graph.edge_block)
+    names = self.teacher1.concepts if config.loss.get("name_weight", 0.0) else None
+    groups = None
+    if ((config.loss.concept_weight or config.loss.get("name_weight", 0.0))
+        and not config.loss.get("same_term_negatives", True)):
+      groups = terms_lib.dataset_groups(ds).group_of
     self.builder = pipeline.BatchBuilder(self.lists, self.table, self.teacher1.text,
-                                         shapes, config.train.seed)
+                                         shapes, config.train.seed, names=names,
+                                         groups=groups)
     if len(ds.split_indices("train")):
       self.fit_capacity()
     logging.info("batch shapes: %s", self.builder.shapes)
@@ -390,11 +407,12 @@ def _train(config, workdir, devices, force_new) -> dict:
           if jax.process_index() == 0:
             with open(log_path, "a") as f:
               f.write(json.dumps(record) + "\n")
-          logging.info("stage %d epoch %d batch %d/%d step %d | loss %.4f (align %.4f, "
-                       "relational %.4f, negation %.4f) | %.0f pairs/s", stage,
-                       progress["epoch"], bi + 1, batches_per_epoch, progress["step"],
-                       mean["loss"], mean["align"], mean["relational"], mean["negation"],
-                       rate)
+          # The paper's three terms always; the optional ones when they are on.
+          terms = ", ".join(f"{k} {mean[k]:.4f}" for k in guards.TERMS
+                            if k in ("align", "relational", "negation") or mean[k])
+          logging.info("stage %d epoch %d batch %d/%d step %d | loss %.4f (%s) | %.0f pairs/s",
+                       stage, progress["epoch"], bi + 1, batches_per_epoch, progress["step"],
+                       mean["loss"], terms, rate)
           window, t_window = [], time.time()
         if tc.checkpoint_every and progress["step"] % tc.checkpoint_every == 0:
           save()

@@ -28,11 +28,15 @@ def np_cos(a, b):
   return np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
-def np_concept_contrastive(t, g, g_mask, occ_slot, occ_mask, tau):
-  """Loop reference: -log softmax of the own concept among itself + off-list concepts."""
+def np_concept_contrastive(t, g, g_mask, occ_slot, occ_mask, tau, group=None):
+  """Loop reference: -log softmax of the own concept among itself + off-list concepts
+  (with `group`: + concepts of no listed concept's group)."""
+  group = np.arange(len(g)) if group is None else group
   total, count = 0.0, 0
   for i in range(len(t)):
-    listed = {int(occ_slot[i, m]) for m in range(occ_slot.shape[1]) if occ_mask[i, m]}
+    listed_groups = {int(group[occ_slot[i, m]]) for m in range(occ_slot.shape[1])
+                     if occ_mask[i, m]}
+    listed = {k for k in range(len(g)) if int(group[k]) in listed_groups}
     for m in range(occ_slot.shape[1]):
       if not occ_mask[i, m]:
         continue
@@ -147,6 +151,29 @@ class LossTest(parameterized.TestCase):
     ref_s, ref_k = np_concept_contrastive(t, g, g_mask, occ_slot, occ_mask, tau)
     self.assertEqual(int(k), ref_k)
     np.testing.assert_allclose(float(s), ref_s, rtol=2e-5, atol=1e-5)
+
+  @parameterized.parameters(0, 1, 2)
+  def test_concept_contrastive_same_group_is_no_negative(self, seed):
+    """With groups, a row of the same group as a listed concept leaves the denominator;
+    with one group per row the result is the ungrouped one."""
+    rng = np.random.default_rng(seed)
+    b, m, u, d, tau = 5, 3, 10, 6, 0.2
+    t, g = rng.normal(size=(b, d)), rng.normal(size=(u, d))
+    g_mask = np.ones(u, bool)
+    g_mask[-1] = False
+    occ_slot = rng.integers(0, u - 1, size=(b, m)).astype(np.int32)
+    occ_mask = rng.random((b, m)) > 0.3
+    group = np.array([0, 0, 1, 2, 2, 2, 3, 4, 5, -1], np.int32)
+    args = (jnp.asarray(t, jnp.float32), jnp.asarray(g, jnp.float32), jnp.asarray(g_mask),
+            jnp.asarray(occ_slot), jnp.asarray(occ_mask), tau)
+    s, k = losses.concept_contrastive_terms(*args, jnp.asarray(group))
+    ref_s, ref_k = np_concept_contrastive(t, g, g_mask, occ_slot, occ_mask, tau, group)
+    plain_s, _ = np_concept_contrastive(t, g, g_mask, occ_slot, occ_mask, tau)
+    self.assertEqual(int(k), ref_k)
+    np.testing.assert_allclose(float(s), ref_s, rtol=2e-5, atol=1e-5)
+    self.assertLess(ref_s, plain_s)       # fewer negatives, a smaller loss
+    s_id, _ = losses.concept_contrastive_terms(*args, jnp.arange(u, dtype=jnp.int32))
+    np.testing.assert_allclose(float(s_id), plain_s, rtol=2e-5, atol=1e-5)
 
   def test_concept_contrastive_list_mates_do_not_compete(self):
     # Text 0 lists concepts 0 and 1 (both equal to it) and the only other concept is

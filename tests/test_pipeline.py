@@ -49,6 +49,29 @@ class PipelineTest(absltest.TestCase):
     self.assertGreaterEqual(shapes.edges, need[2] * pipeline.GROWTH)
     self.assertGreaterEqual(shapes.positive_slots, need[0] * pipeline.GROWTH)
 
+  def test_name_rows_and_groups_follow_the_receivers(self):
+    b = builder(64, 32, 2, relational_edges=8)
+    rng = np.random.default_rng(0)
+    names = rng.standard_normal((300, 5)).astype(np.float32)
+    groups = rng.integers(0, 100, 300)
+    b = pipeline.BatchBuilder(b.lists, b.table, b.text, b.shapes, 0, names=names,
+                              groups=groups)
+    b.fit_capacity(np.arange(64), 4, 1.02, 4.0)
+    out = b.build(np.arange(32), 0)
+    u = b.shapes.positive_slots
+    for s in range(2):
+      real = out["receiver_real"][s, :u]
+      rows = out["graph"].nodes["row"][s, :u][real]
+      np.testing.assert_array_equal(out["name_text"][s, :u][real], names[rows])
+      np.testing.assert_array_equal(out["receiver_group"][s, :u][real], groups[rows])
+      self.assertFalse(out["name_text"][s, :u][~real].any())
+      pad = out["receiver_group"][s, :u][~real]
+      self.assertTrue((pad < 0).all())                   # padding matches no group
+      self.assertLen(np.unique(pad), len(pad))
+    plain = builder(64, 32, 2, relational_edges=8).build(np.arange(32), 0)
+    self.assertNotIn("name_text", plain)
+    self.assertNotIn("receiver_group", plain)
+
   def test_edge_block_is_validated(self):
     with self.assertRaisesRegex(ValueError, "edge_block=0 must be at least 1"):
       builder(64, 64, 1, relational_edges=8, edge_block=0)

@@ -19,6 +19,7 @@ from line_jax import pipeline
 from line_jax import state as state_lib
 from line_jax import tables
 from line_jax import trainer as trainer_lib
+from tests import test_losses
 
 
 def make_config(root, **train_overrides):
@@ -45,9 +46,15 @@ def loss_inputs(config, num_pairs=96, num_concepts=80, dims=(32, 24), seed=0):
   shapes = pipeline.batch_shapes(lists, config.train.batch_size, mesh.size,
                                  len(ds.relation_types), config.graph.fanout,
                                  config.loss.relational_edges, config.graph.edge_block)
-  builder = pipeline.BatchBuilder(lists, table, text, shapes, config.train.seed)
+  names = rows(num_concepts, dims[0]) if config.loss.name_weight else None
+  # Terms of two entries each on average (a term and its synonym entries share one).
+  groups = (None if config.loss.same_term_negatives
+            else rng.integers(0, num_concepts // 2, num_concepts))
+  builder = pipeline.BatchBuilder(lists, table, text, shapes, config.train.seed, names=names,
+                                  groups=groups)
   params = state_lib.init_params(config, dims[0], dims[1], len(ds.relation_types), seed)
-  return dict(dataset=ds, builder=builder, mesh=mesh, params=params,
+  return dict(dataset=ds, builder=builder, mesh=mesh, params=params, names=names,
+              groups=groups,
               concept_table=tables.table_to_device(teacher2.concepts),
               negated_table=tables.table_to_device(teacher2.negated))
 
@@ -145,8 +152,8 @@ class TeacherTextRowsTest(absltest.TestCase):
 
 class LossFunctionTest(parameterized.TestCase):
 
-  @parameterized.parameters(False, True)
-  def test_loss_matches_per_mention_reference(self, normalize):
+  @parameterized.parameters((False, True), (True, True), (True, False))
+  def test_loss_matches_per_mention_reference(self, normalize, same_term_negatives):
     """The step's loss (W_c once per pair on the linear path, every projection in one
     matmul) equals projecting every mention through G, for raw and normalised spaces."""
     import jax.numpy as jnp
@@ -156,6 +163,8 @@ class LossFunctionTest(parameterized.TestCase):
     config.loss.normalize = normalize
     config.loss.concept_weight = 0.7
     config.loss.uniformity_weight = 0.3
+    config.loss.name_weight = 0.4
+    config.loss.same_term_negatives = same_term_negatives
     inputs = loss_inputs(config)
     ds, mesh = inputs["dataset"], inputs["mesh"]
     concept_table, negated_table = inputs["concept_table"], inputs["negated_table"]
@@ -186,17 +195,35 @@ class LossFunctionTest(parameterized.TestCase):
     n = losses.negation_terms(g[b["neg_pos_slot"]], g[u:], b["neg_weight"],
                               lc.negation_delta)
     positive_occ = b["occ_mask"] & (b["occ_slot"] < u)
-    c = losses.concept_contrastive_terms(jnp.asarray(t), jnp.asarray(g[:u]),
-                                         b["receiver_real"][:u], b["occ_slot"], positive_occ,
-                                         lc.concept_temperature)
+    real = np.flatnonzero(b["receiver_real"][:u])
+    receivers = np.asarray(b["graph"].nodes["row"])[real]
+    # The receivers' terms, written out: padding rows belong to no term.
+    group = np.arange(u) if same_term_negatives else -1 - np.arange(u)
+    if not same_term_negatives:
+      group[real] = inputs["groups"][receivers]
+      self.assertLess(len(np.unique(group[real])), len(real))   # some terms repeat
+    c = test_losses.np_concept_contrastive(t, g[:u], b["receiver_real"][:u], b["occ_slot"],
+                                           positive_occ, lc.concept_temperature, group)
     un = losses.uniformity_terms(jnp.asarray(g[:u]), b["receiver_real"][:u], lc.uniformity_t)
-    ref = np.array([float(x[0]) / max(float(x[1]), 1.0) for x in (a, r, n, c, un)])
+    # Name term, written out: F(teacher 1's name of receiver k) against G of every real
+    # positive receiver, by cosine / tau; its own G is the positive.
+    np.testing.assert_array_equal(b["name_text"][real], inputs["names"][receivers])
+    self.assertFalse(b["name_text"][len(real):].any())
+    f_names = np.asarray(model.project_text(params, inputs["names"][receivers]), np.float64)
+    gr = np.asarray(g[real], np.float64)
+    cos = ((f_names / np.linalg.norm(f_names, axis=1, keepdims=True))
+           @ (gr / np.linalg.norm(gr, axis=1, keepdims=True)).T) / lc.concept_temperature
+    same = group[real][:, None] == group[real][None, :]
+    den = np.exp(np.diag(cos)) + np.where(same, 0.0, np.exp(cos)).sum(1)
+    nm = (float(np.sum(np.log(den) - np.diag(cos))), len(real))
+    ref = np.array([float(x[0]) / max(float(x[1]), 1.0) for x in (a, r, n, c, un, nm)])
     self.assertGreater(ref[1], 0)
     self.assertGreater(ref[2], 0)
     self.assertGreater(ref[3], 0)
+    self.assertGreater(ref[5], 0)
     np.testing.assert_allclose(np.asarray(parts), ref, rtol=5e-5, atol=1e-5)
     weights = np.array([lc.align_weight, lc.relational_weight, lc.negation_weight,
-                        lc.concept_weight, lc.uniformity_weight])
+                        lc.concept_weight, lc.uniformity_weight, lc.name_weight])
     np.testing.assert_allclose(float(total), float(weights @ ref), rtol=2e-5)
 
 
