@@ -159,6 +159,9 @@ def base_config() -> ml_collections.ConfigDict:
                                    # loss.concept_temperature); reaches concepts that no
                                    # training text lists, through the relational loss's
                                    # random corrupted tails; 0 = off
+  c.loss.random_concepts = 0        # concepts drawn from the whole dictionary per device
+                                   # and step as extra negatives (and name-term anchors) of
+                                   # the per-concept and name terms; they cost G's work
   c.loss.same_term_negatives = True   # False: in the per-concept and name terms, a
                                    # concept of the same term (term_id: a term and its
                                    # synonym entries) as a positive is no negative

@@ -136,15 +136,19 @@ class BatchBuilder:
 
   def __init__(self, lists: PairLists, table: graph_lib.NeighbourTable, text: np.ndarray,
                shapes: BatchShapes, seed: int, names: Optional[np.ndarray] = None,
-               groups: Optional[np.ndarray] = None):
+               groups: Optional[np.ndarray] = None, random_concepts: int = 0):
     """`names`: teacher 1's embedding of every concept's name ([num_concepts, d_t]); when
     given, each batch carries `name_text` [S, U, d_t], the name row of every positive
     receiver (zeros in padding slots), for the name term of the loss. `groups`: the term
     of every concept ([num_concepts] ints, `terms.Groups.group_of`); when given, each batch
-    carries `receiver_group` [S, U] (-1 - slot in padding slots, matching nothing)."""
+    carries `receiver_group` [S, U] (-1 - slot in padding slots, matching nothing).
+    `random_concepts`: concepts drawn uniformly from the dictionary per shard and step,
+    added as positive receivers that no pair lists (more negatives for the per-concept and
+    name terms, and more of the dictionary reached by the name term)."""
     self.lists, self.table, self.text, self.shapes, self.seed = lists, table, text, shapes, seed
     self.names = names
     self.groups = None if groups is None else np.asarray(groups, np.int32)
+    self.random_concepts = int(random_concepts)
     self.num_concepts = lists.dataset.num_concepts
     self.growths = 0   # batches that outgrew the capacities (each one more compilation)
 
@@ -178,8 +182,11 @@ class BatchBuilder:
     for s in range(s_count):
       occ = occurrences[s * b:(s + 1) * b]
       trip = triplets[s::s_count][:sh.relational_edges]
+      drawn = np.minimum((graph_lib.hash_uniform(
+          self.seed, step, s * self.random_concepts + np.arange(self.random_concepts), 4)
+          * self.num_concepts).astype(np.int32), self.num_concepts - 1)
       pos = np.unique(np.concatenate([o[0] for o in occ] + [trip.reshape(-1).astype(np.int32),
-                                                           np.zeros(0, np.int32)]))
+                                                           drawn, np.zeros(0, np.int32)]))
       negc, neg_count = np.unique(np.concatenate([o[0][o[1]] for o in occ] +
                                                  [np.zeros(0, np.int32)]), return_counts=True)
       recv = np.concatenate([pos, negc]).astype(np.int64)

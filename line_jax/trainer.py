@@ -274,13 +274,18 @@ class Trainer:
         self.lists, config.train.batch_size, self.mesh.size, len(ds.relation_types),
         config.graph.fanout, config.loss.relational_edges, config.graph.edge_block)
     names = self.teacher1.concepts if config.loss.get("name_weight", 0.0) else None
+    # Extra random receivers only serve the terms that read G of the batch's concepts.
+    reads_receivers = (config.loss.concept_weight or config.loss.uniformity_weight
+                       or config.loss.get("name_weight", 0.0))
+    extra = int(config.loss.get("random_concepts", 0)) if reads_receivers else 0
     groups = None
     if ((config.loss.concept_weight or config.loss.get("name_weight", 0.0))
         and not config.loss.get("same_term_negatives", True)):
       groups = terms_lib.dataset_groups(ds).group_of
     self.builder = pipeline.BatchBuilder(self.lists, self.table, self.teacher1.text,
                                          shapes, config.train.seed, names=names,
-                                         groups=groups)
+                                         groups=groups,
+                                         random_concepts=extra)
     if len(ds.split_indices("train")):
       self.fit_capacity()
     logging.info("batch shapes: %s", self.builder.shapes)

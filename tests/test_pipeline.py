@@ -72,6 +72,26 @@ class PipelineTest(absltest.TestCase):
     self.assertNotIn("name_text", plain)
     self.assertNotIn("receiver_group", plain)
 
+  def test_random_concepts_join_the_receivers(self):
+    base = builder(64, 32, 2, relational_edges=0)
+    b = pipeline.BatchBuilder(base.lists, base.table, base.text, base.shapes, 0,
+                              random_concepts=40)
+    b.fit_capacity(np.arange(64), 4, 1.02, 4.0)
+    base.fit_capacity(np.arange(64), 4, 1.02, 4.0)
+    receivers = lambda bb, step: [set(bb._plan(np.arange(32), step)[1][s]["pos"].tolist())
+                                  for s in range(2)]
+    listed = receivers(base, 0)
+    first, again, later = receivers(b, 0), receivers(b, 0), receivers(b, 1)
+    for s in range(2):
+      self.assertTrue(listed[s] < first[s])                 # listed ones kept, others added
+      self.assertGreater(len(first[s] - listed[s]), 25)     # 40 draws, few collisions
+      self.assertEqual(first[s], again[s])                  # a function of (seed, step)
+      self.assertNotEqual(first[s], later[s])
+    self.assertNotEqual(first[0] - listed[0], first[1] - listed[1])   # shards draw apart
+    out = b.build(np.arange(32), 0)
+    self.assertEqual(int(out["receiver_real"][0].sum()) - int(out["neg_weight"][0].astype(
+        bool).sum()), len(first[0]))
+
   def test_edge_block_is_validated(self):
     with self.assertRaisesRegex(ValueError, "edge_block=0 must be at least 1"):
       builder(64, 64, 1, relational_edges=8, edge_block=0)
