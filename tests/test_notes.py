@@ -14,6 +14,7 @@ from line_jax.data import notes
 from line_jax.data import testing
 from line_jax.data import umls
 from line_jax.data.dataset import DataError, load_dataset
+from line_jax.data.notes import token_match
 
 
 class SegmentationTest(absltest.TestCase):
@@ -77,6 +78,121 @@ class StreamingExtractorTest(absltest.TestCase):
     self.assertEqual([(m.concept_id, m.start, m.end) for m in
                       fast.extract("alpha beta gamma delta").mentions],
                      [("AB", 0, 2), ("GD", 2, 4)])
+
+
+def _messy_text(rng, words) -> str:
+  """Words in random case with punctuation, sentence ends, odd spaces and non-ASCII."""
+  seps = (" ", " ", " ", "  ", ", ", ". ", "! ", "? ", "; ", "\n", "\n\n", ".", "-", "/",
+          " . ", ";\t", "'s ", " \u00e9 ", " \u0130 ", " \u212a", "\u00a0", ".\u00a0", ".\n")
+  out = []
+  for _ in range(int(rng.integers(0, 40))):
+    word = str(rng.choice(words))
+    case = rng.random()
+    word = word.upper() if case < 0.1 else word.title() if case < 0.2 else word
+    out.append(word + str(rng.choice(seps)))
+  return "".join(out)
+
+
+class MessyTextTest(parameterized.TestCase):
+  """The token-id extractor against the per-text base extractor on text with the edge
+  cases the tokeniser must get right: case, punctuation, sentence ends of every kind,
+  empty texts, non-ASCII letters that lower-case to ASCII ones, triggers next to a
+  sentence end."""
+
+  WORDS = ("no not pain chest fever cough seizures seizure studies study Cries ties bias "
+           "axis ruled out was is absent but however without denies kidney disease "
+           "failure heart k i 2 2s mg x").split()
+
+  @parameterized.product(window=(0, 2), fold_plurals=(True, False))
+  def test_same_as_concept_extractor(self, window, fold_plurals):
+    rng = np.random.default_rng(window * 2 + fold_plurals)
+    surfaces = [(" ".join(rng.choice(self.WORDS, int(rng.integers(1, 5)))), f"C{i}")
+                for i in range(200)]
+    surfaces += [("ruled out pain", "RP"), ("no pain", "NP"), ("heart failure", "HF")]
+    base = extract.ConceptExtractor(surfaces, window=window, fold_plurals=fold_plurals)
+    fast = notes.StreamingExtractor(surfaces, window=window, fold_plurals=fold_plurals)
+    negated = 0
+    for _ in range(100):
+      texts = [_messy_text(rng, self.WORDS) for _ in range(int(rng.integers(1, 8)))]
+      texts += ["", " . ", "!?"][:int(rng.integers(0, 4))]
+      expected = [base.extract(t) for t in texts]
+      self.assertEqual(fast.extract_many(texts), expected, texts)
+      negated += sum(m.negated for e in expected for m in e.mentions)
+    self.assertGreater(negated, 10)   # the negation rules were exercised
+
+  def test_trigger_before_a_sentence_end_negates_nothing_after_it(self):
+    fast = notes.StreamingExtractor([("fever", "F"), ("cough", "C")])
+    self.assertEqual(fast.extract("Fever denies. Cough").concepts(), (["F", "C"],
+                                                                      [False, False]))
+    self.assertEqual(fast.extract("Denies fever; cough was ruled out").concepts(),
+                     (["F", "C"], [True, True]))
+    self.assertEqual(fast.extract_many(["no", "fever"])[1].concepts(), (["F"], [False]))
+
+  def test_no_text_and_no_word(self):
+    fast = notes.StreamingExtractor([("fever", "F")])
+    self.assertEqual(fast.extract_many([]), [])
+    self.assertEqual(fast.extract_many(["", "...", " "]), [extract.Extraction((), 0, 0)] * 3)
+
+
+class TokenPhrasesTest(absltest.TestCase):
+
+  @staticmethod
+  def brute_force(phrases, ids, sentence):
+    """Every (start, length, phrase index) by trying each phrase at each token."""
+    out = set()
+    for i in range(len(ids)):
+      for k, p in enumerate(phrases):
+        window = ids[i:i + len(p)]
+        if (len(window) == len(p) and list(window) == list(p)
+            and sentence[i] == sentence[i + len(p) - 1]):
+          out.add((i, len(p), k))
+    return out
+
+  def check(self, phrases, ids, sentence, vocab_size):
+    matcher = token_match.TokenPhrases(phrases, vocab_size)
+    start, size, phrase = matcher.hits(np.asarray(ids, np.int64),
+                                       np.asarray(sentence, np.int64))
+    self.assertEqual(set(zip(start.tolist(), size.tolist(), phrase.tolist())),
+                     self.brute_force(phrases, ids, sentence))
+
+  def test_same_as_brute_force(self):
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+      phrases = {tuple(rng.integers(1, 6, int(rng.integers(1, 7))).tolist())
+                 for _ in range(int(rng.integers(1, 40)))}
+      ids = rng.integers(0, 6, int(rng.integers(0, 60)))
+      sentence = np.cumsum(rng.random(len(ids)) < 0.1)
+      self.check(sorted(phrases), ids, sentence, 6)
+
+  def test_a_hash_collision_gives_no_hit(self):
+    # With multiplier 1 a hash is the sum of the ids: (1, 2) and (2, 1) collide.
+    with absltest.mock.patch.object(token_match, "_MULTIPLIERS", (1,)):
+      self.check([(1, 2)], [2, 1, 1, 2], [0, 0, 0, 0], 3)
+
+  def test_colliding_phrases_take_another_multiplier(self):
+    with absltest.mock.patch.object(token_match, "_MULTIPLIERS", (1, 3)):
+      self.check([(1, 2), (2, 1)], [2, 1, 1, 2, 1], [0, 0, 0, 0, 0], 3)
+    with absltest.mock.patch.object(token_match, "_MULTIPLIERS", (1,)):
+      with self.assertRaisesRegex(ValueError, "hash collisions"):
+        token_match.TokenPhrases([(1, 2), (2, 1)], 3)
+
+  def test_resolve_is_the_greedy_choice(self):
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+      n = int(rng.integers(1, 30))
+      start = rng.integers(0, n, int(rng.integers(0, 20)))
+      size = np.minimum(rng.integers(1, 5, len(start)), n - start)
+      pairs = sorted(set(zip(start.tolist(), size.tolist())))
+      start = np.array([p[0] for p in pairs], np.int64)
+      size = np.array([p[1] for p in pairs], np.int64)
+      taken, expected = set(), []
+      for k in sorted(range(len(pairs)), key=lambda k: (-size[k], start[k])):
+        span = set(range(start[k], start[k] + size[k]))
+        if not taken & span:
+          taken |= span
+          expected.append(k)
+      chosen = token_match.resolve(start, size, n)
+      self.assertEqual(chosen.tolist(), sorted(expected, key=lambda k: start[k]))
 
 
 class NotesImportTest(parameterized.TestCase):
