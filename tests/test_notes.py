@@ -2,6 +2,7 @@
 splits by note, formats, and bad input."""
 
 import os
+import re
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -41,6 +42,35 @@ class SegmentationTest(absltest.TestCase):
     texts, cut = notes.chunk_sentences(sentences, 3, per_sentence=True)
     self.assertEqual(texts, ["a b c.", "d e.", "f g h", "j"])
     self.assertEqual(cut, 1)
+
+
+  def test_sentences_as_one_look_behind_pattern_splits_them(self):
+    def reference(text):
+      parts = re.split(r"(?<=[.!?;])\s+|\n\s*\n", text)
+      return [" ".join(p.split()) for p in parts if p.strip()]
+    rng = np.random.default_rng(0)
+    alphabet = list("ab.!?;:, \n\t") + ["\xa0", "\u2028", "\r\n", "\n\n", ". "]
+    for _ in range(3000):
+      text = "".join(rng.choice(alphabet, int(rng.integers(0, 30))))
+      self.assertEqual(notes.split_sentences(text), reference(text), repr(text))
+
+  def test_note_texts_are_chunked_sentences(self):
+    config = notes.default_config()
+    pattern = notes.header_pattern(config.section_headers)
+    rng = np.random.default_rng(1)
+    alphabet = ["fever", "a", "b.", "c;", " ", " ", "  ", "\n", "\n\n", "\nImpression: ",
+                "\nFindings:", "?", "\t"]
+    for _ in range(500):
+      text = "".join(rng.choice(alphabet, int(rng.integers(0, 60))))
+      config.max_words = int(rng.integers(1, 8))
+      config.text_unit = str(rng.choice(["section", "sentence"]))
+      expected, cut = [], 0
+      for section, body in notes.split_sections(text, pattern):
+        texts, c = notes.chunk_sentences(notes.split_sentences(body), config.max_words,
+                                         config.text_unit == "sentence")
+        expected += [(section, t) for t in texts]
+        cut += c
+      self.assertEqual(notes.note_texts(text, pattern, config), (expected, cut), repr(text))
 
 
 class StreamingExtractorTest(absltest.TestCase):
