@@ -141,12 +141,20 @@ def resolve(start: np.ndarray, size: np.ndarray, num_tokens: int) -> np.ndarray:
     before = np.concatenate(([0], np.cumsum(taken)))
     free = before[e] == before[s]
     members, s, e = members[free], s[free], e[free]
-    if len(s) > 1 and bool(np.any(s[1:] < e[:-1])):
-      keep, reach = [], -1
-      for k, (a, b) in enumerate(zip(s.tolist(), e.tolist())):
+    overlaps = s[1:] < e[:-1]   # with the one before
+    if overlaps.any():
+      # Only runs of overlapping candidates need the greedy walk: one that overlaps
+      # neither neighbour is kept (the ends are sorted too, so nothing before reaches it).
+      chained = np.zeros(len(s), bool)
+      chained[1:] |= overlaps
+      chained[:-1] |= overlaps
+      walk = np.flatnonzero(chained)
+      keep, reach = np.ones(len(s), bool), -1
+      for k, a, b in zip(walk.tolist(), s[walk].tolist(), e[walk].tolist()):
         if a >= reach:
-          keep.append(k)
           reach = b
+        else:
+          keep[k] = False
       members, s, e = members[keep], s[keep], e[keep]
     if len(s):
       taken[(s[:, None] + np.arange(length)).ravel()] = 1
