@@ -15,6 +15,7 @@ from line_jax.data import notes
 from line_jax.data import testing
 from line_jax.data import umls
 from line_jax.data.dataset import DataError, load_dataset
+from line_jax.data.notes import build
 from line_jax.data.notes import token_match
 
 
@@ -147,6 +148,9 @@ class MessyTextTest(parameterized.TestCase):
       texts += ["", " . ", "!?"][:int(rng.integers(0, 4))]
       expected = [base.extract(t) for t in texts]
       self.assertEqual(fast.extract_many(texts), expected, texts)
+      self.assertEqual([(list(c.concept_ids), list(c.negated), c.num_words, c.rho)
+                        for c in fast.concepts_many(texts)],
+                       [(*e.concepts(), e.num_words, e.rho) for e in expected], texts)
       negated += sum(m.negated for e in expected for m in e.mentions)
     self.assertGreater(negated, 10)   # the negation rules were exercised
 
@@ -293,6 +297,12 @@ class NotesImportTest(parameterized.TestCase):
       notes.build_pairs(self.dataset, path, progress=False)
     stats = notes.build_pairs(self.dataset, path, dict(text_column="body"), progress=False)
     self.assertEqual(stats["notes"], 2)
+
+  def test_too_short(self):
+    for text in ("", " ", "\n\t", "a", " a ", "a b", "a\u00a0b", "\u2028"):
+      for min_words in (-1, 0, 1, 2, 3):
+        self.assertEqual(build._too_short(text, min_words),
+                         len(text.split()) < min_words, (text, min_words))
 
   def test_sentence_unit(self):
     stats = notes.build_pairs(self.dataset, self.write("jsonl", testing.tiny_notes(4)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -82,6 +83,31 @@ def _negated(m_start, m_end, t_start, t_end, t_kind, sentence, window: int) -> n
   return negated
 
 
+class TextConcepts(NamedTuple):
+  """A text's `Extraction.concepts()` and word counts."""
+  concept_ids: list
+  negated: list
+  num_words: int
+  covered_words: int
+
+  @property
+  def rho(self) -> float:
+    """As `Extraction.rho`."""
+    return self.covered_words / self.num_words if self.num_words else 0.0
+
+
+class _Found(NamedTuple):
+  """The chosen mentions of a few texts' tokens in a row (`StreamingExtractor._match`)."""
+  num_words: list       # per text
+  first: np.ndarray     # per text and one more: index of its first token
+  covered_words: list   # per text
+  bounds: list          # per text and one more: index of its first mention
+  start: np.ndarray     # per mention: first token
+  end: np.ndarray       # per mention: token after the last
+  phrase: np.ndarray    # per mention: index into the dictionary's phrases
+  negated: np.ndarray   # per mention
+
+
 class StreamingExtractor(extract.ConceptExtractor):
   """`ConceptExtractor` whose matching works on a note's token ids as arrays.
 
@@ -95,6 +121,9 @@ class StreamingExtractor(extract.ConceptExtractor):
 
   def __init__(self, *args, **kwargs):
     super().__init__(*args, **kwargs)
+    # Concept id per phrase, to pick a text's ids with one fancy index.
+    self._payload_array = np.empty(len(self._concepts.payloads), object)
+    self._payload_array[:] = self._concepts.payloads
     concepts, triggers = self._concepts.phrases, self._triggers.phrases
     vocabulary = {}
     for phrase in concepts + triggers:
@@ -113,7 +142,34 @@ class StreamingExtractor(extract.ConceptExtractor):
     return self.extract_many([text])[0]
 
   def extract_many(self, texts) -> list:
-    """`extract` of each text, with the matching done once over all of them.
+    """`extract` of each text, with the matching done once over all of them (`_match`)."""
+    found = self._match(texts)
+    offset = found.first[np.searchsorted(found.first, found.start, side="right") - 1]
+    payloads, mention = self._concepts.payloads, extract.Mention
+    mentions = [mention(payloads[p], n, s, e) for p, n, s, e in zip(
+        found.phrase.tolist(), found.negated.tolist(), (found.start - offset).tolist(),
+        (found.end - offset).tolist())]
+    bounds = found.bounds
+    return [extract.Extraction(tuple(mentions[bounds[k]:bounds[k + 1]]), found.num_words[k],
+                               found.covered_words[k]) for k in range(len(texts))]
+
+  def concepts_many(self, texts) -> list:
+    """`TextConcepts` of each text: what the notes import keeps of `extract_many`, without
+    a `Mention` object per mention (which would cost as much as the matching)."""
+    found = self._match(texts)
+    ids = self._payload_array[found.phrase].tolist()
+    negated, bounds = found.negated.tolist(), found.bounds
+    out = []
+    for k in range(len(texts)):
+      # Extraction.concepts(): one per (id, polarity), in order of first mention.
+      pairs = dict.fromkeys(zip(ids[bounds[k]:bounds[k + 1]],
+                                negated[bounds[k]:bounds[k + 1]]))
+      out.append(TextConcepts([c for c, _ in pairs], [n for _, n in pairs],
+                              found.num_words[k], found.covered_words[k]))
+    return out
+
+  def _match(self, texts) -> _Found:
+    """The chosen mentions of all texts, as arrays over the texts' tokens in a row.
 
     The texts' tokens are put one after the other with a sentence end between texts; no
     dictionary phrase or trigger spans a sentence end and a negation scope ends at one, so
@@ -128,8 +184,6 @@ class StreamingExtractor(extract.ConceptExtractor):
       stream += ids
       stream.append(end_id)
     num_tokens = sum(counts)
-    if not num_tokens:
-      return [extract.Extraction((), 0, 0) for _ in texts]
     stream = np.array(stream, np.int64)
     is_word = stream != end_id
     ids = stream[is_word]
@@ -151,15 +205,9 @@ class StreamingExtractor(extract.ConceptExtractor):
         negated = _negated(start, end, t_start[free], t_end[free],
                            self._trigger_kinds[t_phrase[t_chosen][free]], sentence,
                            self.window)
-    first = np.concatenate(([0], np.cumsum(counts)))
-    offset = first[np.searchsorted(first, start, side="right") - 1]
-    payloads, mention = self._concepts.payloads, extract.Mention
-    mentions = [mention(payloads[p], n, s, e) for p, n, s, e in zip(
-        phrase.tolist(), negated.tolist(), (start - offset).tolist(), (end - offset).tolist())]
-    bounds = np.searchsorted(start, first).tolist()
-    text_covered = (covered[first[1:]] - covered[first[:-1]]).tolist()
-    return [extract.Extraction(tuple(mentions[bounds[k]:bounds[k + 1]]), counts[k],
-                               text_covered[k]) for k in range(len(texts))]
+    first = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
+    return _Found(counts, first, (covered[first[1:]] - covered[first[:-1]]).tolist(),
+                  np.searchsorted(start, first).tolist(), start, end, phrase, negated)
 
 
 def _dictionary(dataset: str) -> ConceptTable:
