@@ -45,13 +45,12 @@ class TokenPhrases:
     self._offsets = np.concatenate(([0], np.cumsum(lengths)))
     self._tokens = np.fromiter((t for p in phrases for t in p), np.int64,
                                int(self._offsets[-1]))
-    # Length 1 by table: which ids start a phrase, which phrase an id alone is.
-    self._starts = np.zeros(vocab_size, bool)
-    self._single = np.full(vocab_size, -1, np.int64)
+    # Length 1 by table, per id: the phrase it is alone, else -1 if it starts one, else -2.
+    self._first = np.full(vocab_size, -2, np.int32)
     if self.num_phrases:
-      self._starts[self._tokens[self._offsets[:-1]]] = True
+      self._first[self._tokens[self._offsets[:-1]]] = -1
       ones = np.flatnonzero(lengths == 1)
-      self._single[self._tokens[self._offsets[ones]]] = ones
+      self._first[self._tokens[self._offsets[ones]]] = ones
     for multiplier in _MULTIPLIERS:
       if self._hash_tables(lengths, np.uint64(multiplier)):
         self._multiplier = np.uint64(multiplier)
@@ -60,9 +59,10 @@ class TokenPhrases:
       raise ValueError("dictionary phrases: hash collisions under every multiplier")
 
   def _hash_tables(self, lengths: np.ndarray, multiplier: np.uint64) -> bool:
-    """Per length L >= 2 the sorted hashes of phrase prefixes of L tokens, and of whole
-    phrases of L tokens with their phrase indices; False if two whole phrases collide."""
-    self._prefixes, self._wholes, self._whole_phrase = {}, {}, {}
+    """Per length L >= 2 the sorted hashes of phrase prefixes of L tokens and, for each,
+    the phrase of L tokens with that hash or -1 (one lookup answers both questions);
+    False if two phrases of one length have the same hash."""
+    self._keys, self._phrase_at = {}, {}
     h = np.zeros(self.num_phrases, np.uint64)
     rows = np.arange(self.num_phrases)
     for k in range(self.max_length):
@@ -70,13 +70,14 @@ class TokenPhrases:
       h[rows] = h[rows] * multiplier + self._tokens[self._offsets[rows] + k].astype(np.uint64)
       if k == 0:
         continue
-      self._prefixes[k + 1] = np.unique(h[rows])
+      keys = np.unique(h[rows])
       whole = rows[lengths[rows] == k + 1]
-      order = np.argsort(h[whole], kind="stable")
-      keys = h[whole][order]
-      if len(keys) > 1 and bool(np.any(keys[1:] == keys[:-1])):
+      where = np.searchsorted(keys, h[whole])
+      if len(np.unique(where)) < len(where):
         return False
-      self._wholes[k + 1], self._whole_phrase[k + 1] = keys, whole[order]
+      self._keys[k + 1] = keys
+      self._phrase_at[k + 1] = np.full(len(keys), -1, np.int32)
+      self._phrase_at[k + 1][where] = whole
     return True
 
   def hits(self, ids: np.ndarray, sentence: np.ndarray) -> tuple:
@@ -86,32 +87,29 @@ class TokenPhrases:
       ids: token ids of the note (0: a word in no phrase).
       sentence: each token's sentence index (non-decreasing); no phrase spans two.
     """
-    starts, sizes, found = [], [], []
     n = len(ids)
     if not self.num_phrases or not n:
       return (np.zeros(0, np.int64),) * 3
-    single = self._single[ids]
-    one = np.flatnonzero(single >= 0)
-    starts.append(one)
-    sizes.append(np.ones(len(one), np.int64))
-    found.append(single[one])
-    alive = np.flatnonzero(self._starts[ids])
+    first = self._first[ids]
+    one = np.flatnonzero(first >= 0)
+    starts, sizes, found = [one], [np.ones(len(one), np.int64)], [first[one]]
+    alive = np.flatnonzero(first >= -1)
     h = ids[alive].astype(np.uint64)
     for size in range(2, self.max_length + 1):
       alive = alive[alive + size - 1 < n]
       h = h[:len(alive)]   # alive is sorted: the dropped ones were the last
       last = alive + size - 1
-      ok = sentence[last] == sentence[alive]
+      ok = (sentence[last] == sentence[alive]) & (ids[last] > 0)
       h = h[ok] * self._multiplier + ids[last[ok]].astype(np.uint64)
       alive = alive[ok]
-      found_prefix, _ = _member(self._prefixes[size], h)
-      alive, h = alive[found_prefix], h[found_prefix]
+      prefix, where = _member(self._keys[size], h)
+      alive, h = alive[prefix], h[prefix]
       if not len(alive):
         break
-      whole, where = _member(self._wholes[size], h)
+      phrase = self._phrase_at[size][where[prefix]]
+      whole = phrase >= 0
       if whole.any():
-        at = alive[whole]
-        phrase = self._whole_phrase[size][where[whole]]
+        at, phrase = alive[whole], phrase[whole]
         # The hash says which phrase it must be; the tokens say whether it is.
         k = np.arange(size)
         same = (ids[at[:, None] + k] ==
@@ -119,7 +117,8 @@ class TokenPhrases:
         starts.append(at[same])
         sizes.append(np.full(int(same.sum()), size, np.int64))
         found.append(phrase[same])
-    return np.concatenate(starts), np.concatenate(sizes), np.concatenate(found)
+    return (np.concatenate(starts), np.concatenate(sizes),
+            np.concatenate(found).astype(np.int64))
 
 
 def resolve(start: np.ndarray, size: np.ndarray, num_tokens: int) -> np.ndarray:
