@@ -130,16 +130,22 @@ def resolve(start: np.ndarray, size: np.ndarray, num_tokens: int) -> np.ndarray:
   last kept is dropped (equal lengths: only the last kept one can reach it). So the same
   result, without a Python step per candidate.
   """
-  end = start + size
-  taken = np.zeros(num_tokens + 1, np.int64)
+  if not len(start):
+    return np.zeros(0, np.int64)
+  order = np.lexsort((start, -size))   # longest first, then leftmost
+  start, size = start[order], size[order]
+  groups = np.concatenate(([0], np.flatnonzero(size[1:] != size[:-1]) + 1, [len(size)]))
+  taken = np.zeros(num_tokens, np.int64)
   chosen = []
-  for length in np.unique(size)[::-1].tolist():
-    members = np.flatnonzero(size == length)
-    members = members[np.argsort(start[members], kind="stable")]
-    s, e = start[members], end[members]
-    before = np.concatenate(([0], np.cumsum(taken)))
-    free = before[e] == before[s]
-    members, s, e = members[free], s[free], e[free]
+  for g in range(len(groups) - 1):
+    members = np.arange(groups[g], groups[g + 1])
+    length = int(size[groups[g]])
+    s = start[members]
+    e = s + length
+    if g:   # nothing is taken before the longest
+      before = np.concatenate(([0], np.cumsum(taken)))
+      free = before[e] == before[s]
+      members, s, e = members[free], s[free], e[free]
     overlaps = s[1:] < e[:-1]   # with the one before
     if overlaps.any():
       # Only runs of overlapping candidates need the greedy walk: one that overlaps
@@ -154,11 +160,11 @@ def resolve(start: np.ndarray, size: np.ndarray, num_tokens: int) -> np.ndarray:
           reach = b
         else:
           keep[k] = False
-      members, s, e = members[keep], s[keep], e[keep]
+      members, s = members[keep], s[keep]
     if len(s):
       taken[(s[:, None] + np.arange(length)).ravel()] = 1
       chosen.append(members)
   if not chosen:
     return np.zeros(0, np.int64)
   chosen = np.concatenate(chosen)
-  return chosen[np.argsort(start[chosen], kind="stable")]
+  return order[chosen[np.argsort(start[chosen])]]
