@@ -34,6 +34,27 @@ class SegmentationTest(absltest.TestCase):
     self.assertEqual([s for s, _ in notes.split_sections(text, pattern, keep_preamble=False)],
                      ["chief complaint", "history of present illness", "impression"])
 
+  def test_sections_as_the_line_start_pattern_finds_them(self):
+    pattern = notes.header_pattern(notes.default_config().section_headers)
+    def reference(text):   # split_sections with the pattern as header_pattern writes it
+      matches = list(pattern.finditer(text))
+      if not matches:
+        return [(notes.PREAMBLE, text)] if text.strip() else []
+      out = [(notes.PREAMBLE, text[:matches[0].start()])]
+      for k, m in enumerate(matches):
+        end = matches[k + 1].start() if k + 1 < len(matches) else len(text)
+        out.append((re.sub(r"\s+", " ", m.group(1).lower()), text[m.end():end]))
+      return [(s, b) for s, b in out if b.strip()]
+    rng = np.random.default_rng(2)
+    alphabet = ["Impression", "IMPRESSION:", "Findings", ":", " ", "\t", "\n", "\r\n", "x",
+                "history of", "\n present  illness", "\nchief complaint :", "a."]
+    for _ in range(2000):
+      text = "".join(rng.choice(alphabet, int(rng.integers(0, 25))))
+      self.assertEqual(notes.split_sections(text, pattern), reference(text), repr(text))
+    # Another pattern is used as it is.
+    other = re.compile(r"(?m)^(\w+):")
+    self.assertEqual(notes.split_sections("a\nb: c", other), [("preamble", "a\n"), ("b", " c")])
+
   def test_chunks_respect_max_words(self):
     sentences = notes.split_sentences("a b c. d e. f g h i. j")
     self.assertEqual(sentences, ["a b c.", "d e.", "f g h i.", "j"])
