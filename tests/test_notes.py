@@ -17,6 +17,7 @@ from line_jax.data import umls
 from line_jax.data.dataset import DataError, load_dataset
 from line_jax.data.notes import build
 from line_jax.data.notes import token_match
+from line_jax.data.notes import tokens
 
 
 class SegmentationTest(absltest.TestCase):
@@ -136,7 +137,8 @@ def _messy_text(rng, words) -> str:
   """Words in random case with punctuation, sentence ends, odd spaces and non-ASCII."""
   seps = (" ", " ", " ", "  ", ", ", ". ", "! ", "? ", "; ", "\n", "\n\n", ".", "-", "/",
           " . ", ";\t", "'s ", " \u00e9 ", " \u0130 ", " \u212a", "\u00a0", ".\u00a0", ".\n",
-          ".\x00", "\x00", "\x01")
+          ".\x00", "\x00", "\x01", "!\u2028", "?\u3000", ".\u00e9", ".\ud800", "\udc80",
+          ".\U0001f600", "\x1c")
   out = []
   for _ in range(int(rng.integers(0, 40))):
     word = str(rng.choice(words))
@@ -154,7 +156,9 @@ class MessyTextTest(parameterized.TestCase):
 
   WORDS = ("no not pain chest fever cough seizures seizure studies study Cries ties bias "
            "axis ruled out was is absent but however without denies kidney disease "
-           "failure heart k i 2 2s mg x").split()
+           "failure heart k i 2 2s mg x abcdefghijkl abcdefghijklm abcdefghijkls "
+           "abcdefghijkies abcdefghijklies cardiomyopathies electroencephalograms "
+           "123456789012345 ABCs").split()
 
   @parameterized.product(window=(0, 2), fold_plurals=(True, False))
   def test_same_as_concept_extractor(self, window, fold_plurals):
@@ -188,6 +192,23 @@ class MessyTextTest(parameterized.TestCase):
     fast = notes.StreamingExtractor([("fever", "F")])
     self.assertEqual(fast.extract_many([]), [])
     self.assertEqual(fast.extract_many(["", "...", " "]), [extract.Extraction((), 0, 0)] * 3)
+
+
+class TokenizerTest(absltest.TestCase):
+
+  def test_words_of_twelve_characters_are_their_own_numbers(self):
+    self.assertLess(37 ** tokens._EXACT_CHARS, 2 ** 64)
+    self.assertGreaterEqual(37 ** (tokens._EXACT_CHARS + 1), 2 ** 64)
+
+  def test_a_text_longer_than_the_first_powers(self):
+    surfaces = [("fever", "F"), ("cardiomyopathies of the heart", "C"), ("no", "N")]
+    base, fast = extract.ConceptExtractor(surfaces), notes.StreamingExtractor(surfaces)
+    rng = np.random.default_rng(3)
+    words = ["fever", "cardiomyopathy", "of", "the", "hearts.", "no", "x" * 40, "Fevers"]
+    text = " ".join(rng.choice(words, 40000))   # over 2**16 bytes, then twice as many
+    self.assertGreater(len(text), 1 << 17)
+    self.assertEqual(fast.extract_many([text, text[:70000]]),
+                     [base.extract(text), base.extract(text[:70000])])
 
 
 class TokenPhrasesTest(absltest.TestCase):

@@ -4,7 +4,6 @@ phrase matcher that work on a note's token ids as arrays."""
 from __future__ import annotations
 
 import os
-import re
 from typing import NamedTuple
 
 import numpy as np
@@ -15,49 +14,10 @@ from line_jax.data.dataset import DataError, data_error
 from line_jax.data.hpo.ontology import ConceptTable, dictionary_surfaces
 from line_jax.data.notes.settings import with_defaults
 from line_jax.data.notes.token_match import TokenPhrases, resolve
+from line_jax.data.notes.tokens import Tokenizer
 
-# Words and sentence ends in text order: one scan gives both, where `extract.tokenize`
-# needs two (a sentence end is one of `extract._SENTENCE_END_RE`'s single characters, none
-# of which is part of a word, so the words and the ends between them are the same).
-_TOKEN_RE = re.compile(extract._WORD_RE.pattern + "|" + extract._SENTENCE_END_RE.pattern
-                       + "|\x00")
-_SENTENCE_ENDS = ".!?;"
-# Put after each text of a note so that one scan tokenises them all: the line breaks end a
-# sentence as a text's end does ('.' before a white space or the end), and the NUL between
-# them is a token of its own that says where the text ended. A NUL within a text is made
-# another character that is neither a word's, a space nor a sentence end, which tokenises
-# the same.
-_TEXT_END = "\n\x00\n"
 _KINDS = {"pre": 0, "post": 1, "term": 2, "pseudo": 3}
 _PRE, _POST = _KINDS["pre"], _KINDS["post"]
-# Distinct raw words remembered by a tokeniser before it starts afresh (bounds its memory
-# on a corpus with millions of distinct numbers and misspellings).
-_MAX_CACHED_WORDS = 1 << 20
-
-
-class _TokenIds(dict):
-  """Raw word (as the regex found it) -> token id: 0 for a word in no phrase, `end_id` for
-  a sentence end, `end_id + 1` for a text's end. Filled on first sight, so a note's words
-  cost one dict lookup each."""
-
-  def __init__(self, vocabulary: dict, end_id: int, fold_plurals: bool):
-    super().__init__()
-    self._vocabulary = vocabulary
-    self._end_id = end_id
-    self._fold = fold_plurals
-
-  def __missing__(self, word: str) -> int:
-    if len(self) >= _MAX_CACHED_WORDS:
-      self.clear()
-    if word == "\x00":
-      i = self._end_id + 1
-    elif word in _SENTENCE_ENDS:
-      i = self._end_id
-    else:
-      norm = word.lower()   # the word is ASCII: no character changes its length
-      i = self._vocabulary.get(extract.fold_plural(norm) if self._fold else norm, 0)
-    self[word] = i
-    return i
 
 
 def _negated(m_start, m_end, t_start, t_end, t_kind, sentence, window: int) -> np.ndarray:
@@ -122,11 +82,10 @@ class StreamingExtractor(extract.ConceptExtractor):
   """`ConceptExtractor` whose matching works on a note's token ids as arrays.
 
   The same dictionary, negation rules and results as the base class (the tests compare
-  them text by text); words and sentence ends are found by one regular expression over
-  all texts of a call and mapped to ids by a dict that remembers every word seen, and
-  phrases are found among the ids by `TokenPhrases` (hashes looked up with numpy), so no
-  Python object is made per word or per dictionary hit. That is what makes hundreds of
-  2,000-word notes per second possible.
+  them text by text); a call's texts are tokenised at once by `Tokenizer` (numpy on their
+  bytes) and phrases are found among the token ids by `TokenPhrases` (hashes looked up
+  with numpy), so no Python object is made per word or per dictionary hit. That is what
+  makes hundreds of 2,000-word notes per second possible.
   """
 
   def __init__(self, *args, **kwargs):
@@ -139,8 +98,7 @@ class StreamingExtractor(extract.ConceptExtractor):
     for phrase in concepts + triggers:
       for word in phrase.split(" "):
         vocabulary.setdefault(word, len(vocabulary) + 1)
-    self._end_id = len(vocabulary) + 1
-    self._token_ids = _TokenIds(vocabulary, self._end_id, self.fold_plurals)
+    self._tokenize = Tokenizer(vocabulary, self.fold_plurals)
     size = len(vocabulary) + 1
     self._concept_phrases = TokenPhrases(
         [[vocabulary[w] for w in p.split(" ")] for p in concepts], size)
@@ -186,16 +144,8 @@ class StreamingExtractor(extract.ConceptExtractor):
     each text's result is what `extract` gives it alone (the tests compare them); a note's
     texts in one call save the per-call work that dominates for short texts.
     """
-    if any("\x00" in text for text in texts):
-      texts = [text.replace("\x00", "\x01") for text in texts]
-    joined = _TEXT_END.join(texts) + _TEXT_END if texts else ""
-    stream = np.fromiter(map(self._token_ids.__getitem__, _TOKEN_RE.findall(joined)),
-                         np.int64)
-    is_word = stream < self._end_id
-    ids = stream[is_word]
-    sentence = np.cumsum(~is_word)[is_word]   # a text's end is a sentence end too
+    ids, sentence, first = self._tokenize(texts)
     num_tokens = len(ids)
-    first = np.concatenate(([0], np.cumsum(is_word)[stream == self._end_id + 1]))
     start, size, phrase = self._concept_phrases.hits(ids, sentence)
     chosen = resolve(start, size, num_tokens)
     start, end, phrase = start[chosen], start[chosen] + size[chosen], phrase[chosen]
