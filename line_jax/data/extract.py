@@ -153,14 +153,15 @@ def _joined(tokens: Sequence[Token]) -> tuple:
 class PhraseMatcher:
   """Whole-token, longest-match phrase lookup over normalised text.
 
-  The automaton's value for a phrase is its index into `lengths` (tokens per phrase, also as
-  the array `length_array`) and `payloads`, so that a scan's hits are pairs of ints.
+  The automaton's value for a phrase is its index into `phrases`, `lengths` (tokens per
+  phrase, also as the array `length_array`) and `payloads`, so that a scan's hits are pairs
+  of ints.
   """
 
   def __init__(self, phrases: Iterable[tuple]):
     """Args: phrases: (normalised phrase, payload); the first payload of a phrase wins."""
     self._automaton = ahocorasick.Automaton()
-    self.lengths, self.payloads = [], []
+    self.phrases, self.lengths, self.payloads = [], [], []
     self.num_duplicates = 0
     for phrase, payload in phrases:
       if not phrase:
@@ -170,6 +171,7 @@ class PhraseMatcher:
         self.num_duplicates += 1
         continue
       self._automaton.add_word(key, len(self.payloads))
+      self.phrases.append(phrase)
       self.lengths.append(len(phrase.split()))
       self.payloads.append(payload)
     self.num_phrases = len(self.payloads)

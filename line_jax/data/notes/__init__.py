@@ -27,7 +27,8 @@ Writes DATASET_DIR/pairs.parquet (pair_id, text, concept_ids, negated, rho, spli
 note_id, section) and notes_stats.json.
 
 The package's parts: `settings` (the settings), `sections` (sections, sentences, texts),
-`extractor` (the dictionary and `StreamingExtractor`), `reader` (notes files), `pairs_file`
+`extractor` (the dictionary and `StreamingExtractor`), `tokens` (a note's texts as token
+ids), `token_match` (dictionary phrases among token ids), `reader` (notes files), `pairs_file`
 (the pairs.parquet schema and writer), `build` (the notes import), `pairs_import` (pairs
 from another extractor); the command is `__main__.py`.
 """

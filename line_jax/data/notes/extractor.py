@@ -1,11 +1,10 @@
-"""The concept extractor of the notes import: the dataset's dictionary, and a tokeniser that
-builds no per-word objects."""
+"""The concept extractor of the notes import: the dataset's dictionary, and a tokeniser and
+phrase matcher that work on a note's token ids as arrays."""
 
 from __future__ import annotations
 
-import bisect
 import os
-import re
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -14,158 +13,159 @@ from line_jax.data import extract
 from line_jax.data.dataset import DataError, data_error
 from line_jax.data.hpo.ontology import ConceptTable, dictionary_surfaces
 from line_jax.data.notes.settings import with_defaults
+from line_jax.data.notes.token_match import TokenPhrases, resolve
+from line_jax.data.notes.tokens import Tokenizer
+
+_KINDS = {"pre": 0, "post": 1, "term": 2, "pseudo": 3}
+_PRE, _POST = _KINDS["pre"], _KINDS["post"]
 
 
-# fold_plural as substitutions over a whole text (each starts with a literal, which the
-# regex engine scans for quickly): "...ies" -> "...y" in words of more than 4 characters,
-# then a final "s" dropped in words of more than 3 whose second-last letter is not s, u, i.
-_IES_RE = re.compile(r"ies(?<=[a-z0-9]{2}ies)\b")
-_PLURAL_S_RE = re.compile(r"s(?<=[a-z0-9]{2}[a-hj-rtv-z0-9]s)\b")
+def _negated(m_start, m_end, t_start, t_end, t_kind, sentence, window: int) -> np.ndarray:
+  """`extract._is_negated` of every mention at once, given the triggers (sorted, disjoint).
 
-
-class _SentenceView:
-  """`tokens[i].sentence` and `len(tokens)` for `extract._is_negated`, without Tokens."""
-
-  class _S:
-    __slots__ = ("sentence",)
-
-    def __init__(self, k):
-      self.sentence = k
-
-  def __init__(self, sentence_of_token: list):
-    self._of = sentence_of_token
-    self._objects = {}
-
-  def __len__(self):
-    return len(self._of)
-
-  def __getitem__(self, i):
-    k = self._of[i]
-    obj = self._objects.get(k)
-    if obj is None:
-      obj = self._objects[k] = self._S(k)
-    return obj
-
-
-def _find(matcher: extract.PhraseMatcher, joined: str, ends: np.ndarray) -> list:
-  """`matcher.find`, given the token ends (offsets of the space after each token), with the
-  overlap resolution done on arrays.
-
-  The same greedy choice as PhraseMatcher.find (longest first, then leftmost; a candidate
-  overlapping a chosen one is dropped), taken one length at a time from the longest: a
-  candidate of length L is dropped if it overlaps a longer chosen one, and among the rest,
-  sorted by start, one overlapping the last kept is dropped (equal lengths: only the last
-  kept one can reach it). So the same result, without a Python step per candidate.
+  Walking back from a mention, `_is_negated` passes over post triggers of its sentence and
+  the first other trigger decides; a post trigger of another sentence stops the walk, but
+  so would any trigger before it. So the nearest non-post trigger ending at or before the
+  mention decides: a pre trigger of the same sentence within the window negates. Forwards
+  the same with pre and post swapped.
   """
-  hits = matcher.hits(joined)
-  if not hits:
-    return []
-  hits = np.asarray(hits, np.int64)
-  phrase = hits[:, 1]
-  length = matcher.length_array[phrase]
-  end = np.searchsorted(ends, hits[:, 0]) + 1
-  start = end - length
-  taken = np.zeros(len(ends) + 1, np.int64)
-  chosen = []
-  for size in np.unique(length)[::-1].tolist():
-    members = np.flatnonzero(length == size)
-    members = members[np.argsort(start[members], kind="stable")]
-    s, e = start[members], end[members]
-    before = np.concatenate(([0], np.cumsum(taken)))
-    free = before[e] == before[s]
-    members, s, e = members[free], s[free], e[free]
-    if len(s) > 1 and bool(np.any(s[1:] < e[:-1])):
-      keep, reach = [], -1
-      for k, (a, b) in enumerate(zip(s.tolist(), e.tolist())):
-        if a >= reach:
-          keep.append(k)
-          reach = b
-      members, s, e = members[keep], s[keep], e[keep]
-    if len(s):
-      taken[(s[:, None] + np.arange(size)).ravel()] = 1
-      chosen.append(members)
-  if not chosen:
-    return []
-  chosen = np.concatenate(chosen)
-  chosen = chosen[np.argsort(start[chosen], kind="stable")]
-  payloads = matcher.payloads
-  return [(a, b, payloads[i]) for a, b, i in zip(start[chosen].tolist(), end[chosen].tolist(),
-                                                  phrase[chosen].tolist())]
+  m_sentence = sentence[m_start]
+  t_sentence = sentence[t_start]
+  negated = np.zeros(len(m_start), bool)
+  for kind, other in ((_PRE, _POST), (_POST, _PRE)):
+    keep = t_kind != other
+    if not keep.any():
+      continue
+    starts, ends, kinds, sentences = (t_start[keep], t_end[keep], t_kind[keep],
+                                      t_sentence[keep])
+    if kind == _PRE:
+      j = np.searchsorted(ends, m_start, side="right") - 1
+      exists, gap = j >= 0, m_start - ends[np.maximum(j, 0)]
+    else:
+      j = np.searchsorted(starts, m_end, side="left")
+      exists = j < len(starts)
+      gap = starts[np.minimum(j, len(starts) - 1)] - m_end
+    j = np.clip(j, 0, len(starts) - 1)
+    hit = exists & (kinds[j] == kind) & (sentences[j] == m_sentence)
+    if window > 0:
+      hit &= gap < window
+    negated |= hit
+  return negated
+
+
+class TextConcepts(NamedTuple):
+  """A text's `Extraction.concepts()` and word counts."""
+  concept_ids: list
+  negated: list
+  num_words: int
+  covered_words: int
+
+  @property
+  def rho(self) -> float:
+    """As `Extraction.rho`."""
+    return self.covered_words / self.num_words if self.num_words else 0.0
+
+
+class _Found(NamedTuple):
+  """The chosen mentions of a few texts' tokens in a row (`StreamingExtractor._match`)."""
+  num_words: list       # per text
+  first: np.ndarray     # per text and one more: index of its first token
+  covered_words: list   # per text
+  bounds: list          # per text and one more: index of its first mention
+  start: np.ndarray     # per mention: first token
+  end: np.ndarray       # per mention: token after the last
+  phrase: np.ndarray    # per mention: index into the dictionary's phrases
+  negated: np.ndarray   # per mention
 
 
 class StreamingExtractor(extract.ConceptExtractor):
-  """`ConceptExtractor` with a tokeniser that builds no per-word objects.
+  """`ConceptExtractor` whose matching works on a note's token ids as arrays.
 
-  The same automata, negation rules and results as the base class (the tests compare them
-  text by text); words are found by one regular expression per sentence and plural-folded
-  by two substitutions over the whole text, which is what makes hundreds of 2,000-word
-  notes per second possible.
+  The same dictionary, negation rules and results as the base class (the tests compare
+  them text by text); a call's texts are tokenised at once by `Tokenizer` (numpy on their
+  bytes) and phrases are found among the token ids by `TokenPhrases` (hashes looked up
+  with numpy), so no Python object is made per word or per dictionary hit. That is what
+  makes hundreds of 2,000-word notes per second possible.
   """
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    # Concept id per phrase, to pick a text's ids with one fancy index.
+    self._payload_array = np.empty(len(self._concepts.payloads), object)
+    self._payload_array[:] = self._concepts.payloads
+    concepts, triggers = self._concepts.phrases, self._triggers.phrases
+    vocabulary = {}
+    for phrase in concepts + triggers:
+      for word in phrase.split(" "):
+        vocabulary.setdefault(word, len(vocabulary) + 1)
+    self._tokenize = Tokenizer(vocabulary, self.fold_plurals)
+    size = len(vocabulary) + 1
+    self._concept_phrases = TokenPhrases(
+        [[vocabulary[w] for w in p.split(" ")] for p in concepts], size)
+    self._trigger_phrases = TokenPhrases(
+        [[vocabulary[w] for w in p.split(" ")] for p in triggers], size)
+    self._trigger_kinds = np.array([_KINDS[k] for k in self._triggers.payloads], np.int64)
 
   def extract(self, text: str) -> extract.Extraction:
     return self.extract_many([text])[0]
 
   def extract_many(self, texts) -> list:
-    """`extract` of each text, with one pass of each automaton over all of them.
+    """`extract` of each text, with the matching done once over all of them (`_match`)."""
+    found = self._match(texts)
+    offset = found.first[np.searchsorted(found.first, found.start, side="right") - 1]
+    payloads, mention = self._concepts.payloads, extract.Mention
+    mentions = [mention(payloads[p], n, s, e) for p, n, s, e in zip(
+        found.phrase.tolist(), found.negated.tolist(), (found.start - offset).tolist(),
+        (found.end - offset).tolist())]
+    bounds = found.bounds
+    return [extract.Extraction(tuple(mentions[bounds[k]:bounds[k + 1]]), found.num_words[k],
+                               found.covered_words[k]) for k in range(len(texts))]
 
-    The texts are joined with sentence breaks between them; no dictionary phrase or trigger
-    spans a break and a negation scope ends at one, so each text's result is what `extract`
-    gives it alone (the tests compare them); a note's texts in one call save the per-call
-    work that dominates for short texts.
-    """
-    segments, counts, spans = [], [], []   # spans: (first token, num tokens) per text
-    findall = extract._WORD_RE.findall
-    num_tokens = 0
-    for text in texts:
-      first = num_tokens
-      for piece in extract._SENTENCE_END_RE.split(text):
-        words = findall(piece)
-        if words:
-          segments.append(" ".join(words))
-          counts.append(len(words))
-          num_tokens += len(words)
-      spans.append((first, num_tokens - first))
-    if not num_tokens:
-      return [extract.Extraction((), 0, 0) for _ in texts]
-    joined = (" " + (" " + extract._SENTENCE_BREAK + " ").join(segments) + " ").lower()
-    if self.fold_plurals:
-      joined = _PLURAL_S_RE.sub("", _IES_RE.sub("y", joined))
-    # A token ends where a space follows a word character (not the space after a break).
-    chars = np.frombuffer(joined.encode("ascii"), np.uint8)
-    ends = np.flatnonzero((chars[1:] == 32) & (chars[:-1] != 32) & (chars[:-1] != 124)) + 1
-    found = _find(self._concepts, joined, ends)
-    taken = bytearray(num_tokens)
-    for start, end, _ in found:
-      taken[start:end] = b"\x01" * (end - start)
-    triggers = ([t for t in _find(self._triggers, joined, ends)
-                 if 1 not in taken[t[0]:t[1]]] if found else [])
-    tokens = None   # each token's sentence, built only when a trigger needs it
-    if triggers:
-      sentence_of = []
-      for sentence, n in enumerate(counts):
-        sentence_of.extend([sentence] * n)
-      tokens = _SentenceView(sentence_of)
-    out, k = [], 0
-    for first, count in spans:
-      stop = first + count
-      mentions, scope = [], None
-      while k < len(found) and found[k][0] < stop:
-        start, end, concept_id = found[k]
-        k += 1
-        if scope is None:
-          scope = _in_span(triggers, first, stop)
-        negated = bool(scope) and extract._is_negated(start, end, tokens, scope, self.window)
-        mentions.append(extract.Mention(concept_id, negated, start - first, end - first))
-      covered = taken.count(1, first, stop) if mentions else 0
-      out.append(extract.Extraction(tuple(mentions), count, covered))
+  def concepts_many(self, texts) -> list:
+    """`TextConcepts` of each text: what the notes import keeps of `extract_many`, without
+    a `Mention` object per mention (which would cost as much as the matching)."""
+    found = self._match(texts)
+    ids = self._payload_array[found.phrase].tolist()
+    negated, bounds = found.negated.tolist(), found.bounds
+    out = []
+    for k in range(len(texts)):
+      # Extraction.concepts(): one per (id, polarity), in order of first mention.
+      pairs = dict.fromkeys(zip(ids[bounds[k]:bounds[k + 1]],
+                                negated[bounds[k]:bounds[k + 1]]))
+      out.append(TextConcepts([c for c, _ in pairs], [n for _, n in pairs],
+                              found.num_words[k], found.covered_words[k]))
     return out
 
+  def _match(self, texts) -> _Found:
+    """The chosen mentions of all texts, as arrays over the texts' tokens in a row.
 
-def _in_span(triggers: list, first: int, stop: int) -> list:
-  """The triggers (sorted by start) within tokens [first, stop)."""
-  lo = bisect.bisect_left(triggers, (first,))
-  hi = bisect.bisect_left(triggers, (stop,))
-  return triggers[lo:hi]
+    The texts' tokens are put one after the other with a sentence end between texts; no
+    dictionary phrase or trigger spans a sentence end and a negation scope ends at one, so
+    each text's result is what `extract` gives it alone (the tests compare them); a note's
+    texts in one call save the per-call work that dominates for short texts.
+    """
+    ids, sentence, first = self._tokenize(texts)
+    num_tokens = len(ids)
+    start, size, phrase = self._concept_phrases.hits(ids, sentence)
+    chosen = resolve(start, size, num_tokens)
+    start, end, phrase = start[chosen], start[chosen] + size[chosen], phrase[chosen]
+    # covered[i]: words before token i that lie in a chosen phrase (phrases are disjoint).
+    inside = np.cumsum(np.bincount(start, minlength=num_tokens + 1)
+                       - np.bincount(end, minlength=num_tokens + 1))[:num_tokens]
+    covered = np.concatenate(([0], np.cumsum(inside)))
+    negated = np.zeros(len(start), bool)
+    if len(start):
+      t_start, t_size, t_phrase = self._trigger_phrases.hits(ids, sentence)
+      t_chosen = resolve(t_start, t_size, num_tokens)
+      t_start, t_end = t_start[t_chosen], t_start[t_chosen] + t_size[t_chosen]
+      free = covered[t_end] == covered[t_start]   # a trigger inside a concept is not one
+      if free.any():
+        negated = _negated(start, end, t_start[free], t_end[free],
+                           self._trigger_kinds[t_phrase[t_chosen][free]], sentence,
+                           self.window)
+    return _Found(np.diff(first).tolist(), first,
+                  (covered[first[1:]] - covered[first[:-1]]).tolist(),
+                  np.searchsorted(start, first).tolist(), start, end, phrase, negated)
 
 
 def _dictionary(dataset: str) -> ConceptTable:
