@@ -118,6 +118,9 @@ class StreamingExtractorTest(absltest.TestCase):
       texts = [" ".join(rng.choice(words, int(rng.integers(0, 30))))
                for _ in range(int(rng.integers(1, 6)))]
       self.assertEqual(fast.extract_many(texts), [base.extract(t) for t in texts], texts)
+    # Any iterable of texts, a generator too.
+    self.assertEqual(fast.extract_many(t for t in texts), [base.extract(t) for t in texts])
+    self.assertEqual(fast.concepts_many(t for t in texts), fast.concepts_many(texts))
 
 
   def test_overlaps_resolved_longest_first_then_leftmost(self):
@@ -325,6 +328,14 @@ class NotesImportTest(parameterized.TestCase):
     stats = notes.build_pairs(self.dataset, self.write("jsonl", rows), progress=False)
     self.assertEqual(stats["notes_skipped_empty"], 2)
     self.assertEqual(stats["notes"], 5)
+
+  def test_max_words_below_one(self):
+    for bad in (0, -1):
+      with self.assertRaisesRegex(ValueError, r"'max_words': %d; a text needs at least one "
+                                  "word" % bad):
+        notes.build_pairs(self.dataset, self.write("jsonl", testing.tiny_notes(2)),
+                          dict(max_words=bad), progress=False)
+    self.assertFalse(os.path.exists(os.path.join(self.dataset, "pairs.parquet")))
 
   def test_repeated_note_id(self):
     rows = testing.tiny_notes(3) + [("note001", "Fever.")]

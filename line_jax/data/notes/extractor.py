@@ -111,6 +111,7 @@ class StreamingExtractor(extract.ConceptExtractor):
 
   def extract_many(self, texts) -> list:
     """`extract` of each text, with the matching done once over all of them (`_match`)."""
+    texts = list(texts)      # any iterable of strings, a generator too: read twice below
     found = self._match(texts)
     offset = found.first[np.searchsorted(found.first, found.start, side="right") - 1]
     payloads, mention = self._concepts.payloads, extract.Mention
@@ -124,6 +125,7 @@ class StreamingExtractor(extract.ConceptExtractor):
   def concepts_many(self, texts) -> list:
     """`TextConcepts` of each text: what the notes import keeps of `extract_many`, without
     a `Mention` object per mention (which would cost as much as the matching)."""
+    texts = list(texts)
     found = self._match(texts)
     ids = self._payload_array[found.phrase].tolist()
     negated, bounds = found.negated.tolist(), found.bounds

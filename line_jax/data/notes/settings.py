@@ -39,4 +39,7 @@ def with_defaults(config) -> ml_collections.ConfigDict:
   if full.text_unit not in ("section", "sentence"):
     raise ValueError(f"notes setting 'text_unit': {full.text_unit!r} is not 'section' or "
                      "'sentence'")
+  if not isinstance(full.max_words, int) or full.max_words < 1:
+    raise ValueError(f"notes setting 'max_words': {full.max_words!r}; a text needs at least "
+                     "one word (expected an integer >= 1)")
   return full
