@@ -171,6 +171,18 @@ def project_batch(params, batch: dict, concept_table, negated_table, num_types: 
   return t, c_mean, g_pos, g_neg, g_receivers
 
 
+def check_loss_settings(lc) -> None:
+  """Clear errors for the optional terms' settings, before any long work starts."""
+  for field in ("concept_weight", "uniformity_weight", "name_weight"):
+    if float(lc.get(field, 0.0)) < 0:
+      raise ValueError(f"loss.{field}={lc.get(field)} must be >= 0 (0 turns the term off)")
+  if (lc.concept_weight or lc.get("name_weight", 0.0)) and not lc.concept_temperature > 0:
+    raise ValueError(f"loss.concept_temperature={lc.concept_temperature} must be > 0")
+  extra = lc.get("random_concepts", 0)
+  if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
+    raise ValueError(f"loss.random_concepts={extra!r} must be an integer >= 0")
+
+
 def make_loss_fn(config, num_types: int, mesh, cpu_kernel: bool = False):
   """loss(params, batch, concept_table, negated_table) -> (scalar, parts) over the mesh.
 
@@ -273,7 +285,12 @@ class Trainer:
     shapes = pipeline.batch_shapes(
         self.lists, config.train.batch_size, self.mesh.size, len(ds.relation_types),
         config.graph.fanout, config.loss.relational_edges, config.graph.edge_block)
+    check_loss_settings(config.loss)
     names = self.teacher1.concepts if config.loss.get("name_weight", 0.0) else None
+    if names is not None and (names.ndim != 2 or names.shape[0] != ds.num_concepts):
+      raise ValueError(f"loss.name_weight={config.loss.name_weight} needs teacher 1's "
+                       f"embedding of every concept's name: its cache has "
+                       f"{tuple(names.shape)} rows for {ds.num_concepts} concepts")
     # Extra random receivers only serve the terms that read G of the batch's concepts.
     reads_receivers = (config.loss.concept_weight or config.loss.uniformity_weight
                        or config.loss.get("name_weight", 0.0))

@@ -70,11 +70,21 @@ def final_state(workdir, config):
 class TrainTest(parameterized.TestCase):
 
   @classmethod
+  def run_config(cls, **train_overrides):
+    """The tiny config with the optional single-concept terms on, so the whole trainer
+    runs them (names read from teacher 1's cache, dictionary draws, term groups), resumes
+    included."""
+    config = make_config(cls.root, **train_overrides)
+    config.loss.update(dict(concept_weight=0.3, name_weight=0.3, random_concepts=16,
+                            same_term_negatives=False))
+    return config
+
+  @classmethod
   def setUpClass(cls):
     super().setUpClass()
     import tempfile
     cls.root = tempfile.mkdtemp()
-    cls.config = make_config(cls.root)
+    cls.config = cls.run_config()
     cls.workdir = os.path.join(cls.root, "full")
     cls.summary = trainer_lib.train(cls.config, cls.workdir)
     cls.state, cls.progress = final_state(cls.workdir, cls.config)
@@ -93,7 +103,9 @@ class TrainTest(parameterized.TestCase):
     self.assertEqual({r["stage"] for r in log}, {1, 2})
     for r in log:
       self.assertTrue(all(np.isfinite([r["loss"], r["align"], r["relational"],
-                                       r["negation"]])))
+                                       r["negation"], r["concept"], r["name"]])))
+      self.assertGreater(r["name"], 0)
+      self.assertGreater(r["concept"], 0)
 
   def test_recovery_adds_new_concepts_only(self):
     info = json.load(open(os.path.join(self.workdir, "recovery.json")))
@@ -127,7 +139,7 @@ class TrainTest(parameterized.TestCase):
                                   ("stage2", 40))
   def test_interrupted_run_resumes_to_same_parameters(self, stop_at):
     workdir = os.path.join(self.root, f"stop{stop_at}")
-    config = make_config(self.root, stop_after_steps=stop_at)
+    config = self.run_config(stop_after_steps=stop_at)
     summary = trainer_lib.train(config, workdir)
     self.assertTrue(summary["stopped"])
     self.assertEqual(summary["step"], stop_at)
@@ -148,6 +160,26 @@ class TeacherTextRowsTest(absltest.TestCase):
     config.teacher1.text_rows = "eval"
     with self.assertRaisesRegex(ValueError, "teacher1.text_rows must be 'all'"):
       trainer_lib.Trainer(config, self.create_tempdir().full_path)
+
+
+class LossSettingsTest(parameterized.TestCase):
+
+  @parameterized.parameters(
+      ("name_weight", -0.1, r"loss.name_weight=-0.1 must be >= 0"),
+      ("concept_weight", -1.0, r"loss.concept_weight=-1.0 must be >= 0"),
+      ("random_concepts", -5, r"loss.random_concepts=-5 must be an integer >= 0"),
+      ("concept_temperature", 0.0, r"loss.concept_temperature=0.0 must be > 0"))
+  def test_bad_settings_named(self, field, value, message):
+    config = test_config.get_config()
+    config.loss.name_weight = 0.3
+    config.loss[field] = value
+    with self.assertRaisesRegex(ValueError, message):
+      trainer_lib.check_loss_settings(config.loss)
+
+  def test_default_settings_pass(self):
+    from configs import hpo_minilm
+    trainer_lib.check_loss_settings(hpo_minilm.get_config().loss)
+    trainer_lib.check_loss_settings(test_config.get_config().loss)
 
 
 class LossFunctionTest(parameterized.TestCase):
