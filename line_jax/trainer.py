@@ -265,6 +265,7 @@ class Trainer:
       raise ValueError("config.teacher1.text_rows must be 'all': LINE trains on teacher 1's "
                        "texts of the train split (only teacher 2 may embed the evaluated "
                        "pairs' texts alone)")
+    check_loss_settings(config.loss)    # before the data build and the teacher exports
     self.config = config
     self.workdir = os.path.abspath(workdir)
     os.makedirs(self.workdir, exist_ok=True)
@@ -285,19 +286,17 @@ class Trainer:
     shapes = pipeline.batch_shapes(
         self.lists, config.train.batch_size, self.mesh.size, len(ds.relation_types),
         config.graph.fanout, config.loss.relational_edges, config.graph.edge_block)
-    check_loss_settings(config.loss)
-    names = self.teacher1.concepts if config.loss.get("name_weight", 0.0) else None
+    # What the batches carry follows the loss that reads them (`LossSettings`).
+    settings = LossSettings.from_config(config, self.mesh)
+    names = self.teacher1.concepts if settings.weights[5] else None
     if names is not None and (names.ndim != 2 or names.shape[0] != ds.num_concepts):
       raise ValueError(f"loss.name_weight={config.loss.name_weight} needs teacher 1's "
                        f"embedding of every concept's name: its cache has "
                        f"{tuple(names.shape)} rows for {ds.num_concepts} concepts")
     # Extra random receivers only serve the terms that read G of the batch's concepts.
-    reads_receivers = (config.loss.concept_weight or config.loss.uniformity_weight
-                       or config.loss.get("name_weight", 0.0))
-    extra = int(config.loss.get("random_concepts", 0)) if reads_receivers else 0
+    extra = int(config.loss.random_concepts) if settings.needs_receivers else 0
     groups = None
-    if ((config.loss.concept_weight or config.loss.get("name_weight", 0.0))
-        and not config.loss.get("same_term_negatives", True)):
+    if (settings.weights[3] or settings.weights[5]) and not config.loss.same_term_negatives:
       groups = terms_lib.dataset_groups(ds).group_of
     self.builder = pipeline.BatchBuilder(self.lists, self.table, self.teacher1.text,
                                          shapes, config.train.seed, names=names,

@@ -176,6 +176,13 @@ class LossSettingsTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, message):
       trainer_lib.check_loss_settings(config.loss)
 
+  def test_checked_before_the_data_and_teachers(self):
+    config = make_config(self.create_tempdir().full_path)
+    config.loss.name_weight = -1.0
+    with self.assertRaisesRegex(ValueError, r"loss.name_weight=-1.0 must be >= 0"):
+      trainer_lib.Trainer(config, self.create_tempdir().full_path)
+    self.assertFalse(os.path.exists(config.data.dir))     # nothing built first
+
   def test_default_settings_pass(self):
     from configs import hpo_minilm
     trainer_lib.check_loss_settings(hpo_minilm.get_config().loss)
