@@ -32,7 +32,6 @@ import re
 from typing import Iterable, Optional, Sequence
 
 import ahocorasick
-import numpy as np
 
 PRE_NEGATION = (
     "no", "not", "without", "denies", "denied", "deny", "denying", "negative for",
@@ -85,6 +84,11 @@ class Mention:
   end: int
 
 
+def rho_of(covered_words: int, num_words: int) -> float:
+  """Fraction of words covered by matched concepts (0 for a text without words)."""
+  return covered_words / num_words if num_words else 0.0
+
+
 @dataclasses.dataclass(frozen=True)
 class Extraction:
   """The mentions found in one text and the word counts behind rho."""
@@ -95,7 +99,7 @@ class Extraction:
   @property
   def rho(self) -> float:
     """Fraction of words covered by matched concepts (0 when nothing matched)."""
-    return self.covered_words / self.num_words if self.num_words else 0.0
+    return rho_of(self.covered_words, self.num_words)
 
   def concepts(self) -> tuple:
     """(concept ids, negated flags) in order of first mention, one per (id, polarity)."""
@@ -154,8 +158,7 @@ class PhraseMatcher:
   """Whole-token, longest-match phrase lookup over normalised text.
 
   The automaton's value for a phrase is its index into `phrases`, `lengths` (tokens per
-  phrase, also as the array `length_array`) and `payloads`, so that a scan's hits are pairs
-  of ints.
+  phrase) and `payloads`, so that a scan's hits are pairs of ints.
   """
 
   def __init__(self, phrases: Iterable[tuple]):
@@ -175,7 +178,6 @@ class PhraseMatcher:
       self.lengths.append(len(phrase.split()))
       self.payloads.append(payload)
     self.num_phrases = len(self.payloads)
-    self.length_array = np.asarray(self.lengths, np.int64)
     if self.num_phrases:
       self._automaton.make_automaton()
 

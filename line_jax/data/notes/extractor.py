@@ -63,7 +63,7 @@ class TextConcepts(NamedTuple):
   @property
   def rho(self) -> float:
     """As `Extraction.rho`."""
-    return self.covered_words / self.num_words if self.num_words else 0.0
+    return extract.rho_of(self.covered_words, self.num_words)
 
 
 class _Found(NamedTuple):
