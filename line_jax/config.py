@@ -162,6 +162,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.random_concepts = 0        # concepts drawn from the whole dictionary per device
                                    # and step as extra negatives (and name-term anchors) of
                                    # the per-concept and name terms; they cost G's work
+  c.loss.hard_negatives = 0        # per listed concept and step: this many of its nearest
+                                   # other-term concepts under teacher 2 (drawn from its
+                                   # loss.hard_pool nearest) join the batch as negatives of
+                                   # the per-concept and name terms; 0 = off
+  c.loss.hard_pool = 16
   c.loss.same_term_negatives = True   # False: in the per-concept and name terms, a
                                    # concept of the same term (term_id: a term and its
                                    # synonym entries) as a positive is no negative

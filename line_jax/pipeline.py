@@ -33,6 +33,7 @@ import numpy as np
 
 from line_jax import embeddings as emb_lib
 from line_jax import graph as graph_lib
+from line_jax import search as search_lib
 from line_jax.data.dataset import Dataset
 from line_jax.shapes import round_up
 
@@ -131,12 +132,41 @@ def batch_shapes(lists: PairLists, batch_size: int, num_shards: int, num_types: 
                      round_up(u * fanout, edge_block), rs, num_types, fanout, edge_block)
 
 
+def hard_neighbour_table(concepts: np.ndarray, groups: np.ndarray, rows: np.ndarray,
+                         pool: int, memory_budget_mb: float = 1024) -> np.ndarray:
+  """[num_concepts, pool] int32: for each of `rows`, the `pool` concepts of highest cosine
+  under `concepts` (a teacher's dictionary rows) outside its own group (`groups`: the term
+  of every concept, so a term's synonym entries are never each other's negatives); -1 in
+  every other row, and where fewer than `pool` other-term concepts exist.
+
+  Searched with `pool` + the largest group's size results per row, which always holds
+  `pool` other-term concepts when the dictionary has them."""
+  n = len(concepts)
+  groups = np.asarray(groups)
+  rows = np.unique(np.asarray(rows, np.int64))
+  out = np.full((n, pool), -1, np.int32)
+  if not len(rows) or pool < 1:
+    return out
+  largest = int(np.bincount(np.unique(groups, return_inverse=True)[1]).max())
+  k = min(n, pool + largest)
+  _, found = search_lib.cosine_top_k(np.asarray(concepts)[rows], concepts, k,
+                                     memory_budget_mb=memory_budget_mb)
+  other = groups[found] != groups[rows][:, None]
+  # Stable order: the first `pool` other-term results per row, best first.
+  rank = np.cumsum(other, axis=1) - 1
+  keep = other & (rank < pool)
+  r, c = np.nonzero(keep)
+  out[rows[r], rank[r, c]] = found[r, c]
+  return out
+
+
 class BatchBuilder:
   """Builds the arrays of one global batch from pair indices (deterministic in `step`)."""
 
   def __init__(self, lists: PairLists, table: graph_lib.NeighbourTable, text: np.ndarray,
                shapes: BatchShapes, seed: int, names: Optional[np.ndarray] = None,
-               groups: Optional[np.ndarray] = None, random_concepts: int = 0):
+               groups: Optional[np.ndarray] = None, random_concepts: int = 0,
+               hard: Optional[np.ndarray] = None, hard_negatives: int = 0):
     """`names`: teacher 1's embedding of every concept's name ([num_concepts, d_t]); when
     given, each batch carries `name_text` [S, U, d_t], the name row of every positive
     receiver (zeros in padding slots), for the name term of the loss. `groups`: the term
@@ -144,11 +174,17 @@ class BatchBuilder:
     carries `receiver_group` [S, U] (-1 - slot in padding slots, matching nothing).
     `random_concepts`: concepts drawn uniformly from the dictionary per shard and step,
     added as positive receivers that no pair lists (more negatives for the per-concept and
-    name terms, and more of the dictionary reached by the name term)."""
+    name terms, and more of the dictionary reached by the name term). `hard`: each
+    concept's nearest other-term concepts ([num_concepts, pool] ints, -1 where none:
+    `hard_neighbour_table`); with `hard_negatives` = k > 0, k of them drawn per listed
+    concept per step join the shard's receivers the same way (negatives a concept is
+    easily confused with, which in-batch and uniform draws seldom are)."""
     self.lists, self.table, self.text, self.shapes, self.seed = lists, table, text, shapes, seed
     self.names = names
     self.groups = None if groups is None else np.asarray(groups, np.int32)
     self.random_concepts = int(random_concepts)
+    self.hard = None if hard is None else np.asarray(hard, np.int32)
+    self.hard_negatives = int(hard_negatives) if hard is not None else 0
     self.num_concepts = lists.dataset.num_concepts
     self.growths = 0   # batches that outgrew the capacities (each one more compilation)
 
@@ -187,6 +223,10 @@ class BatchBuilder:
           * self.num_concepts).astype(np.int32), self.num_concepts - 1)
       pos = np.unique(np.concatenate([o[0] for o in occ] + [trip.reshape(-1).astype(np.int32),
                                                            drawn, np.zeros(0, np.int32)]))
+      if self.hard_negatives:
+        listed = np.unique(np.concatenate([o[0][~o[1]] for o in occ] +
+                                          [np.zeros(0, np.int32)]))
+        pos = np.union1d(pos, self._hard_draws(listed, step, s))
       negc, neg_count = np.unique(np.concatenate([o[0][o[1]] for o in occ] +
                                                  [np.zeros(0, np.int32)]), return_counts=True)
       recv = np.concatenate([pos, negc]).astype(np.int64)
@@ -196,6 +236,19 @@ class BatchBuilder:
       shards.append(dict(pairs=padded[s * b:(s + 1) * b], occ=occ, trip=trip, pos=pos,
                          negc=negc, neg_count=neg_count, ids=ids, mask=mask))
     return padded, shards, need
+
+  def _hard_draws(self, listed: np.ndarray, step: int, shard: int) -> np.ndarray:
+    """`hard_negatives` entries of each listed concept's pool (with replacement, keyed by
+    seed, step, shard and concept: deterministic on resumption)."""
+    k, pool = self.hard_negatives, self.hard.shape[1]
+    if not len(listed) or not pool:
+      return np.zeros(0, np.int32)
+    slot = ((shard * self.num_concepts + listed[:, None].astype(np.int64)) * k
+            + np.arange(k)[None, :])
+    col = np.minimum((graph_lib.hash_uniform(self.seed, step, slot, 5) * pool)
+                     .astype(np.int64), pool - 1)
+    picked = self.hard[listed[:, None], col]
+    return picked[picked >= 0].astype(np.int32)
 
   def _set_capacity(self, need: np.ndarray, margin: float, keep: bool) -> None:
     """Capacities = margin x `need` (positive, negated receivers, neighbour edges); with

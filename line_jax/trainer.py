@@ -178,9 +178,13 @@ def check_loss_settings(lc) -> None:
       raise ValueError(f"loss.{field}={lc.get(field)} must be >= 0 (0 turns the term off)")
   if (lc.concept_weight or lc.get("name_weight", 0.0)) and not lc.concept_temperature > 0:
     raise ValueError(f"loss.concept_temperature={lc.concept_temperature} must be > 0")
-  extra = lc.get("random_concepts", 0)
-  if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
-    raise ValueError(f"loss.random_concepts={extra!r} must be an integer >= 0")
+  for field in ("random_concepts", "hard_negatives", "hard_pool"):
+    value = lc.get(field, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      raise ValueError(f"loss.{field}={value!r} must be an integer >= 0")
+  if lc.get("hard_negatives", 0) and lc.get("hard_pool", 0) < 1:
+    raise ValueError(f"loss.hard_negatives={lc.hard_negatives} draws from each concept's "
+                     f"loss.hard_pool nearest concepts: hard_pool={lc.hard_pool} must be >= 1")
 
 
 def make_loss_fn(config, num_types: int, mesh, cpu_kernel: bool = False):
@@ -296,12 +300,16 @@ class Trainer:
     # Extra random receivers only serve the terms that read G of the batch's concepts.
     extra = int(config.loss.random_concepts) if settings.needs_receivers else 0
     groups = None
-    if (settings.weights[3] or settings.weights[5]) and not config.loss.same_term_negatives:
+    contrastive = bool(settings.weights[3] or settings.weights[5])
+    if contrastive and not config.loss.same_term_negatives:
       groups = terms_lib.dataset_groups(ds).group_of
+    hard, num_hard = None, int(config.loss.get("hard_negatives", 0)) if contrastive else 0
+    if num_hard:
+      hard = self._hard_table(int(config.loss.hard_pool))
     self.builder = pipeline.BatchBuilder(self.lists, self.table, self.teacher1.text,
                                          shapes, config.train.seed, names=names,
-                                         groups=groups,
-                                         random_concepts=extra)
+                                         groups=groups, random_concepts=extra,
+                                         hard=hard, hard_negatives=num_hard)
     if len(ds.split_indices("train")):
       self.fit_capacity()
     logging.info("batch shapes: %s", self.builder.shapes)
@@ -320,6 +328,19 @@ class Trainer:
                  if self.cpu_kernel else "XLA")
     self.train_step = make_train_step(config, len(ds.relation_types), self.mesh,
                                       self.optimizer, self.cpu_kernel)
+
+  def _hard_table(self, pool: int) -> np.ndarray:
+    """Each train-listed concept's `pool` nearest other-term concepts under teacher 2 (the
+    space G starts from): the candidates of loss.hard_negatives."""
+    started = time.perf_counter()
+    listed = [idx[~neg] for idx, neg in map(self.lists.concepts,
+                                            self.dataset.split_indices("train"))]
+    rows = np.unique(np.concatenate(listed + [np.zeros(0, np.int32)]))
+    groups = terms_lib.dataset_groups(self.dataset).group_of
+    hard = pipeline.hard_neighbour_table(self.teacher2.concepts, groups, rows, pool)
+    logging.info("hard negatives: the %d nearest other-term concepts of %d listed concepts "
+                 "in %.1f s", pool, len(rows), time.perf_counter() - started)
+    return hard
 
   def fit_capacity(self, keep: bool = False) -> pipeline.BatchShapes:
     """Batch capacities measured on sampled train batches (config.graph.capacity_*)."""

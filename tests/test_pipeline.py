@@ -92,6 +92,52 @@ class PipelineTest(absltest.TestCase):
     self.assertEqual(int(out["receiver_real"][0].sum()) - int(out["neg_weight"][0].astype(
         bool).sum()), len(first[0]))
 
+  def test_hard_neighbour_table_matches_a_brute_force_search(self):
+    rng = np.random.default_rng(3)
+    concepts = rng.standard_normal((60, 6)).astype(np.float32)
+    groups = rng.integers(0, 20, 60)
+    rows = np.array([0, 5, 5, 17, 59])
+    hard = pipeline.hard_neighbour_table(concepts, groups, rows, pool=4)
+    self.assertEqual(hard.shape, (60, 4))
+    unit = concepts / np.linalg.norm(concepts, axis=1, keepdims=True)
+    for r in range(60):
+      if r not in rows:
+        self.assertTrue((hard[r] == -1).all())
+        continue
+      order = np.argsort(-(unit @ unit[r]), kind="stable")
+      want = [c for c in order if groups[c] != groups[r]][:4]
+      np.testing.assert_array_equal(hard[r], want)
+    # A dictionary with fewer other-term concepts than the pool: the rest stays -1.
+    small = pipeline.hard_neighbour_table(concepts[:3], np.array([0, 0, 1]), [0, 2], pool=4)
+    np.testing.assert_array_equal(small[0], [2, -1, -1, -1])
+    self.assertEqual(set(small[2][:2].tolist()), {0, 1})
+    np.testing.assert_array_equal(small[2][:2], sorted(small[2][:2],
+                                                       key=lambda c: -(unit[c] @ unit[2])))
+    self.assertTrue((small[1] == -1).all())
+
+  def test_hard_negatives_join_the_receivers(self):
+    base = builder(64, 32, 2, relational_edges=0)
+    n = base.num_concepts
+    # Pools planted far from anything listed: concept c's pool is {c + 150} mod n, c + 151.
+    hard = np.stack([(np.arange(n) + 150) % n, (np.arange(n) + 151) % n], 1)
+    hard[::7, 1] = -1                                       # holes are skipped
+    b = pipeline.BatchBuilder(base.lists, base.table, base.text, base.shapes, 0, hard=hard,
+                              hard_negatives=3)
+    b.fit_capacity(np.arange(64), 4, 1.02, 4.0)
+    base.fit_capacity(np.arange(64), 4, 1.02, 4.0)
+    plans, again = b._plan(np.arange(32), 0)[1], b._plan(np.arange(32), 0)[1]
+    base_plans = base._plan(np.arange(32), 0)[1]
+    for s in range(2):
+      listed = np.unique(np.concatenate([idx[~neg] for idx, neg in plans[s]["occ"]]))
+      added = set(plans[s]["pos"].tolist()) - set(base_plans[s]["pos"].tolist())
+      pools = set(hard[listed].reshape(-1).tolist()) - {-1}
+      self.assertTrue(added <= pools)                       # only from listed concepts' pools
+      self.assertGreater(len(added), 0.5 * len(pools - set(base_plans[s]["pos"].tolist())))
+      np.testing.assert_array_equal(plans[s]["pos"], again[s]["pos"])   # (seed, step, shard)
+    off = pipeline.BatchBuilder(base.lists, base.table, base.text, base.shapes, 0, hard=hard,
+                                hard_negatives=0)
+    np.testing.assert_array_equal(off._plan(np.arange(32), 0)[1][0]["pos"], base_plans[0]["pos"])
+
   def test_edge_block_is_validated(self):
     with self.assertRaisesRegex(ValueError, "edge_block=0 must be at least 1"):
       builder(64, 64, 1, relational_edges=8, edge_block=0)

@@ -76,7 +76,7 @@ class TrainTest(parameterized.TestCase):
     included."""
     config = make_config(cls.root, **train_overrides)
     config.loss.update(dict(concept_weight=0.3, name_weight=0.3, random_concepts=16,
-                            same_term_negatives=False))
+                            same_term_negatives=False, hard_negatives=2, hard_pool=4))
     return config
 
   @classmethod
@@ -168,12 +168,20 @@ class LossSettingsTest(parameterized.TestCase):
       ("name_weight", -0.1, r"loss.name_weight=-0.1 must be >= 0"),
       ("concept_weight", -1.0, r"loss.concept_weight=-1.0 must be >= 0"),
       ("random_concepts", -5, r"loss.random_concepts=-5 must be an integer >= 0"),
+      ("hard_negatives", -1, r"loss.hard_negatives=-1 must be an integer >= 0"),
+      ("hard_pool", -3, r"loss.hard_pool=-3 must be an integer >= 0"),
       ("concept_temperature", 0.0, r"loss.concept_temperature=0.0 must be > 0"))
   def test_bad_settings_named(self, field, value, message):
     config = test_config.get_config()
     config.loss.name_weight = 0.3
     config.loss[field] = value
     with self.assertRaisesRegex(ValueError, message):
+      trainer_lib.check_loss_settings(config.loss)
+
+  def test_hard_negatives_need_a_pool(self):
+    config = test_config.get_config()
+    config.loss.update(dict(concept_weight=0.3, hard_negatives=2, hard_pool=0))
+    with self.assertRaisesRegex(ValueError, r"hard_pool=0 must be >= 1"):
       trainer_lib.check_loss_settings(config.loss)
 
   def test_checked_before_the_data_and_teachers(self):
