@@ -8,6 +8,8 @@ from typing import Any, Optional
 
 import ml_collections
 
+from line_jax import segments
+
 
 def merge_settings(defaults: ml_collections.ConfigDict, given: Optional[Any],
                    what: str) -> ml_collections.ConfigDict:
@@ -264,5 +266,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.realtext = ""              # JSONL of real sentences (text + concept ids) to score
                                     # at evaluation only; "" = none
   c.eval.realtext_ids_field = "hpo_ids"   # its field with the list of concept ids
+  c.eval.segment_pattern = segments.DEFAULT_PATTERN   # clause split (regex) of the
+                                    # segment-wise retrieval (real text, and the API's
+                                    # nearest_concepts(segments=True)); "" = whole texts
   # --- end ---
   return c

@@ -105,7 +105,8 @@ def _blocks(n: int, chunk: int):
 
 def retrieval_ranks(texts: np.ndarray, keys: np.ndarray, owner: np.ndarray,
                     target: np.ndarray, groups: Optional[Groups] = None,
-                    chunk: int = 256) -> np.ndarray:
+                    chunk: int = 256, text_owner: Optional[np.ndarray] = None
+                    ) -> np.ndarray:
   """Rank of each target term among all terms by cosine to its text (1 = first).
 
   Args:
@@ -115,6 +116,9 @@ def retrieval_ranks(texts: np.ndarray, keys: np.ndarray, owner: np.ndarray,
     target: [M] the target group (term) of each query.
     groups: entries -> terms (default: one term per entry).
     chunk: texts scored per block.
+    text_owner: optional [N] non-decreasing: the rows of `texts` are segments of texts
+      0..text_owner[-1] (`line_jax.segments`), every text with at least one; a text scores
+      each entry by the best cosine of its segments, and `owner` indexes texts.
 
   Returns:
     [M] int64 ranks: 1 + the number of terms scoring strictly higher than the target.
@@ -127,12 +131,25 @@ def retrieval_ranks(texts: np.ndarray, keys: np.ndarray, owner: np.ndarray,
   ranks = np.zeros(len(owner), np.int64)
   by_owner = np.argsort(owner, kind="stable")
   sorted_owner = owner[by_owner]
-  for s, e in _blocks(len(q), chunk):
+  if text_owner is not None:
+    text_owner = np.asarray(text_owner, np.int64)
+    if len(text_owner) != len(q) or (len(q) and (
+        np.any(np.diff(text_owner) < 0) or text_owner[0] != 0
+        or len(np.unique(text_owner)) != text_owner[-1] + 1)):
+      raise ValueError("text_owner must give each of the N text rows a text index, "
+                       "non-decreasing from 0, every text with at least one segment")
+  num_texts = len(q) if text_owner is None else (int(text_owner[-1]) + 1 if len(q) else 0)
+  for s, e in _blocks(num_texts, chunk):
     lo, hi = np.searchsorted(sorted_owner, [s, e])
     if lo == hi:
       continue
     sel = by_owner[lo:hi]
-    scores = groups.collapse(q[s:e] @ k.T)                      # [b, G]
+    if text_owner is None:
+      raw = q[s:e] @ k.T
+    else:                                  # best segment of each text, per entry
+      first = np.searchsorted(text_owner, np.arange(s, e + 1))
+      raw = np.maximum.reduceat(q[first[0]:first[-1]] @ k.T, first[:-1] - first[0], axis=0)
+    scores = groups.collapse(raw)                               # [b, G]
     rows = owner[sel] - s
     own = scores[rows, target[sel]]
     ranks[sel] = 1 + (scores[rows] > own[:, None]).sum(axis=1)

@@ -9,6 +9,7 @@ from absl.testing import absltest, parameterized
 import numpy as np
 
 from configs import test as test_config
+from line_jax import segments
 from line_jax import trainer as trainer_lib
 from line_jax.eval import spaces
 from line_jax.api import LineModel, TeacherUnavailableError
@@ -182,6 +183,28 @@ class HfTextTeacherTest(absltest.TestCase):
     hits = self.model.nearest_concepts("severe chest pain", k=3)
     self.assertLen(hits, 3)
     self.assertTrue(all(h[0] in set(self.model.dataset.concept_ids) for h in hits))
+
+  def test_nearest_concepts_by_segment_is_the_best_segment(self):
+    text = "severe chest pain, fever and no cough"
+    pieces = segments.split_segments(text)
+    self.assertLen(pieces, 4)
+    q = self.model.embed_texts(pieces)
+    keys = self.model.dictionary()
+    cos = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (
+        keys / np.linalg.norm(keys, axis=1, keepdims=True)).T
+    best = cos.max(0)
+    want = np.argsort(-best, kind="stable")[:5]
+    hits = self.model.nearest_concepts(text, k=5, segments=True)
+    self.assertEqual([h[0] for h in hits], [str(self.model.dataset.concept_ids[j])
+                                            for j in want])
+    np.testing.assert_allclose([h[2] for h in hits], best[want], atol=1e-5)
+    # Without a pattern it is the whole text alone.
+    self.model.config.eval.segment_pattern = ""
+    try:
+      self.assertEqual([h[0] for h in self.model.nearest_concepts(text, 5, segments=True)],
+                       [h[0] for h in self.model.nearest_concepts(text, 5)])
+    finally:
+      self.model.config.eval.segment_pattern = segments.DEFAULT_PATTERN
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import tempfile
 import numpy as np
 from absl.testing import absltest
 from absl.testing import parameterized
+import ml_collections
 
 from line_jax import terms
 from line_jax.eval import protocols
@@ -231,6 +232,39 @@ class RealTextTest(absltest.TestCase):
     self.assertEqual(out["skipped"], {"other": "no encoder"})
     self.assertIn("| perfect | all | 1.000 |",
                   "\n".join(realtext.render_markdown(out, (1, 10))))
+
+
+  def test_segments_find_what_one_clause_names(self):
+    keys = np.eye(4, dtype=np.float32)
+    # "sA, sB": the whole sentence embeds as its first clause's concept A.
+    path = write_jsonl([{"text": "s0, s2", "ids": ["C0", "C2"]},
+                        {"text": "s1 and s3", "ids": ["C1", "C3"]}])
+    self.addCleanup(os.remove, path)
+
+    class Model:
+      class dataset:   # pylint: disable=invalid-name
+        @staticmethod
+        def concept_index():
+          return {f"C{i}": i for i in range(4)}
+    first = ("first", lambda texts: keys[[int(t[1]) for t in texts]], lambda: keys)
+    for pattern, segment_r1 in ((retrieval.JointSettings().segment_pattern, 1.0),
+                                ("", None)):
+      settings = retrieval.JointSettings(realtext=path, realtext_ids_field="ids",
+                                         num_negatives=1, segment_pattern=pattern)
+      out = realtext.evaluate_realtext(Model, settings, terms.Groups.identity(4), [first])
+      self.assertEqual(out["text_to_concept"]["first"]["all"]["recall@1"], 0.5)
+      if segment_r1 is None:
+        self.assertNotIn("text_to_concept_segments", out)
+        continue
+      self.assertEqual(out["text_to_concept_segments"]["first"]["all"]["recall@1"], 1.0)
+      self.assertEqual(out["num_segments"], 6)
+      self.assertIn("| first | all | 1.000 | 1.000 | 1.000 |",
+                    "\n".join(realtext.render_markdown(out, (1, 10))))
+
+  def test_a_bad_segment_pattern_is_named(self):
+    config = ml_collections.ConfigDict({"eval": {"segment_pattern": "(oops"}})
+    with self.assertRaisesRegex(ValueError, r"segment_pattern='\(oops' is not a regular"):
+      retrieval.read_settings(config)
 
 
 class EvaluateJointTest(absltest.TestCase):

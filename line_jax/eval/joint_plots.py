@@ -11,7 +11,8 @@ from matplotlib.figure import Figure
 
 
 def plot(result: Dict, path: str) -> str:
-  """Left: recall@max(k) of text -> concept retrieval (and real text when present); right:
+  """Left: recall@max(k) of text -> concept retrieval (and real text when present, whole
+  sentences and by segment); right:
   recovery precision against recall per model and estimator (confidence = score)."""
   ks = result["settings"]["ks"]
   k = max(ks)
@@ -24,6 +25,10 @@ def plot(result: Dict, path: str) -> str:
       bars.setdefault(source, {})[key] = r.get(f"recall@{k}", np.nan)
   for key, by_subset in result.get("realtext", {}).get("text_to_concept", {}).items():
     bars.setdefault("real text file", {})[key] = by_subset["all"].get(f"recall@{k}", np.nan)
+  for key, by_subset in result.get("realtext", {}).get("text_to_concept_segments",
+                                                       {}).items():
+    bars.setdefault("real text, by segment", {})[key] = by_subset["all"].get(f"recall@{k}",
+                                                                             np.nan)
   models = list(result["text_to_concept"])
   width = 0.8 / max(1, len(bars))
   for i, (source, values) in enumerate(bars.items()):

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow.parquet as pq
 from absl import logging
 
+from line_jax import segments
 from line_jax.eval import joint_plots
 from line_jax.eval import realtext
 from line_jax.eval.spaces import list_slices, true_slices
@@ -66,6 +68,8 @@ class JointSettings:
   realtext: str = ""                        # eval.realtext: JSONL of annotated sentences
   realtext_ids_field: str = "hpo_ids"       # eval.realtext_ids_field
   num_negatives: int = 100                  # eval.num_negatives (realtext Table 1)
+  segment_pattern: str = segments.DEFAULT_PATTERN   # eval.segment_pattern (realtext
+                                            # segment-wise retrieval; "" = none)
   seed: int = 0                             # eval.seed
 
 
@@ -90,6 +94,7 @@ def read_settings(config) -> JointSettings:
       realtext=str(get("realtext", d.realtext) or ""),
       realtext_ids_field=str(get("realtext_ids_field", d.realtext_ids_field)),
       num_negatives=int(get("num_negatives", d.num_negatives)),
+      segment_pattern=str(get("segment_pattern", d.segment_pattern) or ""),
       seed=int(get("seed", d.seed)))
   for name in settings.estimators + (settings.estimator,):
     if name not in ESTIMATORS:
@@ -97,6 +102,11 @@ def read_settings(config) -> JointSettings:
   if settings.confidence not in CONFIDENCES:
     raise ValueError(f"config.recovery.confidence={settings.confidence!r}: expected one of "
                      f"{CONFIDENCES}")
+  try:
+    re.compile(settings.segment_pattern)
+  except re.error as e:
+    raise ValueError(f"config.eval.segment_pattern={settings.segment_pattern!r} is not a "
+                     f"regular expression: {e}") from None
   if settings.chunk < 1 or not settings.ks or min(settings.ks) < 1:
     raise ValueError(f"config.eval.retrieval_chunk={settings.chunk} and retrieval_ks="
                      f"{settings.ks} must be >= 1")
