@@ -75,6 +75,11 @@ def get_config():
   # alignment down.
   c.loss.hard_negatives = 2
   c.loss.hard_pool = 16
+  # The "segment" recovery estimator (reported; line_jax.terms.segment_candidates) never
+  # proposes HPO's modifiers, inheritance modes, frequencies or blood groups: a clause such
+  # as "mild" names no finding a list could miss.
+  c.recovery.segment_skip_groups = ("Clinical modifier", "Mode of inheritance", "Frequency",
+                                    "Blood group", "All")
   # The schedule is base_config()'s, the paper's (section 3.1): Adam, lr 1e-3, batch 128,
   # 3 + 2 epochs, recovery threshold 0.9.
   return c

@@ -191,9 +191,16 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.recovery = ml_collections.ConfigDict()
   c.recovery.threshold = 0.9       # paper: cosine >= 0.9
-  c.recovery.estimator = "residual"   # "residual" (paper), "completion_gain" or "nearest"
+  c.recovery.estimator = "residual"   # "residual" (paper), "completion_gain", "nearest" or
+                                      # "segment" (it embeds the texts' clauses: minutes)
                                       # (line_jax/eval/retrieval.py)
   c.recovery.confidence = "score"     # "score" or "margin" (over the runner-up), vs threshold
+  c.recovery.segment_explained_k = 3   # estimator "segment": a clause whose this many
+                                   # best terms hold a listed one is explained
+  c.recovery.segment_pair_block = 2048   # "segment": pairs whose clauses are embedded at once
+  c.recovery.segment_skip_groups = ()   # "segment": concept groups (concepts.parquet
+                                   # `group`) never proposed, e.g. modifiers; a clause
+                                   # naming one is explained
   c.recovery.top_k = 8             # candidates searched, so that ones already in the list can be skipped
   c.recovery.dictionary_chunk = 8192   # concepts projected per call through G
   c.recovery.pair_block = 32768    # pairs whose residuals are formed and searched at once:
@@ -259,7 +266,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.retrieval_by_term = True   # a term's synonym entries count as the term (best of
                                     # them); False: each entry ranked on its own
   c.eval.recovery_hit_k = 10        # hit rate of a missing concept among the k best
-  c.eval.recovery_estimators = ["residual", "completion_gain", "nearest"]   # in the report
+  c.eval.recovery_estimators = ["residual", "completion_gain", "nearest",
+                                "segment"]        # in the report
   c.eval.recovery_min_precision = 0.5   # operating point: best recall at this precision
   c.eval.recovery_min_added = 10    # ... among thresholds adding at least this many
   c.eval.recovery_curve_points = 41

@@ -10,6 +10,8 @@ t with list proxy p (mean of the list's rows) and list sum S = m p:
   residual         cos(t - p, g_c)                         (the paper's residual search)
   completion_gain  cos(t, S + g_c) - cos(t, S)             (how much c completes the list)
   nearest          cos(t, g_c)                             (the text's nearest unlisted term)
+  segment          cos(F(clause), g_c) for the best term c of a clause that the list does
+                   not explain (`segment_candidates`; needs the text's clauses embedded)
 and a confidence per pair, on the best candidate not already listed (`confidence_of`):
   score            its score;
   margin           its score minus the runner-up's.
@@ -24,7 +26,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import pyarrow.parquet as pq
 
-ESTIMATORS = ("residual", "completion_gain", "nearest")
+ESTIMATORS = ("residual", "completion_gain", "nearest", "segment")
 CONFIDENCES = ("score", "margin")
 _EPS = 1e-12
 
@@ -237,11 +239,85 @@ def recovery_candidates(texts: np.ndarray, proxies: np.ndarray, list_offsets: np
   return cand, best
 
 
+def segment_candidates(segments: np.ndarray, segment_owner: np.ndarray, num_texts: int,
+                       list_offsets: np.ndarray, list_flat: np.ndarray, keys: np.ndarray,
+                       groups: Optional[Groups] = None, top_k: int = 10,
+                       explained_k: int = 3, skip_terms: Optional[np.ndarray] = None,
+                       chunk: int = 256) -> Tuple[np.ndarray, np.ndarray]:
+  """The "segment" estimator: concepts named by a clause that the list does not explain.
+
+  Each clause of a text (`line_jax.segments`; not the whole text) is scored against every
+  term by cosine. A clause is explained when one of its `explained_k` best terms is listed
+  (either polarity; equal cosines are ordered arbitrarily) or its best term is in
+  `skip_terms` (terms recovery never adds, e.g. modifiers such as "Mild"); every other
+  clause proposes its best term, with that cosine.
+  A text's candidates are its clauses' proposals, best first (a term proposed twice keeps
+  its best cosine).
+
+  Args:
+    segments: [P, d] clause embeddings; segment_owner: [P] their text (any order).
+    num_texts: N.
+    list_offsets, list_flat: the N lists (entry indices).
+    keys: [C, d] the dictionary.
+    groups: entries -> terms.
+    top_k: candidates kept per text.
+    explained_k: a clause with a listed term among its this many best is explained.
+    skip_terms: optional term indices never proposed (their clause counts as explained).
+    chunk: clauses scored per block.
+
+  Returns:
+    ([N, top_k] term indices, [N, top_k] cosines; -1 / -inf where fewer were proposed), as
+    `recovery_candidates`.
+  """
+  groups = groups or Groups.identity(len(keys))
+  segment_owner = np.asarray(segment_owner, np.int64)
+  list_offsets = np.asarray(list_offsets, np.int64)
+  listed = groups.group_of[np.asarray(list_flat, np.int64)]
+  cand = np.full((num_texts, top_k), -1, np.int64)
+  best = np.full((num_texts, top_k), -np.inf, np.float64)
+  if not len(segment_owner) or top_k < 1:
+    return cand, best
+  skip = np.zeros(groups.num_groups, bool)
+  if skip_terms is not None:
+    skip[np.asarray(skip_terms, np.int64)] = True
+  q = l2_normalize(np.asarray(segments, np.float32))
+  k_unit = l2_normalize(np.asarray(keys, np.float32))
+  n_best = max(1, min(explained_k, groups.num_groups))
+  proposals = {}
+  for s, e in _blocks(len(q), chunk):
+    scores = groups.collapse(q[s:e] @ k_unit.T)                  # [b, G]
+    top = np.argpartition(-scores, n_best - 1, axis=1)[:, :n_best]
+    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), 1), 1)
+    for row in range(e - s):
+      text = int(segment_owner[s + row])
+      mine = listed[list_offsets[text]:list_offsets[text + 1]]
+      first = int(top[row, 0])
+      if skip[first] or np.isin(top[row], mine).any():
+        continue
+      score = float(scores[row, first])
+      props = proposals.setdefault(text, {})
+      props[first] = max(props.get(first, -np.inf), score)
+  for text, props in proposals.items():
+    ranked = sorted(props.items(), key=lambda item: (-item[1], item[0]))[:top_k]
+    cand[text, :len(ranked)] = [t for t, _ in ranked]
+    best[text, :len(ranked)] = [v for _, v in ranked]
+  return cand, best
+
+
+def skip_terms_of(dataset, groups: Groups, skip_groups: Sequence[str]) -> np.ndarray:
+  """Terms with an entry whose concept group (concepts.parquet `group`) is in `skip_groups`
+  (config.recovery.segment_skip_groups)."""
+  if not skip_groups or getattr(dataset, "groups", None) is None:
+    return np.zeros(0, np.int64)
+  return np.unique(groups.group_of[np.isin(dataset.groups, [str(g) for g in skip_groups])])
+
+
 def confidence_of(best: np.ndarray, confidence: str) -> np.ndarray:
   """[N] confidence in each pair's first candidate ("score" or "margin", module doc)."""
   if confidence == "score":
     return best[:, 0]
   if confidence == "margin":
     runner_up = best[:, 1] if best.shape[1] > 1 else np.full(len(best), -np.inf)
-    return np.where(np.isfinite(runner_up), best[:, 0] - runner_up, best[:, 0])
+    with np.errstate(invalid="ignore"):       # -inf - -inf where no candidate: not taken
+      return np.where(np.isfinite(runner_up), best[:, 0] - runner_up, best[:, 0])
   raise ValueError(f"confidence {confidence!r}: expected one of {CONFIDENCES}")

@@ -36,7 +36,9 @@ from line_jax import pipeline
 from line_jax import recovery as recovery_lib
 from line_jax import state as state_lib
 from line_jax import tables
+from line_jax import teachers as teachers_lib
 from line_jax import terms as terms_lib
+from line_jax.teachers import finetune
 from line_jax import workdir as workdir_lib
 from line_jax.data import prepare_dataset
 
@@ -284,6 +286,11 @@ class Trainer:
       teachers = (exporter.ensure_teacher(config.teacher1, ds, self.workdir),
                   exporter.ensure_teacher(config.teacher2, ds, self.workdir))
     self.teacher1, self.teacher2 = teachers
+    if (str(config.recovery.get("estimator", "residual")) == "segment" and
+        finetune.new_strings_config(config.teacher1, self.teacher1.meta).kind != "hf"):
+      raise ValueError("recovery.estimator='segment' embeds the texts' clauses with teacher "
+                       f"1, which is a {config.teacher1.kind!r} teacher: it needs kind 'hf' "
+                       "or 'finetuned'")
     self.table = graph_lib.NeighbourTable.from_dataset(ds, config.graph.symmetric)
     self.lists = pipeline.PairLists(ds, config.data.max_concepts_per_pair)
     self.mesh = make_mesh(devices)
@@ -328,6 +335,17 @@ class Trainer:
                  if self.cpu_kernel else "XLA")
     self.train_step = make_train_step(config, len(ds.relation_types), self.mesh,
                                       self.optimizer, self.cpu_kernel)
+
+  def string_embedder(self):
+    """Teacher 1 on new strings (what recovery.estimator "segment" embeds the clauses
+    with), or None where the estimator does not need it or teacher 1 cannot."""
+    if str(self.config.recovery.get("estimator", "residual")) != "segment":
+      return None
+    cfg = finetune.new_strings_config(self.config.teacher1, self.teacher1.meta)
+    if cfg.kind != "hf":
+      return None
+    encoder = teachers_lib.load_encoder(cfg)
+    return lambda strings: encoder.encode(list(strings))
 
   def _hard_table(self, pool: int) -> np.ndarray:
     """Each train-listed concept's `pool` nearest other-term concepts under teacher 2 (the
@@ -412,7 +430,8 @@ def _train(config, workdir, devices, force_new) -> dict:
       t0 = time.time()
       added, info = recovery_lib.recover(
           state["params"], trainer.lists, trainer.teacher1.text, trainer.table,
-          trainer.concept_table, trainer.negated_table, config, train_idx)
+          trainer.concept_table, trainer.negated_table, config, train_idx,
+          embed_strings=trainer.string_embedder())
       info["seconds"] = time.time() - t0
       trainer.lists.added[:] = added
       progress["recovered"] = True

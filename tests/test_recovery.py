@@ -76,6 +76,58 @@ class RecoveryTest(parameterized.TestCase):
     self.assertEqual(added[0], 10)
     self.assertEqual(added[3], -1)
 
+  def test_segment_recovery_adds_what_an_unexplained_clause_names(self):
+    rng = np.random.default_rng(1)
+    n, d = 40, 64
+    x = np.linalg.qr(rng.normal(size=(d, d)))[0][:n]
+    ids = [f"C{j}" for j in range(n)]
+    groups = ["finding"] * 30 + ["Clinical modifier"] * 10
+    pairs = dict(pair_id=["p0", "p1", "p2", "p3"],
+                 text=["C0, C10", "C2, mild", "C3 and near21", "C5"],
+                 concept_ids=[["C0"], ["C2"], ["C3"], ["C5"]],
+                 negated=[[False], [False], [False], [False]],
+                 rho=[1.0] * 4, split=["train"] * 4)
+    root = os.path.join(self.create_tempdir().full_path, "d")
+    ds_lib.write_dataset(root, dict(concept_id=ids, name=ids, group=groups),
+                         dict(head_id=["C38"], tail_id=["C39"], relation=["r"]), pairs)
+    ds = ds_lib.load_dataset(root)
+    clause = {"C0": x[0], "C10": x[10], "C2": x[2], "mild": x[30], "C3": x[3],
+              "near21": 0.8 * x[21] + 0.6 * x[3], "C5": x[5]}
+    strings = []
+
+    def embed(batch):
+      strings.extend(batch)
+      return np.stack([clause[b] for b in batch]).astype(np.float32)
+    params = model.init_params(jax.random.PRNGKey(0), d, d, d, 1, init="identity")
+    table = graph_lib.NeighbourTable.from_dataset(ds)
+    lists = pipeline.PairLists(ds, 8)
+    cfg = config_lib.base_config()
+    cfg.recovery.update(dict(estimator="segment", threshold=0.5, dictionary_chunk=16,
+                             segment_skip_groups=("Clinical modifier",), segment_explained_k=3))
+    xt = jnp.asarray(x, jnp.float32)
+    text = np.zeros((4, d), np.float32)     # the whole texts' rows are not read
+    added, info = recovery.recover(params, lists, text, table, xt, xt, cfg, np.arange(4),
+                                   embed_strings=embed)
+    # p0: "C10" names an unlisted concept; p1: "mild" is a modifier; p2: the clause's
+    # runner-up C3 is listed, so the list explains it; p3 has no clause.
+    np.testing.assert_array_equal(added, [10, -1, -1, -1])
+    self.assertEqual(sorted(strings), sorted(["C0", "C10", "C2", "mild", "C3", "near21"]))
+    cfg.recovery.segment_explained_k = 1   # only the best term explains: near21 -> C21
+    added, _ = recovery.recover(params, lists, text, table, xt, xt, cfg, np.arange(4),
+                                embed_strings=embed)
+    np.testing.assert_array_equal(added, [10, -1, 21, -1])
+    cfg.recovery.threshold = 0.9           # C21 at cosine 0.8 is below it
+    added, _ = recovery.recover(params, lists, text, table, xt, xt, cfg, np.arange(4),
+                                embed_strings=embed)
+    np.testing.assert_array_equal(added, [10, -1, -1, -1])
+    cfg.recovery.segment_skip_groups = ()          # a modifier may be added when not skipped
+    cfg.recovery.threshold = 0.5
+    added, _ = recovery.recover(params, lists, text, table, xt, xt, cfg, np.arange(4),
+                                embed_strings=embed)
+    np.testing.assert_array_equal(added, [10, 30, 21, -1])
+    with self.assertRaisesRegex(ValueError, "needs a teacher 1 that embeds new strings"):
+      recovery.recover(params, lists, text, table, xt, xt, cfg, np.arange(4))
+
   def test_addition_precision_against_true_lists(self):
     ids = ["C0", "C1", "C2", "C3"]
     pairs = dict(pair_id=["p0", "p1", "p2"], text=["a", "b", "c"],

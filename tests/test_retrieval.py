@@ -119,6 +119,54 @@ class RecoveryTest(parameterized.TestCase):
     if estimator == "residual":
       np.testing.assert_allclose(best[:, 0], 1.0, atol=1e-6)
 
+  def test_segment_candidates_propose_unexplained_clauses(self):
+    # Pair 0 (lists 0, 1) has clauses naming 0 (explained), 5 (missing) and 7 at 0.6
+    # beside 1 at 0.8 (explained by listed 1); pair 1 (lists 2) has a clause naming 6 at
+    # cosine 0.8 and one naming 4, a term to skip.
+    # (Small parts along unlisted terms 3 and 7 keep the k best free of ties.)
+    tail = 0.2 * unit(3) + 0.1 * unit(7)
+    clauses = np.stack([unit(0), unit(5) + tail, 0.6 * unit(7) + 0.8 * unit(1),
+                        0.8 * unit(6) + 0.6 * unit(3), unit(4) + tail])
+    owner = np.array([0, 0, 0, 1, 1])
+    for chunk in (1, 2, 256):
+      cand, best = terms.segment_candidates(clauses, owner, 2, self.offsets, self.flat,
+                                            self.keys, top_k=3, explained_k=2,
+                                            skip_terms=np.array([4]), chunk=chunk)
+      np.testing.assert_array_equal(cand, [[5, -1, -1], [6, -1, -1]])
+      np.testing.assert_allclose(best[:, 0], [1 / np.sqrt(1.05), 0.8], atol=1e-6)
+      self.assertTrue(np.isinf(best[:, 1:]).all())
+    # Without skipping, 4 is proposed; pair 0's third clause stays explained by its best
+    # term, listed 1, whatever explained_k.
+    cand, _ = terms.segment_candidates(clauses, owner, 2, self.offsets, self.flat, self.keys,
+                                       top_k=3, explained_k=1)
+    np.testing.assert_array_equal(cand, [[5, -1, -1], [4, 6, -1]])
+    # A clause whose best is unlisted but runner-up listed: explained only with k >= 2.
+    odd = np.stack([0.8 * unit(7) + 0.6 * unit(1)])
+    for k, want in ((1, 7), (2, -1)):
+      cand, _ = terms.segment_candidates(odd, [0], 2, self.offsets, self.flat, self.keys,
+                                         top_k=1, explained_k=k)
+      self.assertEqual(cand[0, 0], want)
+
+  def test_recovery_evaluation_of_the_segment_estimator(self):
+    settings = retrieval.JointSettings(recovery_top_k=2, estimators=("segment", "residual"),
+                                       min_added=1)
+    tail = 0.2 * unit(4) + 0.1 * unit(7)                  # no ties among the best terms
+    clauses = (np.stack([unit(5) + tail, unit(6) + tail, 0.5 * unit(3) + tail]),
+               np.array([0, 1, 1]))
+    out = retrieval.recovery_evaluation(self.texts, self.proxies, self.offsets, self.flat,
+                                        self.true_offsets, self.true_flat, self.keys,
+                                        terms.Groups.identity(8), settings, clauses=clauses)
+    e = out["estimators"]["segment"]
+    self.assertEqual((e["hit@1"], e["hit@2"]), (1.0, 1.0))
+    op = e["score"]["operating_point"]
+    self.assertEqual((op["added"], op["correct"], op["recall"]), (2, 2, 1.0))
+    out = retrieval.recovery_evaluation(self.texts, self.proxies, self.offsets, self.flat,
+                                        self.true_offsets, self.true_flat, self.keys,
+                                        terms.Groups.identity(8), settings)
+    self.assertNotIn("segment", out["estimators"])
+    self.assertIn("segment", out["skipped"])
+    self.assertIn("residual", out["estimators"])
+
   def test_completion_gain_matches_its_definition(self):
     rng = np.random.default_rng(1)
     keys = rng.normal(size=(12, 6)).astype(np.float32)

@@ -155,6 +155,12 @@ class TrainTest(parameterized.TestCase):
 
 class TeacherTextRowsTest(absltest.TestCase):
 
+  def test_segment_recovery_needs_a_teacher_1_for_new_strings(self):
+    config = make_config(self.create_tempdir().full_path)
+    config.recovery.estimator = "segment"
+    with self.assertRaisesRegex(ValueError, "which is a 'synthetic' teacher: it needs kind"):
+      trainer_lib.Trainer(config, self.create_tempdir().full_path)
+
   def test_teacher1_must_embed_every_text(self):
     config = make_config(self.create_tempdir().full_path)
     config.teacher1.text_rows = "eval"

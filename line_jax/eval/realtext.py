@@ -98,7 +98,7 @@ def alignment_ranks(proxies: np.ndarray, texts: np.ndarray, num_negatives: int,
   return metrics.ranks_against_negatives(own, np.take_along_axis(scores, negatives, axis=1))
 
 
-def _embedders(model) -> List[tuple]:
+def string_embedders(model) -> List[tuple]:
   """(key, label, embed strings -> [N, d], dictionary [C, d]) of each space; skipped ones
   as (key, reason)."""
   encoders, out = {}, []
@@ -156,7 +156,7 @@ def evaluate_realtext(model, settings, groups: terms.Groups,
   masks.update({n: data["collections"] == n for n in names} if len(names) > 1 else {})
   owner, target = terms.listed_targets(data["offsets"], data["flat"],
                                            np.zeros(len(data["flat"]), bool), groups)
-  for item in (embedders if embedders is not None else _embedders(model)):
+  for item in (embedders if embedders is not None else string_embedders(model)):
     if len(item) == 2:
       out["skipped"][item[0]] = item[1]
       continue

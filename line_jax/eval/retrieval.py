@@ -37,6 +37,7 @@ from line_jax.eval import joint_plots
 from line_jax.eval import realtext
 from line_jax.eval.spaces import list_slices, true_slices
 from line_jax.terms import (CONFIDENCES, ESTIMATORS, Groups, confidence_of, dataset_groups,
+                            segment_candidates, skip_terms_of,
                             listed_targets, recovery_candidates, retrieval_ranks,
                             retrieval_summary)
 
@@ -63,6 +64,8 @@ class JointSettings:
   estimator: str = "residual"               # recovery.estimator (the one stage 2 applies)
   confidence: str = "score"                 # recovery.confidence
   threshold: float = 0.9                    # recovery.threshold
+  explained_k: int = 3                      # recovery.segment_explained_k
+  segment_skip_groups: Tuple[str, ...] = ()  # recovery.segment_skip_groups
   by_term: bool = True                      # eval.retrieval_by_term: synonym entries
                                             # count as their term (False: every entry apart)
   realtext: str = ""                        # eval.realtext: JSONL of annotated sentences
@@ -90,6 +93,9 @@ def read_settings(config) -> JointSettings:
       estimator=str(rget("estimator", d.estimator)),
       confidence=str(rget("confidence", d.confidence)),
       threshold=float(rget("threshold", d.threshold)),
+      explained_k=int(rget("segment_explained_k", d.explained_k)),
+      segment_skip_groups=tuple(str(g) for g in rget("segment_skip_groups",
+                                                     d.segment_skip_groups)),
       by_term=bool(get("retrieval_by_term", d.by_term)),
       realtext=str(get("realtext", d.realtext) or ""),
       realtext_ids_field=str(get("realtext_ids_field", d.realtext_ids_field)),
@@ -168,17 +174,33 @@ def operating_point(conf: np.ndarray, correct: np.ndarray, num_missing: int,
 
 def recovery_evaluation(texts, proxies, list_offsets, list_flat, true_offsets, true_flat,
                         keys, groups: Groups, settings: JointSettings,
-                        real_mask: Optional[np.ndarray] = None) -> Dict:
-  """Hit rates, curves and operating points of every estimator x confidence (module doc)."""
+                        real_mask: Optional[np.ndarray] = None,
+                        clauses: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+                        skip_terms: Optional[np.ndarray] = None) -> Dict:
+  """Hit rates, curves and operating points of every estimator x confidence (module doc).
+
+  `clauses`: (embeddings [P, d], text index [P]) of the texts' clauses in this space, for
+  the "segment" estimator (skipped, with the reason, without them); `skip_terms`: terms it
+  never proposes (`recovery.segment_skip_groups`)."""
   missing = missing_terms(list_offsets, list_flat, true_offsets, true_flat, groups)
   num_missing = int(sum(len(m) for m in missing))
   with_missing = np.array([bool(m) for m in missing])
   out = {"num_pairs": int(len(missing)), "pairs_with_missing": int(with_missing.sum()),
          "num_missing": num_missing, "estimators": {}}
   for estimator in settings.estimators:
-    cand, best = recovery_candidates(texts, proxies, list_offsets, list_flat, keys,
-                                     estimator, groups, settings.recovery_top_k,
-                                     settings.chunk)
+    if estimator == "segment":
+      if clauses is None:
+        out.setdefault("skipped", {})[estimator] = (
+            "this space embeds no new strings (the teachers and LINE do, with a Hugging "
+            "Face teacher)")
+        continue
+      cand, best = segment_candidates(clauses[0], clauses[1], len(missing), list_offsets,
+                                      list_flat, keys, groups, settings.recovery_top_k,
+                                      settings.explained_k, skip_terms, settings.chunk)
+    else:
+      cand, best = recovery_candidates(texts, proxies, list_offsets, list_flat, keys,
+                                       estimator, groups, settings.recovery_top_k,
+                                       settings.chunk)
     hit = np.array([[c in m for c in row] for row, m in zip(cand.tolist(), missing)], bool)
     correct = hit[:, 0]
     entry = {"hit@1": float(correct[with_missing].mean()) if with_missing.any() else None,
@@ -224,6 +246,30 @@ def source_masks(dataset, pair_idx: np.ndarray) -> Dict[str, np.ndarray]:
                else np.asarray(dataset.synthetic, bool)[pair_idx])
   return {name: (np.ones(len(pair_idx), bool) if flag is None else synthetic == flag)
           for name, flag in SOURCES}
+
+
+def _vignette_clauses(model, pair_idx: np.ndarray, settings: JointSettings) -> Dict:
+  """{space key: (clause embeddings, text index)} of the texts' clauses (the whole text
+  left out), for every space that embeds new strings (`realtext.string_embedders`)."""
+  texts = [str(model.dataset.texts[i]) for i in pair_idx]
+  pieces, owner = segments.segment_table(texts, settings.segment_pattern or "")
+  clause = np.r_[False, owner[1:] == owner[:-1]] if len(owner) else np.zeros(0, bool)
+  pieces = [p for p, keep in zip(pieces, clause) if keep]
+  out = {}
+  try:
+    embedders = realtext.string_embedders(model)
+  except (ValueError, OSError) as e:      # a teacher whose encoder cannot be loaded
+    logging.warning("segment recovery skipped: the teachers' encoders cannot be loaded (%s)",
+                    e)
+    return out
+  for item in embedders:
+    if len(item) == 3:
+      key, embed, _ = item
+      out[key] = (np.asarray(embed(pieces), np.float32) if pieces
+                  else np.zeros((0, 1), np.float32), owner[clause])
+  logging.info("segment recovery: %d clauses of %d texts, spaces %s", len(pieces),
+               len(texts), sorted(out))
+  return out
 
 
 def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) -> Dict:
@@ -273,6 +319,10 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
   if len(vig_rows):
     true_offsets, true_flat = true_slices(dataset, pair_idx[vig_rows])
     vig_offsets, vig_flat, _ = list_slices(dataset, pair_idx[vig_rows])
+  clause_inputs = {}
+  if len(vig_rows) and "segment" in settings.estimators:
+    clause_inputs = _vignette_clauses(model, pair_idx[vig_rows], settings)
+  skip_terms = skip_terms_of(dataset, groups, settings.segment_skip_groups)
   for space in spaces:
     out["models"][space.key] = space.label
     texts = np.asarray(space.embed_texts(pair_idx), np.float32)
@@ -290,7 +340,7 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
       proxies = np.asarray(space.proxies(dataset, pair_idx[vig_rows]), np.float32)
       out["recovery"]["results"][space.key] = recovery_evaluation(
           texts[vig_rows], proxies, vig_offsets, vig_flat, true_offsets, true_flat, keys,
-          groups, settings)
+          groups, settings, clauses=clause_inputs.get(space.key), skip_terms=skip_terms)
     logging.info("joint space %s: text->concept %s", space.key,
                  out["text_to_concept"][space.key]["all"])
   if settings.realtext:
