@@ -10,6 +10,7 @@ import numpy as np
 
 from configs import test as test_config
 from line_jax import segments
+from line_jax import terms
 from line_jax import trainer as trainer_lib
 from line_jax.eval import spaces
 from line_jax.api import LineModel, TeacherUnavailableError
@@ -183,6 +184,31 @@ class HfTextTeacherTest(absltest.TestCase):
     hits = self.model.nearest_concepts("severe chest pain", k=3)
     self.assertLen(hits, 3)
     self.assertTrue(all(h[0] in set(self.model.dataset.concept_ids) for h in hits))
+
+  def test_missing_concepts_are_what_unexplained_clauses_name(self):
+    model = self.model
+    text = "severe chest pain, fever and no cough"
+    clauses = segments.split_segments(text)[1:]
+    groups = terms.dataset_groups(model.dataset)
+    ids = [str(c) for c in model.dataset.concept_ids]
+    rep = lambda cid: ids[groups.representative[groups.group_of[ids.index(cid)]]]  # noqa
+    nearest = [model.nearest_concepts(c, k=1)[0] for c in clauses]
+    got = model.missing_concepts(text, [], k=10)
+    # An empty list explains nothing: every clause proposes its nearest term, best first.
+    want = {}
+    for clause, (cid, _, score) in zip(clauses, nearest):
+      if rep(cid) not in want or score > want[rep(cid)][0]:
+        want[rep(cid)] = (score, clause)
+    self.assertEqual([g[0] for g in got], sorted(want, key=lambda c: -want[c][0]))
+    for cid, _, score, clause in got:
+      self.assertAlmostEqual(score, want[cid][0], places=5)
+      self.assertEqual(clause, want[cid][1])
+    self.assertLen(model.missing_concepts(text, [], k=1), 1)
+    # Listing each clause's nearest concept explains every clause.
+    self.assertEqual(model.missing_concepts(text, [n[0] for n in nearest]), [])
+    with self.assertRaisesRegex(DataError, "'nope' \\(position 0\\)"):
+      model.missing_concepts(text, ["nope"])
+    self.assertEqual(model.missing_concepts("fever", []), [])      # no clause
 
   def test_nearest_concepts_by_segment_is_the_best_segment(self):
     text = "severe chest pain, fever and no cough"
