@@ -271,6 +271,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.recovery_min_precision = 0.5   # operating point: best recall at this precision
   c.eval.recovery_min_added = 10    # ... among thresholds adding at least this many
   c.eval.recovery_curve_points = 41
+  c.eval.recovery_choose_on = "valid"   # the split whose vignettes choose each recovery
+                                    # operating point, then applied to the evaluated split
+                                    # ("" = none; skipped when it is the evaluated split)
   c.eval.realtext = ""              # JSONL of real sentences (text + concept ids) to score
                                     # at evaluation only; "" = none
   c.eval.realtext_ids_field = "hpo_ids"   # its field with the list of concept ids

@@ -167,6 +167,26 @@ class RecoveryTest(parameterized.TestCase):
     self.assertIn("segment", out["skipped"])
     self.assertIn("residual", out["estimators"])
 
+  def test_operating_point_chosen_on_another_split(self):
+    settings = retrieval.JointSettings(recovery_top_k=2, estimators=("residual",),
+                                       min_added=1)
+    args = (self.texts, self.proxies, self.offsets, self.flat, self.true_offsets,
+            self.true_flat, self.keys, terms.Groups.identity(8), settings)
+    here = retrieval.recovery_evaluation(*args)
+    conf_here = [1.0, 1.0]                  # both residuals are their missing concepts
+    chosen = {"estimators": {"residual": {"score": {"operating_point": dict(
+        threshold=1.5, precision=0.9, recall=0.4, reached=True)}}}}
+    out = retrieval.recovery_evaluation(*args, chosen=chosen)
+    at = out["estimators"]["residual"]["score"]["at_chosen_point"]
+    # Nothing reaches a threshold of 1.5 here; the chosen figures are carried along.
+    self.assertEqual((at["added"], at["threshold"], at["chosen_precision"]), (0, 1.5, 0.9))
+    chosen["estimators"]["residual"]["score"]["operating_point"]["threshold"] = 0.99
+    at = retrieval.recovery_evaluation(*args, chosen=chosen)["estimators"]["residual"][
+        "score"]["at_chosen_point"]
+    self.assertEqual((at["added"], at["correct"], at["recall"]), (len(conf_here), 2, 1.0))
+    self.assertNotIn("at_chosen_point", here["estimators"]["residual"]["score"])
+    self.assertNotIn("at_chosen_point", out["estimators"]["residual"]["margin"])
+
   def test_completion_gain_matches_its_definition(self):
     rng = np.random.default_rng(1)
     keys = rng.normal(size=(12, 6)).astype(np.float32)
@@ -348,7 +368,34 @@ class EvaluateJointTest(absltest.TestCase):
       self.assertBetween(r["all"]["mrr"], 1 / test_evaluate.NUM_CONCEPTS, 1.0)
     rec = joint["recovery"]["results"]["line"]
     self.assertGreater(rec["num_missing"], 0)
+    # This dataset has no validation split: no operating point is chosen elsewhere.
+    self.assertNotIn("chosen_on", joint["recovery"])
+    self.assertNotIn("at_chosen_point", rec["estimators"]["residual"]["score"])
+    self.assertIn("segment skipped", text)     # the fake teachers embed no new strings
     self.assertIn("(a) Text -> concept retrieval", text)
+
+  def test_operating_points_chosen_on_another_split_are_applied(self):
+    model = test_evaluate.make_model()
+    model.config.eval.recovery_choose_on = "train"      # its vignettes, not the test split's
+    with tempfile.TemporaryDirectory() as workdir:
+      protocols.run_alone(model, workdir, "joint")
+      with open(os.path.join(workdir, "metrics.json")) as f:
+        joint = json.load(f)["joint"]
+      text = open(os.path.join(workdir, retrieval.REPORT_FILE)).read()
+    self.assertEqual(joint["split"], "test")
+    self.assertEqual(joint["recovery"]["chosen_on"],
+                     {"split": "train", "vignettes": len(model.dataset.split_indices("train"))})
+    for key in ("teacher1", "line"):
+      e = joint["recovery"]["results"][key]["estimators"]["residual"]["score"]
+      at = e["at_chosen_point"]
+      self.assertNotEqual(at["threshold"], e["operating_point"]["threshold"])
+      self.assertBetween(at["added"], 0, joint["recovery"]["results"][key]["num_pairs"])
+    self.assertIn("Chosen on train", text)
+    model.config.eval.recovery_choose_on = "test"       # the evaluated split: never
+    with tempfile.TemporaryDirectory() as workdir:
+      protocols.run_alone(model, workdir, "joint")
+      with open(os.path.join(workdir, "metrics.json")) as f:
+        self.assertNotIn("chosen_on", json.load(f)["joint"]["recovery"])
     self.assertIn("(c) Recovery of a missing concept", text)
 
 

@@ -65,6 +65,9 @@ class JointSettings:
   confidence: str = "score"                 # recovery.confidence
   threshold: float = 0.9                    # recovery.threshold
   explained_k: int = 3                      # recovery.segment_explained_k
+  choose_on: str = "valid"                  # eval.recovery_choose_on: the split whose
+                                            # vignettes choose each operating point applied
+                                            # to the evaluated split ("" = none)
   segment_skip_groups: Tuple[str, ...] = ()  # recovery.segment_skip_groups
   by_term: bool = True                      # eval.retrieval_by_term: synonym entries
                                             # count as their term (False: every entry apart)
@@ -94,6 +97,7 @@ def read_settings(config) -> JointSettings:
       confidence=str(rget("confidence", d.confidence)),
       threshold=float(rget("threshold", d.threshold)),
       explained_k=int(rget("segment_explained_k", d.explained_k)),
+      choose_on=str(get("recovery_choose_on", d.choose_on) or ""),
       segment_skip_groups=tuple(str(g) for g in rget("segment_skip_groups",
                                                      d.segment_skip_groups)),
       by_term=bool(get("retrieval_by_term", d.by_term)),
@@ -176,12 +180,15 @@ def recovery_evaluation(texts, proxies, list_offsets, list_flat, true_offsets, t
                         keys, groups: Groups, settings: JointSettings,
                         real_mask: Optional[np.ndarray] = None,
                         clauses: Optional[Tuple[np.ndarray, np.ndarray]] = None,
-                        skip_terms: Optional[np.ndarray] = None) -> Dict:
+                        skip_terms: Optional[np.ndarray] = None,
+                        chosen: Optional[Dict] = None) -> Dict:
   """Hit rates, curves and operating points of every estimator x confidence (module doc).
 
   `clauses`: (embeddings [P, d], text index [P]) of the texts' clauses in this space, for
   the "segment" estimator (skipped, with the reason, without them); `skip_terms`: terms it
-  never proposes (`recovery.segment_skip_groups`)."""
+  never proposes (`recovery.segment_skip_groups`). `chosen`: another split's result of this
+  function; each estimator x confidence then also reports precision and recall here at
+  that split's operating point (`at_chosen_point`)."""
   missing = missing_terms(list_offsets, list_flat, true_offsets, true_flat, groups)
   num_missing = int(sum(len(m) for m in missing))
   with_missing = np.array([bool(m) for m in missing])
@@ -215,6 +222,13 @@ def recovery_evaluation(texts, proxies, list_offsets, list_flat, true_offsets, t
           "curve": [precision_recall_at(conf, correct, num_missing, t) for t in grid],
           "operating_point": operating_point(conf, correct, num_missing,
                                              settings.min_precision, settings.min_added)}
+      point = ((chosen or {}).get("estimators", {}).get(estimator, {}).get(confidence, {})
+               .get("operating_point"))
+      if point is not None:
+        entry[confidence]["at_chosen_point"] = dict(
+            precision_recall_at(conf, correct, num_missing, point["threshold"]),
+            chosen_precision=point["precision"], chosen_recall=point["recall"],
+            reached=point["reached"])
       if estimator == settings.estimator and confidence == settings.confidence:
         entry[confidence]["configured"] = precision_recall_at(conf, correct, num_missing,
                                                               settings.threshold)
@@ -322,6 +336,19 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
   clause_inputs = {}
   if len(vig_rows) and "segment" in settings.estimators:
     clause_inputs = _vignette_clauses(model, pair_idx[vig_rows], settings)
+  # The split whose vignettes choose the operating points (never the evaluated pairs).
+  choose = np.zeros(0, np.int64)
+  if len(vig_rows) and settings.choose_on:
+    choose = dataset.split_indices(settings.choose_on)
+    choose = choose[source_masks(dataset, choose)["vignette"]]
+    if np.isin(choose, pair_idx).any():
+      choose = np.zeros(0, np.int64)
+  if len(choose):
+    ch_true = true_slices(dataset, choose)
+    ch_lists = list_slices(dataset, choose)[:2]
+    ch_clauses = (_vignette_clauses(model, choose, settings)
+                  if "segment" in settings.estimators else {})
+    out["recovery"]["chosen_on"] = {"split": settings.choose_on, "vignettes": int(len(choose))}
   skip_terms = skip_terms_of(dataset, groups, settings.segment_skip_groups)
   for space in spaces:
     out["models"][space.key] = space.label
@@ -338,9 +365,16 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
                                                                           settings.ks)
     if len(vig_rows):
       proxies = np.asarray(space.proxies(dataset, pair_idx[vig_rows]), np.float32)
+      chosen = None
+      if len(choose):
+        chosen = recovery_evaluation(
+            np.asarray(space.embed_texts(choose), np.float32),
+            np.asarray(space.proxies(dataset, choose), np.float32), *ch_lists, *ch_true,
+            keys, groups, settings, clauses=ch_clauses.get(space.key), skip_terms=skip_terms)
       out["recovery"]["results"][space.key] = recovery_evaluation(
           texts[vig_rows], proxies, vig_offsets, vig_flat, true_offsets, true_flat, keys,
-          groups, settings, clauses=clause_inputs.get(space.key), skip_terms=skip_terms)
+          groups, settings, clauses=clause_inputs.get(space.key), skip_terms=skip_terms,
+          chosen=chosen)
     logging.info("joint space %s: text->concept %s", space.key,
                  out["text_to_concept"][space.key]["all"])
   if settings.realtext:
@@ -416,19 +450,36 @@ def render_markdown(result: Optional[Dict]) -> str:
                    f"{s['threshold']}.")
       lines.append("")
     hk = s["recovery_top_k"]
+    chosen_on = rec.get("chosen_on")
+    if chosen_on:
+      lines += [f"Chosen on {chosen_on['split']}: each operating point chosen on the "
+                f"{chosen_on['vignettes']} vignettes of split `{chosen_on['split']}` "
+                "(eval.recovery_choose_on) and applied here, its threshold, precision and "
+                "recall there, then here.", ""]
     lines += [f"| model | estimator | hit@1 | hit@{hk} | confidence | op. threshold | "
-              "op. precision | op. recall | configured precision | configured recall |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "op. precision | op. recall | configured precision | configured recall |"
+              + (" chosen threshold | chosen there (P / R) | here (P / R) |"
+                 if chosen_on else ""),
+              "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if chosen_on
+                                                            else "")]
     for key, res in rec["results"].items():
       for est, e in res["estimators"].items():
         for conf in CONFIDENCES:
           op = e[conf]["operating_point"]
           cfg = e[conf].get("configured", {})
+          at = e[conf].get("at_chosen_point")
           lines.append(
               f"| {models.get(key, key)} | {est} | {_f(e['hit@1'])} | "
               f"{_f(e[f'hit@{hk}'])} | {conf} | {_f(op['threshold'], 4)} | "
               f"{_f(op['precision'])} | {_f(op['recall'])} | {_f(cfg.get('precision'))} | "
-              f"{_f(cfg.get('recall'))} |")
+              f"{_f(cfg.get('recall'))} |"
+              + ((f" {_f(at['threshold'], 4)} | {_f(at['chosen_precision'])} / "
+                  f"{_f(at['chosen_recall'])} | {_f(at['precision'])} / {_f(at['recall'])} |")
+                 if at else (" | | |" if chosen_on else "")))
+    for key, res in rec["results"].items():
+      if res.get("skipped"):
+        lines.append(f"- {models.get(key, key)}: " + "; ".join(
+            f"{est} skipped, {why}" for est, why in res["skipped"].items()))
   if "realtext" in result:
     lines += realtext.render_markdown(result["realtext"], ks)
   if result.get("plot"):
