@@ -250,6 +250,16 @@ def write_jsonl(rows):
   return handle.name
 
 
+class FourConcepts:
+  """The model the real-text evaluation reads when embedders are given: a dictionary of
+  concepts C0..C3."""
+
+  class dataset:   # pylint: disable=invalid-name
+    @staticmethod
+    def concept_index():
+      return {f"C{i}": i for i in range(4)}
+
+
 class RealTextTest(absltest.TestCase):
 
   def test_unknown_ids_are_counted_not_dropped_silently(self):
@@ -281,17 +291,12 @@ class RealTextTest(absltest.TestCase):
     path = write_jsonl([{"text": f"s{i}", "ids": [f"C{i}"]} for i in range(4)])
     self.addCleanup(os.remove, path)
 
-    class Model:
-      class dataset:   # pylint: disable=invalid-name
-        @staticmethod
-        def concept_index():
-          return {f"C{i}": i for i in range(4)}
     settings = retrieval.JointSettings(realtext=path, realtext_ids_field="ids",
                                        num_negatives=3)
     perfect = ("perfect", lambda texts: keys[[int(t[1]) for t in texts]], lambda: keys)
     shifted = ("shifted", lambda texts: keys[[(int(t[1]) + 1) % 4 for t in texts]],
                lambda: keys)
-    out = realtext.evaluate_realtext(Model, settings, terms.Groups.identity(4),
+    out = realtext.evaluate_realtext(FourConcepts, settings, terms.Groups.identity(4),
                                      [perfect, shifted, ("other", "no encoder")])
     self.assertEqual(out["alignment"]["perfect"]["all"]["mean_reciprocal_rank"], 1.0)
     self.assertEqual(out["text_to_concept"]["perfect"]["all"]["recall@1"], 1.0)
@@ -301,7 +306,6 @@ class RealTextTest(absltest.TestCase):
     self.assertIn("| perfect | all | 1.000 |",
                   "\n".join(realtext.render_markdown(out, (1, 10))))
 
-
   def test_segments_find_what_one_clause_names(self):
     keys = np.eye(4, dtype=np.float32)
     # "sA, sB": the whole sentence embeds as its first clause's concept A.
@@ -309,17 +313,13 @@ class RealTextTest(absltest.TestCase):
                         {"text": "s1 and s3", "ids": ["C1", "C3"]}])
     self.addCleanup(os.remove, path)
 
-    class Model:
-      class dataset:   # pylint: disable=invalid-name
-        @staticmethod
-        def concept_index():
-          return {f"C{i}": i for i in range(4)}
     first = ("first", lambda texts: keys[[int(t[1]) for t in texts]], lambda: keys)
     for pattern, segment_r1 in ((retrieval.JointSettings().segment_pattern, 1.0),
                                 ("", None)):
       settings = retrieval.JointSettings(realtext=path, realtext_ids_field="ids",
                                          num_negatives=1, segment_pattern=pattern)
-      out = realtext.evaluate_realtext(Model, settings, terms.Groups.identity(4), [first])
+      out = realtext.evaluate_realtext(FourConcepts, settings, terms.Groups.identity(4),
+                                       [first])
       self.assertEqual(out["text_to_concept"]["first"]["all"]["recall@1"], 0.5)
       if segment_r1 is None:
         self.assertNotIn("text_to_concept_segments", out)
