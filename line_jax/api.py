@@ -379,8 +379,8 @@ class LineModel:
       raise TypeError(f"missing_concepts takes one string, not a {type(text).__name__}")
     listed = self.concept_rows(list(concept_ids))
     rc = self.config.recovery
-    clauses = segments_lib.split_segments(
-        text, self.config.eval.get("segment_pattern", segments_lib.DEFAULT_PATTERN) or "")[1:]
+    clauses, _ = segments_lib.clause_table(
+        [text], self.config.eval.get("segment_pattern", segments_lib.DEFAULT_PATTERN) or "")
     if not clauses:
       return []
     if self._groups is None:

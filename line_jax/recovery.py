@@ -18,10 +18,9 @@ The dictionary holds the positive concepts only: negated entries stand for an ab
 text states explicitly, which a residual of missed words should not be matched to.
 
 Memory: G of the dictionary and of the negated entries is held on the host (their rows form
-the residuals), the dictionary once more on the devices (the search); the pairs go through
-in blocks of `recovery.pair_block`
-(their text projections, residuals and candidates), so the paper's 7.2M pairs need no
-[P, d] array at all.
+the residuals), the dictionary once more on the devices for the entry-level search; the
+pairs go through in blocks of `recovery.pair_block` (their text projections, residuals and
+candidates), so the paper's 7.2M pairs need no [P, d] array at all.
 """
 
 from __future__ import annotations
@@ -122,10 +121,6 @@ def _recover(params, lists, text, table, concept_table, negated_table, config, p
   neg_rows = projection.project_concepts(params, table, concept_table, negated_table,
                                          neg_concepts, np.ones(len(neg_concepts), bool),
                                          settings)
-  dictionary = search_lib.Dictionary(
-      positive, min(int(rc.top_k), dataset.num_concepts), normalize=True,
-      devices=jax.local_devices(),   # multi-host: every process recovers the same lists
-      **search_lib.search_config_kwargs(config.search))
   confidence = str(rc.get("confidence", "score"))
   groups = terms.dataset_groups(dataset)
   # The paper's search over dictionary entries, unless another estimator or confidence is
@@ -133,21 +128,24 @@ def _recover(params, lists, text, table, concept_table, negated_table, config, p
   # candidate): the term-level scoring of line_jax.terms, which evaluation reports.
   by_term = (estimator, confidence) != ("residual", "score") or (
       groups.num_groups < dataset.num_concepts)
+  # The device copy of the dictionary serves the entry-level search alone.
+  dictionary = None if by_term else search_lib.Dictionary(
+      positive, min(int(rc.top_k), dataset.num_concepts), normalize=True,
+      devices=jax.local_devices(),   # multi-host: every process recovers the same lists
+      **search_lib.search_config_kwargs(config.search))
 
   skip_terms = terms.skip_terms_of(dataset, groups, rc.get("segment_skip_groups", ()))
   pattern = str(config.eval.get("segment_pattern", segments.DEFAULT_PATTERN) or "")
 
   def segment_additions(rows):
-    pieces, owner = segments.segment_table([str(dataset.texts[i]) for i in rows], pattern)
-    clause = np.r_[False, owner[1:] == owner[:-1]] if len(owner) else np.zeros(0, bool)
-    pieces = [p for p, keep in zip(pieces, clause) if keep]
+    pieces, owner = segments.clause_table([str(dataset.texts[i]) for i in rows], pattern)
     emb = (projection.project_texts(params, np.asarray(embed_strings(pieces), np.float32),
                                     rc.dictionary_chunk, normalize)
            if pieces else np.zeros((0, positive.shape[1]), np.float32))
     idx, _, real = lists.padded(rows)
     offsets = np.zeros(len(rows) + 1, np.int64)
     np.cumsum(real.sum(axis=1), out=offsets[1:])
-    cand, best = terms.segment_candidates(emb, owner[clause], len(rows), offsets, idx[real],
+    cand, best = terms.segment_candidates(emb, owner, len(rows), offsets, idx[real],
                                           positive, groups, 1,
                                           int(rc.get("segment_explained_k", 3)), skip_terms)
     take = (best[:, 0] >= float(rc.threshold)) & (cand[:, 0] >= 0)

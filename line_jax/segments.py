@@ -54,3 +54,12 @@ def segment_table(texts: Sequence[str], pattern: str = DEFAULT_PATTERN
     segments += pieces
     owner += [i] * len(pieces)
   return segments, np.asarray(owner, np.int64)
+
+
+def clause_table(texts: Sequence[str], pattern: str = DEFAULT_PATTERN
+                 ) -> Tuple[List[str], np.ndarray]:
+  """`segment_table` without the whole texts: (every text's clauses, [P] int64 index of the
+  text each belongs to, non-decreasing; a text without a clause has none)."""
+  pieces, owner = segment_table(texts, pattern)
+  clause = np.r_[False, owner[1:] == owner[:-1]] if len(owner) else np.zeros(0, bool)
+  return [p for p, keep in zip(pieces, clause) if keep], owner[clause]

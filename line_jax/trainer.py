@@ -306,13 +306,14 @@ class Trainer:
                        f"{tuple(names.shape)} rows for {ds.num_concepts} concepts")
     # Extra random receivers only serve the terms that read G of the batch's concepts.
     extra = int(config.loss.random_concepts) if settings.needs_receivers else 0
-    groups = None
     contrastive = bool(settings.weights[3] or settings.weights[5])
-    if contrastive and not config.loss.same_term_negatives:
-      groups = terms_lib.dataset_groups(ds).group_of
     hard, num_hard = None, int(config.loss.get("hard_negatives", 0)) if contrastive else 0
+    same_term_masked = contrastive and not config.loss.same_term_negatives
+    term_of = (terms_lib.dataset_groups(ds).group_of if num_hard or same_term_masked
+               else None)                        # read once for both uses
+    groups = term_of if same_term_masked else None
     if num_hard:
-      hard = self._hard_table(int(config.loss.hard_pool))
+      hard = self._hard_table(int(config.loss.hard_pool), term_of)
     self.builder = pipeline.BatchBuilder(self.lists, self.table, self.teacher1.text,
                                          shapes, config.train.seed, names=names,
                                          groups=groups, random_concepts=extra,
@@ -347,15 +348,15 @@ class Trainer:
     encoder = teachers_lib.load_encoder(cfg)
     return lambda strings: encoder.encode(list(strings))
 
-  def _hard_table(self, pool: int) -> np.ndarray:
+  def _hard_table(self, pool: int, term_of: np.ndarray) -> np.ndarray:
     """Each train-listed concept's `pool` nearest other-term concepts under teacher 2 (the
-    space G starts from): the candidates of loss.hard_negatives."""
+    space G starts from; `term_of`: every concept's term): the candidates of
+    loss.hard_negatives."""
     started = time.perf_counter()
     listed = [idx[~neg] for idx, neg in map(self.lists.concepts,
                                             self.dataset.split_indices("train"))]
     rows = np.unique(np.concatenate(listed + [np.zeros(0, np.int32)]))
-    groups = terms_lib.dataset_groups(self.dataset).group_of
-    hard = pipeline.hard_neighbour_table(self.teacher2.concepts, groups, rows, pool)
+    hard = pipeline.hard_neighbour_table(self.teacher2.concepts, term_of, rows, pool)
     logging.info("hard negatives: the %d nearest other-term concepts of %d listed concepts "
                  "in %.1f s", pool, len(rows), time.perf_counter() - started)
     return hard

@@ -31,6 +31,14 @@ class SplitTest(parameterized.TestCase):
     self.assertEqual(pieces, ["a, b", "a", "b", "c", "d and e", "d", "e"])
     np.testing.assert_array_equal(owner, [0, 0, 0, 1, 2, 2, 2])
 
+  def test_clause_table_leaves_the_whole_texts_out(self):
+    pieces, owner = segments.clause_table(["a, b", "c", "d and e"])
+    self.assertEqual(pieces, ["a", "b", "d", "e"])
+    np.testing.assert_array_equal(owner, [0, 0, 2, 2])
+    for texts in ([], ["x"]):                  # no text, or no clause
+      pieces, owner = segments.clause_table(texts)
+      self.assertEqual((pieces, owner.shape), ([], (0,)))
+
   def test_not_a_string(self):
     with self.assertRaisesRegex(TypeError, "takes a string, not a list"):
       segments.split_segments(["a"])

@@ -262,28 +262,33 @@ def source_masks(dataset, pair_idx: np.ndarray) -> Dict[str, np.ndarray]:
           for name, flag in SOURCES}
 
 
-def _vignette_clauses(model, pair_idx: np.ndarray, settings: JointSettings) -> Dict:
+def _vignette_clauses(model, pair_idx: np.ndarray, settings: JointSettings,
+                      embedders: Sequence[tuple]) -> Dict:
   """{space key: (clause embeddings, text index)} of the texts' clauses (the whole text
-  left out), for every space that embeds new strings (`realtext.string_embedders`)."""
+  left out), for every space that embeds new strings (`embedders`:
+  `realtext.string_embedders`)."""
   texts = [str(model.dataset.texts[i]) for i in pair_idx]
-  pieces, owner = segments.segment_table(texts, settings.segment_pattern or "")
-  clause = np.r_[False, owner[1:] == owner[:-1]] if len(owner) else np.zeros(0, bool)
-  pieces = [p for p, keep in zip(pieces, clause) if keep]
+  pieces, owner = segments.clause_table(texts, settings.segment_pattern or "")
   out = {}
-  try:
-    embedders = realtext.string_embedders(model)
-  except (ValueError, OSError) as e:      # a teacher whose encoder cannot be loaded
-    logging.warning("segment recovery skipped: the teachers' encoders cannot be loaded (%s)",
-                    e)
-    return out
   for item in embedders:
     if len(item) == 3:
       key, embed, _ = item
       out[key] = (np.asarray(embed(pieces), np.float32) if pieces
-                  else np.zeros((0, 1), np.float32), owner[clause])
+                  else np.zeros((0, 1), np.float32), owner)
   logging.info("segment recovery: %d clauses of %d texts, spaces %s", len(pieces),
                len(texts), sorted(out))
   return out
+
+
+def _segment_embedders(model) -> List[tuple]:
+  """`realtext.string_embedders(model)`, or none (logged) where a teacher's encoder cannot
+  be loaded: the segment estimator is then skipped, with the reason, in every space."""
+  try:
+    return realtext.string_embedders(model)
+  except (ValueError, OSError) as e:      # a teacher whose encoder cannot be loaded
+    logging.warning("segment recovery skipped: the teachers' encoders cannot be loaded (%s)",
+                    e)
+    return []
 
 
 def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) -> Dict:
@@ -333,9 +338,13 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
   if len(vig_rows):
     true_offsets, true_flat = true_slices(dataset, pair_idx[vig_rows])
     vig_offsets, vig_flat, _ = list_slices(dataset, pair_idx[vig_rows])
+  # The teachers' encoders, loaded once for the segment estimator's splits: their
+  # encodings of the same strings are kept (realtext.string_embedders).
+  embedders = (_segment_embedders(model) if len(vig_rows) and "segment" in settings.estimators
+               else [])
   clause_inputs = {}
-  if len(vig_rows) and "segment" in settings.estimators:
-    clause_inputs = _vignette_clauses(model, pair_idx[vig_rows], settings)
+  if embedders:
+    clause_inputs = _vignette_clauses(model, pair_idx[vig_rows], settings, embedders)
   # The split whose vignettes choose the operating points (never the evaluated pairs).
   choose = np.zeros(0, np.int64)
   if len(vig_rows) and settings.choose_on:
@@ -346,8 +355,7 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
   if len(choose):
     ch_true = true_slices(dataset, choose)
     ch_lists = list_slices(dataset, choose)[:2]
-    ch_clauses = (_vignette_clauses(model, choose, settings)
-                  if "segment" in settings.estimators else {})
+    ch_clauses = _vignette_clauses(model, choose, settings, embedders) if embedders else {}
     out["recovery"]["chosen_on"] = {"split": settings.choose_on, "vignettes": int(len(choose))}
   skip_terms = skip_terms_of(dataset, groups, settings.segment_skip_groups)
   for space in spaces:
@@ -378,7 +386,8 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
     logging.info("joint space %s: text->concept %s", space.key,
                  out["text_to_concept"][space.key]["all"])
   if settings.realtext:
-    out["realtext"] = realtext.evaluate_realtext(model, settings, groups)
+    out["realtext"] = realtext.evaluate_realtext(model, settings, groups,
+                                                 embedders or None)
   try:
     joint_plots.plot(out, os.path.join(workdir, PLOT_FILE))
     out["plot"] = PLOT_FILE
