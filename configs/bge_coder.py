@@ -32,7 +32,7 @@ def get_config():
   # CODER embeds the evaluated pairs' texts only (its teacher rows of the tables); LINE
   # trains on BGE's texts, so the train split's notes are not run through CODER.
   c.teacher2.text_rows = "eval"
-  c.graph.relations = list(UMLS_RELATIONS)
+  c.graph.relations = tuple(UMLS_RELATIONS)
   c.model.dim = 768                                 # d = d_t (paper: W_c in R^{d_t x d_c})
   c.train.batch_size = 128
   c.train.learning_rate = 1e-3

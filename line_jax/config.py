@@ -65,9 +65,9 @@ def finetune_config(**kw) -> ml_collections.ConfigDict:
   f.temperature = 0.05          # InfoNCE temperature on cosine scores
   f.alpha = 0.5                 # merge weight: alpha * fine-tuned + (1 - alpha) * base
   f.select_alpha = True         # choose alpha among `alphas` on the validation synonyms
-  f.alphas = [0.0, 0.25, 0.5, 0.75, 1.0]
-  f.relations = ["synonym", "layperson"]   # edges whose tail names the head (positives)
-  f.entry_relations = ["synonym", "layperson", "related", "broad", "narrow"]  # tails are
+  f.alphas = (0.0, 0.25, 0.5, 0.75, 1.0)
+  f.relations = ("synonym", "layperson")   # edges whose tail names the head (positives)
+  f.entry_relations = ("synonym", "layperson", "related", "broad", "narrow")  # tails are
                                 # entries, not terms: left out of the retrieval candidates
   f.use_definitions = True      # name <-> definition for train-split definition pairs
   f.max_definitions = 1000      # at most this many, a fixed random sample (0 = all): a
@@ -123,7 +123,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.cpu_kernel_threads = 0   # threads of that kernel; 0 = the usable cores / local devices
 
   c.graph = ml_collections.ConfigDict()
-  c.graph.relations = ml_collections.FieldReference(None, field_type=list)  # None: every type in the data
+  # None: every type in the data. A tuple, so that it can be set on the command line:
+  # --config.graph.relations='("parent_child", "synonym")'.
+  c.graph.relations = ml_collections.FieldReference(None, field_type=tuple)
   c.graph.fanout = 8               # sampled neighbours per relation type per concept (static)
   c.graph.edge_block = 4           # G's edge slots per block: each receiver's edges are padded
                                    # to a multiple of this so that G sums per block densely
@@ -161,6 +163,10 @@ def base_config() -> ml_collections.ConfigDict:
                                    # loss.concept_temperature); reaches concepts that no
                                    # training text lists, through the relational loss's
                                    # random corrupted tails; 0 = off
+  c.loss.text_weight = 0.0         # text term: each listed concept vs the batch's texts
+                                   # that do not list it, InfoNCE (temperature
+                                   # loss.concept_temperature; losses.text_contrastive_terms);
+                                   # 0 = off
   c.loss.random_concepts = 0        # concepts drawn from the whole dictionary per device
                                    # and step as extra negatives (and name-term anchors) of
                                    # the per-concept and name terms; they cost G's work
@@ -177,6 +183,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.seed = 0
   c.train.batch_size = 128
   c.train.learning_rate = 1e-3
+  c.train.lr_schedule = "constant"  # or "cosine": per stage, from learning_rate down to
+  c.train.lr_final_fraction = 0.0   # learning_rate * this (line_jax.state.learning_rate)
   c.train.stage1_epochs = 3
   c.train.stage2_epochs = 2
   c.train.log_every = 50

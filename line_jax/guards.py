@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 MODES = ("stop", "skip")
-TERMS = ("align", "relational", "negation", "concept", "uniformity", "name")
+TERMS = ("align", "relational", "negation", "concept", "uniformity", "name", "text")
 
 
 class NonFiniteError(FloatingPointError):

@@ -105,6 +105,48 @@ def concept_contrastive_terms(texts: jnp.ndarray, concepts: jnp.ndarray,
   Returns:
     (sum of terms, number of (pair, listed concept) terms).
   """
+  logits, in_list = _concept_logits(texts, concepts, occ_slot, occ_mask, temperature,
+                                    concept_group)
+  u = concepts.shape[0]
+  negative = concept_mask[None, :] & ~in_list
+  # A finite floor rather than -inf: a text with no negative gets terms of ~0 and no NaN.
+  neg_lse = jax.nn.logsumexp(jnp.where(negative, logits, -1e9), axis=1)  # [b]
+  positive = jnp.take_along_axis(logits, jnp.clip(occ_slot, 0, u - 1), axis=1)   # [b, M]
+  terms = jnp.logaddexp(positive, neg_lse[:, None]) - positive
+  return jnp.sum(jnp.where(occ_mask, terms, 0.0)), jnp.sum(occ_mask).astype(jnp.float32)
+
+
+def text_contrastive_terms(texts: jnp.ndarray, text_mask: jnp.ndarray,
+                           concepts: jnp.ndarray, occ_slot: jnp.ndarray,
+                           occ_mask: jnp.ndarray, temperature: float,
+                           concept_group: jnp.ndarray | None = None):
+  """The other direction of `concept_contrastive_terms`: each listed concept against the
+  batch's texts that do not list it.
+
+  For pair i and each listed concept p, with s_jp = cos(t_j, g_p) / tau:
+    -log( exp(s_ip) / (exp(s_ip) + sum_{j: p not in list_j} exp(s_jp)) ).
+  A concept that sits close to every text (a hub, which then tops the dictionary search for
+  texts that do not mention it) pays for it here; the text -> concept direction alone
+  never compares one concept's cosines across texts.
+
+  Args: as `concept_contrastive_terms`, with text_mask [b]: which texts are real.
+  Returns:
+    (sum of terms, number of (pair, listed concept) terms).
+  """
+  logits, in_list = _concept_logits(texts, concepts, occ_slot, occ_mask, temperature,
+                                    concept_group)
+  u = concepts.shape[0]
+  negative = text_mask[:, None] & ~in_list                               # [b, U]
+  neg_lse = jax.nn.logsumexp(jnp.where(negative, logits, -1e9), axis=0)  # [U]
+  slot = jnp.clip(occ_slot, 0, u - 1)
+  positive = jnp.take_along_axis(logits, slot, axis=1)                   # [b, M]
+  terms = jnp.logaddexp(positive, neg_lse[slot]) - positive
+  return jnp.sum(jnp.where(occ_mask, terms, 0.0)), jnp.sum(occ_mask).astype(jnp.float32)
+
+
+def _concept_logits(texts, concepts, occ_slot, occ_mask, temperature, concept_group):
+  """Cosines / tau of texts [b, d] x concepts [U, d], and which (text, concept) cells are a
+  listed concept of that text (or, with concept_group, of a listed concept's term)."""
   b, u = texts.shape[0], concepts.shape[0]
   t = texts * jax.lax.rsqrt(jnp.maximum(jnp.sum(texts * texts, -1, keepdims=True), 1e-24))
   g = concepts * jax.lax.rsqrt(jnp.maximum(jnp.sum(concepts * concepts, -1, keepdims=True),
@@ -118,12 +160,7 @@ def concept_contrastive_terms(texts: jnp.ndarray, concepts: jnp.ndarray,
     listed = concept_group[jnp.clip(occ_slot, 0, u - 1)]               # [b, M]
     in_list = jnp.any(occ_mask[:, :, None]
                       & (listed[:, :, None] == concept_group[None, None, :]), axis=1)
-  negative = concept_mask[None, :] & ~in_list
-  # A finite floor rather than -inf: a text with no negative gets terms of ~0 and no NaN.
-  neg_lse = jax.nn.logsumexp(jnp.where(negative, logits, -1e9), axis=1)  # [b]
-  positive = jnp.take_along_axis(logits, jnp.clip(occ_slot, 0, u - 1), axis=1)   # [b, M]
-  terms = jnp.logaddexp(positive, neg_lse[:, None]) - positive
-  return jnp.sum(jnp.where(occ_mask, terms, 0.0)), jnp.sum(occ_mask).astype(jnp.float32)
+  return logits, in_list
 
 
 def uniformity_terms(x: jnp.ndarray, mask: jnp.ndarray, t: float = 2.0):

@@ -12,6 +12,7 @@ training stages and `STAGE_FINISHED` follows the last one.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -21,8 +22,43 @@ from line_jax import model as model_lib
 STAGE_FINISHED = 3      # progress["stage"] once stage 2 is done: nothing is left to train
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  return optax.adam(config.train.learning_rate)
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
+  """train.learning_rate, or (train.lr_schedule="cosine") a schedule of the optimiser's
+  step count: within each stage, half a cosine from the peak down to
+  peak * train.lr_final_fraction, starting again at the peak when stage 2 starts (its
+  recovered concepts are new targets). Stage lengths are epochs * steps_per_epoch."""
+  tc = config.train
+  kind = str(tc.get("lr_schedule", "constant"))
+  if kind not in LR_SCHEDULES:
+    raise ValueError(f"train.lr_schedule={kind!r}: expected one of {LR_SCHEDULES}")
+  peak = float(tc.learning_rate)
+  if kind == "constant":
+    return peak
+  final = float(tc.get("lr_final_fraction", 0.0))
+  if not 0.0 <= final <= 1.0:
+    raise ValueError(f"train.lr_final_fraction={final} must be in [0, 1]")
+  first = int(tc.stage1_epochs) * int(steps_per_epoch)
+  second = int(tc.stage2_epochs) * int(steps_per_epoch)
+
+  def schedule(count):
+    count = jnp.asarray(count, jnp.float32)
+    in_second = count >= first
+    local = jnp.where(in_second, count - first, count)
+    length = jnp.where(in_second, max(second, 1), max(first, 1))
+    frac = jnp.clip(local / length, 0.0, 1.0)
+    return peak * (final + (1.0 - final) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac)))
+
+  return schedule
+
+
+def make_optimizer(config: ml_collections.ConfigDict,
+                   steps_per_epoch: int = 1) -> optax.GradientTransformation:
+  """Adam (the paper's). The tree of its state does not depend on steps_per_epoch, so a
+  restore target may be built with the default."""
+  return optax.adam(learning_rate(config, steps_per_epoch))
 
 
 def model_dim(config: ml_collections.ConfigDict, text_dim: int) -> int:

@@ -104,16 +104,17 @@ class LossSettings:
                negation_delta=lc.negation_delta, per_pair=lc.align_reduction == "per_pair",
                weights=(lc.align_weight, lc.relational_weight, lc.negation_weight,
                         lc.concept_weight, lc.uniformity_weight,
-                        float(lc.get("name_weight", 0.0))),
+                        float(lc.get("name_weight", 0.0)),
+                        float(lc.get("text_weight", 0.0))),
                concept_temperature=float(lc.concept_temperature),
                uniformity_t=float(lc.uniformity_t),
                cpu_kernel=cpu_kernel, kernel_threads=threads)
 
   @property
   def needs_receivers(self) -> bool:
-    """The per-concept, uniformity or name term is on: they read G of the batch's
+    """The per-concept, uniformity, name or text term is on: they read G of the batch's
     concepts."""
-    return bool(self.weights[3] or self.weights[4] or self.weights[5])
+    return bool(self.weights[3] or self.weights[4] or self.weights[5] or self.weights[6])
 
 
 def project_batch(params, batch: dict, concept_table, negated_table, num_types: int,
@@ -175,10 +176,11 @@ def project_batch(params, batch: dict, concept_table, negated_table, num_types: 
 
 def check_loss_settings(lc) -> None:
   """Clear errors for the optional terms' settings, before any long work starts."""
-  for field in ("concept_weight", "uniformity_weight", "name_weight"):
+  for field in ("concept_weight", "uniformity_weight", "name_weight", "text_weight"):
     if float(lc.get(field, 0.0)) < 0:
       raise ValueError(f"loss.{field}={lc.get(field)} must be >= 0 (0 turns the term off)")
-  if (lc.concept_weight or lc.get("name_weight", 0.0)) and not lc.concept_temperature > 0:
+  if ((lc.concept_weight or lc.get("name_weight", 0.0) or lc.get("text_weight", 0.0))
+      and not lc.concept_temperature > 0):
     raise ValueError(f"loss.concept_temperature={lc.concept_temperature} must be > 0")
   for field in ("random_concepts", "hard_negatives", "hard_pool"):
     value = lc.get(field, 0)
@@ -214,7 +216,7 @@ def make_loss_fn(config, num_types: int, mesh, cpu_kernel: bool = False):
                                   settings.negation_delta)
     # Per-concept and uniformity terms (line_jax.losses; off at weight 0) over G of the
     # shard's distinct positive concepts.
-    cu = uni = nt = (jnp.zeros(()), jnp.zeros(()))
+    cu = uni = nt = tt = (jnp.zeros(()), jnp.zeros(()))
     if g_recv is not None:
       u = g_recv.shape[0]
       recv_real = batch["receiver_real"][:u]
@@ -222,6 +224,11 @@ def make_loss_fn(config, num_types: int, mesh, cpu_kernel: bool = False):
       if settings.weights[3]:
         cu = losses_lib.concept_contrastive_terms(
             t, g_recv, recv_real, batch["occ_slot"],
+            batch["occ_mask"] & (batch["occ_slot"] < u), settings.concept_temperature, group)
+      if settings.weights[6]:
+        # Text term: each listed concept vs the shard's texts that do not list it.
+        tt = losses_lib.text_contrastive_terms(
+            t, batch["pair_mask"], g_recv, batch["occ_slot"],
             batch["occ_mask"] & (batch["occ_slot"] < u), settings.concept_temperature, group)
       if settings.weights[4]:
         uni = losses_lib.uniformity_terms(g_recv, recv_real, settings.uniformity_t)
@@ -231,8 +238,8 @@ def make_loss_fn(config, num_types: int, mesh, cpu_kernel: bool = False):
         nt = losses_lib.concept_contrastive_terms(
             names, g_recv, recv_real, jnp.arange(u, dtype=jnp.int32)[:, None],
             recv_real[:, None], settings.concept_temperature, group)
-    sums = jax.lax.psum(jnp.stack([a[0], r[0], n[0], cu[0], uni[0], nt[0]]), AXIS)
-    counts = jax.lax.psum(jnp.stack([a[1], r[1], n[1], cu[1], uni[1], nt[1]]), AXIS)
+    sums = jax.lax.psum(jnp.stack([a[0], r[0], n[0], cu[0], uni[0], nt[0], tt[0]]), AXIS)
+    counts = jax.lax.psum(jnp.stack([a[1], r[1], n[1], cu[1], uni[1], nt[1], tt[1]]), AXIS)
     parts = sums / jnp.maximum(counts, 1.0)
     return jnp.sum(jnp.asarray(settings.weights) * parts), parts
 
@@ -254,6 +261,7 @@ def make_train_step(config, num_types, mesh, optimizer, cpu_kernel: bool = False
                                           config.train.on_nonfinite == "skip")
     metrics = {"loss": loss, "align": parts[0], "relational": parts[1], "negation": parts[2],
                "concept": parts[3], "uniformity": parts[4], "name": parts[5],
+               "text": parts[6],
                "finite": finite}
     return new_state, metrics
 
@@ -272,6 +280,7 @@ class Trainer:
                        "texts of the train split (only teacher 2 may embed the evaluated "
                        "pairs' texts alone)")
     check_loss_settings(config.loss)    # before the data build and the teacher exports
+    state_lib.learning_rate(config)     # (and the schedule's settings)
     self.config = config
     self.workdir = os.path.abspath(workdir)
     os.makedirs(self.workdir, exist_ok=True)
@@ -306,7 +315,7 @@ class Trainer:
                        f"{tuple(names.shape)} rows for {ds.num_concepts} concepts")
     # Extra random receivers only serve the terms that read G of the batch's concepts.
     extra = int(config.loss.random_concepts) if settings.needs_receivers else 0
-    contrastive = bool(settings.weights[3] or settings.weights[5])
+    contrastive = bool(settings.weights[3] or settings.weights[5] or settings.weights[6])
     hard, num_hard = None, int(config.loss.get("hard_negatives", 0)) if contrastive else 0
     same_term_masked = contrastive and not config.loss.same_term_negatives
     term_of = (terms_lib.dataset_groups(ds).group_of if num_hard or same_term_masked
@@ -330,7 +339,8 @@ class Trainer:
     # Set-up is done: from here on freed memory stays for the next step's buffers.
     host_memory.keep_freed_memory()
     self.dim = state_lib.model_dim(config, self.teacher1.dim)
-    self.optimizer = state_lib.make_optimizer(config)
+    self.steps_per_epoch = -(-len(ds.split_indices("train")) // config.train.batch_size)
+    self.optimizer = state_lib.make_optimizer(config, self.steps_per_epoch)
     self.cpu_kernel = kernels.use_kernel(str(config.model.cpu_kernel), self.concept_table)
     logging.info("G's edge attention: %s", "the fused CPU kernel (line_jax.kernels)"
                  if self.cpu_kernel else "XLA")

@@ -50,6 +50,26 @@ def np_concept_contrastive(t, g, g_mask, occ_slot, occ_mask, tau, group=None):
   return total, count
 
 
+def np_text_contrastive(t, t_mask, g, occ_slot, occ_mask, tau, group=None):
+  """Loop reference: -log softmax of the own text among itself + the real texts that do not
+  list the concept (with `group`: no concept of its group)."""
+  group = np.arange(len(g)) if group is None else group
+  listed = [{int(group[occ_slot[j, m]]) for m in range(occ_slot.shape[1]) if occ_mask[j, m]}
+            for j in range(len(t))]
+  total, count = 0.0, 0
+  for i in range(len(t)):
+    for m in range(occ_slot.shape[1]):
+      if not occ_mask[i, m]:
+        continue
+      p = int(occ_slot[i, m])
+      own = np.exp(np_cos(t[i], g[p]) / tau)
+      den = own + sum(np.exp(np_cos(t[j], g[p]) / tau) for j in range(len(t))
+                      if t_mask[j] and int(group[p]) not in listed[j])
+      total += -np.log(own / den)
+      count += 1
+  return total, count
+
+
 def np_uniformity(x, mask, t):
   z = x / np.linalg.norm(x, axis=1, keepdims=True)
   vals = [np.exp(-t * np.sum((z[i] - z[j]) ** 2)) for i in range(len(x)) for j in range(len(x))
@@ -193,6 +213,41 @@ class LossTest(parameterized.TestCase):
     self.assertAlmostEqual(float(val), 0.0, places=6)
     self.assertTrue(np.all(np.isfinite(np.asarray(grad))))
 
+  @parameterized.parameters((0.1, 0, False), (0.5, 1, True), (1.0, 2, True))
+  def test_text_contrastive_matches_numpy(self, tau, seed, grouped):
+    rng = np.random.default_rng(seed)
+    b, m, u, d = 6, 3, 8, 5
+    t, g = rng.normal(size=(b, d)), rng.normal(size=(u, d))
+    t_mask = np.ones(b, bool)
+    t_mask[-1] = False                                     # a padded pair
+    occ_slot = rng.integers(0, u, size=(b, m)).astype(np.int32)
+    occ_mask = (rng.random((b, m)) > 0.3) & t_mask[:, None]
+    group = np.array([0, 0, 1, 2, 3, 3, 4, 5], np.int32) if grouped else None
+    s, k = losses.text_contrastive_terms(
+        jnp.asarray(t, jnp.float32), jnp.asarray(t_mask), jnp.asarray(g, jnp.float32),
+        jnp.asarray(occ_slot), jnp.asarray(occ_mask), tau,
+        None if group is None else jnp.asarray(group))
+    ref_s, ref_k = np_text_contrastive(t, t_mask, g, occ_slot, occ_mask, tau, group)
+    self.assertEqual(int(k), ref_k)
+    np.testing.assert_allclose(float(s), ref_s, rtol=2e-5, atol=1e-5)
+
+  def test_text_contrastive_penalises_a_hub(self):
+    # Concept 0 is listed by text 0 only but is as close to text 1: the text term is
+    # log(1 + exp(0)) = log 2 for it; moved away from text 1 it falls towards 0. The
+    # text -> concept direction cannot see the difference (one listed concept each, no
+    # off-list concept of text 0 changes).
+    t = jnp.asarray([[1.0, 0.0], [1.0, 0.0]])
+    occ_slot, occ_mask = jnp.asarray([[0], [1]]), jnp.asarray([[True], [False]])
+    hub = losses.text_contrastive_terms(t, jnp.ones(2, bool), jnp.asarray([[1.0, 0.0],
+                                                                           [0.0, 1.0]]),
+                                        occ_slot, occ_mask, 0.5)
+    np.testing.assert_allclose(float(hub[0]), np.log(2.0), rtol=1e-6)
+    apart = losses.text_contrastive_terms(jnp.asarray([[1.0, 0.0], [-1.0, 0.0]]),
+                                          jnp.ones(2, bool), jnp.asarray([[1.0, 0.0],
+                                                                          [0.0, 1.0]]),
+                                          occ_slot, occ_mask, 0.5)
+    np.testing.assert_allclose(float(apart[0]), np.log1p(np.exp(-4.0)), rtol=1e-4)
+
   @parameterized.parameters(1.0, 2.0)
   def test_uniformity_matches_numpy(self, temp):
     rng = np.random.default_rng(4)
@@ -214,7 +269,8 @@ class LossTest(parameterized.TestCase):
 
     def total(t, g):
       c = losses.concept_contrastive_terms(t, g, g_mask, occ_slot, occ_mask, 0.3)[0]
-      return c + losses.uniformity_terms(g, g_mask, 2.0)[0]
+      x = losses.text_contrastive_terms(t, jnp.ones(4, bool), g, occ_slot, occ_mask, 0.3)[0]
+      return c + x + losses.uniformity_terms(g, g_mask, 2.0)[0]
 
     with jax.enable_x64(True):
       args = tuple(jnp.asarray(x, jnp.float64) for x in (t, g))

@@ -76,7 +76,9 @@ class TrainTest(parameterized.TestCase):
     included."""
     config = make_config(cls.root, **train_overrides)
     config.loss.update(dict(concept_weight=0.3, name_weight=0.3, random_concepts=16,
-                            same_term_negatives=False, hard_negatives=2, hard_pool=4))
+                            same_term_negatives=False, hard_negatives=2, hard_pool=4,
+                            text_weight=0.2))
+    config.train.update(dict(lr_schedule="cosine", lr_final_fraction=0.1))
     return config
 
   @classmethod
@@ -103,8 +105,9 @@ class TrainTest(parameterized.TestCase):
     self.assertEqual({r["stage"] for r in log}, {1, 2})
     for r in log:
       self.assertTrue(all(np.isfinite([r["loss"], r["align"], r["relational"],
-                                       r["negation"], r["concept"], r["name"]])))
+                                       r["negation"], r["concept"], r["name"], r["text"]])))
       self.assertGreater(r["name"], 0)
+      self.assertGreater(r["text"], 0)
       self.assertGreater(r["concept"], 0)
 
   def test_recovery_adds_new_concepts_only(self):
@@ -176,6 +179,7 @@ class LossSettingsTest(parameterized.TestCase):
       ("random_concepts", -5, r"loss.random_concepts=-5 must be an integer >= 0"),
       ("hard_negatives", -1, r"loss.hard_negatives=-1 must be an integer >= 0"),
       ("hard_pool", -3, r"loss.hard_pool=-3 must be an integer >= 0"),
+      ("text_weight", -0.5, r"loss.text_weight=-0.5 must be >= 0"),
       ("concept_temperature", 0.0, r"loss.concept_temperature=0.0 must be > 0"))
   def test_bad_settings_named(self, field, value, message):
     config = test_config.get_config()
@@ -217,6 +221,7 @@ class LossFunctionTest(parameterized.TestCase):
     config.loss.concept_weight = 0.7
     config.loss.uniformity_weight = 0.3
     config.loss.name_weight = 0.4
+    config.loss.text_weight = 0.25
     config.loss.same_term_negatives = same_term_negatives
     inputs = loss_inputs(config)
     ds, mesh = inputs["dataset"], inputs["mesh"]
@@ -269,15 +274,86 @@ class LossFunctionTest(parameterized.TestCase):
     same = group[real][:, None] == group[real][None, :]
     den = np.exp(np.diag(cos)) + np.where(same, 0.0, np.exp(cos)).sum(1)
     nm = (float(np.sum(np.log(den) - np.diag(cos))), len(real))
-    ref = np.array([float(x[0]) / max(float(x[1]), 1.0) for x in (a, r, n, c, un, nm)])
+    tx = test_losses.np_text_contrastive(t, b["pair_mask"], g[:u], b["occ_slot"],
+                                         positive_occ, lc.concept_temperature, group)
+    ref = np.array([float(x[0]) / max(float(x[1]), 1.0)
+                    for x in (a, r, n, c, un, nm, tx)])
     self.assertGreater(ref[1], 0)
     self.assertGreater(ref[2], 0)
     self.assertGreater(ref[3], 0)
     self.assertGreater(ref[5], 0)
+    self.assertGreater(ref[6], 0)
     np.testing.assert_allclose(np.asarray(parts), ref, rtol=5e-5, atol=1e-5)
     weights = np.array([lc.align_weight, lc.relational_weight, lc.negation_weight,
-                        lc.concept_weight, lc.uniformity_weight, lc.name_weight])
+                        lc.concept_weight, lc.uniformity_weight, lc.name_weight,
+                        lc.text_weight])
     np.testing.assert_allclose(float(total), float(weights @ ref), rtol=2e-5)
+
+
+class CommandLineTest(parameterized.TestCase):
+
+  @parameterized.parameters("hpo_minilm", "bge_coder")
+  def test_sequences_can_be_set_on_the_command_line(self, name):
+    """The relation types of G and the concept teacher's fine-tune relations are tuples:
+    ml_collections' flags cannot override a list field."""
+    import configs
+    script = textwrap.dedent("""
+        import json
+        from absl import app
+        from ml_collections import config_flags
+        CONFIG = config_flags.DEFINE_config_file("config")
+        def main(_):
+          c = CONFIG.value
+          print(json.dumps([c.graph.relations, c.teacher2.finetune.relations,
+                            c.train.lr_schedule]))
+        app.run(main)
+        """)
+    path = os.path.join(os.path.dirname(configs.__file__), f"{name}.py")
+    out = subprocess.run(
+        [sys.executable, "-c", script, f"--config={path}",
+         '--config.graph.relations=("synonym", "parent_child")',
+         "--config.teacher2.finetune.relations=('synonym',)",
+         "--config.train.lr_schedule=cosine"],
+        capture_output=True, text=True, check=True,
+        cwd=os.path.dirname(os.path.dirname(configs.__file__)))
+    self.assertEqual(json.loads(out.stdout.strip().splitlines()[-1]),
+                     [["synonym", "parent_child"], ["synonym"], "cosine"])
+
+
+class LearningRateTest(parameterized.TestCase):
+
+  def test_constant_is_the_paper_setting(self):
+    config = test_config.get_config()
+    self.assertEqual(state_lib.learning_rate(config, 10), config.train.learning_rate)
+
+  def test_cosine_restarts_at_stage_2(self):
+    config = test_config.get_config()
+    config.train.update(dict(lr_schedule="cosine", lr_final_fraction=0.1, learning_rate=1e-2,
+                             stage1_epochs=3, stage2_epochs=2))
+    lr = state_lib.learning_rate(config, steps_per_epoch=10)     # stages of 30 and 20 steps
+    at = lambda step: float(lr(step))
+    peak, low = 1e-2, 1e-3
+    np.testing.assert_allclose([at(0), at(15), at(30), at(40), at(50), at(60)],
+                               [peak, (peak + low) / 2, peak, (peak + low) / 2, low, low],
+                               rtol=1e-5)
+    self.assertGreater(at(29), low)
+    self.assertLess(at(29), at(28))               # decreasing within a stage
+
+  def test_optimizer_state_tree_does_not_depend_on_the_stage_length(self):
+    config = test_config.get_config()
+    config.train.lr_schedule = "cosine"
+    params = {"w": np.zeros((2, 2), np.float32)}
+    shape = lambda n: jax.tree.structure(state_lib.make_optimizer(config, n).init(params))
+    self.assertEqual(shape(1), shape(57))
+
+  @parameterized.parameters((dict(lr_schedule="linear"), r"train.lr_schedule='linear'"),
+                            (dict(lr_schedule="cosine", lr_final_fraction=1.5),
+                             r"train.lr_final_fraction=1.5 must be in \[0, 1\]"))
+  def test_bad_schedule_named(self, overrides, message):
+    config = test_config.get_config()
+    config.train.update(overrides)
+    with self.assertRaisesRegex(ValueError, message):
+      state_lib.learning_rate(config, 10)
 
 
 class TableDtypeTest(parameterized.TestCase):
