@@ -29,7 +29,15 @@ def learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
   """train.learning_rate, or (train.lr_schedule="cosine") a schedule of the optimiser's
   step count: within each stage, half a cosine from the peak down to
   peak * train.lr_final_fraction, starting again at the peak when stage 2 starts (its
-  recovered concepts are new targets). Stage lengths are epochs * steps_per_epoch."""
+  recovered concepts are new targets). Stage lengths are epochs * steps_per_epoch.
+
+  The schedule reads Adam's own step count, which a skipped non-finite step
+  (train.on_nonfinite="skip") does not advance: after k skips the schedule runs k steps
+  behind the trainer's step (k <= train.max_nonfinite_skips).
+
+  Constant and cosine give optimiser states of different trees (optax keeps a step count for
+  a schedule), so a run's checkpoints restore only under its own train.lr_schedule: the
+  work-dir check (`line_jax.workdir.differences`) and `LineModel.load` use the run's."""
   tc = config.train
   kind = str(tc.get("lr_schedule", "constant"))
   if kind not in LR_SCHEDULES:

@@ -313,11 +313,16 @@ class Trainer:
       raise ValueError(f"loss.name_weight={config.loss.name_weight} needs teacher 1's "
                        f"embedding of every concept's name: its cache has "
                        f"{tuple(names.shape)} rows for {ds.num_concepts} concepts")
-    # Extra random receivers only serve the terms that read G of the batch's concepts.
-    extra = int(config.loss.random_concepts) if settings.needs_receivers else 0
-    contrastive = bool(settings.weights[3] or settings.weights[5] or settings.weights[6])
+    # Extra random receivers only serve the terms that compare G of the batch's concepts
+    # with each other or with a text's (not the text term: no text lists them).
+    extra = (int(config.loss.random_concepts)
+             if settings.weights[3] or settings.weights[4] or settings.weights[5] else 0)
+    # Hard negatives serve the terms that rank concepts for a text (per-concept, name); the
+    # text term ranks texts for a concept, so it only shares the same-term masking.
+    contrastive = bool(settings.weights[3] or settings.weights[5])
     hard, num_hard = None, int(config.loss.get("hard_negatives", 0)) if contrastive else 0
-    same_term_masked = contrastive and not config.loss.same_term_negatives
+    same_term_masked = ((contrastive or settings.weights[6])
+                        and not config.loss.same_term_negatives)
     term_of = (terms_lib.dataset_groups(ds).group_of if num_hard or same_term_masked
                else None)                        # read once for both uses
     groups = term_of if same_term_masked else None
@@ -340,6 +345,8 @@ class Trainer:
     host_memory.keep_freed_memory()
     self.dim = state_lib.model_dim(config, self.teacher1.dim)
     self.steps_per_epoch = -(-len(ds.split_indices("train")) // config.train.batch_size)
+    # The rate of each step (train_log.jsonl's "learning_rate"), the optimiser's own schedule.
+    self.learning_rate = state_lib.learning_rate(config, self.steps_per_epoch)
     self.optimizer = state_lib.make_optimizer(config, self.steps_per_epoch)
     self.cpu_kernel = kernels.use_kernel(str(config.model.cpu_kernel), self.concept_table)
     logging.info("G's edge attention: %s", "the fused CPU kernel (line_jax.kernels)"
@@ -474,8 +481,10 @@ def _train(config, workdir, devices, force_new) -> dict:
           vals = jax.device_get(window)
           mean = {k: float(np.mean([v[k] for v in vals])) for k in vals[0] if k != "finite"}
           rate = len(window) * tc.batch_size / max(time.time() - t_window, 1e-9)
+          lr = trainer.learning_rate     # the rate of this window's last update
           record = {"stage": stage, "epoch": progress["epoch"], "step": progress["step"],
-                    **mean, "pairs_per_s": rate}
+                    **mean, "pairs_per_s": rate,
+                    "learning_rate": float(lr(progress["step"] - 1) if callable(lr) else lr)}
           if jax.process_index() == 0:
             with open(log_path, "a") as f:
               f.write(json.dumps(record) + "\n")

@@ -166,17 +166,25 @@ def fingerprint(config, data_root: str) -> dict:
   return {"data": data, "config": shaped}
 
 
+# Fields added to the config after runs were recorded without them, whose value such a
+# run had and which a later setting cannot take over: the optimiser's state tree differs
+# between a constant rate and a schedule, so a run of one never restores as the other.
+IMPLIED_BEFORE = {"train.lr_schedule": "constant"}
+
+
 def differences(old: dict, new: dict) -> List[str]:
   """Human-readable differences between two fingerprints."""
   out = []
+  if old.get("config"):
+    old = dict(old, config={**IMPLIED_BEFORE, **old["config"]})
   for name in sorted(set(old.get("data", {})) | set(new.get("data", {}))):
     a, b = old.get("data", {}).get(name), new.get("data", {}).get(name)
     if a != b:
       out.append(f"dataset file {name} " + ("added" if a is None else "removed" if b is None
                                               else "changed"))
   oc, nc = old.get("config", {}), new.get("config", {})
-  # Only fields both know: a field added to (or dropped from) the config since the run
-  # was recorded does not by itself make it another run.
+  # Only fields both know (and IMPLIED_BEFORE): a field added to (or dropped from) the
+  # config since the run was recorded does not by itself make it another run.
   for key in sorted(set(oc) & set(nc)):
     if not _is_runtime(key) and oc[key] != nc[key]:
       out.append(f"config {key}: {oc[key]!r} -> {nc[key]!r}")

@@ -6,6 +6,7 @@ import sys
 import tempfile
 
 from absl.testing import absltest, parameterized
+import jax
 import numpy as np
 
 from configs import test as test_config
@@ -69,6 +70,21 @@ class LoadConfigTest(absltest.TestCase):
     self.assertEqual(config.teacher1.dim, 32)
     with self.assertRaisesRegex(FileNotFoundError, "config.json: not found"):
       api.load_config(os.path.join(workdir, "missing"))
+
+
+class ScheduleRestoreTest(absltest.TestCase):
+
+  def test_loads_under_a_config_of_the_other_schedule(self):
+    """The optimiser's state tree follows the run's own train.lr_schedule (a constant rate
+    and a schedule differ), whatever the config given to load says."""
+    config, workdir = shared_tiny_run()
+    self.assertEqual(config.train.lr_schedule, "constant")
+    other = config.copy_and_resolve_references()
+    other.train.lr_schedule = "cosine"
+    loaded = LineModel.load(workdir, other)
+    plain = LineModel.load(workdir)
+    for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(plain.params)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 class LineModelTest(parameterized.TestCase):

@@ -97,6 +97,20 @@ class TrainedRunTest(parameterized.TestCase):
     self.assertEqual(workdir_lib.differences(
         fp, workdir_lib.fingerprint(changed, changed.data.dir)), [])
 
+  def test_a_run_from_before_the_schedule_field_is_a_constant_rate_run(self):
+    # Its checkpoints hold a constant-rate optimiser state: resuming it with a schedule would
+    # fail to restore, so the check names the field instead.
+    old = workdir_lib.fingerprint(self.config, self.config.data.dir)
+    del old["config"]["train.lr_schedule"]
+    same = workdir_lib.fingerprint(self.config, self.config.data.dir)
+    self.assertEqual(self.config.train.lr_schedule, "constant")
+    self.assertEqual(workdir_lib.differences(old, same), [])
+    cosine = make_config(self.root)
+    cosine.train.lr_schedule = "cosine"
+    self.assertEqual(workdir_lib.differences(
+        old, workdir_lib.fingerprint(cosine, cosine.data.dir)),
+        ["config train.lr_schedule: 'constant' -> 'cosine'"])
+
   def test_changed_dataset_refused(self):
     workdir = self.copy_run()
     data = os.path.join(self.create_tempdir().full_path, "data")

@@ -110,6 +110,19 @@ class TrainTest(parameterized.TestCase):
       self.assertGreater(r["text"], 0)
       self.assertGreater(r["concept"], 0)
 
+  def test_logged_learning_rate_follows_the_stages(self):
+    # The cosine schedule over stages of 3 and 2 epochs of 9 steps: each record carries the
+    # rate of its window's last update, falling within a stage and back at the peak when
+    # stage 2 starts.
+    log = [json.loads(l) for l in open(os.path.join(self.workdir, "train_log.jsonl"))]
+    lr = state_lib.learning_rate(self.config, -(-277 // 32))
+    np.testing.assert_allclose([r["learning_rate"] for r in log],
+                               [float(lr(r["step"] - 1)) for r in log], rtol=1e-6)
+    end1 = [r for r in log if r["stage"] == 1][-1]["learning_rate"]
+    first2 = [r for r in log if r["stage"] == 2][0]["learning_rate"]
+    self.assertLess(end1, 0.15 * self.config.train.learning_rate)
+    self.assertGreater(first2, 0.5 * self.config.train.learning_rate)
+
   def test_recovery_adds_new_concepts_only(self):
     info = json.load(open(os.path.join(self.workdir, "recovery.json")))
     added = np.asarray(self.state["added"])
