@@ -237,6 +237,22 @@ class RunEvaluationTest(absltest.TestCase):
       protocols.run_evaluation(make_model(dataset=leaky), self.make_workdir())
 
 
+class LossCurvesTest(absltest.TestCase):
+
+  def test_draws_the_terms_that_are_on_and_a_changing_rate(self):
+    from line_jax.eval import plots
+    records = [dict(stage=1, loss=2.0, align=0.1, relational=0.2, negation=0.3, concept=1.5,
+                    name=0.0, text=0.0, uniformity=0.0, learning_rate=1e-3),
+               dict(stage=2, loss=1.0, align=0.1, relational=0.2, negation=0.3, concept=1.2,
+                    name=0.0, text=0.0, uniformity=0.0, learning_rate=1e-3)]
+    self.assertEqual(plots.curve_fields(records),
+                     ["loss", "align", "relational", "negation", "concept"])
+    records[1]["learning_rate"] = 5e-4
+    self.assertEqual(plots.curve_fields(records)[-1], "learning_rate")
+    path = plots.loss_curves(records, os.path.join(self.create_tempdir().full_path, "c.png"))
+    self.assertGreater(os.path.getsize(path), 1000)
+
+
 class ReuseTest(absltest.TestCase):
   """A rerun keeps an evaluation made of the same model, data, settings and code."""
 

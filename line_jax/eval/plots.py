@@ -16,6 +16,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 LOSS_FIELDS = ("loss", "align", "relational", "negation")
+# Plotted when a record has them non-zero (optional terms) or changing (a schedule's rate).
+OPTIONAL_FIELDS = ("concept", "name", "text", "uniformity", "learning_rate")
 
 
 def _save(fig: Figure, path: str) -> str:
@@ -107,9 +109,20 @@ def read_train_log(path: str) -> List[Dict]:
   return records
 
 
-def loss_curves(records: Sequence[Mapping], path: str) -> str:
-  """One panel per logged loss term against the record index, coloured by stage."""
+def curve_fields(records: Sequence[Mapping]) -> List[str]:
+  """The fields of `train_log.jsonl` records that `loss_curves` draws: the paper's terms and
+  the total, the optional terms that are on, and the learning rate when it changes."""
   fields = [f for f in LOSS_FIELDS if any(f in r for r in records)]
+  for f in OPTIONAL_FIELDS:
+    values = {float(r[f]) for r in records if f in r}
+    if (len(values) > 1 if f == "learning_rate" else any(values)):
+      fields.append(f)
+  return fields
+
+
+def loss_curves(records: Sequence[Mapping], path: str) -> str:
+  """One panel per field of `curve_fields` against the record index, coloured by stage."""
+  fields = curve_fields(records)
   rows, cols = _grid(max(len(fields), 1), max_cols=2)
   fig = Figure(figsize=(5.0 * cols, 3.2 * rows))
   position = np.arange(len(records))
