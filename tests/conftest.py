@@ -11,6 +11,10 @@ off. The tests' programs are small, so LLVM's optimisation passes cost more than
 XLA_FLAGS (when not set already) lowers the backend optimisation level (XLA's own graph
 passes still run; results agree within every test's tolerance). The settings go through the environment so
 that subprocesses inherit them.
+
+On a GPU, float32 matrix products default to TF32 (about 3 significant digits); the tests
+compare against float32/float64 references, so they run at full float32 precision
+(JAX_DEFAULT_MATMUL_PRECISION; no effect on a CPU). Training keeps the default.
 """
 
 import os
@@ -24,6 +28,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
 from absl import flags  # noqa: E402
 

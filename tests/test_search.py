@@ -266,6 +266,7 @@ class ChunkSizeTest(parameterized.TestCase):
 _FOUR_DEVICE_SCRIPT = textwrap.dedent("""
     import os
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["JAX_PLATFORMS"] = "cpu"    # the 4 devices are host CPUs, on a GPU machine too
     import jax
     import numpy as np
     from line_jax import search

@@ -401,6 +401,7 @@ class DataParallelTest(absltest.TestCase):
     script = textwrap.dedent(f"""
       import os
       os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+      os.environ["JAX_PLATFORMS"] = "cpu"    # host CPU devices, on a GPU machine too
       import jax, numpy as np
       from configs import test as tc
       from line_jax import trainer as trainer_lib
