@@ -130,25 +130,20 @@ class LineModel:
       config: overrides the saved config.json (e.g. another eval split); shapes must match.
     """
     workdir = os.path.abspath(workdir)
-    recorded = load_config(workdir) if os.path.exists(os.path.join(workdir,
-                                                                    "config.json")) else None
+    # The run's own config (absent for a work dir written without one, e.g. a benchmark's
+    # when `config` is given; load_config's error names the file when neither is there).
+    recorded = (load_config(workdir) if config is None or os.path.exists(
+        os.path.join(workdir, workdir_lib.CONFIG_FILE)) else None)
     config = config if config is not None else recorded
-    if config is None:
-      load_config(workdir)      # the error that names the missing file
     dataset = prepare_dataset(config)
     workdir_lib.check_data(workdir, dataset.root)   # the data the checkpoints were made on
     teacher1 = exporter.ensure_teacher(config.teacher1, dataset, workdir)
     teacher2 = exporter.ensure_teacher(config.teacher2, dataset, workdir)
     table = graph_lib.NeighbourTable.from_dataset(dataset, config.graph.symmetric)
-    # The optimiser's state tree is the run's (constant rate or schedule), whatever `config`
-    # says of training.
-    target = config
-    ran = (recorded or config).train.get("lr_schedule", "constant")
-    if ran != config.train.get("lr_schedule", "constant"):
-      target = config.copy_and_resolve_references()
-      target.train.lr_schedule = ran
-    abstract = state_lib.abstract_state(target, len(dataset.relation_types), teacher1.dim,
-                                        teacher2.dim, dataset.num_pairs)
+    # The restore target is the run's (its model and its optimiser: a constant rate and a
+    # schedule keep different state trees), whatever `config` says of training.
+    abstract = state_lib.abstract_state(recorded or config, len(dataset.relation_types),
+                                        teacher1.dim, teacher2.dim, dataset.num_pairs)
     restored, progress = restore_state(workdir, config, abstract)
     return cls(config, workdir, dataset, teacher1, teacher2, table, restored["params"],
                progress)

@@ -440,7 +440,7 @@ def _train(config, workdir, devices, force_new) -> dict:
     raise ValueError(f"{trainer.dataset.root}/pairs.parquet: no pair has split 'train'")
   epochs = {1: tc.stage1_epochs, 2: tc.stage2_epochs}
   log_path = os.path.join(workdir, "train_log.jsonl")
-  batches_per_epoch = -(-len(train_idx) // tc.batch_size)
+  batches_per_epoch = trainer.steps_per_epoch
   summary = {"workdir": workdir, "compilations": {}, "capacity_growths": {}}
   while progress["stage"] < state_lib.STAGE_FINISHED:
     stage = progress["stage"]
