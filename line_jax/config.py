@@ -130,10 +130,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.graph.edge_block = 4           # G's edge slots per block: each receiver's edges are padded
                                    # to a multiple of this so that G sums per block densely
   c.graph.symmetric = True         # attend along both directions of every edge
-  c.graph.capacity_sample_batches = 16   # static receiver/edge capacities: measured on this
-  c.graph.capacity_sigmas = 4.0    # many sampled batches, max(most needed, mean + this many
-  c.graph.capacity_margin = 1.02   # standard deviations) x this margin; a batch that needs
-                                   # more grows them (one more compilation)
 
   c.loss = ml_collections.ConfigDict()
   c.loss.margin = 0.5              # triplet margin on squared distances; with 0.1 the hinge
@@ -191,6 +187,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 500   # steps; also at the end of every epoch and stage
   c.train.keep_checkpoints = 3
   c.train.prefetch = 2             # batches prepared ahead in a background thread
+  c.train.batch_builder = "device"  # "device": each device builds its shard of the batch
+                                   # inside the jitted step from device-resident tables
+                                   # (line_jax.device_batches); "host": the numpy reference
+                                   # builder (line_jax.pipeline), bit-identical batches
+  c.train.text_table = "auto"      # teacher 1's text rows for the device builder: "device",
+                                   # "host" (each batch's rows streamed from the host memmap:
+                                   # bounded host memory) or "auto" (on the device when they fit
+                                   # device_table_budget_gib)
+  c.train.device_table_budget_gib = 0.0   # 0: half of a GPU's free memory, 2 GiB on a CPU
   c.train.stop_after_steps = 0     # >0: exit after this global step (tests of resumption)
   c.train.evaluate = True          # python -m line_jax.train evaluates at the end
   c.train.on_nonfinite = "stop"    # a NaN/inf loss or gradient: "stop" (error naming the step

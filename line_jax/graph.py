@@ -7,12 +7,14 @@ neighbours (self loops implicit), padded to a static edge capacity so that one c
 serves every batch.
 
 Sampling is counter-based: (concept, type) at a given step draws from a hash of
-(seed, step, concept, type), so a concept gets the same neighbours whichever batch shard or
-device it lands on. Where a concept has more than F neighbours of a type, F of them are taken
-by systematic sampling over the neighbour list: a uniform start s in [0, deg) and positions
-floor(s + f * deg / F) mod deg, so each neighbour has probability exactly F/deg and none is
-taken twice; with `deterministic=True` the start is fixed (evenly spaced neighbours; used to
-project the whole dictionary for recovery and evaluation).
+(seed, step, concept, type) (`hash_u32`), so a concept gets the same neighbours whichever
+batch shard or device it lands on, and whether the batch is built on the host or on the
+device. Where a concept has more than F neighbours of a type, F of them are taken by
+systematic sampling over the neighbour list (`systematic_positions`): each neighbour has
+probability exactly F/deg and none is taken twice; with `deterministic=True` the start is
+fixed (evenly spaced neighbours; used to project the whole dictionary for recovery and
+evaluation). Every draw is integer arithmetic on 32-bit words, never a float product, so
+that numpy and XLA give the same integers.
 """
 
 from __future__ import annotations
@@ -69,11 +71,12 @@ class NeighbourTable:
   def has_neighbours(self, concepts: np.ndarray) -> np.ndarray:
     return self.degree(concepts).sum(1) > 0
 
-  def any_neighbour(self, concepts: np.ndarray, uniform: np.ndarray) -> np.ndarray:
-    """One neighbour of each concept (any type), chosen by `uniform` in [0, 1); -1 if none."""
+  def any_neighbour(self, concepts: np.ndarray, word: np.ndarray) -> np.ndarray:
+    """One neighbour of each concept (any type), chosen by the random uint32 `word`
+    (`draw_below`, uniform over the concept's neighbours of all types); -1 if none."""
     deg = self.degree(concepts)
     total = deg.sum(1)
-    pick = np.minimum((uniform * total).astype(np.int64), np.maximum(total - 1, 0))
+    pick = np.minimum(draw_below(word, total), np.maximum(total - 1, 0))
     cum = np.cumsum(deg, 1)
     k = (pick[:, None] >= cum).sum(1)
     k = np.minimum(k, self.num_types - 1)
@@ -96,37 +99,75 @@ class NeighbourTable:
     return found
 
 
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+HASH_START = 0x9E3779B9    # the hash state before the first key (2^32 / golden ratio)
+HASH_MUL1 = 0x7FEB352D     # the two multipliers of the 32-bit finaliser (Wellons'
+HASH_MUL2 = 0x846CA68B     # "lowbias32", a well-mixing bijection of 32-bit words)
 
 
-def hash_uniform(*keys) -> np.ndarray:
-  """Counter-based uniform [0, 1) from integer arrays (splitmix64 over a combined key)."""
+def _mix32(h: np.ndarray) -> np.ndarray:
+  h = h ^ (h >> np.uint32(16))
+  h = h * np.uint32(HASH_MUL1)
+  h = h ^ (h >> np.uint32(15))
+  h = h * np.uint32(HASH_MUL2)
+  return h ^ (h >> np.uint32(16))
+
+
+def hash_u32(*keys) -> np.ndarray:
+  """Counter-based random words: a uint32 hash of integer keys (each in [0, 2^32)),
+  broadcast together. Each key is xor-ed into the state, which is then mixed.
+
+  32-bit on purpose: JAX runs without 64-bit integers by default, and the device batch
+  builder (`line_jax.device_batches`) computes the very same words with uint32 arithmetic,
+  which wraps identically in numpy and XLA, so host and device batches agree bit for bit."""
   with np.errstate(over="ignore"):
-    h = np.uint64(0x9E3779B97F4A7C15)
+    h = np.uint32(HASH_START)
     for key in keys:
-      h = (h ^ np.asarray(key).astype(np.uint64)) * np.uint64(0xBF58476D1CE4E5B9)
-      h = h ^ (h >> np.uint64(31))
-    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    h = h ^ (h >> np.uint64(31))
-  return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+      h = _mix32(h ^ np.asarray(key).astype(np.uint32))
+  return np.asarray(h, np.uint32)
+
+
+def draw_below(word: np.ndarray, n) -> np.ndarray:
+  """Integers in [0, n) from random uint32 words: floor(word * n / 2^32) (exact integer
+  arithmetic, so the host and the device agree; the bias is below n / 2^32). n < 2^32."""
+  return ((np.asarray(word, np.uint64) * np.asarray(n, np.uint64)) >> np.uint64(32)).astype(
+      np.int64)
+
+
+def systematic_positions(word: np.ndarray, degree: np.ndarray, fanout: int) -> np.ndarray:
+  """Positions of `fanout` systematic samples among `degree` items (degree > fanout): a
+  start r uniform in [0, degree * fanout) and positions (r + f * degree) // fanout mod
+  degree for f < fanout. They are degree / fanout >= 1 apart, so no item is taken twice,
+  and every item is taken with probability exactly fanout / degree. word [...], degree
+  [...] -> [..., fanout]."""
+  degree = np.asarray(degree, np.int64)
+  r = draw_below(word, degree * fanout)
+  f = np.arange(fanout)
+  return ((r[..., None] + f * degree[..., None]) // fanout) % np.maximum(degree[..., None], 1)
+
+
+# Streams of counter-based draws (the last hash key), one per use.
+STREAM_NEIGHBOURS, STREAM_HEAD, STREAM_TAIL, STREAM_CORRUPT, STREAM_RANDOM, STREAM_HARD = range(6)
 
 
 def sample_neighbours(table: NeighbourTable, concepts: np.ndarray, fanout: int,
                       seed: int = 0, step: int = 0, deterministic: bool = False):
   """Neighbour slots of `concepts` [n]: returns (ids [n, K, F] int32, mask [n, K, F] bool)."""
   n, k_types = len(concepts), table.num_types
+  concepts = np.asarray(concepts, np.int64)
   seg = np.arange(k_types)[None, :] * table.num_concepts + concepts[:, None]   # [n, K]
   start = table.offsets[seg]
   deg = table.offsets[seg + 1] - start
   f = np.arange(fanout)[None, None, :]
   if deterministic:
-    u = np.full((n, k_types, 1), 0.5 / max(fanout, 1))
+    # Evenly spaced from the middle of the first interval: r = degree * fanout / (2 fanout).
+    r = deg // 2
+    spread = ((r[:, :, None] + f * deg[:, :, None]) // fanout) % np.maximum(deg[:, :, None], 1)
   else:
-    u = hash_uniform(seed, step, concepts[:, None], np.arange(k_types)[None, :])[:, :, None]
+    word = hash_u32(seed, step, concepts[:, None], np.arange(k_types)[None, :],
+                    STREAM_NEIGHBOURS)
+    spread = systematic_positions(word, deg, fanout)
   deg3 = deg[:, :, None]
   # deg <= F: take all, in order. deg > F: systematic sample from a random start.
-  spread = np.floor(u * deg3 + f * deg3 / fanout).astype(np.int64) % np.maximum(deg3, 1)
   pos = np.where(deg3 <= fanout, f, spread)
   mask = f < deg3
   idx = np.where(mask, start[:, :, None] + np.minimum(pos, np.maximum(deg3 - 1, 0)), 0)

@@ -13,10 +13,13 @@ Per shard (b = B / S pairs):
                                      and how many negated mentions it has in the shard
   rel_head / rel_tail / rel_corrupt [Rs], rel_mask [Rs]   relational-loss triplets
   graph: jraph.GraphsTuple over the U + V receivers (line_jax.graph layout)
-Capacities (U, V and the graph's edge count) are measured on sampled batches at start-up
-(`fit_capacity`, with a statistical margin), so one compiled step serves every batch; a
-batch that still needs more grows them, with a warning, at the cost of one more compilation.
-Stage 2 measures them again after recovery (capacities only grow).
+Capacities (U, V and the graph's edge count) are planned exactly for every batch of a
+stage before it starts (`line_jax.device_batches.plan_capacities`), so one compiled step
+serves the stage; a batch that still needed more would grow them here, with a warning, at the
+cost of one more compilation.
+
+This builder is the reference: the training step builds the same batches, bit for bit, on
+the devices (`line_jax.device_batches`; config train.batch_builder).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import logging
 import math
 import queue
 import threading
-from typing import Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import jax
 import numpy as np
@@ -38,7 +41,7 @@ from line_jax.data.dataset import Dataset
 from line_jax.shapes import round_up
 
 
-GROWTH = 1.25   # capacity factor when a batch overflows (and with too few samples to fit)
+GROWTH = 1.25   # capacity factor when a batch overflows the planned capacities
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +121,7 @@ class PairLists:
 
 def batch_shapes(lists: PairLists, batch_size: int, num_shards: int, num_types: int,
                  fanout: int, relational_edges: int, edge_block: int = 1) -> BatchShapes:
-  """Starting capacities; `BatchBuilder.fit_capacity` sets them from sampled batches."""
+  """Starting capacities; `device_batches.plan_capacities` sets them for a stage."""
   if edge_block < 1:
     raise ValueError(f"graph.edge_block={edge_block} must be at least 1")
   if batch_size % num_shards:
@@ -195,11 +198,10 @@ class BatchBuilder:
     if n == 0 or len(cand) == 0:
       return np.zeros((0, 3), np.int64)
     slot = np.arange(n)
-    head = cand[np.minimum((graph_lib.hash_uniform(self.seed, step, slot, 1) * len(cand))
-                           .astype(np.int64), len(cand) - 1)]
-    tail = self.table.any_neighbour(head, graph_lib.hash_uniform(self.seed, step, slot, 2))
-    corrupt = np.minimum((graph_lib.hash_uniform(self.seed, step, slot, 3)
-                          * self.num_concepts).astype(np.int64), self.num_concepts - 1)
+    word = lambda stream: graph_lib.hash_u32(self.seed, step, slot, stream)
+    head = cand[graph_lib.draw_below(word(graph_lib.STREAM_HEAD), len(cand))]
+    tail = self.table.any_neighbour(head, word(graph_lib.STREAM_TAIL))
+    corrupt = graph_lib.draw_below(word(graph_lib.STREAM_CORRUPT), self.num_concepts)
     ok = (corrupt != head) & (corrupt != tail) & ~self.table.contains(head, corrupt)
     return np.stack([head, tail, corrupt], 1)[ok]
 
@@ -218,9 +220,9 @@ class BatchBuilder:
     for s in range(s_count):
       occ = occurrences[s * b:(s + 1) * b]
       trip = triplets[s::s_count][:sh.relational_edges]
-      drawn = np.minimum((graph_lib.hash_uniform(
-          self.seed, step, s * self.random_concepts + np.arange(self.random_concepts), 4)
-          * self.num_concepts).astype(np.int32), self.num_concepts - 1)
+      drawn = graph_lib.draw_below(graph_lib.hash_u32(
+          self.seed, step, s, np.arange(self.random_concepts), graph_lib.STREAM_RANDOM),
+          self.num_concepts).astype(np.int32)
       pos = np.unique(np.concatenate([o[0] for o in occ] + [trip.reshape(-1).astype(np.int32),
                                                            drawn, np.zeros(0, np.int32)]))
       if self.hard_negatives:
@@ -239,14 +241,13 @@ class BatchBuilder:
 
   def _hard_draws(self, listed: np.ndarray, step: int, shard: int) -> np.ndarray:
     """`hard_negatives` entries of each listed concept's pool (with replacement, keyed by
-    seed, step, shard and concept: deterministic on resumption)."""
+    seed, step, shard, concept and draw: deterministic on resumption)."""
     k, pool = self.hard_negatives, self.hard.shape[1]
     if not len(listed) or not pool:
       return np.zeros(0, np.int32)
-    slot = ((shard * self.num_concepts + listed[:, None].astype(np.int64)) * k
-            + np.arange(k)[None, :])
-    col = np.minimum((graph_lib.hash_uniform(self.seed, step, slot, 5) * pool)
-                     .astype(np.int64), pool - 1)
+    col = graph_lib.draw_below(graph_lib.hash_u32(
+        self.seed, step, shard, listed[:, None].astype(np.int64), np.arange(k)[None, :],
+        graph_lib.STREAM_HARD), pool)
     picked = self.hard[listed[:, None], col]
     return picked[picked >= 0].astype(np.int32)
 
@@ -259,25 +260,6 @@ class BatchBuilder:
     current = (sh.positive_slots, sh.negated_slots, sh.edges)
     u, v, e = (c if keep and c >= n else f for c, n, f in zip(current, need, fitted))
     self.shapes = dataclasses.replace(sh, positive_slots=u, negated_slots=v, edges=e)
-
-  def fit_capacity(self, pair_idx: np.ndarray, num_batches: int, margin: float,
-                   sigmas: float = 0.0, keep: bool = False) -> BatchShapes:
-    """Sets capacities from `num_batches` sampled batches: `margin` x the larger of their
-    most and their mean + `sigmas` standard deviations (a batch's needs are sums over many
-    pairs, so their spread shrinks relative to the mean as batches grow: large batches get
-    tight capacities, small ones room). With `keep`, a capacity that already covers its
-    need stays (capacities only grow)."""
-    bsz = self.shapes.batch_size
-    order = np.random.default_rng([self.seed, 7]).permutation(pair_idx)
-    samples = [order[i * bsz:(i + 1) * bsz] for i in range(num_batches)]
-    needs = np.asarray([self._plan(batch, i)[2] for i, batch in enumerate(samples)
-                        if len(batch)] or [np.zeros(3, np.int64)], np.float64)
-    if len(needs) >= 4:
-      need = np.maximum(needs.max(0), np.ceil(needs.mean(0) + sigmas * needs.std(0, ddof=1)))
-    else:    # too few batches to estimate a spread from: the growth factor's room
-      need = np.ceil(needs.max(0) * GROWTH)
-    self._set_capacity(need.astype(np.int64), margin, keep=keep)
-    return self.shapes
 
   def build(self, pair_idx: np.ndarray, step: int) -> dict:
     padded, shards, need = self._plan(pair_idx, step)
@@ -375,26 +357,31 @@ def epoch_order(train_idx: np.ndarray, seed: int, stage: int, epoch: int) -> np.
 
 def iterate_batches(builder: BatchBuilder, order: np.ndarray, first_batch: int,
                     step0: int, prefetch: int) -> Iterator[tuple[int, dict]]:
-  """Yields (batch index, batch) from `first_batch` on; a background thread builds ahead."""
+  """Yields (batch index, host batch) from `first_batch` on; a background thread builds ahead."""
   bsz = builder.shapes.batch_size
   num_batches = -(-len(order) // bsz)
+  return prefetched(lambda bi: builder.build(order[bi * bsz:(bi + 1) * bsz],
+                                             step0 + bi - first_batch),
+                    first_batch, num_batches, prefetch)
 
-  def make(bi):
-    return builder.build(order[bi * bsz:(bi + 1) * bsz], step0 + bi - first_batch)
 
+def prefetched(make: Callable[[int], Any], first: int, stop: int,
+               prefetch: int) -> Iterator[tuple[int, Any]]:
+  """Yields (i, make(i)) for i in [first, stop); with prefetch > 0 a background thread makes
+  up to `prefetch` items ahead (an exception in it is raised here)."""
   if prefetch <= 0:
-    for bi in range(first_batch, num_batches):
-      yield bi, make(bi)
+    for i in range(first, stop):
+      yield i, make(i)
     return
   q: "queue.Queue[Optional[tuple]]" = queue.Queue(maxsize=prefetch)
-  stop = threading.Event()
+  stop_event = threading.Event()
 
   def worker():
     try:
-      for bi in range(first_batch, num_batches):
-        if stop.is_set():
+      for i in range(first, stop):
+        if stop_event.is_set():
           return
-        q.put((bi, make(bi)))
+        q.put((i, make(i)))
     except BaseException as e:  # surfaced in the consumer
       q.put(("error", e))
       return
@@ -411,7 +398,7 @@ def iterate_batches(builder: BatchBuilder, order: np.ndarray, first_batch: int,
         raise item[1]
       yield item
   finally:
-    stop.set()
+    stop_event.set()
     while thread.is_alive():
       try:
         q.get_nowait()

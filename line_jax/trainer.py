@@ -24,6 +24,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from line_jax import checkpoint as ckpt_lib
+from line_jax import device_batches
 from line_jax import exporter
 from line_jax import files
 from line_jax import graph as graph_lib
@@ -43,6 +44,7 @@ from line_jax import workdir as workdir_lib
 from line_jax.data import prepare_dataset
 
 AXIS = "data"
+BATCH_BUILDERS = ("device", "host")   # config train.batch_builder
 COMPILATIONS = {"train_step": 0}   # incremented at trace time: one per compilation
 
 
@@ -191,8 +193,57 @@ def check_loss_settings(lc) -> None:
                      f"loss.hard_pool nearest concepts: hard_pool={lc.hard_pool} must be >= 1")
 
 
+def shard_loss(params, batch: dict, concept_table, negated_table, num_types: int,
+               settings: LossSettings):
+  """The loss of one device's shard of the batch (no leading shard axis), combined over the
+  mesh's devices: (weighted total, the terms' means [7]). Runs inside `jax.shard_map`."""
+  b = batch["pair_mask"].shape[0]
+  rs = batch["rel_head"].shape[0]
+  t, c_mean, g_pos, g_neg, g_recv = project_batch(params, batch, concept_table,
+                                                  negated_table, num_types, settings)
+  texts = jax.lax.all_gather(t, AXIS, tiled=True)
+  text_mask = jax.lax.all_gather(batch["pair_mask"], AXIS, tiled=True)
+  first = jax.lax.axis_index(AXIS) * b
+  a = losses_lib.alignment_terms(c_mean, batch["pair_mask"], batch["rho"], texts,
+                                 text_mask, first, settings.margin,
+                                 per_anchor=settings.per_pair)
+  r = losses_lib.relational_terms(g_pos[:rs], g_pos[rs:2 * rs], g_pos[2 * rs:3 * rs],
+                                  batch["rel_mask"], settings.relational_margin)
+  n = losses_lib.negation_terms(g_pos[3 * rs:], g_neg, batch["neg_weight"],
+                                settings.negation_delta)
+  # Per-concept and uniformity terms (line_jax.losses; off at weight 0) over G of the
+  # shard's distinct positive concepts.
+  cu = uni = nt = tt = (jnp.zeros(()), jnp.zeros(()))
+  if g_recv is not None:
+    u = g_recv.shape[0]
+    recv_real = batch["receiver_real"][:u]
+    group = batch.get("receiver_group")    # config loss.same_term_negatives=False
+    if settings.weights[3]:
+      cu = losses_lib.concept_contrastive_terms(
+          t, g_recv, recv_real, batch["occ_slot"],
+          batch["occ_mask"] & (batch["occ_slot"] < u), settings.concept_temperature, group)
+    if settings.weights[6]:
+      # Text term: each listed concept vs the shard's texts that do not list it.
+      tt = losses_lib.text_contrastive_terms(
+          t, batch["pair_mask"], g_recv, batch["occ_slot"],
+          batch["occ_mask"] & (batch["occ_slot"] < u), settings.concept_temperature, group)
+    if settings.weights[4]:
+      uni = losses_lib.uniformity_terms(g_recv, recv_real, settings.uniformity_t)
+    if settings.weights[5]:
+      # Name term: F of teacher 1's name of each receiver vs G of the receivers.
+      names = model_lib.project_text(params, batch["name_text"])
+      nt = losses_lib.concept_contrastive_terms(
+          names, g_recv, recv_real, jnp.arange(u, dtype=jnp.int32)[:, None],
+          recv_real[:, None], settings.concept_temperature, group)
+  sums = jax.lax.psum(jnp.stack([a[0], r[0], n[0], cu[0], uni[0], nt[0], tt[0]]), AXIS)
+  counts = jax.lax.psum(jnp.stack([a[1], r[1], n[1], cu[1], uni[1], nt[1], tt[1]]), AXIS)
+  parts = sums / jnp.maximum(counts, 1.0)
+  return jnp.sum(jnp.asarray(settings.weights) * parts), parts
+
+
 def make_loss_fn(config, num_types: int, mesh, cpu_kernel: bool = False):
-  """loss(params, batch, concept_table, negated_table) -> (scalar, parts) over the mesh.
+  """loss(params, batch, concept_table, negated_table) -> (scalar, parts) over the mesh, for
+  a batch built on the host (`pipeline.BatchBuilder`: a leading shard axis).
 
   Sizes come from the batch's array shapes, so a grown capacity just retraces. cpu_kernel:
   G's edge attention on the fused CPU kernel (`Trainer` decides it: `kernels.use_kernel`)."""
@@ -200,60 +251,37 @@ def make_loss_fn(config, num_types: int, mesh, cpu_kernel: bool = False):
 
   def local(params, batch, concept_table, negated_table):
     batch = jax.tree.map(lambda x: x[0], batch)      # this device's shard
-    b = batch["pair_mask"].shape[0]
-    rs = batch["rel_head"].shape[0]
-    t, c_mean, g_pos, g_neg, g_recv = project_batch(params, batch, concept_table,
-                                                    negated_table, num_types, settings)
-    texts = jax.lax.all_gather(t, AXIS, tiled=True)
-    text_mask = jax.lax.all_gather(batch["pair_mask"], AXIS, tiled=True)
-    first = jax.lax.axis_index(AXIS) * b
-    a = losses_lib.alignment_terms(c_mean, batch["pair_mask"], batch["rho"], texts,
-                                   text_mask, first, settings.margin,
-                                   per_anchor=settings.per_pair)
-    r = losses_lib.relational_terms(g_pos[:rs], g_pos[rs:2 * rs], g_pos[2 * rs:3 * rs],
-                                    batch["rel_mask"], settings.relational_margin)
-    n = losses_lib.negation_terms(g_pos[3 * rs:], g_neg, batch["neg_weight"],
-                                  settings.negation_delta)
-    # Per-concept and uniformity terms (line_jax.losses; off at weight 0) over G of the
-    # shard's distinct positive concepts.
-    cu = uni = nt = tt = (jnp.zeros(()), jnp.zeros(()))
-    if g_recv is not None:
-      u = g_recv.shape[0]
-      recv_real = batch["receiver_real"][:u]
-      group = batch.get("receiver_group")    # config loss.same_term_negatives=False
-      if settings.weights[3]:
-        cu = losses_lib.concept_contrastive_terms(
-            t, g_recv, recv_real, batch["occ_slot"],
-            batch["occ_mask"] & (batch["occ_slot"] < u), settings.concept_temperature, group)
-      if settings.weights[6]:
-        # Text term: each listed concept vs the shard's texts that do not list it.
-        tt = losses_lib.text_contrastive_terms(
-            t, batch["pair_mask"], g_recv, batch["occ_slot"],
-            batch["occ_mask"] & (batch["occ_slot"] < u), settings.concept_temperature, group)
-      if settings.weights[4]:
-        uni = losses_lib.uniformity_terms(g_recv, recv_real, settings.uniformity_t)
-      if settings.weights[5]:
-        # Name term: F of teacher 1's name of each receiver vs G of the receivers.
-        names = model_lib.project_text(params, batch["name_text"])
-        nt = losses_lib.concept_contrastive_terms(
-            names, g_recv, recv_real, jnp.arange(u, dtype=jnp.int32)[:, None],
-            recv_real[:, None], settings.concept_temperature, group)
-    sums = jax.lax.psum(jnp.stack([a[0], r[0], n[0], cu[0], uni[0], nt[0], tt[0]]), AXIS)
-    counts = jax.lax.psum(jnp.stack([a[1], r[1], n[1], cu[1], uni[1], nt[1], tt[1]]), AXIS)
-    parts = sums / jnp.maximum(counts, 1.0)
-    return jnp.sum(jnp.asarray(settings.weights) * parts), parts
+    return shard_loss(params, batch, concept_table, negated_table, num_types, settings)
 
   return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(AXIS), P(), P()),
                        out_specs=(P(), P()))
 
 
-def make_train_step(config, num_types, mesh, optimizer, cpu_kernel: bool = False):
-  loss_fn = make_loss_fn(config, num_types, mesh, cpu_kernel)
+def make_device_loss_fn(config, num_types: int, mesh, shapes: pipeline.BatchShapes,
+                        spec: device_batches.BuilderSpec, cpu_kernel: bool = False,
+                        streamed_text: bool = False):
+  """loss(params, tables, pair_idx, step, concept_table, negated_table[, text_rows]) over
+  the mesh, each device building its own shard of the batch of the global pairs `pair_idx`
+  [B] at `step` from the device tables (`line_jax.device_batches`) inside the same program.
+  With `streamed_text`, the text rows come from the host as text_rows [S, b, d_t]."""
+  settings = LossSettings.from_config(config, mesh, cpu_kernel)
 
-  def train_step(state, batch, concept_table, negated_table):
+  def local(params, tables, pair_idx, step, concept_table, negated_table, *text_rows):
+    shard = jax.lax.axis_index(AXIS)
+    rows = text_rows[0][0] if text_rows else None
+    batch = device_batches.build_shard(tables, pair_idx, step, shard, shapes, spec, rows)
+    return shard_loss(params, batch, concept_table, negated_table, num_types, settings)
+
+  specs = (P(), P(), P(), P(), P(), P()) + ((P(AXIS),) if streamed_text else ())
+  return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=(P(), P()))
+
+
+def _step_with(loss_fn, optimizer, config):
+  """A train step (state, *loss inputs) -> (state, metrics) of `loss_fn(params, *inputs)`."""
+
+  def train_step(state, *inputs):
     COMPILATIONS["train_step"] += 1
-    (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], batch, concept_table, negated_table)
+    (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], *inputs)
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     new_state = {"params": optax.apply_updates(state["params"], updates),
                  "opt_state": opt_state, "step": state["step"] + 1}
@@ -266,6 +294,27 @@ def make_train_step(config, num_types, mesh, optimizer, cpu_kernel: bool = False
     return new_state, metrics
 
   return jax.jit(train_step, donate_argnums=0)
+
+
+def make_train_step(config, num_types, mesh, optimizer, cpu_kernel: bool = False):
+  """step(state, host batch, concept_table, negated_table) -> (state, metrics)."""
+  return _step_with(make_loss_fn(config, num_types, mesh, cpu_kernel), optimizer, config)
+
+
+def make_device_train_step(config, num_types, mesh, optimizer, shapes, spec,
+                           cpu_kernel: bool = False, streamed_text: bool = False):
+  """step(state, tables, pair_idx, step, concept_table, negated_table[, text_rows]) ->
+  (state, metrics): the batch is built on the devices inside the step."""
+  return _step_with(make_device_loss_fn(config, num_types, mesh, shapes, spec, cpu_kernel,
+                                        streamed_text), optimizer, config)
+
+
+def replicate(x, mesh: jax.sharding.Mesh):
+  """A host array every process holds alike -> a global array replicated over the mesh (a
+  plain host array where there is one process: jit moves it)."""
+  if jax.process_count() == 1:
+    return x
+  return jax.make_array_from_process_local_data(NamedSharding(mesh, P()), np.asarray(x))
 
 
 class Trainer:
@@ -332,10 +381,31 @@ class Trainer:
                                          shapes, config.train.seed, names=names,
                                          groups=groups, random_concepts=extra,
                                          hard=hard, hard_negatives=num_hard)
-    if len(ds.split_indices("train")):
-      self.fit_capacity()
-    logging.info("batch shapes: %s", self.builder.shapes)
     replicated = NamedSharding(self.mesh, P())
+    # Where batches are built (config train.batch_builder): on the devices inside the step
+    # (line_jax.device_batches), or on the host (the reference builder above). The device
+    # tables exist either way: capacities are planned on the devices.
+    self.builder_kind = str(config.train.get("batch_builder", "device"))
+    if self.builder_kind not in BATCH_BUILDERS:
+      raise ValueError(f"train.batch_builder={self.builder_kind!r}: expected one of "
+                       f"{BATCH_BUILDERS}")
+    on_device = self.builder_kind == "device"
+    self.streamed_text = on_device and not device_batches.text_on_device(config,
+                                                                         self.teacher1.text)
+    host_tables, self.builder_spec = device_batches.make_tables(
+        self.lists, self.table,
+        self.teacher1.text if on_device and not self.streamed_text else None,
+        names if on_device else None, groups if on_device else None, hard, num_hard, extra,
+        config.train.seed, config.graph.fanout, self.teacher1.text.dtype)
+    self.device_tables = device_batches.place_tables(host_tables, replicated)
+    del host_tables
+    logging.info("batches built on the %s%s", "devices" if on_device else "host",
+                 " (text rows streamed from the host)" if self.streamed_text else "")
+    self.base_shapes = shapes
+    self._planned = None             # (stage, first step) the capacities were planned for
+    self._device_steps = {}          # shapes -> compiled step
+    if len(ds.split_indices("train")):
+      self.plan_stage(1, 0)
     # Device-resident teacher-2 tables, read with file reads (not through the memmap) and
     # the host copy dropped at once, so peak memory holds one host table at a time.
     table_dtype = tables.resolve_table_dtype(config, self.teacher2)
@@ -378,12 +448,62 @@ class Trainer:
                  "in %.1f s", pool, len(rows), time.perf_counter() - started)
     return hard
 
-  def fit_capacity(self, keep: bool = False) -> pipeline.BatchShapes:
-    """Batch capacities measured on sampled train batches (config.graph.capacity_*)."""
-    gc = self.config.graph
-    return self.builder.fit_capacity(self.dataset.split_indices("train"),
-                                     gc.capacity_sample_batches, gc.capacity_margin,
-                                     gc.capacity_sigmas, keep=keep)
+  def plan_stage(self, stage: int, first_step: int) -> pipeline.BatchShapes:
+    """Capacities that hold every batch of `stage` (whose first step is `first_step`):
+    planned exactly on the devices (`device_batches.plan_capacities`), for both builders.
+    A function of the data, seed, stage and recovered concepts, so a resumed run plans the
+    same shapes as the run it resumes."""
+    if self._planned == (stage, first_step):
+      return self.builder.shapes
+    epochs = {1: self.config.train.stage1_epochs, 2: self.config.train.stage2_epochs}[stage]
+    train_idx = self.dataset.split_indices("train")
+    orders = [pipeline.epoch_order(train_idx, self.config.train.seed, stage, e)
+              for e in range(epochs)]
+    started = time.perf_counter()
+    shapes = device_batches.plan_capacities(self.device_tables, orders, first_step,
+                                            self.base_shapes, self.builder_spec)
+    logging.info("stage %d batch shapes: %s (planned in %.1f s)", stage, shapes,
+                 time.perf_counter() - started)
+    self.builder.shapes = shapes
+    self._planned = (stage, first_step)
+    return shapes
+
+  def set_added(self, added: np.ndarray) -> None:
+    """The recovered concept of every pair (-1: none), on the host and the devices."""
+    self.lists.added[:] = added
+    self.device_tables["added"] = jax.device_put(self.lists.added.astype(np.int32),
+                                                 NamedSharding(self.mesh, P()))
+    self._planned = None
+
+  def step_inputs(self, pair_idx: np.ndarray, step: int):
+    """What the host prepares for one step (in the prefetch thread): the built batch (host
+    builder), or the padded pair indices and the step (plus, when streamed, the text rows)."""
+    sh = self.builder.shapes
+    if self.builder_kind == "host":
+      return (self.builder.build(pair_idx, step),)
+    padded = np.full(sh.batch_size, -1, np.int32)
+    padded[:len(pair_idx)] = pair_idx
+    if not self.streamed_text:
+      return padded, np.int32(step)
+    rows = device_batches.host_text_rows(self.teacher1.text, padded)
+    return padded, np.int32(step), rows.reshape(sh.num_shards, sh.pairs_per_shard, -1)
+
+  def apply_step(self, state, inputs):
+    """One train step on `step_inputs`' output: (state, metrics)."""
+    if self.builder_kind == "host":
+      return self.train_step(state, shard_batch(inputs[0], self.mesh), self.concept_table,
+                             self.negated_table)
+    shapes = self.builder.shapes
+    step_fn = self._device_steps.get(shapes)
+    if step_fn is None:
+      step_fn = self._device_steps[shapes] = make_device_train_step(
+          self.config, len(self.dataset.relation_types), self.mesh, self.optimizer, shapes,
+          self.builder_spec, self.cpu_kernel, self.streamed_text)
+    args = [state, self.device_tables, replicate(inputs[0], self.mesh),
+            replicate(inputs[1], self.mesh), self.concept_table, self.negated_table]
+    if self.streamed_text:
+      args.append(shard_batch(inputs[2], self.mesh))
+    return step_fn(*args)
 
   def init_state(self) -> dict:
     state = state_lib.init_state(self.config, self.teacher1.dim, self.teacher2.dim,
@@ -413,8 +533,14 @@ def _train(config, workdir, devices, force_new) -> dict:
   dataset = prepare_dataset(config)
   if jax.process_index() == 0:   # refuses a mismatching work dir before writing anything
     workdir_lib.check_and_record(workdir, config, dataset.root, force_new)
-  trainer = Trainer(config, workdir, devices, dataset=dataset)
-  workdir = trainer.workdir
+  return run(Trainer(config, workdir, devices, dataset=dataset))
+
+
+def run(trainer: Trainer) -> dict:
+  """The two stages and the recovery between them, on a built `Trainer`, resuming from its
+  work dir's latest checkpoint; returns the summary (also `train_summary.json`), with the
+  wall time of each phase this process ran ("seconds")."""
+  config, workdir = trainer.config, trainer.workdir
   tc = config.train
   guard = guards.NonFiniteGuard(tc.on_nonfinite, tc.max_nonfinite_skips)
   mgr = ckpt_lib.manager(workdir, tc.keep_checkpoints)
@@ -424,7 +550,7 @@ def _train(config, workdir, devices, force_new) -> dict:
   if restored is not None and jax.process_index() == 0:
     workdir_lib.trim_train_log(workdir, progress["step"])   # no record logged twice
   if restored is not None:
-    trainer.lists.added[:] = restored.pop("added")
+    trainer.set_added(restored.pop("added"))
     state = jax.device_put(restored, NamedSharding(trainer.mesh, P()))
     logging.info("resumed from step %d (stage %d, epoch %d, batch %d)", progress["step"],
                  progress["stage"], progress["epoch"], progress["batch"])
@@ -441,7 +567,7 @@ def _train(config, workdir, devices, force_new) -> dict:
   epochs = {1: tc.stage1_epochs, 2: tc.stage2_epochs}
   log_path = os.path.join(workdir, "train_log.jsonl")
   batches_per_epoch = trainer.steps_per_epoch
-  summary = {"workdir": workdir, "compilations": {}, "capacity_growths": {}}
+  summary = {"workdir": workdir, "compilations": {}, "capacity_growths": {}, "seconds": {}}
   while progress["stage"] < state_lib.STAGE_FINISHED:
     stage = progress["stage"]
     if stage == 2 and not progress["recovered"]:
@@ -451,26 +577,29 @@ def _train(config, workdir, devices, force_new) -> dict:
           trainer.concept_table, trainer.negated_table, config, train_idx,
           embed_strings=trainer.string_embedder())
       info["seconds"] = time.time() - t0
-      trainer.lists.added[:] = added
+      trainer.set_added(added)
       progress["recovered"] = True
       _write_json(os.path.join(workdir, "recovery.json"), info)
       summary["recovery"] = info
       save()
+      summary["seconds"]["recovery"] = time.time() - t0
+    stage_started = time.time()
     compiled_before = COMPILATIONS["train_step"]
     grown_before = trainer.builder.growths
-    if stage == 2 and epochs[2] and trainer.lists.added.max(initial=-1) >= 0:
-      # Recovered concepts lengthen the lists: capacities are measured again (they only
-      # grow), so that stage 2 compiles at most once, here, rather than mid-epoch.
-      before = trainer.builder.shapes
-      if trainer.fit_capacity(keep=True) != before:
-        logging.info("stage 2 batch shapes (recovered concepts): %s", trainer.builder.shapes)
+    if epochs[stage]:
+      # Every batch of the stage fits the planned capacities (stage 2: with its recovered
+      # concepts), so the stage compiles once; a resumed run plans the same ones.
+      trainer.plan_stage(stage, progress["step"] - progress["epoch"] * batches_per_epoch
+                         - progress["batch"])
     while progress["epoch"] < epochs[stage]:
       order = pipeline.epoch_order(train_idx, tc.seed, stage, progress["epoch"])
       window, t_window = [], time.time()
-      for bi, batch in pipeline.iterate_batches(trainer.builder, order, progress["batch"],
-                                                progress["step"], tc.prefetch):
-        state, metrics = trainer.train_step(state, shard_batch(batch, trainer.mesh),
-                                            trainer.concept_table, trainer.negated_table)
+      bsz = tc.batch_size
+      make = lambda bi, step0=progress["step"], first=progress["batch"], order=order: (
+          trainer.step_inputs(order[bi * bsz:(bi + 1) * bsz], step0 + bi - first))
+      for bi, inputs in pipeline.prefetched(make, progress["batch"], batches_per_epoch,
+                                            tc.prefetch):
+        state, metrics = trainer.apply_step(state, inputs)
         progress["step"] += 1
         progress["batch"] = bi + 1
         guard.observe(progress["step"], stage, metrics)
@@ -511,6 +640,7 @@ def _train(config, workdir, devices, force_new) -> dict:
     progress["epoch"] = 0
     progress["batch"] = 0
     save()
+    summary["seconds"][f"stage{stage}"] = time.time() - stage_started
   summary.update(stopped=False, step=progress["step"],
                  checkpoint=os.path.join(workdir, "checkpoints"))
   _write_json(os.path.join(workdir, "train_summary.json"), summary)

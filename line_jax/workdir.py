@@ -43,9 +43,10 @@ RUNTIME_FIELDS = (
     "data.dir", "data.builder", "data.synthetic.", "data.hpo.",
     "train.stop_after_steps", "train.evaluate", "train.log_every", "train.checkpoint_every",
     "train.keep_checkpoints", "train.prefetch", "train.on_nonfinite",
+    "train.batch_builder", "train.text_table", "train.device_table_budget_gib",
     "train.max_nonfinite_skips",
     "model.cpu_kernel", "model.cpu_kernel_threads", "model.cpu_table_budget_gib",
-    "model.table_dtype", "graph.capacity_", "teacher1.batch_size", "teacher2.batch_size",
+    "model.table_dtype", "teacher1.batch_size", "teacher2.batch_size",
     "search.", "eval.")
 # What `force_new` removes: the previous run's training outputs.
 RUN_FILES = ("checkpoints", "damaged_checkpoints", TRAIN_LOG, "recovery.json",

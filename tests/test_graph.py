@@ -106,11 +106,44 @@ class GraphTest(parameterized.TestCase):
     np.testing.assert_array_equal(
         self.table.contains(np.array([0, 0, 3, 1]), np.array([5, 12, 4, 2])),
         [True, True, True, False])
-    nb = self.table.any_neighbour(np.array([0, 13, 3, 3]), np.array([0.99, 0.5, 0.0, 0.9]))
+    words = (np.array([0.99, 0.5, 0.0, 0.9]) * 2**32).astype(np.uint32)
+    nb = self.table.any_neighbour(np.array([0, 13, 3, 3]), words)
     self.assertIn(nb[0], range(1, 13))
     self.assertEqual(nb[1], -1)
     self.assertEqual(nb[2], 0)     # type 0 first
     self.assertEqual(nb[3], 4)     # then type 1
+
+
+  def test_draw_below_is_exact_integer_range_reduction(self):
+    words = np.array([0, 1, 2**31, 2**32 - 1], np.uint32)
+    for n in (1, 7, 10**6, 2**31 + 5):
+      expect = [(int(w) * n) >> 32 for w in words]        # Python integers: exact
+      np.testing.assert_array_equal(graph_lib.draw_below(words, n), expect)
+      self.assertTrue((graph_lib.draw_below(words, n) < n).all())
+
+  @parameterized.parameters((10, 4), (9, 4), (5, 4), (13, 3), (8, 8))
+  def test_systematic_positions_each_item_exactly_fanout_over_degree(self, degree, fanout):
+    # Every start r in [0, degree * fanout) once: each item must be taken by exactly
+    # fanout starts (probability fanout / degree), never twice by one start.
+    starts = np.arange(degree * fanout, dtype=np.uint64)
+    words = (((starts << np.uint64(32)) + np.uint64(degree * fanout - 1))
+             // np.uint64(degree * fanout)).astype(np.uint32)   # draw_below(words) = starts
+    np.testing.assert_array_equal(graph_lib.draw_below(words, degree * fanout), starts)
+    pos = graph_lib.systematic_positions(words, np.full(len(words), degree), fanout)
+    self.assertEqual(pos.shape, (len(words), fanout))
+    for row in pos:
+      self.assertLen(set(row.tolist()), fanout)
+    np.testing.assert_array_equal(np.bincount(pos.reshape(-1), minlength=degree),
+                                  np.full(degree, fanout * fanout))
+
+  def test_hash_words_depend_on_every_key_and_look_uniform(self):
+    a = graph_lib.hash_u32(1, 2, np.arange(100000), 3)
+    self.assertEqual(a.dtype, np.uint32)
+    self.assertGreater(len(np.unique(a)), 99990)
+    self.assertFalse(np.array_equal(a, graph_lib.hash_u32(1, 2, np.arange(100000), 4)))
+    self.assertFalse(np.array_equal(a, graph_lib.hash_u32(2, 1, np.arange(100000), 3)))
+    hist = np.bincount(a >> np.uint32(28), minlength=16) / len(a)
+    np.testing.assert_allclose(hist, 1 / 16, atol=0.005)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
-"""Host batches: capacities fitted from sampled batches, and shards left empty."""
+"""Host batches (the reference builder): planned capacities, shards left empty, the extra
+receivers (names, groups, random and hard negatives)."""
 
 from absl.testing import absltest
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from line_jax import bench_train
+from line_jax import device_batches
 from line_jax import graph as graph_lib
 from line_jax import pipeline
 
@@ -18,36 +22,41 @@ def builder(num_pairs, batch_size, num_shards, relational_edges, edge_block=4):
   return pipeline.BatchBuilder(lists, table, text, shapes, seed=0)
 
 
+def plan(b, order, first_step=0):
+  """Sets the builder's capacities to those planned for the batches of `order`."""
+  tables, spec = device_batches.make_tables(
+      b.lists, b.table, None, None, None, b.hard, b.hard_negatives, b.random_concepts, b.seed,
+      b.shapes.fanout, b.text.dtype)
+  b.shapes = device_batches.plan_capacities(jax.tree.map(jnp.asarray, tables), [order],
+                                            first_step, b.shapes, spec)
+  return b.shapes
+
+
 class PipelineTest(absltest.TestCase):
 
   def test_a_shard_without_pairs_builds(self):
     # 21 pairs over 4 shards of 8: the last shard has none, and no triplets either.
     b = builder(21, 32, 4, relational_edges=0)
-    b.fit_capacity(np.arange(21), 4, 1.02, 4.0)
+    plan(b, np.arange(21))
     out = b.build(np.arange(21), 0)
     self.assertEqual(int(out["pair_mask"][3].sum()), 0)
     self.assertEqual(int(out["pair_mask"].sum()), 21)
     self.assertEqual(int(out["graph"].edges["mask"][3].sum()), 0)
     self.assertEqual(graph_lib.num_edges(np.zeros((0, 3, 2), bool), 4), 0)
 
-  def test_capacities_cover_the_epoch_without_growing(self):
-    b = builder(2048, 64, 1, relational_edges=8)
-    shapes = b.fit_capacity(np.arange(2048), 16, 1.02, 4.0)
+  def test_planned_capacities_are_the_largest_needs(self):
+    b = builder(2048, 64, 2, relational_edges=8)
+    order = np.random.default_rng(0).permutation(2048)
+    shapes = plan(b, order, first_step=5)
+    needs = np.array([b._plan(order[i:i + 64], 5 + i // 64)[2] for i in range(0, 2048, 64)])
+    most = needs.max(0)
+    self.assertEqual(shapes.positive_slots, -(-most[0] // 8) * 8)     # exact, rounded up
+    self.assertEqual(shapes.negated_slots, -(-most[1] // 8) * 8)
+    self.assertEqual(shapes.edges, -(-most[2] // 256) * 256)
     self.assertEqual(shapes.edges % 4, 0)
-    needs = np.array([b._plan(np.arange(i, i + 64), i)[2] for i in range(0, 2048, 64)])
-    self.assertTrue((needs.max(0) <= [shapes.positive_slots, shapes.negated_slots,
-                                      shapes.edges]).all())
-    self.assertLess(shapes.edges, 1.2 * needs[:, 2].max())      # tight: no flat 20% slack
     for i in range(0, 2048, 64):
-      b.build(np.arange(i, i + 64), i)
+      b.build(order[i:i + 64], 5 + i // 64)
     self.assertEqual(b.growths, 0)
-
-  def test_too_few_samples_get_the_growth_factor(self):
-    b = builder(64, 64, 1, relational_edges=8)
-    need = b._plan(np.random.default_rng([0, 7]).permutation(64), 0)[2]
-    shapes = b.fit_capacity(np.arange(64), 16, 1.0, 4.0)   # one batch: no spread to use
-    self.assertGreaterEqual(shapes.edges, need[2] * pipeline.GROWTH)
-    self.assertGreaterEqual(shapes.positive_slots, need[0] * pipeline.GROWTH)
 
   def test_name_rows_and_groups_follow_the_receivers(self):
     b = builder(64, 32, 2, relational_edges=8)
@@ -56,7 +65,7 @@ class PipelineTest(absltest.TestCase):
     groups = rng.integers(0, 100, 300)
     b = pipeline.BatchBuilder(b.lists, b.table, b.text, b.shapes, 0, names=names,
                               groups=groups)
-    b.fit_capacity(np.arange(64), 4, 1.02, 4.0)
+    plan(b, np.arange(64))
     out = b.build(np.arange(32), 0)
     u = b.shapes.positive_slots
     for s in range(2):
@@ -76,8 +85,8 @@ class PipelineTest(absltest.TestCase):
     base = builder(64, 32, 2, relational_edges=0)
     b = pipeline.BatchBuilder(base.lists, base.table, base.text, base.shapes, 0,
                               random_concepts=40)
-    b.fit_capacity(np.arange(64), 4, 1.02, 4.0)
-    base.fit_capacity(np.arange(64), 4, 1.02, 4.0)
+    plan(b, np.arange(64))
+    plan(base, np.arange(64))
     receivers = lambda bb, step: [set(bb._plan(np.arange(32), step)[1][s]["pos"].tolist())
                                   for s in range(2)]
     listed = receivers(base, 0)
@@ -123,8 +132,8 @@ class PipelineTest(absltest.TestCase):
     hard[::7, 1] = -1                                       # holes are skipped
     b = pipeline.BatchBuilder(base.lists, base.table, base.text, base.shapes, 0, hard=hard,
                               hard_negatives=3)
-    b.fit_capacity(np.arange(64), 4, 1.02, 4.0)
-    base.fit_capacity(np.arange(64), 4, 1.02, 4.0)
+    plan(b, np.arange(64))
+    plan(base, np.arange(64))
     plans, again = b._plan(np.arange(32), 0)[1], b._plan(np.arange(32), 0)[1]
     base_plans = base._plan(np.arange(32), 0)[1]
     for s in range(2):
