@@ -25,12 +25,14 @@ from absl import flags
 import jax
 import numpy as np
 
+from line_jax import bench_paper as bench_paper_lib
 from line_jax import bench_train as bench_train_lib
 from line_jax import search
 from line_jax import teachers
 from line_jax.config import teacher_config
 
-_SECTIONS = ("search", "train", "export", "stream")   # "stream" writes GBs: only on request
+_SECTIONS = ("search", "train", "export", "stream", "paper")   # "stream" writes GBs and
+# "paper" runs the paper's whole schedule: only on request
 
 _WHAT = flags.DEFINE_list("what", ["search", "train", "export"],
                           f"Sections to run, among {_SECTIONS}.")
@@ -53,7 +55,13 @@ _GPU_BANDWIDTH = flags.DEFINE_float(
     "gpu_bandwidth_tb_s", 3.35, "GPU memory bandwidth, TB/s; H100 SXM: 3.35.")
 _GPU_LAUNCH_US = flags.DEFINE_float(
     "gpu_kernel_launch_us", 4.0, "GPU time per kernel launch of a step, microseconds.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Train: pairs per step.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Stream and paper: pairs per step.")
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["128"], "Train: the batch sizes measured, "
+                                 "each in turn (e.g. 128,1024).")
+_SCALE = flags.DEFINE_float("scale", 0.001, "Paper: the paper's pairs, concepts and edges "
+                            "times this (1 = 7.2M pairs, 4M concepts, 25M edges).")
+_PAPER_DIR = flags.DEFINE_string("paper_dir", "", "Paper: work dir (default: a new "
+                                 "temporary folder).")
 _CONCEPTS_PER_PAIR = flags.DEFINE_integer("concepts_per_pair", 8,
                                           "Train: mean concepts per pair (Poisson).")
 _FANOUT = flags.DEFINE_integer("fanout", 8, "Train: sampled neighbours per relation type.")
@@ -231,14 +239,40 @@ def train_gpu_projection(result: dict[str, Any], tflops_f32: float, bandwidth_tb
 
 
 def bench_train() -> dict[str, Any]:
-  result = bench_train_lib.bench_train_step(batch_size=_BATCH_SIZE.value, dim=_DIM.value,
-                            concepts_per_pair=_CONCEPTS_PER_PAIR.value, fanout=_FANOUT.value,
-                            num_relations=_NUM_RELATIONS.value, steps=_STEPS.value,
-                            repeats=_REPEATS.value)
-  if jax.default_backend() == "cpu":
-    print("train: " + train_gpu_projection(result, _GPU_TFLOPS_F32.value, _GPU_BANDWIDTH.value,
-                                           _GPU_LAUNCH_US.value), flush=True)
-  return result
+  """For each --batch_sizes: the builders alone, the step alone and the whole loop, in
+  pairs/s, and loop / step."""
+  results = {}
+  for size in (int(b) for b in _BATCH_SIZES.value):
+    r = bench_train_lib.bench_train_step(batch_size=size, dim=_DIM.value,
+                              concepts_per_pair=_CONCEPTS_PER_PAIR.value, fanout=_FANOUT.value,
+                              num_relations=_NUM_RELATIONS.value, steps=_STEPS.value,
+                              repeats=_REPEATS.value)
+    print(f"train: B={size} d={_DIM.value} devices={r['devices']} "
+          f"({jax.devices()[0].device_kind}): builder alone {r['pairs_per_s_device_builder']:,.0f} "
+          f"pairs/s on the device, {r['pairs_per_s_host_builder']:,.0f} on the host; step "
+          f"alone {r['pairs_per_s_step']:,.0f} pairs/s ({r['step_ms_median']:.2f} ms); loop "
+          f"{r['pairs_per_s_loop']:,.0f} pairs/s = {r['loop_over_step']:.2f} x the step "
+          f"(host-built loop {r['pairs_per_s_loop_host_builder']:,.0f})", flush=True)
+    if jax.default_backend() == "cpu":
+      print("train: " + train_gpu_projection(r, _GPU_TFLOPS_F32.value, _GPU_BANDWIDTH.value,
+                                             _GPU_LAUNCH_US.value), flush=True)
+    results[size] = r
+  return results
+
+
+def bench_paper() -> dict[str, Any]:
+  r = bench_paper_lib.bench_paper(scale=_SCALE.value, batch_size=_BATCH_SIZE.value,
+                                  workdir=_PAPER_DIR.value)
+  print(f"paper: scale {r['scale']:g} ({r['pairs']:,} pairs, {r['concepts']:,} concepts, "
+        f"{r['edges']:,} edges, d={r['dim']}, B={r['batch_size']}, {r['devices']} "
+        f"{r['backend']} device(s)): stage 1 {r['stage1_s']:.1f} s "
+        f"({r['stage1_pairs_per_s']:,.0f} pairs/s), recovery {r['recovery_s']:.1f} s, "
+        f"stage 2 {r['stage2_s']:.1f} s ({r['stage2_pairs_per_s']:,.0f} pairs/s), schedule "
+        f"{r['schedule_s']:.1f} s; projected to the paper's size: stages "
+        f"{r['projected_full_stages_s'] / 60:.1f} min + recovery "
+        f"{r['projected_full_recovery_s'] / 60:.1f} min = "
+        f"{r['projected_full_schedule_s'] / 60:.1f} min", flush=True)
+  return r
 
 
 def bench_export() -> dict[str, Any]:
@@ -287,6 +321,8 @@ def main(argv: Sequence[str]) -> None:
       run_section(name, bench_train)
     elif name == "stream":
       run_section(name, bench_stream)
+    elif name == "paper":
+      run_section(name, bench_paper)
     else:
       run_section(name, bench_export)
 

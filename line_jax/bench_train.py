@@ -1,7 +1,9 @@
 """Train-step throughput and streaming memory on synthetic data of a chosen size.
 
-`bench_train_step` times the compiled step alone (batches built beforehand) and the whole
-loop (host batch building in the prefetch thread + step), and counts compilations.
+`bench_train_step` times the batch builders alone (host and device), the compiled step
+alone (batches built beforehand) and the whole loop (the fused build-and-step on the
+devices; and, for comparison, host building in the prefetch thread + step), and counts
+compilations.
 `bench_streaming` writes a large synthetic dataset to disk (memmapped float16 embeddings)
 and trains over it, reporting peak resident memory.
 """
@@ -16,7 +18,10 @@ import time
 import jax
 import numpy as np
 
+from jax.sharding import PartitionSpec as P
+
 from line_jax import config as config_lib
+from line_jax import device_batches
 from line_jax import embeddings as emb_lib
 from line_jax import pipeline
 from line_jax import recovery as recovery_lib
@@ -59,13 +64,28 @@ def _teachers(dataset: Dataset, dim: int, text=None, concepts=None, negated=None
   return t1, t2
 
 
+def _timed(run, repeats: int) -> list:
+  """Wall times of `repeats` calls of `run` (each call blocks until its result is ready)."""
+  times = []
+  for _ in range(max(1, repeats)):
+    t0 = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - t0)
+  return times
+
+
 def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: float = 8,
                      fanout: int = 8, num_relations: int = 7, steps: int = 20,
                      num_concepts: int = 50000, num_edges: int = 400000, devices=None,
-                     repeats: int = 3) -> dict:
-  """Pairs/s of the train step at the given sizes: the median of `steps` batches each
-  timed `repeats` times (and the quartiles, as the spread on a shared machine)."""
-  cfg = config_lib.base_config()
+                     repeats: int = 3, config=None) -> dict:
+  """Pairs/s of the batch builders alone, of the train step alone (on ready batches) and of
+  the whole loop (what training runs: `Trainer.step_inputs` in the prefetch thread, then
+  `Trainer.apply_step`), at the given sizes; medians over `steps` batches, each timed
+  `repeats` times (shared machines are noisy), and the loop's ratio to the step.
+
+  `config`: the run's config (default: the base config, the paper's objective); its batch
+  size, fanout and builder (train.batch_builder) are set from the arguments."""
+  cfg = config_lib.base_config() if config is None else config
   cfg.train.batch_size = batch_size
   cfg.graph.fanout = fanout
   num_pairs = batch_size * (steps + 2)
@@ -74,63 +94,97 @@ def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: f
   trainer = train_lib.Trainer(cfg, workdir, devices, dataset=ds, teachers=_teachers(ds, dim))
   state = trainer.init_state()
   order = np.arange(num_pairs)
-  t0 = time.perf_counter()
-  batches = [trainer.builder.build(order[i * batch_size:(i + 1) * batch_size], i)
-             for i in range(steps + 2)]
-  host_s = (time.perf_counter() - t0) / len(batches)
+  shapes = device_batches.plan_capacities(trainer.device_tables, [order], 0,
+                                          trainer.base_shapes, trainer.builder_spec)
+  trainer.builder.shapes = shapes
+  bounds = [(i * batch_size, (i + 1) * batch_size) for i in range(steps + 2)]
+  # The host builder alone (the reference; what training ran before batches were built on
+  # the device).
+  host_times = []
+  for i, (lo, hi) in enumerate(bounds):
+    t0 = time.perf_counter()
+    trainer.builder.build(order[lo:hi], i)
+    host_times.append(time.perf_counter() - t0)
+  # The device builder alone, as the step runs it: each device builds its own shard.
+  mesh = trainer.mesh
+  spec = trainer.builder_spec
+  build = jax.jit(jax.shard_map(
+      lambda tables, pairs, step: jax.tree.map(lambda x: x[None], device_batches.build_shard(
+          tables, pairs, step, jax.lax.axis_index(train_lib.AXIS), shapes, spec)),
+      mesh=mesh, in_specs=(P(), P(), P()), out_specs=P(train_lib.AXIS)))
+  pair_rows = [order[lo:hi].astype(np.int32) for lo, hi in bounds]
+  tables = trainer.device_tables
+  jax.block_until_ready(build(tables, pair_rows[0], np.int32(0)))
+  device_times = []
+  for i, rows in enumerate(pair_rows[1:], 1):
+    device_times += _timed(lambda: jax.block_until_ready(build(tables, rows, np.int32(i))),
+                           repeats)
+  batches = [build(tables, rows, np.int32(i)) for i, rows in enumerate(pair_rows)]
+  # The step alone, on batches already on the devices.
   compiled_before = train_lib.COMPILATIONS["train_step"]
   t0 = time.perf_counter()
-  state, m = trainer.train_step(state, train_lib.shard_batch(batches[0], trainer.mesh),
-                                trainer.concept_table, trainer.negated_table)
+  state, m = trainer.train_step(state, batches[0], trainer.concept_table,
+                                trainer.negated_table)
   jax.block_until_ready(m)
   compile_s = time.perf_counter() - t0
-  times = []
-  sharded_batches = [train_lib.shard_batch(b, trainer.mesh) for b in batches[1:]]
-  jax.block_until_ready(sharded_batches)
+  step_compilations = train_lib.COMPILATIONS["train_step"] - compiled_before
   faults_before = _minor_faults()
+  times = []
   for _ in range(max(1, repeats)):
-    for sharded in sharded_batches:
+    for batch in batches[1:]:
       t0 = time.perf_counter()
-      state, m = trainer.train_step(state, sharded, trainer.concept_table,
+      state, m = trainer.train_step(state, batch, trainer.concept_table,
                                     trainer.negated_table)
       jax.block_until_ready(m)
       times.append(time.perf_counter() - t0)
   faults_per_step = (_minor_faults() - faults_before) / len(times)
-  # The whole loop: batches built by the prefetch thread while the device steps.
-  t0 = time.perf_counter()
-  n = 0
-  for _, b in pipeline.iterate_batches(trainer.builder, order, 0, 0, 2):
-    state, m = trainer.train_step(state, train_lib.shard_batch(b, trainer.mesh),
-                                  trainer.concept_table, trainer.negated_table)
-    n += 1
-  jax.block_until_ready(m)
-  loop_s = (time.perf_counter() - t0) / n
+
+  def loop(kind: str) -> float:
+    """Seconds per step of the training loop with batches built by `kind`, warm."""
+    trainer.builder_kind = kind
+    make = lambda bi: trainer.step_inputs(order[bi * batch_size:(bi + 1) * batch_size], bi)
+    nonlocal state
+    state, m = trainer.apply_step(state, make(0))        # compiles (the fused step)
+    jax.block_until_ready(m)
+    t0 = time.perf_counter()
+    for _ in range(max(1, repeats)):
+      for _, inputs in pipeline.prefetched(make, 1, len(bounds), cfg.train.prefetch):
+        state, m = trainer.apply_step(state, inputs)
+    jax.block_until_ready(m)
+    return (time.perf_counter() - t0) / (max(1, repeats) * (len(bounds) - 1))
+
+  kind = trainer.builder_kind
+  loop_s = loop(kind)
+  loop_host_s = loop("host") if kind != "host" else loop_s
+  trainer.builder_kind = kind
   step_s = float(np.median(times))
-  compilations = train_lib.COMPILATIONS["train_step"] - compiled_before
-  lower_args = (state, train_lib.shard_batch(batches[0], trainer.mesh), trainer.concept_table,
-                trainer.negated_table)
+  lower_args = (state, batches[0], trainer.concept_table, trainer.negated_table)
   kernels = count_kernels(trainer.train_step.lower(*lower_args).compile().as_text())
   # A GPU runs the XLA path (the fused kernel is CPU-only): its kernel count, for projections.
-  xla_step = train_lib.make_train_step(cfg, num_relations, trainer.mesh, trainer.optimizer,
+  xla_step = train_lib.make_train_step(cfg, num_relations, mesh, trainer.optimizer,
                                        cpu_kernel=False)
   kernels_xla = count_kernels(xla_step.lower(*lower_args).compile().as_text())
-  sh = trainer.builder.shapes
-  edges = sh.edges
+  host_s, device_build_s = float(np.median(host_times[1:])), float(np.median(device_times))
   return {
       "batch_size": batch_size, "dim": dim, "concepts_per_pair": concepts_per_pair,
-      "fanout": fanout, "relation_types": num_relations, "devices": trainer.mesh.size,
-      "receivers_per_shard": sh.receivers, "edges_per_shard": edges,
+      "fanout": fanout, "relation_types": num_relations, "devices": mesh.size,
+      "batch_builder": kind, "text_streamed": trainer.streamed_text,
+      "receivers_per_shard": shapes.receivers, "edges_per_shard": shapes.edges,
       "step_ms_median": 1e3 * step_s, "pairs_per_s_step": batch_size / step_s,
       "step_ms_quartiles": [round(1e3 * float(q), 2) for q in np.percentile(times, [25, 75])],
       "table_dtype": str(trainer.concept_table.dtype),
       "g_edge_attention": "cpu_kernel" if trainer.cpu_kernel else "xla",
       "page_faults_per_step": round(faults_per_step),   # see line_jax/host_memory.py
-      "host_batch_ms": 1e3 * host_s, "pairs_per_s_loop": batch_size / loop_s,
+      "host_batch_ms": 1e3 * host_s, "pairs_per_s_host_builder": batch_size / host_s,
+      "device_batch_ms": 1e3 * device_build_s,
+      "pairs_per_s_device_builder": batch_size / device_build_s,
+      "pairs_per_s_loop": batch_size / loop_s, "loop_over_step": step_s / loop_s,
+      "pairs_per_s_loop_host_builder": batch_size / loop_host_s,
       "compile_s": compile_s,
-      "compilations": compilations,
+      "compilations": step_compilations,
       "kernels_per_step": kernels,
       "kernels_per_step_xla_path": kernels_xla,
-      **step_cost(sh, dim, num_relations),
+      **step_cost(shapes, dim, num_relations),
   }
 
 
@@ -211,15 +265,18 @@ def bench_streaming(num_pairs: int = 2_000_000, num_concepts: int = 500_000,
   state = trainer.init_state()
   rss_setup = peak_rss_gib()
   order = pipeline.epoch_order(np.arange(num_pairs), 0, 1, 0)[:steps * batch_size]
+  trainer.builder.shapes = device_batches.plan_capacities(
+      trainer.device_tables, [order], 0, trainer.base_shapes, trainer.builder_spec)
+  make = lambda bi: trainer.step_inputs(order[bi * batch_size:(bi + 1) * batch_size], bi)
   t0 = time.perf_counter()
-  for _, b in pipeline.iterate_batches(trainer.builder, order, 0, 0, 2):
-    state, m = trainer.train_step(state, train_lib.shard_batch(b, trainer.mesh),
-                                  trainer.concept_table, trainer.negated_table)
+  for _, inputs in pipeline.prefetched(make, 0, -(-len(order) // batch_size), 2):
+    state, m = trainer.apply_step(state, inputs)
   jax.block_until_ready(m)
   train_s = time.perf_counter() - t0
   result = {"pairs": num_pairs, "concepts": num_concepts, "edges": num_edges, "dim": dim,
             "text_embeddings_gib": num_pairs * dim * 2 / 2**30, "steps": steps,
             "write_s": write_s, "train_s": train_s, "pairs_per_s": steps * batch_size / train_s,
+            "text_streamed": trainer.streamed_text,
             "peak_rss_gib_after_setup": rss_setup, "peak_rss_gib": peak_rss_gib()}
   if recovery_pairs:
     if recovery_pair_block:

@@ -111,6 +111,7 @@ def _recover(params, lists, text, table, concept_table, negated_table, config, p
                      "teacher 1 that embeds new strings (kind 'hf' or 'finetuned')")
   normalize = bool(config.loss.normalize)
   dataset = lists.dataset
+  projected_at = time.perf_counter()
   logging.info("recovery: projecting %d dictionary concepts through G", dataset.num_concepts)
   settings = projection.ProjectionSettings.from_config(
       config, kernels.use_kernel(str(config.model.cpu_kernel), concept_table))
@@ -182,7 +183,9 @@ def _recover(params, lists, text, table, concept_table, negated_table, config, p
   gained = int((added >= 0).sum())
   info = dict(pairs=int(len(pair_idx)), gained=gained, threshold=float(rc.threshold),
               estimator=estimator, confidence=confidence, by_term=bool(by_term),
-              mean_best_cosine=float(best.mean()) if len(best) else 0.0)
+              mean_best_cosine=float(best.mean()) if len(best) else 0.0,
+              # G of the dictionary (and its device copy), then the pairs' search.
+              dictionary_s=started - projected_at, search_s=time.perf_counter() - started)
   logging.info("recovery: %d of %d pairs gained a concept (%s, %s >= %.4f, mean best %.3f)",
                gained, len(pair_idx), estimator, confidence, rc.threshold,
                info["mean_best_cosine"])

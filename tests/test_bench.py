@@ -4,6 +4,7 @@ from absl.testing import absltest
 import jax
 
 from line_jax import bench
+from line_jax import bench_paper
 from line_jax import bench_train
 from line_jax import pipeline
 
@@ -16,6 +17,12 @@ class TrainBenchTest(absltest.TestCase):
                                      num_edges=1500, repeats=2)
     self.assertEqual(r["compilations"], 1)
     self.assertGreater(r["pairs_per_s_step"], 0)
+    for key in ("pairs_per_s_host_builder", "pairs_per_s_device_builder", "pairs_per_s_loop",
+                "pairs_per_s_loop_host_builder"):
+      self.assertGreater(r[key], 0, key)
+    self.assertAlmostEqual(r["loop_over_step"],
+                           r["pairs_per_s_loop"] / r["pairs_per_s_step"], places=6)
+    self.assertEqual(r["batch_builder"], "device")
     self.assertLessEqual(r["step_ms_quartiles"][0], r["step_ms_median"])
     self.assertLessEqual(r["step_ms_median"], r["step_ms_quartiles"][1])
     if jax.default_backend() == "cpu":
@@ -41,6 +48,27 @@ class TrainBenchTest(absltest.TestCase):
     self.assertGreater(r["recovery_s"], 0)
     self.assertGreaterEqual(r["peak_rss_gib_with_recovery"], r["peak_rss_gib"])
     self.assertGreaterEqual(r["peak_rss_gib"], r["peak_rss_gib_after_setup"])
+
+  def test_paper_schedule_runs_both_stages_and_recovery_at_a_tiny_scale(self):
+    shape = bench_paper.PaperShape(pairs=2000, concepts=500, edges=3000, relation_types=3,
+                                   concepts_per_pair=4, dim=16, stage1_epochs=2,
+                                   stage2_epochs=1)
+    r = bench_paper.bench_paper(scale=0.5, batch_size=32, shape=shape,
+                                workdir=self.create_tempdir().full_path)
+    self.assertEqual((r["pairs"], r["concepts"], r["edges"]), (1000, 250, 1500))
+    for phase in ("stage1_s", "recovery_s", "stage2_s"):
+      self.assertGreater(r[phase], 0, phase)
+    self.assertGreaterEqual(r["schedule_s"], r["stage1_s"] + r["recovery_s"] + r["stage2_s"])
+    self.assertEqual(r["compilations"]["stage1"], 1)
+    self.assertGreater(r["stage1_steady_pairs_per_s"], 0)
+    # The projection: stages grow with the pairs, the search with pairs x concepts.
+    steady = (2 * 2000 / r["stage1_steady_pairs_per_s"] + 2000 / r["stage2_steady_pairs_per_s"])
+    self.assertAlmostEqual(r["projected_full_stages_s"], steady + r["compile_s"], places=3)
+    search = r["recovery_search_s"] * (2000 * 500) / (1000 * 250)
+    self.assertAlmostEqual(r["projected_full_recovery_s"],
+                           r["recovery_dictionary_s"] / 0.5 + search, places=3)
+    with self.assertRaisesRegex(ValueError, "scale=0 must be in"):
+      bench_paper.bench_paper(scale=0, shape=shape)
 
   def test_step_cost_counts(self):
     shapes = pipeline.BatchShapes(batch_size=8, num_shards=1, max_concepts=3,
