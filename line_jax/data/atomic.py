@@ -51,7 +51,8 @@ def foreign_files(root: str) -> list:
 
 
 def marker_builder(root: str) -> Optional[str]:
-  """The builder `root`'s marker names; None without a marker, "unknown" when it is unreadable."""
+  """The builder `root`'s marker names; None without a marker, "unknown" when it cannot be
+  read."""
   path = os.path.join(root, MARKER)
   if not os.path.exists(path):
     return None
