@@ -28,6 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from line_jax.data import textfile
+
 SPLITS = ("train", "valid", "test")
 DEFAULT_NEGATION_TEMPLATE = "{name} unobserved"
 
@@ -38,20 +40,21 @@ class DataError(ValueError):
 
 def iter_json_lines(path: str, error: type = None):
   """(line number, object) of each non-blank line of a JSON-lines file; a line that is not
-  JSON, or not a JSON object, raises `error` (default DataError) naming the file and the
-  line."""
+  UTF-8 (`line_jax.data.textfile`), not JSON, or not a JSON object, and a Parquet file,
+  raise `error` (default DataError) naming the file and the line."""
   error = error or DataError
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        obj = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise error(f"{path}: line {number}: not JSON ({e})") from None
-      if not isinstance(obj, dict):
-        raise error(f"{path}: line {number}: not a JSON object")
-      yield number, obj
+  if textfile.sniff(path) == "parquet":
+    raise error(f"{path}: line 1: not JSON lines: {textfile.looks_like(path)[2:]}")
+  for number, line in textfile.lines(path, error):
+    if not line.strip():
+      continue
+    try:
+      obj = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise error(f"{path}: line {number}: not JSON ({e})") from None
+    if not isinstance(obj, dict):
+      raise error(f"{path}: line {number}: not a JSON object")
+    yield number, obj
 
 
 def data_error(path: str, row: Optional[int], field: str, problem: str) -> DataError:
@@ -115,11 +118,23 @@ class Dataset:
     return h.hexdigest()[:16]
 
 
+def read_table(path: str, columns: Optional[Sequence[str]] = None) -> pa.Table:
+  """`pq.read_table`, a damaged or cut-short file (or one that is not Parquet) raising
+  DataError naming it."""
+  try:
+    return pq.read_table(path, columns=columns)
+  except (pa.ArrowInvalid, OSError) as e:
+    if isinstance(e, FileNotFoundError):
+      raise
+    raise DataError(f"{path}: not a readable Parquet file ({e}); the file is damaged or cut "
+                    "short, or not Parquet") from None
+
+
 def _read(path: str, required: Sequence[str]) -> pa.Table:
   if not os.path.exists(path):
     raise DataError(f"{path}: file not found (a dataset folder needs concepts.parquet, "
                     "relations.parquet and pairs.parquet; see docs/data.md)")
-  table = pq.read_table(path)
+  table = read_table(path)
   for col in required:
     if col not in table.column_names:
       raise data_error(path, None, col, f"missing column; found {table.column_names}")
@@ -186,6 +201,20 @@ def _list_column(path, table, field, concept_arr, check_nonempty=True):
   return offsets, _lookup(path, field, flat, concept_arr, row_of_flat), lengths
 
 
+def _check_complete(root: str) -> None:
+  """DataError when the builder's marker (`line_jax.data.atomic`) says that it was stopped
+  while moving its files into `root` (old and new files may be mixed)."""
+  path = os.path.join(root, "built_by.json")
+  try:
+    with open(path) as f:
+      marker = json.load(f)
+  except (OSError, ValueError):
+    return
+  if isinstance(marker, dict) and marker.get("complete") is False:
+    raise DataError(f"{path}: the {marker.get('builder')} build was stopped while moving its "
+                    "files into this folder (old and new files may be mixed); run it again")
+
+
 def load_dataset(root: str, relations: Optional[Sequence[str]] = None,
                  negation_template: str = DEFAULT_NEGATION_TEMPLATE) -> Dataset:
   """Reads and validates a dataset folder.
@@ -198,6 +227,7 @@ def load_dataset(root: str, relations: Optional[Sequence[str]] = None,
       `negated_name` column.
   """
   root = os.path.abspath(root)
+  _check_complete(root)
   cpath = os.path.join(root, "concepts.parquet")
   ct = _read(cpath, ["concept_id", "name"])
   _check_strings(cpath, ct, "concept_id")

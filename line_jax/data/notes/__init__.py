@@ -24,7 +24,15 @@ MRDEF.RRF) and `include_definitions` is set, the definitions are texts too (labe
 "definition", split by a hash of the concept id).
 
 Writes DATASET_DIR/pairs.parquet (pair_id, text, concept_ids, negated, rho, split, label,
-note_id, section) and notes_stats.json.
+note_id, section) and notes_stats.json, through a temporary file: pairs.parquet is replaced
+only by a complete one. A notes file that gives no pair from its notes (no rows, a header
+row alone, only empty notes, no concept found) is an error naming it, and pairs.parquet is
+left as it was (the definitions alone are not an import of the notes).
+
+Bad files are errors naming the file, the row or line and what was expected
+(`line_jax.data.notes.reader`): a truncated Parquet file, JSON lines named .parquet or
+Parquet named .jsonl/.csv, a CSV row with the wrong number of fields, a column missing or
+named twice, and bytes that are not UTF-8 (the line and the byte offset).
 
 The package's parts: `settings` (the settings), `sections` (sections, sentences, texts),
 `extractor` (the dictionary and `StreamingExtractor`), `tokens` (a note's texts as token

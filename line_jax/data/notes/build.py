@@ -8,15 +8,14 @@ import logging
 import os
 import time
 
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from line_jax.data.dataset import DataError, data_error
+from line_jax.data.dataset import DataError, data_error, read_table
 from line_jax.data.hpo.splits import split_of
 from line_jax.data.hpo.vignettes import leading_sentences
 from line_jax.data.notes.extractor import make_extractor
 from line_jax.data.notes.pairs_file import PairWriter
-from line_jax.data.notes.reader import read_notes
+from line_jax.data.notes.reader import check_file, read_notes
 from line_jax.data.notes.sections import header_pattern, note_texts
 from line_jax.data.notes.settings import with_defaults
 
@@ -31,8 +30,38 @@ def _too_short(text: str, min_words: int) -> bool:
   return len(text.split()) < min_words
 
 
+def _nothing_found(notes_path: str, dataset: str, counts, config) -> DataError:
+  """The error of a notes file that gives no pair (pairs.parquet is then left as it was)."""
+  kept = f"{os.path.join(dataset, 'pairs.parquet')} is left as it was"
+  if not counts["notes"]:
+    return DataError(f"{notes_path}: no notes (no data row); expected a row per note with "
+                     f"columns {config.id_column} and {config.text_column}; {kept}")
+  if counts["notes"] == counts["notes_skipped_empty"]:
+    return DataError(f"{notes_path}: field '{config.text_column}': every one of the "
+                     f"{counts['notes']} notes is empty; {kept}")
+  return DataError(f"{notes_path}: no note text with a concept ({counts['notes']} notes, "
+                   f"{counts['texts']} texts, {counts['texts_dropped_too_short']} too short); "
+                   f"is the dictionary in {dataset} the right one, and the note text in "
+                   f"column '{config.text_column}'? {kept}")
+
+
+def write_json(path: str, obj: dict) -> None:
+  """Writes `obj` as JSON to `path` through a temporary file (never a half-written file)."""
+  tmp = f"{path}.partial-{os.getpid()}"
+  try:
+    with open(tmp, "w") as f:
+      json.dump(obj, f, indent=1, default=list)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
 def build_pairs(dataset: str, notes_path: str, config=None, progress: bool = True) -> dict:
   """Writes `dataset`/pairs.parquet from the notes file; returns the stats.
+
+  A notes file that gives no pair (no rows, only empty notes, no concept found) is an error
+  naming it, and pairs.parquet is left as it was: the definitions alone are not written.
 
   Args:
     dataset: a dataset folder with concepts.parquet (e.g. from line_jax.data.umls).
@@ -42,6 +71,7 @@ def build_pairs(dataset: str, notes_path: str, config=None, progress: bool = Tru
   """
   started = time.time()
   config = with_defaults(config)
+  check_file(notes_path)          # before the dictionary is built
   extractor = make_extractor(dataset, config)
   dictionary_seconds = time.time() - started
   cpu_started = time.process_time()
@@ -55,7 +85,7 @@ def build_pairs(dataset: str, notes_path: str, config=None, progress: bool = Tru
   tmp_path = out_path + ".partial"
   writer = PairWriter(tmp_path)
 
-  def emit(items):
+  def emit(items, source="notes"):
     """Extracts and writes (pair id, text, note id, section, split) items, one note's at a
     time: the extractor makes one pass over all of a note's texts."""
     nonlocal rho_sum
@@ -78,6 +108,7 @@ def build_pairs(dataset: str, notes_path: str, config=None, progress: bool = Tru
       rho_sum += extraction.rho
       splits[split] += 1
       sections[section] += 1
+      counts[f"pairs_from_{source}"] += 1
       writer.add(pair_id=pair_id, text=text, concept_ids=ids, negated=negated,
                  rho=extraction.rho, split=split, label=section, note_id=note_id,
                  section=section)
@@ -108,24 +139,26 @@ def build_pairs(dataset: str, notes_path: str, config=None, progress: bool = Tru
               for j, (section, piece) in enumerate(pieces)])
       bar.update(len(ids))
     bar.close()
+    if not counts["pairs_from_notes"]:    # definitions alone are no import of these notes
+      raise _nothing_found(notes_path, dataset, counts, config)
     def_path = os.path.join(dataset, "definitions.parquet")
     if config.include_definitions and os.path.exists(def_path):
-      table = pq.read_table(def_path)
+      table = read_table(def_path)
+      for field in ("concept_id", "text"):
+        if field not in table.column_names:
+          raise data_error(def_path, None, field,
+                           f"missing column; found {table.column_names}")
       for cui, text in zip(table.column("concept_id").to_pylist(),
                            table.column("text").to_pylist()):
         counts["definitions"] += 1
         short, _ = leading_sentences(text, config.max_words)
         emit([(f"def:{cui}", short, f"def:{cui}", DEFINITION,
-               split_of(config.seed, "concept:" + cui, fractions))])
+               split_of(config.seed, "concept:" + cui, fractions))], "definitions")
     writer.close()
   except BaseException:
     writer.close()
     os.remove(tmp_path)
     raise
-  if writer.written == 0:
-    os.remove(tmp_path)
-    raise DataError(f"{notes_path}: no text with a concept ({counts['notes']} notes, "
-                    f"{counts['texts']} texts); is the dictionary in {dataset} the right one?")
   os.replace(tmp_path, out_path)
   if counts["notes_skipped_empty"]:
     logging.info("%s: %d empty notes skipped", notes_path, counts["notes_skipped_empty"])
@@ -145,8 +178,7 @@ def build_pairs(dataset: str, notes_path: str, config=None, progress: bool = Tru
                notes_per_second=round(counts["notes"] / max(note_seconds, 1e-9), 1),
                notes_per_cpu_second=round(counts["notes"] / max(cpu_seconds, 1e-9), 1),
                config=config.to_dict())
-  with open(os.path.join(dataset, "notes_stats.json"), "w") as f:
-    json.dump(stats, f, indent=1, default=list)
+  write_json(os.path.join(dataset, "notes_stats.json"), stats)
   logging.info("pairs in %s: %d from %d notes (%s)", out_path, writer.written,
                counts["notes"], stats["pairs_by_split"])
   return stats

@@ -7,10 +7,9 @@ import os
 from typing import NamedTuple
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from line_jax.data import extract
-from line_jax.data.dataset import DataError, data_error
+from line_jax.data.dataset import DataError, data_error, read_table
 from line_jax.data.hpo.ontology import ConceptTable, dictionary_surfaces
 from line_jax.data.notes.settings import with_defaults
 from line_jax.data.notes.token_match import TokenPhrases, resolve
@@ -176,7 +175,7 @@ def _dictionary(dataset: str) -> ConceptTable:
   if not os.path.exists(path):
     raise DataError(f"{path}: file not found (run line_jax.data.umls first, or give a "
                     "dataset folder with concepts.parquet)")
-  table = pq.read_table(path)
+  table = read_table(path)
   for field in ("concept_id", "name"):
     if field not in table.column_names:
       raise data_error(path, None, field, f"missing column; found {table.column_names}")

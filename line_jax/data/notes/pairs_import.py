@@ -27,26 +27,29 @@ rho is the paper's alignment weight, words covered by the mentions / words of th
 Every row is checked; a bad row is an error naming the file, the row and the field. Rows
 with an empty text or no concept are skipped and counted (as the notes import drops texts
 without a concept); concept ids missing from the dataset are an error, or, with
-`unknown_concepts="drop"`, dropped and counted.
+`unknown_concepts="drop"`, dropped and counted. A file that is not what its name says
+(a truncated Parquet file, JSON lines named .parquet, Parquet named .jsonl) or a line that
+is not UTF-8 is an error naming the file and the line (and the byte offset).
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import math
 import os
 import time
 
 import ml_collections
-import pyarrow.parquet as pq
 
 from line_jax.config import merge_settings
 from line_jax.data import extract
-from line_jax.data.dataset import SPLITS, DataError, data_error, iter_json_lines
+from line_jax.data.dataset import (SPLITS, DataError, data_error, iter_json_lines,
+                                   read_table)
 from line_jax.data.hpo.splits import split_of
+from line_jax.data.notes.build import write_json
 from line_jax.data.notes.pairs_file import PairWriter
+from line_jax.data.notes.reader import check_file, parquet_batches, parquet_file
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -61,12 +64,11 @@ def default_config() -> ml_collections.ConfigDict:
 
 def _rows(path: str, batch_size: int):
   """(row number, dict) of the file; rows count from 1 (JSON lines) or 0 (Parquet)."""
-  if not os.path.exists(path):
-    raise DataError(f"{path}: file not found")
+  check_file(path)
   if path.lower().endswith((".parquet", ".pq")):
-    f = pq.ParquetFile(path)
+    f = parquet_file(path, "with columns text and concept_ids (one row per text)")
     row = 0
-    for batch in f.iter_batches(batch_size=batch_size):
+    for batch in parquet_batches(path, f, batch_size):
       for item in batch.to_pylist():
         yield row, item
         row += 1
@@ -158,7 +160,8 @@ def validate_row(path: str, row: int, obj: dict, known: set, config, counts) -> 
 
 
 def import_pairs(dataset: str, path: str, config=None) -> dict:
-  """Validates `path` and writes `dataset`/pairs.parquet; returns the stats."""
+  """Validates `path` and writes `dataset`/pairs.parquet; returns the stats. A file without a
+  usable row is an error, and pairs.parquet is then left as it was."""
   started = time.time()
   full = merge_settings(default_config(), config, "pairs import")
   config = full
@@ -168,7 +171,7 @@ def import_pairs(dataset: str, path: str, config=None) -> dict:
   cpath = os.path.join(dataset, "concepts.parquet")
   if not os.path.exists(cpath):
     raise DataError(f"{cpath}: file not found (run line_jax.data.umls first)")
-  known = set(pq.read_table(cpath, columns=["concept_id"]).column("concept_id").to_pylist())
+  known = set(read_table(cpath, ["concept_id"]).column("concept_id").to_pylist())
   counts, splits = collections.Counter(), collections.Counter()
   seen = {}
   out_path = os.path.join(dataset, "pairs.parquet")
@@ -199,7 +202,10 @@ def import_pairs(dataset: str, path: str, config=None) -> dict:
     raise
   if not writer.written:
     os.remove(tmp)
-    raise DataError(f"{path}: no usable row ({dict(counts)})")
+    found = (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) if counts
+             else "the file has no rows")
+    raise DataError(f"{path}: no usable row ({found}); expected rows with a text and its "
+                    f"concept_ids; {out_path} is left as it was")
   os.replace(tmp, out_path)
   for key in ("skipped_empty_text", "skipped_no_concept", "concept_ids_dropped_unknown"):
     if counts[key]:
@@ -207,6 +213,5 @@ def import_pairs(dataset: str, path: str, config=None) -> dict:
   stats = dict(counts, pairs=writer.written, pairs_by_split=dict(sorted(splits.items())),
                pairs_path=os.path.abspath(path), seconds=round(time.time() - started, 2),
                config=config.to_dict())
-  with open(os.path.join(dataset, "pairs_import_stats.json"), "w") as f:
-    json.dump(stats, f, indent=1, default=list)
+  write_json(os.path.join(dataset, "pairs_import_stats.json"), stats)
   return stats

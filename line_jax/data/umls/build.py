@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import time
+from typing import Optional
 
 import ml_collections
 import numpy as np
@@ -16,6 +17,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from line_jax.config import merge_settings
+from line_jax.data import atomic
 from line_jax.data import rrf
 from line_jax.data.dataset import DataError
 from line_jax.data.hpo.graph import hold_out_edges, sibling_pairs
@@ -46,27 +48,76 @@ def default_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.block_size_mb = 16             # bytes per streamed CSV block
   c.concept_chunk = 100_000        # CUIs turned into concept entries at a time (memory bound)
+  c.invalid_utf8 = "error"         # bytes that are not UTF-8 in an RRF file: "error" (names
+                                   # file, line, field) or "replace" (U+FFFD, counted, logged)
   return c
+
+
+# The files the import writes (and replaces on a re-import); any other file of the folder
+# (pairs.parquet and notes_stats.json of the notes import, ...) is kept.
+FILES = ("concepts.parquet", "relations.parquet", "heldout_relations.parquet",
+         "definitions.parquet", "stats.json")
 
 
 def build_umls_dataset(meta: str, out: str, config=None, progress: bool = True) -> dict:
   """Reads the RRF files of `meta` and writes the dataset folder `out`; returns the stats.
 
+  The folder is built beside `out` and swapped in when complete (`atomic.build_aside`): a
+  failed or killed import leaves `out` as it was. `out` must be missing, empty, or a folder
+  this import wrote before (its `built_by.json` says so); any other folder is refused
+  unchanged. A re-import replaces `FILES` and keeps the folder's other files (pairs.parquet
+  of the notes import; a warning counts its concept ids the new concepts lack).
+
   Args:
     meta: the release's META folder (MRCONSO.RRF and MRREL.RRF; MRSTY/MRDEF optional).
-    out: the dataset folder to write (created; files in it are replaced).
+    out: the dataset folder to write.
     config: `default_config()` or a part of it; missing fields take their defaults.
     progress: show tqdm progress bars.
   """
   started = time.time()
-  full = merge_settings(default_config(), config, "UMLS import")
-  config = full
+  config = merge_settings(default_config(), config, "UMLS import")
+  if config.invalid_utf8 not in rrf.INVALID_UTF8:
+    raise ValueError(f"UMLS import setting 'invalid_utf8': {config.invalid_utf8!r} is not "
+                     f"one of {rrf.INVALID_UTF8}")
   paths = {name: os.path.join(meta, name) for name in rrf.COLUMNS}
   for name in ("MRCONSO.RRF", "MRREL.RRF"):
-    if not os.path.exists(paths[name]):
+    if not os.path.isfile(paths[name]):
       found = sorted(os.listdir(meta)) if os.path.isdir(meta) else "no such folder"
       raise DataError(f"{paths[name]}: file not found (a UMLS META folder needs MRCONSO.RRF "
                       f"and MRREL.RRF; found {found})")
+  root = os.path.realpath(out)
+  with atomic.build_aside(root, "umls", FILES, config.to_dict()) as tmp:
+    stats = _build(meta, paths, tmp, root, config, progress, started)
+  logging.info("UMLS dataset in %s (%.1f s): %d CUIs, %d concept entries; training "
+               "relations %s; held out %s", out, stats["build_seconds"], stats["cuis"],
+               stats["concepts"], stats["relations"], stats["heldout_relations"])
+  return stats
+
+
+def _stale_pairs(root: str, concepts_path: str) -> Optional[int]:
+  """How many concept ids of `root`/pairs.parquet (another step's file, kept by a
+  re-import) the new concepts lack; None without pairs.parquet."""
+  pairs = os.path.join(root, "pairs.parquet")
+  if not os.path.exists(pairs):
+    return None
+  try:
+    ids = pc.unique(pc.list_flatten(pq.read_table(pairs, columns=["concept_ids"])
+                                    .column("concept_ids").combine_chunks()))
+  except (pa.ArrowException, OSError, KeyError) as e:
+    logging.warning("%s: not checked against the new concepts (%s)", pairs, e)
+    return None
+  known = pq.read_table(concepts_path, columns=["concept_id"]).column("concept_id")
+  missing = len(ids) - (pc.sum(pc.is_in(ids, value_set=known.combine_chunks())).as_py() or 0)
+  if missing:
+    logging.warning("%s: %d of its %d concept ids are not among the new concepts; run "
+                    "line_jax.data.notes again before training on this folder", pairs,
+                    missing, len(ids))
+  return missing
+
+
+def _build(meta: str, paths: dict, out: str, root: str, config, progress: bool,
+           started: float) -> dict:
+  """The import proper, writing into the folder `out` (swapped in as `root` later)."""
   stats = dict(meta=os.path.abspath(meta))
   rng = np.random.default_rng(config.seed)
 
@@ -79,7 +130,6 @@ def build_umls_dataset(meta: str, out: str, config=None, progress: bool = True) 
     logging.info("%d CUIs have no kept string in %s (languages %s, sabs %s): skipped, with "
                  "their relations", stats["cuis_without_language_string"],
                  paths["MRCONSO.RRF"], list(config.languages), list(config.sabs) or "all")
-  del every_cui
   ordered, starts, ends = cui_runs(names, config, stats)
   if not len(ordered):
     raise DataError(f"{paths['MRCONSO.RRF']}: no concept left after the filters (languages "
@@ -129,8 +179,9 @@ def build_umls_dataset(meta: str, out: str, config=None, progress: bool = True) 
 
   # Relations.
   cui_array = pa.array(ordered.tolist(), pa.string())
-  head, tail, rtype = read_relations(paths["MRREL.RRF"], cui_array, config, stats, progress)
-  del cui_array
+  head, tail, rtype = read_relations(paths["MRREL.RRF"], cui_array, config, stats, progress,
+                                     every_cui)
+  del cui_array, every_cui
   family_names = np.asarray(FAMILIES, dtype=object)
   stats["relations_before_holdout"] = dict(sorted(collections.Counter(
       family_names[rtype]).items()))
@@ -155,6 +206,10 @@ def build_umls_dataset(meta: str, out: str, config=None, progress: bool = True) 
   stats["heldout_relations"] = dict(sorted(collections.Counter(r for _, _, r in heldout)
                                            .items()))
   stats["heldout_collateral_edges_removed"] = collateral
+  if not len(train_edges):
+    raise DataError(f"{paths['MRREL.RRF']}: no relation left for training (MRREL "
+                    f"{stats['mrrel']}; synonym entries {stats['synonym_entries']}); a "
+                    "dataset needs at least one edge")
 
   # Files (concepts.parquet is written above).
   write_edges(train_edges, os.path.join(out, "relations.parquet"))
@@ -166,11 +221,11 @@ def build_umls_dataset(meta: str, out: str, config=None, progress: bool = True) 
     pq.write_table(pa.table(dict(concept_id=pa.array(cuis, pa.string()),
                                  text=pa.array([definitions[c] for c in cuis], pa.string()))),
                    os.path.join(out, "definitions.parquet"))
+  stale = _stale_pairs(root, os.path.join(out, "concepts.parquet"))
+  if stale is not None:
+    stats["pairs_parquet_unknown_concept_ids"] = stale
   stats["build_seconds"] = round(time.time() - started, 2)
   stats["config"] = config.to_dict()
   with open(os.path.join(out, "stats.json"), "w") as f:
     json.dump(stats, f, indent=1, default=list)
-  logging.info("UMLS dataset in %s (%.1f s): %d CUIs, %d concept entries; training "
-               "relations %s; held out %s", out, stats["build_seconds"], len(ordered),
-               stats["concepts"], stats["relations"], stats["heldout_relations"])
   return stats

@@ -4,6 +4,7 @@ types (the concept's group) and definitions. Each file is streamed with `rrf.Row
 from __future__ import annotations
 
 import collections
+import logging
 import os
 from typing import Optional
 
@@ -18,11 +19,13 @@ from line_jax.data.dataset import DataError
 from line_jax.data.hpo.ontology import ConceptTable, build_concepts
 
 
-def _first_empty(path: str, line: int, batch: pa.RecordBatch, field: str) -> None:
+def _first_empty(reader: rrf.RowReader, line: int, batch: pa.RecordBatch,
+                 field: str) -> None:
   empty = pc.equal(pc.utf8_length(batch.column(field)), 0)
   if pc.any(empty).as_py():
     row = int(np.flatnonzero(empty.to_numpy(zero_copy_only=False))[0])
-    raise DataError(f"{path}: line {line + row}: field '{field}': empty value")
+    raise DataError(f"{reader.path}: line {reader.line_of(line + row)}: field '{field}': "
+                    "empty value")
 
 
 def read_names(path: str, config, stats: dict, progress: bool = True) -> tuple:
@@ -33,13 +36,13 @@ def read_names(path: str, config, stats: dict, progress: bool = True) -> tuple:
      descending then file order; pa.Array of every distinct CUI in the file).
   """
   reader = rrf.RowReader(path, ["CUI", "LAT", "TS", "STT", "ISPREF", "SAB", "STR",
-                                "SUPPRESS"], config.block_size_mb << 20)
+                                "SUPPRESS"], config.block_size_mb << 20, config.invalid_utf8)
   kept, all_cuis = [], []
   counts = collections.Counter()
   bar = tqdm(total=reader.size, unit="B", unit_scale=True, desc="MRCONSO",
              disable=not progress)
   for line, batch in reader:
-    _first_empty(path, line, batch, "CUI")
+    _first_empty(reader, line, batch, "CUI")
     n = batch.num_rows
     counts["rows"] += n
     all_cuis.append(pc.unique(batch.column("CUI")))
@@ -58,9 +61,10 @@ def read_names(path: str, config, stats: dict, progress: bool = True) -> tuple:
                           "rank": rank}))
     bar.update(reader.bytes_read - bar.n)
   bar.close()
+  rrf.log_replaced(reader, counts)
   stats["mrconso"] = dict(counts, rows_kept=sum(t.num_rows for t in kept))
   if counts["rows"] == 0:
-    raise DataError(f"{path}: no rows")
+    raise rrf.empty_file_error(reader)
   table = pa.concat_tables(kept) if kept else pa.table(
       {"CUI": pa.array([], pa.string()), "STR": pa.array([], pa.string()),
        "rank": pa.array([], pa.int8())})
@@ -134,7 +138,8 @@ def read_groups(path: str, cuis: set, config, stats: dict, progress: bool = True
   if not os.path.exists(path):
     stats["mrsty"] = "missing: every group is " + config.unknown_group
     return {}
-  reader = rrf.RowReader(path, ["CUI", "STY"], config.block_size_mb << 20)
+  reader = rrf.RowReader(path, ["CUI", "STY"], config.block_size_mb << 20,
+                         config.invalid_utf8)
   groups, rows = {}, 0
   bar = tqdm(total=reader.size, unit="B", unit_scale=True, desc="MRSTY", disable=not progress)
   for _, batch in reader:
@@ -145,6 +150,9 @@ def read_groups(path: str, cuis: set, config, stats: dict, progress: bool = True
     bar.update(reader.bytes_read - bar.n)
   bar.close()
   stats["mrsty"] = dict(rows=rows, cuis_with_type=len(groups))
+  rrf.log_replaced(reader, stats["mrsty"])
+  if not rows:
+    logging.warning("%s: no rows; every group is %s", path, config.unknown_group)
   return groups
 
 
@@ -154,7 +162,8 @@ def read_definitions(path: str, cuis: set, config, stats: dict,
   if not os.path.exists(path):
     stats["mrdef"] = "missing"
     return None
-  reader = rrf.RowReader(path, ["CUI", "SAB", "DEF", "SUPPRESS"], config.block_size_mb << 20)
+  reader = rrf.RowReader(path, ["CUI", "SAB", "DEF", "SUPPRESS"], config.block_size_mb << 20,
+                         config.invalid_utf8)
   out, counts = {}, collections.Counter()
   sabs = set(config.sabs)
   drop = set(config.drop_suppressed)
@@ -177,5 +186,8 @@ def read_definitions(path: str, cuis: set, config, stats: dict,
         out[c] = text
     bar.update(reader.bytes_read - bar.n)
   bar.close()
-  stats["mrdef"] = dict(counts, kept=len(out))
+  rrf.log_replaced(reader, counts)
+  stats["mrdef"] = dict(counts, rows=counts["rows"], kept=len(out))
+  if not counts["rows"]:
+    logging.warning("%s: no rows; no definitions", path)
   return out

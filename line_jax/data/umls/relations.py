@@ -4,7 +4,8 @@ views the held-out split reads (without a Python tuple per edge)."""
 from __future__ import annotations
 
 import collections
-from typing import Sequence
+import logging
+from typing import Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -21,8 +22,14 @@ SYMMETRIC = ("synonym", "related", "other", "quantifiable")
 
 
 def read_relations(path: str, cuis: pa.Array, config, stats: dict,
-                   progress: bool = True) -> tuple:
+                   progress: bool = True, mrconso_cuis: Optional[pa.Array] = None) -> tuple:
   """MRREL rows mapped to the families, as unique integer edges over `cuis`.
+
+  A row whose CUI is not kept (`cuis`) is dropped and counted; when `mrconso_cuis` (every
+  CUI of MRCONSO.RRF) is given, one naming a CUI that MRCONSO.RRF lacks altogether (MRREL
+  of another release?) is counted apart (`dropped_cui_not_in_mrconso`) and logged with its
+  first line (such rows are within `dropped_unkept_cui` too); an MRREL.RRF none of whose
+  rows of a kept REL code has both CUIs in MRCONSO.RRF is an error.
 
   Returns:
     (head [E] int64, tail [E] int64, family index [E] int8 into FAMILIES), deduplicated:
@@ -36,12 +43,18 @@ def read_relations(path: str, cuis: pa.Array, config, stats: dict,
   known = set(families) | set(config.rel_dropped)
   family_codes = {code: FAMILIES.index(f) for code, f in families.items()}
   reader = rrf.RowReader(path, ["CUI1", "REL", "CUI2", "SAB", "SUPPRESS"],
-                         config.block_size_mb << 20)
+                         config.block_size_mb << 20, config.invalid_utf8)
   heads, tails, types = [], [], []
   counts, by_code = collections.Counter(), collections.Counter()
   bar = tqdm(total=reader.size, unit="B", unit_scale=True, desc="MRREL", disable=not progress)
   codes_array = pa.array(list(family_codes), pa.string())
   code_values = np.asarray(list(family_codes.values()), np.int8)
+  # One lookup per end finds both: the kept CUIs first, then MRCONSO's other CUIs; an index
+  # past the kept ones is an unkept CUI, a null one a CUI that MRCONSO.RRF lacks.
+  lookup, n_kept = cuis, len(cuis)
+  if mrconso_cuis is not None:
+    lookup = pa.concat_arrays([cuis, pc.filter(mrconso_cuis, pc.invert(
+        pc.is_in(mrconso_cuis, value_set=cuis)))])
   for line, batch in reader:
     n = batch.num_rows
     counts["rows"] += n
@@ -51,16 +64,26 @@ def read_relations(path: str, cuis: pa.Array, config, stats: dict,
     unknown = pc.invert(rrf.is_in(rel, known))
     if pc.any(unknown).as_py():
       row = int(np.flatnonzero(unknown.to_numpy(zero_copy_only=False))[0])
-      raise DataError(f"{path}: line {line + row}: field 'REL': unknown code "
+      raise DataError(f"{path}: line {reader.line_of(line + row)}: field 'REL': unknown code "
                       f"{rel[row].as_py()!r}; map it in config.rel_families or drop it with "
                       f"config.rel_dropped (known: {sorted(known)})")
     keep = rrf.is_in(rel, family_codes)
     counts["dropped_rel_code"] += n - (pc.sum(keep).as_py() or 0)
     keep = rrf.source_filter(batch, keep, config, counts)
     part = batch.filter(keep)
-    h = pc.index_in(part.column("CUI1"), value_set=cuis)
-    t = pc.index_in(part.column("CUI2"), value_set=cuis)
-    known_ends = pc.and_(pc.is_valid(h), pc.is_valid(t))
+    h = pc.index_in(part.column("CUI1"), value_set=lookup)
+    t = pc.index_in(part.column("CUI2"), value_set=lookup)
+    counts["rows_kept_code"] += part.num_rows
+    if mrconso_cuis is not None:
+      absent = pc.or_(pc.is_null(h), pc.is_null(t))
+      n_absent = pc.sum(absent).as_py() or 0
+      if n_absent and not counts["dropped_cui_not_in_mrconso"]:
+        row = int(np.flatnonzero(absent.to_numpy(zero_copy_only=False))[0])
+        kept_rows = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
+        first_absent = (line + int(kept_rows[row]), part.column("CUI1")[row].as_py(),
+                        part.column("CUI2")[row].as_py())
+      counts["dropped_cui_not_in_mrconso"] += n_absent
+    known_ends = pc.fill_null(pc.and_(pc.less(h, n_kept), pc.less(t, n_kept)), False)
     counts["dropped_unkept_cui"] += part.num_rows - (pc.sum(known_ends).as_py() or 0)
     h = pc.filter(h, known_ends).to_numpy(zero_copy_only=False).astype(np.int64)
     t = pc.filter(t, known_ends).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -75,6 +98,18 @@ def read_relations(path: str, cuis: pa.Array, config, stats: dict,
     types.append(r)
     bar.update(reader.bytes_read - bar.n)
   bar.close()
+  if not counts["rows"]:
+    raise rrf.empty_file_error(reader)
+  if counts["dropped_cui_not_in_mrconso"]:
+    number, cui1, cui2 = first_absent
+    number = reader.line_of(number)
+    message = (f"{path}: {counts['dropped_cui_not_in_mrconso']} of {counts['rows_kept_code']} "
+               f"rows name a CUI that MRCONSO.RRF does not hold (first: line {number}, "
+               f"CUI1 {cui1!r}, CUI2 {cui2!r}); is MRREL.RRF from the same release?")
+    if counts["dropped_cui_not_in_mrconso"] == counts["rows_kept_code"]:
+      raise DataError(message)
+    logging.warning("%s; those rows are dropped", message)
+  rrf.log_replaced(reader, counts)
   head = np.concatenate(heads) if heads else np.zeros(0, np.int64)
   tail = np.concatenate(tails) if tails else np.zeros(0, np.int64)
   rtype = np.concatenate(types) if types else np.zeros(0, np.int8)

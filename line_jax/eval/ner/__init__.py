@@ -56,6 +56,7 @@ from tqdm import tqdm
 from line_jax import config as config_lib
 from line_jax.data import extract
 from line_jax.data import notes
+from line_jax.data import textfile
 from line_jax.data.dataset import DataError
 from line_jax.teachers import bert
 from line_jax.teachers import encoder as encoder_lib
@@ -114,7 +115,7 @@ def read_bio(path: str) -> List[Sentence]:
       tags.clear()
       lines.clear()
 
-  with open(path, encoding="utf-8") as f:
+  with textfile.open_utf8(path, DataError) as f:   # bytes not UTF-8: line and offset named
     for number, raw in enumerate(f, 1):
       line = raw.strip()
       if not line:
