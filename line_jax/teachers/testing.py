@@ -11,6 +11,7 @@ import json
 import os
 
 import numpy as np
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 TINY_WORDS = ("the patient has no chest pain fever cough short stature seizure ataxia left "
               "right arm leg heart lung kidney liver disease syndrome of and with mild severe "
@@ -32,8 +33,6 @@ def tiny_vocab() -> list:
 def write_wordpiece_tokenizer(folder: str, vocab, model_max_length: int) -> None:
   """vocab.txt, tokenizer.json (built with the `tokenizers` library, BERT normalisation and
   [CLS] ... [SEP] template), tokenizer_config.json and special_tokens_map.json."""
-  from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-
   ids = {token: i for i, token in enumerate(vocab)}
   with open(os.path.join(folder, "vocab.txt"), "w") as f:
     f.write("\n".join(vocab) + "\n")
