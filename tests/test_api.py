@@ -193,6 +193,8 @@ class HfTextTeacherTest(absltest.TestCase):
     expected = self.model.project_texts(self.model.text_encoder().encode(texts))
     np.testing.assert_allclose(self.model.embed_texts(texts), expected, atol=1e-6)
     self.assertEqual(self.model.embed_texts([]).shape, (0, self.model.dim))
+    fever, cough = self.model.embed_texts(["fever", "cough"])   # one token each
+    self.assertGreater(np.abs(fever - cough).max(), 1e-3)
     with self.assertRaisesRegex(TypeError, "single string"):
       self.model.embed_texts("fever")
 

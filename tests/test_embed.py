@@ -141,6 +141,8 @@ class EmbedTest(parameterized.TestCase):
     np.testing.assert_allclose(written[[0, 1, 3]],
                                model.embed_texts([texts[0], texts[1], texts[3]]), atol=1e-5)
     self.assertTrue(np.isnan(written[2]).all())
+    # "fever" and "ataxia" are one token each: they differ by their word alone.
+    self.assertGreater(np.abs(written[0] - written[3]).max(), 1e-3)
     with self.assertRaisesRegex(DataError, "row 1, field 'text': longer than"):
       embed.embed_parquet(model, path, self.output_dir(), invalid="nan", overlong="error",
                           progress_bar=False)

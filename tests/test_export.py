@@ -93,6 +93,9 @@ class ExportTest(parameterized.TestCase):
     self.assertEqual(loaded.text.dtype, np.float16)
     np.testing.assert_allclose(loaded.text, self.encoder.encode(TEXTS), atol=2e-3)
     np.testing.assert_allclose(loaded.concepts, self.encoder.encode(NAMES), atol=2e-3)
+    # "fever" and "cough" are one token each: they differ by their word alone.
+    self.assertGreater(np.abs(np.asarray(loaded.concepts[0], np.float32)
+                              - np.asarray(loaded.concepts[1], np.float32)).max(), 1e-2)
     used = [0, 2]   # C0 (pair 4) and C2 (pair 1) occur negated
     negated_names = [f"{NAMES[i]} unobserved" for i in used]
     np.testing.assert_allclose(loaded.negated[used], self.encoder.encode(negated_names),

@@ -72,7 +72,19 @@ class TinyBertTest(parameterized.TestCase):
       np.testing.assert_allclose(norms, 1.0, atol=1e-5)
     else:
       self.assertGreater(np.abs(norms - 1.0).max(), 1e-2)
-    self.assertGreater(np.linalg.matrix_rank(vectors, tol=1e-3), 4)  # rows differ
+    # Every row differs: texts of the same token length too (all-[UNK] texts would not).
+    self.assertEqual(np.linalg.matrix_rank(vectors, tol=1e-3), len(TEXTS))
+
+  def test_words_are_known_tokens_and_same_length_texts_differ(self):
+    encoder = self.encoder()
+    unk = encoder.tokenizer.unk_token_id
+    for text, ids in zip(TEXTS, encoder.tokenize(TEXTS)):
+      self.assertNotIn(unk, ids, text)
+    words = ["fever", "cough", "heart", "lung", "ataxia"]     # one token each
+    self.assertEqual({len(ids) for ids in encoder.tokenize(words)}, {3})
+    vectors = encoder.encode(words)
+    gaps = np.abs(vectors[:, None] - vectors[None]).max(-1)
+    self.assertGreater(gaps[~np.eye(len(words), dtype=bool)].min(), 1e-2)
 
   @parameterized.parameters("cls", "mean")
   def test_batch_composition_and_padding_do_not_change_embeddings(self, pooling):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import json
 import logging
 import os
 from typing import Callable, Optional, Sequence
@@ -18,6 +19,7 @@ from typing import Callable, Optional, Sequence
 import jax
 import numpy as np
 
+from line_jax.data.dataset import DataError
 from line_jax.teachers import bert
 from line_jax.teachers.presets import EncoderSettings, resolve_settings
 from line_jax.teachers.resolve import resolve_model_dir
@@ -203,16 +205,82 @@ class Encoder:
     return out
 
 
-def load_tokenizer(model_dir: str):
-  """The checkpoint's tokenizer through transformers.AutoTokenizer, offline, no remote code."""
-  from transformers import AutoTokenizer
+# The files that hold a tokenizer's vocabulary: without either, transformers builds a
+# tokenizer from tokenizer_config.json alone that knows only its special tokens.
+TOKENIZER_VOCAB_FILES = ("tokenizer.json", "vocab.txt")
+# Common words a working English / biomedical vocabulary knows: the loaded tokenizer must
+# turn them into at least one token that is neither special nor unknown.
+TOKENIZER_PROBE = "the patient has a fever and pain of the heart"
+
+
+def _provide_tokenizer_hint(model_dir: str) -> str:
+  return ("Copy the tokenizer files (tokenizer.json, or vocab.txt, with "
+          "tokenizer_config.json and special_tokens_map.json) of the checkpoint these weights "
+          f"came from into {model_dir}: on a machine with internet, "
+          "`huggingface-cli download NAME --local-dir DIR` fetches them with the weights, or "
+          "`AutoTokenizer.from_pretrained(NAME).save_pretrained(DIR)` writes them alone.")
+
+
+def check_tokenizer_files(model_dir: str) -> None:
+  """A DataError unless the folder holds tokenizer.json or vocab.txt."""
+  if any(os.path.isfile(os.path.join(model_dir, f)) for f in TOKENIZER_VOCAB_FILES):
+    return
+  found = sorted(os.listdir(model_dir)) if os.path.isdir(model_dir) else []
+  raise DataError(f"{model_dir}: no tokenizer files (missing: tokenizer.json and vocab.txt; "
+                  f"the folder holds {found}); without a vocabulary every word would become "
+                  "[UNK] and texts would differ only by their length. "
+                  + _provide_tokenizer_hint(model_dir))
+
+
+def _model_vocab_size(model_dir: str) -> Optional[int]:
   try:
-    return AutoTokenizer.from_pretrained(model_dir, local_files_only=True,
-                                         trust_remote_code=False)
+    with open(os.path.join(model_dir, "config.json")) as f:
+      return int(json.load(f)["vocab_size"])
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
+def check_tokenizer(tokenizer, model_dir: str, vocab_size: Optional[int] = None) -> None:
+  """A DataError unless the tokenizer has a vocabulary beyond its special tokens, fits the
+  model's embedding table (`vocab_size` rows, when given) and encodes TOKENIZER_PROBE into at
+  least one token that is neither special nor [UNK]."""
+  special = set(tokenizer.all_special_ids)
+  size = len(tokenizer)
+  if size <= len(special):
+    raise DataError(f"{model_dir}: the tokenizer knows {size} tokens, only its special "
+                    f"tokens {sorted(tokenizer.all_special_tokens)}: every word would become "
+                    f"[UNK]. {_provide_tokenizer_hint(model_dir)}")
+  if vocab_size is not None and size > vocab_size:
+    raise DataError(f"{os.path.join(model_dir, 'config.json')}: field 'vocab_size': "
+                    f"{vocab_size}, but the folder's tokenizer has {size} tokens: the "
+                    "tokenizer files belong to another model. "
+                    f"{_provide_tokenizer_hint(model_dir)}")
+  ids = tokenizer(TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
+  known = [i for i in ids if i not in special and i != tokenizer.unk_token_id]
+  if not known:
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    raise DataError(f"{model_dir}: the tokenizer turns {TOKENIZER_PROBE!r} into {tokens}: "
+                    f"no word is in its vocabulary of {size} tokens, so every text would "
+                    f"embed as unknown tokens. {_provide_tokenizer_hint(model_dir)}")
+
+
+def load_tokenizer(model_dir: str):
+  """The checkpoint's tokenizer through transformers.AutoTokenizer, offline, no remote code.
+
+  Refused with a DataError naming the folder: a folder without tokenizer.json or vocab.txt,
+  and a tokenizer that fails `check_tokenizer` (e.g. one that maps common words to [UNK]).
+  """
+  from transformers import AutoTokenizer
+  check_tokenizer_files(model_dir)
+  try:
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True,
+                                              trust_remote_code=False)
   except Exception as e:
     raise ValueError(f"{model_dir}: cannot load the tokenizer with transformers.AutoTokenizer "
                      f"({type(e).__name__}: {e}); the folder needs tokenizer.json or "
                      "vocab.txt plus tokenizer_config.json") from e
+  check_tokenizer(tokenizer, model_dir, _model_vocab_size(model_dir))
+  return tokenizer
 
 
 def load_encoder(teacher_cfg, batch_size: Optional[int] = None,

@@ -55,7 +55,8 @@ from tqdm.auto import tqdm
 
 from line_jax.data.dataset import Dataset, DataError
 from line_jax.teachers import bert
-from line_jax.teachers.encoder import Encoder, load_tokenizer
+from line_jax.teachers.encoder import (TOKENIZER_VOCAB_FILES, Encoder,
+                                       check_tokenizer_files, load_tokenizer)
 from line_jax.teachers.presets import resolve_settings
 from line_jax.teachers.resolve import resolve_model_dir
 
@@ -178,10 +179,7 @@ def check_base_folder(model_dir: str) -> bert.BertConfig:
   """A BERT config.json, safetensors weights and tokenizer files, or a DataError."""
   config = bert.read_bert_config(model_dir)   # names the field of a non-BERT config
   bert._safetensors_files(model_dir)          # names the missing weights file
-  if not any(os.path.exists(os.path.join(model_dir, f))
-             for f in ("tokenizer.json", "vocab.txt")):
-    raise DataError(f"{model_dir}: no tokenizer files (tokenizer.json or vocab.txt); the "
-                    "fine-tuned teacher copies the base model's tokenizer")
+  check_tokenizer_files(model_dir)            # the fine-tuned teacher copies the base's
   return config
 
 
@@ -323,6 +321,19 @@ def build_data(dataset: Dataset, s: FinetuneSettings) -> FinetuneData:
                     f"{'/'.join(s.relations) or 'synonym'} edges in relations.parquet left "
                     "after the validation set, and no definition pairs (pairs.parquet "
                     "source 'definition') in the train split")
+  terms = np.unique(np.asarray(group, np.int64))
+  if len(terms) < 2:
+    raise DataError(f"{dataset.root}: the fine-tuned teacher's {len(anchor)} training pairs "
+                    f"all name one term ({dataset.names[terms[0]]!r}): the other terms of a "
+                    "batch are the negatives, so the contrastive loss would be 0 and the "
+                    "teacher the base model. Add synonym edges (relations.parquet) or "
+                    "train-split definitions of other terms, or use teacher kind 'hf'")
+  if s.select_alpha and not len(val_query):
+    raise DataError(f"{os.path.join(dataset.root, 'relations.parquet')}: field 'relation': "
+                    f"{len(head)} {'/'.join(s.relations)} edges, but finetune.select_alpha "
+                    "chooses alpha on held-out ones and needs at least 2 (one held out, one "
+                    "trained); set finetune.select_alpha=False to merge at finetune.alpha "
+                    f"({s.alpha:g})")
   counts = {"entry_pairs": n_entry, "definition_pairs": n_defs_train,
             "validation_queries": int(len(val_query)), "test_queries": int(len(test_query)),
             "candidates": int(len(candidates)), "unknown_definition_terms": int(unknown),
@@ -645,10 +656,7 @@ def write_hf_folder(folder: str, params: Mapping, config: bert.BertConfig,
     json.dump(hf_config, f, indent=1)
   save_file(params_to_tensors(params, config), os.path.join(folder, "model.safetensors"),
             metadata={"format": "pt"})
-  for name in TOKENIZER_FILES:
-    src = os.path.join(base_dir, name)
-    if os.path.exists(src):
-      shutil.copyfile(src, os.path.join(folder, name))
+  copy_tokenizer_files(base_dir, folder)
 
 
 # --- cache key and the driver -------------------------------------------------------------
@@ -689,7 +697,25 @@ def finetuned_dir(teacher_cfg, dataset: Dataset, workdir: str) -> str:
 
 
 def is_complete(folder: str) -> bool:
-  return all(os.path.exists(os.path.join(folder, f)) for f in FOLDER_FILES)
+  """The weights, finetune.json and the tokenizer's vocabulary (tokenizer.json or vocab.txt)
+  are all there."""
+  return (all(os.path.exists(os.path.join(folder, f)) for f in FOLDER_FILES)
+          and has_tokenizer_files(folder))
+
+
+def has_tokenizer_files(folder: str) -> bool:
+  return any(os.path.isfile(os.path.join(folder, f)) for f in TOKENIZER_VOCAB_FILES)
+
+
+def copy_tokenizer_files(base_dir: str, folder: str) -> None:
+  """The base's tokenizer files into `folder` (fine-tuning never changes the tokenizer); each
+  is copied aside and renamed into place, so a killed copy leaves no half file."""
+  for name in TOKENIZER_FILES:
+    src = os.path.join(base_dir, name)
+    if os.path.exists(src):
+      dst = os.path.join(folder, name)
+      shutil.copyfile(src, dst + ".tmp")
+      os.replace(dst + ".tmp", dst)
 
 
 def hf_teacher_config(teacher_cfg, model_dir: str):
@@ -720,6 +746,12 @@ def ensure_finetuned(teacher_cfg, dataset: Dataset, workdir: str, progress_bar: 
   base_dir = resolve_model_dir(s.base)
   config = check_base_folder(base_dir)
   folder = finetuned_dir(teacher_cfg, dataset, workdir)
+  if (not is_complete(folder) and all(os.path.exists(os.path.join(folder, f))
+                                      for f in FOLDER_FILES)):
+    # Trained weights whose tokenizer files were lost: the base's are the ones to restore.
+    logging.warning("teacher %s: %s has no tokenizer files; copying the base model's from %s",
+                    teacher_cfg.get("name"), folder, base_dir)
+    copy_tokenizer_files(base_dir, folder)
   if is_complete(folder):
     logging.info("teacher %s: fine-tuned model cached in %s", teacher_cfg.get("name"), folder)
     return folder

@@ -1,4 +1,9 @@
-"""A tiny randomly initialised BERT checkpoint folder, for tests (no download, no torch)."""
+"""A tiny randomly initialised BERT checkpoint folder, for tests (no download, no torch).
+
+Its tokenizer is a real WordPiece vocabulary: the words of TINY_WORDS whole, and every
+lowercase letter and digit as a word start and as a continuation piece (##x), so that any
+ASCII word becomes known pieces and only other characters become [UNK].
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,47 @@ import json
 import os
 
 import numpy as np
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 TINY_WORDS = ("the patient has no chest pain fever cough short stature seizure ataxia left "
               "right arm leg heart lung kidney liver disease syndrome of and with mild severe "
               "acute chronic unobserved").split()
+
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+_CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def tiny_vocab() -> list:
+  """[PAD] [UNK] [CLS] [SEP] [MASK] (ids 0-4), the TINY_WORDS, punctuation, the characters
+  as word starts and as ##continuations."""
+  pieces = ["##s", "##ed", "##ing", ",", ".", "-", "!", "?"] + list(_CHARACTERS)
+  pieces += [f"##{c}" for c in _CHARACTERS]
+  return list(dict.fromkeys(list(SPECIAL_TOKENS) + list(TINY_WORDS) + pieces))
+
+
+def write_wordpiece_tokenizer(folder: str, vocab, model_max_length: int) -> None:
+  """vocab.txt, tokenizer.json (built with the `tokenizers` library, BERT normalisation and
+  [CLS] ... [SEP] template), tokenizer_config.json and special_tokens_map.json."""
+  ids = {token: i for i, token in enumerate(vocab)}
+  with open(os.path.join(folder, "vocab.txt"), "w") as f:
+    f.write("\n".join(vocab) + "\n")
+  tokenizer = Tokenizer(models.WordPiece(ids, unk_token="[UNK]", max_input_chars_per_word=100))
+  tokenizer.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                    strip_accents=None, lowercase=True)
+  tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  tokenizer.post_processor = processors.TemplateProcessing(
+      single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+      special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])])
+  tokenizer.decoder = decoders.WordPiece(prefix="##")
+  tokenizer.save(os.path.join(folder, "tokenizer.json"))
+  specials = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]",
+              "sep_token": "[SEP]", "mask_token": "[MASK]"}
+  with open(os.path.join(folder, "special_tokens_map.json"), "w") as f:
+    json.dump(specials, f, indent=1)
+  with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+    json.dump(dict(specials, tokenizer_class="BertTokenizer", do_lower_case=True,
+                   model_max_length=model_max_length), f, indent=1)
 
 
 def write_tiny_bert(folder: str, hidden_size: int = 32, num_layers: int = 2,
@@ -17,7 +59,8 @@ def write_tiny_bert(folder: str, hidden_size: int = 32, num_layers: int = 2,
                     max_position_embeddings: int = 64, seed: int = 0,
                     weight_prefix: str = "", gamma_beta_names: bool = False,
                     with_pooler: bool = True, extra_tensors: bool = True) -> str:
-  """Writes config.json, model.safetensors and a WordPiece tokenizer into `folder`.
+  """Writes config.json, model.safetensors and a WordPiece tokenizer (`tiny_vocab`) into
+  `folder`.
 
   Args:
     folder: where to write (created).
@@ -32,16 +75,10 @@ def write_tiny_bert(folder: str, hidden_size: int = 32, num_layers: int = 2,
     The folder.
   """
   from safetensors.numpy import save_file
-  from transformers import BertTokenizerFast
 
   os.makedirs(folder, exist_ok=True)
-  specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-  pieces = ["##s", "##ed", "##ing", ",", ".", "-", "!", "?"] + list("abcdefghijklmnopqrstuvwxyz")
-  vocab = specials + list(dict.fromkeys(TINY_WORDS)) + pieces
-  vocab_file = os.path.join(folder, "vocab.txt")
-  with open(vocab_file, "w") as f:
-    f.write("\n".join(vocab) + "\n")
-  BertTokenizerFast(vocab_file=vocab_file, do_lower_case=True).save_pretrained(folder)
+  vocab = tiny_vocab()
+  write_wordpiece_tokenizer(folder, vocab, max_position_embeddings)
 
   config = {"architectures": ["BertModel"], "model_type": "bert", "vocab_size": len(vocab),
             "hidden_size": hidden_size, "num_hidden_layers": num_layers,

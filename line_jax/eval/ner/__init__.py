@@ -9,7 +9,9 @@ token classifier (softmax over the BIO tags) is trained on the training split wi
 for `config.eval.ner.epochs` epochs, once per seed of `config.eval.ner.seeds`, and scored
 on the validation and test splits: entity-level micro F1 (over all entities) and macro F1
 (mean over entity types), as the paper reports them (mean over the seeds). The encoders
-stay frozen (features are computed once); only the linear layer is trained.
+stay frozen (features are computed once); only the linear layer is trained. A teacher of
+kind 'finetuned' gives the token states of its saved folder (`token_teacher_config`); a
+teacher of another kind than 'hf' or 'finetuned' is refused before any work.
 
 Input (CoNLL / BIO): one token per line, the token in the first column and the tag (O,
 B-TYPE, I-TYPE) in the last, a blank line between sentences, `-DOCSTART-` lines ignored.
@@ -60,6 +62,7 @@ from line_jax.data import textfile
 from line_jax.data.dataset import DataError
 from line_jax.teachers import bert
 from line_jax.teachers import encoder as encoder_lib
+from line_jax.teachers import finetune
 from line_jax.teachers.presets import resolve_settings
 from line_jax.teachers.resolve import resolve_model_dir
 
@@ -231,7 +234,8 @@ class TokenFeatures:
   def __init__(self, teacher_cfg, rows: int = 32):
     if teacher_cfg.get("kind", "hf") != "hf":
       raise ValueError(f"teacher {teacher_cfg.get('name')!r} is a {teacher_cfg.kind!r} "
-                       "teacher; token-level embeddings need a Hugging Face BERT (kind 'hf')")
+                       "teacher; token-level embeddings need a Hugging Face BERT (kind 'hf'; "
+                       "a fine-tuned teacher through `token_teacher_config`)")
     self.settings = resolve_settings(teacher_cfg)
     model_dir = resolve_model_dir(self.settings.model)
     self.config, params = bert.load_bert(model_dir)
@@ -384,6 +388,27 @@ def evaluate_features(features: Dict[str, np.ndarray], data: Dict[str, List[Sent
   return dict(summary=summary, runs=runs, labels=labels)
 
 
+def token_teacher_config(model, which: str):
+  """The kind-"hf" config whose token states stand for `which` ("teacher1" / "teacher2") of
+  `model`: a fine-tuned teacher is its saved Hugging Face folder (recorded in its embedding
+  cache's meta). A ValueError naming the teacher for one that has no token states."""
+  cfg = model.config[which]
+  meta = getattr(getattr(model, which, None), "meta", None)
+  resolved = finetune.new_strings_config(cfg, meta)
+  kind = resolved.get("kind", "hf")
+  if kind == "finetuned":
+    folder = (meta or {}).get("finetuned_dir", "")
+    where = (f"its folder {folder} is gone" if folder else
+             "its embedding cache records no fine-tuned folder")
+    raise ValueError(f"{which} {cfg.get('name')!r} is a fine-tuned teacher, but {where}; "
+                     "rebuild it with `python -m line_jax.finetune --config=... "
+                     "--workdir=RUN` (the run's config and workdir) and evaluate again")
+  if kind != "hf":
+    raise ValueError(f"{which} {cfg.get('name')!r} is a {kind!r} teacher; token-level "
+                     "embeddings need a Hugging Face BERT (kind 'hf' or 'finetuned')")
+  return resolved
+
+
 def run_ner(model, path: str, out_dir: str) -> dict:
   """The protocol for teacher 1, teacher 2 and LINE of `model`; writes out_dir files.
 
@@ -393,6 +418,9 @@ def run_ner(model, path: str, out_dir: str) -> dict:
     out_dir: where metrics.json, report.md and f1.png go.
   """
   started = time.time()
+  # Every teacher is resolved before any work: a refused one fails here, not after features.
+  teacher_cfgs = {which: token_teacher_config(model, which) for which in ("teacher1",
+                                                                           "teacher2")}
   settings = settings_of(model.config)
   data = load_bio(path, settings)
   os.makedirs(out_dir, exist_ok=True)
@@ -405,7 +433,7 @@ def run_ner(model, path: str, out_dir: str) -> dict:
   features_of = {}
   for key, teacher, project in spaces:
     if teacher not in features_of:
-      encoder = TokenFeatures(model.config[teacher], settings.encode_batch_rows)
+      encoder = TokenFeatures(teacher_cfgs[teacher], settings.encode_batch_rows)
       features_of[teacher] = {}
       for split in SPLITS:
         bar = tqdm(desc=f"{teacher} tokens ({split})", unit=" windows", leave=False)
