@@ -16,7 +16,11 @@ Behaviour at the edges (tested in tests/test_api.py):
     vector. `overlong_texts` lists them; `embed_texts(..., overlong="error")` refuses them.
   * Concept lists: every id must be in the run's concepts.parquet (else `DataError` naming
     the list and position); an empty list has no proxy (`DataError`); `negated` must match
-    the lists' lengths. An empty input gives a [0, d] array.
+    the lists' lengths and hold only booleans (True / False, numpy's included: "false", 0
+    or 1 raise `TypeError` naming the list and position). An empty input gives a [0, d]
+    array.
+  * Counts and switches are checked before any work: `k` is a positive int (at most the
+    dictionary's size where it ranks the dictionary), `segments` a bool.
   * A negated concept whose negated form teacher 2 never embedded (export with
     negated_rows="used" embeds only concepts seen negated in the pairs) is embedded on the
     fly by an HF teacher 2, otherwise raises `DataError` that says how to export them all.
@@ -27,6 +31,8 @@ when `loss.normalize` was on; a proxy is the mean of its concepts' vectors).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from typing import List, Optional, Sequence, Tuple
 
@@ -90,6 +96,44 @@ def _check_string_list(texts: Sequence[str], what: str) -> List[str]:
   return texts
 
 
+def check_count(k, what: str, limit: Optional[int] = None) -> int:
+  """k as an int; TypeError unless an integer (not a bool), ValueError unless in [1, limit]."""
+  if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+    raise TypeError(f"{what}: k={k!r} is a {type(k).__name__}; k must be a positive int")
+  if k < 1 or (limit is not None and k > limit):
+    bound = f" and at most {limit}, the number of concepts in the dictionary" if limit else ""
+    raise ValueError(f"{what}: k={int(k)} must be at least 1{bound}")
+  return int(k)
+
+
+def check_flag(value, name: str, what: str) -> bool:
+  """value as a bool; TypeError unless a Python or numpy bool ("false", 0 or "no" are not)."""
+  if not isinstance(value, (bool, np.bool_)):
+    raise TypeError(f"{what}: {name}={value!r} is a {type(value).__name__}; expected True "
+                    "or False")
+  return bool(value)
+
+
+def _negated_flags(flags, i: int, length: int) -> np.ndarray:
+  """The negation flags of concept list i as a bool array; only True / False (Python or
+  numpy bools) are flags: a string such as "false", or 0 and 1, raise TypeError naming the
+  list and position (np.asarray(..., bool) would read "false" as True)."""
+  if isinstance(flags, (str, bytes)) or not hasattr(flags, "__len__"):
+    raise TypeError(f"negated list {i} is a {type(flags).__name__}; pass a list of True / "
+                    f"False, one per concept id")
+  if isinstance(flags, np.ndarray) and flags.dtype == bool and flags.ndim == 1:
+    out = flags
+  else:
+    for pos, flag in enumerate(flags):
+      if not isinstance(flag, (bool, np.bool_)):
+        raise TypeError(f"negated list {i}, position {pos}: {flag!r} is a "
+                        f"{type(flag).__name__}; negation flags must be True or False")
+    out = np.asarray(list(flags), bool)
+  if len(out) != length:
+    raise DataError(f"concept list {i}: negated has {len(out)} entries for {length} ids")
+  return out
+
+
 class LineModel:
   """Parameters of a run plus what projecting needs: dataset, teachers, graph.
 
@@ -148,6 +192,20 @@ class LineModel:
     return cls(config, workdir, dataset, teacher1, teacher2, table, restored["params"],
                progress)
 
+  def fingerprint(self) -> dict:
+    """What this model's vectors are made of, for telling its outputs from another's:
+    a SHA-256 of its parameters (and the checkpoint's step), the cache keys of both
+    teachers' embeddings, and a SHA-256 of the config's fields that shape a run (those a
+    resumed run must keep: `line_jax.workdir.fingerprint`). Retraining the work dir, a
+    later checkpoint, another teacher or another setting each change it."""
+    shaped = workdir_lib.shaping_config(self.config)
+    teacher_key = lambda t: str(t.meta.get("key") or os.path.basename(t.path))  # noqa: E731
+    return {"params_sha256": ckpt_lib.state_checksum(self.params),
+            "step": None if self.progress is None else self.progress.get("step"),
+            "teacher1": teacher_key(self.teacher1), "teacher2": teacher_key(self.teacher2),
+            "config_sha256": hashlib.sha256(json.dumps(shaped, sort_keys=True).encode())
+            .hexdigest()}
+
   @property
   def dim(self) -> int:
     """The joint space's dimension d."""
@@ -174,7 +232,11 @@ class LineModel:
 
   def dataset_texts(self, pair_idx: Sequence[int]) -> np.ndarray:
     """F of the cached teacher-1 rows of dataset pairs `pair_idx` (any teacher kind)."""
-    pair_idx = np.asarray(pair_idx, np.int64)
+    given = np.asarray(pair_idx)
+    if given.size and not np.issubdtype(given.dtype, np.integer):
+      raise TypeError(f"dataset_texts: pair indices must be integers, got {given.dtype} "
+                      f"(e.g. {given.ravel()[0]!r})")
+    pair_idx = given.astype(np.int64)
     if pair_idx.size and (pair_idx.min() < 0 or pair_idx.max() >= self.dataset.num_pairs):
       raise IndexError(f"pair indices must lie in [0, {self.dataset.num_pairs})")
     if pair_idx.size == 0:
@@ -312,9 +374,14 @@ class LineModel:
 
     Raises:
       DataError: an unknown id, an empty list, or a negated list of another length.
+      TypeError: a list that is a string, an id that is not a string, or a negation flag
+        that is not a bool (e.g. "false", 0, 1), named by list and position.
     """
     if isinstance(concept_lists, (str, bytes)):
       raise TypeError("embed_concepts takes a list of concept-id lists")
+    if isinstance(negated, (str, bytes)):
+      raise TypeError("embed_concepts: negated takes one list of True / False per concept "
+                      "list")
     if negated is not None and len(negated) != len(concept_lists):
       raise DataError(f"negated has {len(negated)} lists for {len(concept_lists)} "
                       "concept lists")
@@ -324,9 +391,12 @@ class LineModel:
         raise TypeError(f"concept list {i} is a string; pass a list of ids, e.g. [{ids!r}]")
       if len(ids) == 0:
         raise DataError(f"concept list {i} is empty: a proxy needs at least one concept")
-      neg = np.zeros(len(ids), bool) if negated is None else np.asarray(negated[i], bool)
-      if len(neg) != len(ids):
-        raise DataError(f"concept list {i}: negated has {len(neg)} entries for {len(ids)} ids")
+      for pos, cid in enumerate(ids):
+        if not isinstance(cid, str):
+          raise TypeError(f"concept list {i}, position {pos}: {cid!r} is a "
+                          f"{type(cid).__name__}; concept ids are strings")
+      neg = (np.zeros(len(ids), bool) if negated is None
+             else _negated_flags(negated[i], i, len(ids)))
       try:
         flat_rows.append(self.concept_rows(ids))
       except DataError as e:
@@ -342,6 +412,7 @@ class LineModel:
   def top_concepts(self, queries: np.ndarray, k: int = 10
                    ) -> List[List[Tuple[str, str, float]]]:
     """For each query vector [Q, d], the k dictionary concepts of highest cosine."""
+    k = check_count(k, "top_concepts", self.dataset.num_concepts)
     scores, idx = cosine_top_k(np.atleast_2d(queries), self.dictionary(), k)
     return [[(str(self.dataset.concept_ids[j]), str(self.dataset.names[j]), float(s))
              for s, j in zip(row_scores, row_idx)] for row_scores, row_idx in zip(scores, idx)]
@@ -357,6 +428,8 @@ class LineModel:
     """
     if not isinstance(text, str):
       raise TypeError(f"nearest_concepts takes one string, not a {type(text).__name__}")
+    k = check_count(k, "nearest_concepts", self.dataset.num_concepts)
+    segments = check_flag(segments, "segments", "nearest_concepts")
     if not segments:
       return self.top_concepts(self.embed_texts([text]), k)[0]
     pattern = self.config.eval.get("segment_pattern", segments_lib.DEFAULT_PATTERN)
@@ -383,6 +456,9 @@ class LineModel:
     data. Unknown ids raise DataError."""
     if not isinstance(text, str):
       raise TypeError(f"missing_concepts takes one string, not a {type(text).__name__}")
+    if isinstance(concept_ids, (str, bytes)):
+      raise TypeError("missing_concepts takes a list of concept ids, not a single string")
+    k = check_count(k, "missing_concepts")
     listed = self.concept_rows(list(concept_ids))
     rc = self.config.recovery
     clauses, _ = segments_lib.clause_table(

@@ -271,6 +271,11 @@ def base_config() -> ml_collections.ConfigDict:
       sites=(),                  # the two compared sites; () = the two largest
       embeddings=("onehot", "teacher1", "teacher2", "line"),
       without_branch_roots="auto",   # also run without branch roots when label = a group
+      # Too few examples to learn or transfer anything: a site with fewer labelled pairs is
+      # skipped (the protocol is not run); a label class with fewer pairs at either site is
+      # left out (10: the fewest whose target_fraction of 0.1 labels one); fewer than two
+      # classes left, skipped. Each with its reason in the result and the report.
+      min_site_pairs=20, min_class_pairs=10,
       eval_chunk=512))
   # --- end transfer protocol ---
   # --- single concepts (line_jax/eval/retrieval.py, realtext.py) ---

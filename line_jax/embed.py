@@ -14,6 +14,13 @@ The .npy files are memmaps written chunk by chunk (`--chunk_rows`), so millions 
 sit in memory; meta.json records the rows done after each chunk, and a rerun with the same
 input and flags resumes where a killed run stopped ("complete": true when done).
 
+meta.json also records the model ("model": `LineModel.fingerprint()`: a hash of the
+checkpoint's parameters and its step, both teachers' cache keys, a hash of the run's
+config). An output folder that holds rows of another model (the work dir retrained, e.g.
+with --force_new, a later checkpoint, another teacher) is refused before anything is
+written, complete or not, so that no output mixes two models' rows: choose another
+--output, or pass --restart to discard it and embed from the first row.
+
 Edge cases:
   * Texts need a Hugging Face teacher 1: a run on synthetic or precomputed embeddings stops
     with an error before writing anything (use --parts=concepts there).
@@ -70,6 +77,9 @@ _OVERLONG = flags.DEFINE_enum("overlong", "truncate", list(OVERLONG_CHOICES),
                               "error.")
 _INVALID = flags.DEFINE_enum("invalid", "error", list(INVALID_CHOICES),
                              "Invalid rows: error (checked before embedding) or nan (counted).")
+_RESTART = flags.DEFINE_bool("restart", False, "Discard what --output holds (e.g. rows of "
+                             "another model, which are otherwise refused) and embed from the "
+                             "first row.")
 flags.mark_flags_as_required(["workdir", "input", "output"])
 
 
@@ -90,6 +100,37 @@ def choose_parts(schema_names: Sequence[str], columns: Dict[str, str],
     raise DataError(f"{input_path}: neither a {columns['text']!r} nor a "
                     f"{columns['concepts']!r} column; columns: {list(schema_names)}")
   return found
+
+
+def _is_string(t: pa.DataType) -> bool:
+  return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _is_list_of(t: pa.DataType, value_ok) -> bool:
+  return (pa.types.is_list(t) or pa.types.is_large_list(t)) and value_ok(t.value_type)
+
+
+def check_column_types(schema: pa.Schema, input_path: str, parts: Sequence[str],
+                       columns: Dict[str, str], has_negated: bool) -> None:
+  """Raises DataError naming the file, the column, its type and the type expected, for a
+  column of the wrong type (before any row is read): texts are strings, concept lists
+  list<string>, negation flags list<bool> (an all-null column counts as nothing negated)."""
+  def refuse(column: str, expected: str) -> DataError:
+    return data_error(input_path, None, column, f"the column is {schema.field(column).type}; "
+                      f"expected {expected}")
+
+  if "text" in parts and not (_is_string(schema.field(columns["text"]).type)
+                              or pa.types.is_null(schema.field(columns["text"]).type)):
+    raise refuse(columns["text"], "strings (one text per row)")
+  if "concepts" in parts:
+    if not _is_list_of(schema.field(columns["concepts"]).type, _is_string):
+      raise refuse(columns["concepts"], "list<string> (one list of concept ids per row, e.g. "
+                   "['C0011849', 'C0020538']; ids are strings)")
+    negated_type = schema.field(columns["negated"]).type if has_negated else None
+    if negated_type is not None and not (pa.types.is_null(negated_type) or _is_list_of(
+        negated_type, pa.types.is_boolean)):
+      raise refuse(columns["negated"], "list<bool> (one True/False per concept id of the "
+                   "row; strings such as 'false' and numbers are not read as flags)")
 
 
 def concept_batch_rows(batch_ids: pa.ChunkedArray | pa.Array,
@@ -204,6 +245,42 @@ def _plan(model, input_path: str, parts: Sequence[str], columns: Dict[str, str],
 OUTPUT_FILES = ("text.npy", "concepts.npy", "meta.json")
 
 
+class OtherModelError(FileExistsError):
+  """The output folder holds embeddings of another model than the one given."""
+
+
+def _model_differences(recorded: Optional[dict], current: dict) -> list:
+  if not isinstance(recorded, dict):
+    return ["the folder records no model (written before models were recorded)"]
+  out = []
+  if recorded.get("params_sha256") != current["params_sha256"]:
+    there = str(recorded.get("params_sha256"))[:12]
+    out.append(f"other parameters (checkpoint step {recorded.get('step')} there, "
+               f"{current['step']} here; parameter hashes {there} vs "
+               f"{current['params_sha256'][:12]})")
+  for teacher in ("teacher1", "teacher2"):
+    if recorded.get(teacher) != current[teacher]:
+      out.append(f"{teacher}'s embeddings {recorded.get(teacher)!r} there, "
+                 f"{current[teacher]!r} here")
+  if recorded.get("config_sha256") != current["config_sha256"]:
+    out.append("another run config")
+  return out
+
+
+def check_same_model(output_dir: str, previous: dict, fingerprint: dict) -> None:
+  """Raises OtherModelError when the output in `output_dir` (its meta.json `previous`) was
+  written by another model than the one of `fingerprint`."""
+  differences = _model_differences(previous.get("model"), fingerprint)
+  if differences:
+    done = previous.get("rows_done", 0)
+    raise OtherModelError(
+        f"{output_dir}: holds embeddings of another model ({'; '.join(differences)}; "
+        f"{done} of {previous.get('rows', '?')} rows done"
+        f"{', complete' if previous.get('complete') else ''}). Rows of two models must not "
+        "be mixed, so nothing was written: choose another --output, or pass --restart "
+        "(restart=True) to discard these rows and embed from the first row")
+
+
 def check_output_dir(output_dir: str) -> None:
   """Refuses an output folder that holds anything but an earlier output of this command
   (a teacher-embedding cache, a dataset, a run's work dir...): it would be overwritten."""
@@ -233,7 +310,8 @@ def embed_parquet(model, input_path: str, output_dir: str, *, chunk_rows: int = 
                   parts: Optional[Sequence[str]] = None, text_column: str = "text",
                   concepts_column: str = "concept_ids", negated_column: str = "negated",
                   overlong: str = "truncate", invalid: str = "error",
-                  progress_bar: bool = True, stop_after_rows: int = 0) -> dict:
+                  progress_bar: bool = True, stop_after_rows: int = 0,
+                  restart: bool = False) -> dict:
   """Streams `input_path` through `model` into memmapped .npy files in `output_dir`.
 
   Args:
@@ -248,6 +326,9 @@ def embed_parquet(model, input_path: str, output_dir: str, *, chunk_rows: int = 
     progress_bar: show a tqdm bar over rows.
     stop_after_rows: if > 0, return after the chunk that reaches this many rows, leaving a
       resumable output (meta.json "complete": false); a later call continues.
+    restart: discard an earlier output in `output_dir` and embed from the first row; without
+      it, an output of another model raises OtherModelError (before anything is written),
+      and one of this model resumes (same input and flags) or is redone (other ones).
 
   Returns:
     The meta.json dictionary.
@@ -264,6 +345,9 @@ def embed_parquet(model, input_path: str, output_dir: str, *, chunk_rows: int = 
   columns = {"text": text_column, "concepts": concepts_column, "negated": negated_column}
   parts = choose_parts(parquet.schema_arrow.names, columns, parts, input_path)
   has_negated = negated_column in parquet.schema_arrow.names
+  check_column_types(parquet.schema_arrow, input_path, parts, columns, has_negated)
+  if has_negated and pa.types.is_null(parquet.schema_arrow.field(negated_column).type):
+    has_negated = False        # an all-null column: nothing negated
   if "text" in parts:
     model.text_encoder()     # fails now, before anything is written, if texts cannot be
   dictionary_ids = pa.array([str(c) for c in model.dataset.concept_ids], pa.string())
@@ -272,11 +356,14 @@ def embed_parquet(model, input_path: str, output_dir: str, *, chunk_rows: int = 
   os.makedirs(output_dir, exist_ok=True)
   meta_path = os.path.join(output_dir, "meta.json")
   plan = _plan(model, input_path, parts, columns, chunk_rows, overlong, invalid)
+  fingerprint = model.fingerprint()
   previous = None
   if os.path.exists(meta_path):
     with open(meta_path) as f:
       previous = json.load(f)
-    if previous.get("plan") != plan:
+    if not restart:
+      check_same_model(output_dir, previous, fingerprint)
+    if restart or previous.get("plan") != plan:
       previous = None
   if previous is not None and previous.get("complete"):
     logging.info("%s: already complete for this input and these flags", output_dir)
@@ -286,7 +373,8 @@ def embed_parquet(model, input_path: str, output_dir: str, *, chunk_rows: int = 
     validate_input(parquet, input_path, parts, columns, dictionary_ids, chunk_rows,
                    has_negated)
   meta = previous if resuming else {
-      "plan": plan, "rows": num_rows, "dim": model.dim, "dtype": "float32",
+      "plan": plan, "model": fingerprint, "rows": num_rows, "dim": model.dim,
+      "dtype": "float32",
       "files": {part: f"{part}.npy" for part in parts},
       "normalized": bool(model.config.loss.normalize),
       "teacher1": {"name": model.config.teacher1.name, "kind": model.config.teacher1.kind,
@@ -373,7 +461,7 @@ def main(argv: Sequence[str]) -> None:
                        parts=_PARTS.value or None, text_column=_TEXT_COLUMN.value,
                        concepts_column=_CONCEPTS_COLUMN.value,
                        negated_column=_NEGATED_COLUMN.value, overlong=_OVERLONG.value,
-                       invalid=_INVALID.value)
+                       invalid=_INVALID.value, restart=_RESTART.value)
   print(json.dumps({k: v for k, v in meta.items() if k != "plan"}, indent=1))
   for part, name in meta["files"].items():
     print(f"{part}: {os.path.join(os.path.abspath(_OUTPUT.value), name)}")

@@ -158,13 +158,18 @@ def file_sha256(path: str, chunk: int = 1 << 22) -> str:
   return h.hexdigest()
 
 
+def shaping_config(config) -> Dict[str, Any]:
+  """{"a.b": value} of the config's fields that shape a run (every field but the
+  RUNTIME_FIELDS, which may change between a run and its resumption)."""
+  return {k: v for k, v in flat_config(config).items() if not _is_runtime(k)}
+
+
 def fingerprint(config, data_root: str) -> dict:
   data = {}
   for name in DATASET_FILES:
     path = os.path.join(data_root, name)
     data[name] = file_sha256(path) if os.path.exists(path) else None
-  shaped = {k: v for k, v in flat_config(config).items() if not _is_runtime(k)}
-  return {"data": data, "config": shaped}
+  return {"data": data, "config": shaping_config(config)}
 
 
 # Fields added to the config after runs were recorded without them, whose value such a

@@ -35,6 +35,13 @@ Sites: the pairs' `site` column, else `source` (config `site_column`); `site_pat
 regular expression with one group, maps the column's values to sites (e.g. the database
 prefix of a disease id); `sites` names the two compared (default: the two largest).
 
+Too few examples: a compared site with fewer than `min_site_pairs` labelled pairs skips the
+protocol; a label class with fewer than `min_class_pairs` pairs at either site is left out
+(with a note), and fewer than two classes left skip it (one class leaves nothing to learn,
+every F1 1.0; classes of one site only can be learnt at neither). A skip returns
+{"skipped": why}, which the report prints. An embedder's rows of another shape, or with a
+NaN or inf, raise ValueError naming the embedding and the first bad concept.
+
 When the label is one of the concepts' `group`s (the top-level branch of each concept, as
 in the HPO data, where the label is the most frequent branch among the findings), the
 protocol also runs with the branch-root concepts (those named as their group, and every
@@ -103,6 +110,8 @@ class TransferConfig:
   sites: Tuple[str, ...] = ()       # the two compared sites; () = the two largest
   embeddings: Tuple[str, ...] = EMBEDDINGS
   without_branch_roots: str = "auto"  # "auto": when the label is a concept group; "on"/"off"
+  min_site_pairs: int = 20          # a compared site with fewer labelled pairs: skipped
+  min_class_pairs: int = 10         # a class with fewer pairs at either site: left out
   eval_chunk: int = 512             # rows per forward call at evaluation
 
   def __post_init__(self):
@@ -121,6 +130,9 @@ class TransferConfig:
                        f"{self.validation_fraction}")
     if self.num_seeds < 1 or self.filters < 1 or self.batch_size < 1:
       raise ValueError("config.eval.transfer: num_seeds, filters and batch_size must be >= 1")
+    if self.min_site_pairs < 1 or self.min_class_pairs < 1:
+      raise ValueError("config.eval.transfer: min_site_pairs and min_class_pairs must be >= 1, "
+                       f"got {self.min_site_pairs} and {self.min_class_pairs}")
     if len(self.sites) not in (0, 2):
       raise ValueError(f"config.eval.transfer.sites names two sites or none, got "
                        f"{list(self.sites)}")
@@ -774,6 +786,74 @@ def _cpu_seconds() -> float:
   return usage.ru_utime + usage.ru_stime
 
 
+def _too_few_examples(sites: np.ndarray, labels: np.ndarray, used: np.ndarray,
+                      chosen: Sequence[str], cfg: TransferConfig):
+  """Why the protocol cannot run on the `used` pairs of the `chosen` sites (a str), or the
+  label classes to leave out, {class: {site: pairs}} (those with fewer than
+  `min_class_pairs` at a site).
+
+  A site needs `min_site_pairs` labelled pairs (before and after leaving classes out), and
+  two classes must keep `min_class_pairs` at both sites: with one class there is nothing to
+  learn (every F1 is 1), and a class at one site only can be neither learnt at the source
+  nor tested at the target.
+  """
+  def site_counts(mask):
+    return {s: int((mask & (sites == s)).sum()) for s in chosen}
+
+  def small_sites(mask, after):
+    small = {s: n for s, n in site_counts(mask).items() if n < cfg.min_site_pairs}
+    if small:
+      return (f"too few labelled pairs at site(s) {small}{after} (fewer than "
+              f"config.eval.transfer.min_site_pairs={cfg.min_site_pairs}): too few to "
+              "train at one site and test at the other.")
+    return None
+
+  why = small_sites(used, "")
+  if why:
+    return why
+  by_class = {str(c): {s: int((used & (sites == s) & (labels == c)).sum()) for s in chosen}
+              for c in np.unique(labels[used])}
+  kept = [c for c, n in by_class.items() if min(n.values()) >= cfg.min_class_pairs]
+  if len(kept) < 2:
+    return (f"fewer than two label classes have at least config.eval.transfer."
+            f"min_class_pairs={cfg.min_class_pairs} pairs at both sites (pairs by class and "
+            f"site: {by_class}): " + ("one class leaves nothing to learn (every F1 would be "
+                                      "1)." if len(kept) == 1 else
+                                      "no class can be learnt at one site and tested at the "
+                                      "other."))
+  rare = {c: n for c, n in by_class.items() if c not in kept}
+  why = small_sites(used & np.isin(labels, kept), " once the classes with too few pairs "
+                    f"{sorted(rare)} are left out")
+  return why or rare
+
+
+def check_table(table, key: str, label: str, entry_concept: np.ndarray,
+                entry_negated: np.ndarray, concept_ids=None) -> np.ndarray:
+  """An embedder's rows for the lists' distinct entries as float32 [U, d]; ValueError naming
+  the embedding, and the first bad entry, for another shape or a NaN / inf."""
+  table = np.asarray(table)
+  expected = len(entry_concept)
+  if table.ndim != 2 or table.shape[0] != expected or table.shape[1] < 1:
+    raise ValueError(f"transfer: embedding {key!r} ({label}) gave rows of shape "
+                     f"{table.shape} for the lists' {expected} distinct entries; expected "
+                     f"[{expected}, d] with d >= 1")
+  if not (np.issubdtype(table.dtype, np.integer) or np.issubdtype(table.dtype, np.floating)):
+    raise ValueError(f"transfer: embedding {key!r} ({label}) gave rows of dtype "
+                     f"{table.dtype}; expected real numbers")
+  table = table.astype(np.float32)
+  bad = ~np.isfinite(table).all(axis=1)
+  if bad.any():
+    first = int(np.flatnonzero(bad)[0])
+    concept = int(entry_concept[first])
+    name = concept_ids[concept] if concept_ids is not None else f"row {concept}"
+    raise ValueError(f"transfer: embedding {key!r} ({label}) has non-finite values (NaN or "
+                     f"inf, also after the float32 cast) in {int(bad.sum())} of {expected} "
+                     f"rows, first concept {name!s}"
+                     f"{' (negated)' if entry_negated[first] else ''}; a classifier on them "
+                     "would score noise")
+  return table
+
+
 def run_transfer(dataset, embedders: Mapping[str, Tuple[str, Embedder]],
                  cfg: TransferConfig, plot_path: Optional[str] = None) -> Dict:
   """The transfer protocol on `dataset`; see the module docstring.
@@ -787,7 +867,11 @@ def run_transfer(dataset, embedders: Mapping[str, Tuple[str, Embedder]],
     plot_path: where to write the bar plot (None: no plot).
 
   Returns:
-    The metrics dictionary (or {"skipped": why}).
+    The metrics dictionary (or {"skipped": why}: also when a site or the label classes have
+    too few pairs, `min_site_pairs` / `min_class_pairs`).
+
+  Raises:
+    ValueError: an embedder gave rows of another shape, or NaN / inf values.
   """
   if not cfg.enabled:
     return {"skipped": "disabled (config.eval.transfer.enabled=False)."}
@@ -813,6 +897,9 @@ def run_transfer(dataset, embedders: Mapping[str, Tuple[str, Embedder]],
     return {"skipped": f"fewer than two sites among the labelled pairs ({sorted(counts)}, "
                        f"column {column!r})."}
   used = np.isin(sites, chosen) & (raw != "")
+  too_few = _too_few_examples(sites, raw, used, chosen, cfg)
+  if isinstance(too_few, str):
+    return {"skipped": too_few}
   left_out = int(dataset.num_pairs - used.sum())
   if left_out:
     others = {s: n for s, n in counts.items() if s not in chosen}
@@ -820,6 +907,13 @@ def run_transfer(dataset, embedders: Mapping[str, Tuple[str, Embedder]],
                  f"(empty {column!r}, or not matching site_pattern), "
                  f"{int(((raw == '') & (sites != '')).sum())} without a label, the rest at "
                  f"other sites {others}.")
+  rare_classes = too_few
+  if rare_classes:
+    rare = used & np.isin(raw, list(rare_classes))
+    used &= ~rare
+    notes.append(f"{int(rare.sum())} pairs of label classes with fewer than "
+                 f"{cfg.min_class_pairs} pairs at one of the sites left out "
+                 f"(config.eval.transfer.min_class_pairs; pairs by site: {rare_classes}).")
   pair_idx = np.flatnonzero(used)
   names, y = np.unique(raw[pair_idx].astype(str), return_inverse=True)
   site_of = sites[pair_idx]
@@ -837,6 +931,7 @@ def run_transfer(dataset, embedders: Mapping[str, Tuple[str, Embedder]],
          "class_counts": {s: {str(n): int(c) for n, c in zip(
              names, np.bincount(y[rows[s]], minlength=len(names)))} for s in chosen},
          "label_is_concept_group": bool(grouped), "settings": dataclasses.asdict(cfg),
+         "left_out_classes": rare_classes,
          "embeddings": {}, "notes": notes, "variants": {}}
   directions = [(chosen[0], chosen[1]), (chosen[1], chosen[0])]
   keys = [k for k in cfg.embeddings if k == "onehot" or k in embedders]
@@ -874,7 +969,9 @@ def run_transfer(dataset, embedders: Mapping[str, Tuple[str, Embedder]],
         vocab = rows_padded
       else:
         label, embed = embedders[key]
-        table = np.asarray(embed(lists.entry_concept, lists.entry_negated), np.float32)
+        table = check_table(embed(lists.entry_concept, lists.entry_negated), key, label,
+                            lists.entry_concept, lists.entry_negated,
+                            getattr(dataset, "concept_ids", None))
         table = np.pad(table, ((0, rows_padded - len(table)), (0, 0)))
         vocab = 0
       out["embeddings"][key] = label

@@ -168,6 +168,17 @@ int NumParts(int64_t threads, int64_t num_slots) {
   return static_cast<int>(n);
 }
 
+// The backward pass sums u_src's gradient over every edge. So that the sum does not depend
+// on the thread count (float addition is not associative), the slots are cut into blocks
+// that depend on the slots alone (about 256 slots each, at most kMaxBlocks); each block sums
+// its own edges in slot order, whichever thread runs it, and the blocks' partial sums are
+// added in block order. A thread runs a contiguous range of blocks.
+constexpr int64_t kMaxBlocks = 64;
+
+int NumBlocks(int64_t num_slots) {
+  return static_cast<int>(std::min<int64_t>(kMaxBlocks, num_slots / 256 + 1));
+}
+
 // The table and the edge slots, both handlers' first arguments, checked: a bad row index
 // would read outside the table.
 struct Edges {
@@ -327,12 +338,12 @@ ffi::Error GatBackward(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
   std::fill(g_dst, g_dst + num_receivers * k_types, 0.f);
   std::fill(g_self, g_self + num_receivers * k_types, 0.f);   // alpha_self = 1: no gradient
 
-  const auto cuts = SplitRuns(rcv, num_slots, NumParts(threads, num_slots));
-  const int parts = static_cast<int>(cuts.size()) - 1;
-  std::vector<std::vector<float>> partial(parts, std::vector<float>(k_types * d, 0.f));
+  const auto cuts = SplitRuns(rcv, num_slots, NumBlocks(num_slots));
+  const int blocks = static_cast<int>(cuts.size()) - 1;
+  std::vector<std::vector<float>> partial(blocks, std::vector<float>(k_types * d, 0.f));
   tab.Visit([&](auto x) {
-    auto work = [&](int part, int64_t begin, int64_t end) {
-      float* du = partial[part].data();
+    auto block_work = [&](int block, int64_t begin, int64_t end) {
+      float* du = partial[block].data();
       std::vector<float> dalpha(static_cast<size_t>(end - begin));
       std::vector<float> c(k_types);
       for (int64_t a = begin; a < end;) {
@@ -367,10 +378,16 @@ ffi::Error GatBackward(ffi::AnyBuffer table, ffi::Buffer<ffi::S32> rows,
         a = b;
       }
     };
-    RunParts(cuts, work);
+    const int parts = std::min(NumParts(threads, num_slots), blocks);
+    std::vector<int64_t> first_block;   // thread p runs blocks [first[p], first[p + 1])
+    for (int p = 0; p <= parts; ++p) first_block.push_back(int64_t(blocks) * p / parts);
+    RunParts(first_block, [&](int, int64_t first, int64_t last) {
+      for (int64_t blk = first; blk < last; ++blk)
+        block_work(static_cast<int>(blk), cuts[blk], cuts[blk + 1]);
+    });
   });
   std::fill(g_u, g_u + k_types * d, 0.f);
-  for (const auto& p : partial)
+  for (const auto& p : partial)     // in block order: the same sum for any thread count
     for (int64_t i = 0; i < k_types * d; ++i) g_u[i] += p[i];
   return ffi::Error::Success();
 }
