@@ -418,6 +418,37 @@ def model_spaces(model, settings: EvalSettings, labels: Dict[str, str], notes: L
   return teacher1, teacher2, line, maps, map_info
 
 
+def alignment_protocol(dataset, pair_idx: np.ndarray, spaces, settings, notes: List[str]):
+  """Table 1: each pair's list proxy ranks its own text among `settings.num_negatives`
+  other texts of the evaluated pairs, the same negatives for every space. Returns (the
+  result dict, {space label: ranks}, the number of negatives)."""
+  pool_size = len(pair_idx)
+  num_negatives = min(settings.num_negatives, pool_size - 1)
+  used_all = pool_size - 1 <= settings.num_negatives
+  if used_all:
+    notes.append(f"{pool_size - 1} other texts per pair among the evaluated pairs, not more "
+                 f"than {settings.num_negatives}: every other text is a negative.")
+  own_position = np.arange(pool_size)
+  negative_idx = metrics.draw_negative_indices(pool_size, pool_size, num_negatives,
+                                               own_position,
+                                               settings_lib.rng(settings,
+                                                                settings_lib.RNG_NEGATIVES))
+  alignment = {"num_negatives": int(num_negatives), "requested_negatives":
+               settings.num_negatives, "used_all_other_texts": bool(used_all),
+               "pool_size": int(pool_size), "num_positives": int(len(pair_idx)),
+               "top_k": settings.top_k_accuracy, "results": {}}
+  rank_arrays = {}
+  for space in spaces:
+    start = time.time()
+    ranks = alignment_ranks(space.proxies(dataset, pair_idx), space.embed_texts(pair_idx),
+                            own_position, negative_idx)
+    rank_arrays[space.label] = ranks
+    alignment["results"][space.key] = metrics.rank_summary(ranks, settings.top_k_accuracy)
+    logging.info("alignment %s: %s (%.1fs)", space.key, alignment["results"][space.key],
+                 time.time() - start)
+  return alignment, rank_arrays, num_negatives
+
+
 def run_evaluation(model, workdir: str) -> Dict:
   """Runs every protocol on `model` and writes report.md, metrics.json and PNGs to workdir.
 
@@ -450,30 +481,8 @@ def run_evaluation(model, workdir: str) -> Dict:
   logging.info("linear-map baselines fitted (%.1fs)", time.time() - started)
 
   # 1. Alignment ranks: the same negatives for every space, drawn among the evaluated pairs.
-  pool_size = len(pair_idx)
-  num_negatives = min(settings.num_negatives, pool_size - 1)
-  used_all = pool_size - 1 <= settings.num_negatives
-  if used_all:
-    notes.append(f"{pool_size - 1} other texts per pair among the evaluated pairs, not more "
-                 f"than {settings.num_negatives}: every other text is a negative.")
-  own_position = np.arange(pool_size)
-  negative_idx = metrics.draw_negative_indices(pool_size, pool_size, num_negatives,
-                                               own_position,
-                                               settings_lib.rng(settings,
-                                                                settings_lib.RNG_NEGATIVES))
-  alignment = {"num_negatives": int(num_negatives), "requested_negatives":
-               settings.num_negatives, "used_all_other_texts": bool(used_all),
-               "pool_size": int(pool_size), "num_positives": int(len(pair_idx)),
-               "top_k": settings.top_k_accuracy, "results": {}}
-  rank_arrays = {}
-  for space in all_spaces:
-    start = time.time()
-    ranks = alignment_ranks(space.proxies(dataset, pair_idx), space.embed_texts(pair_idx),
-                            own_position, negative_idx)
-    rank_arrays[space.label] = ranks
-    alignment["results"][space.key] = metrics.rank_summary(ranks, settings.top_k_accuracy)
-    logging.info("alignment %s: %s (%.1fs)", space.key, alignment["results"][space.key],
-                 time.time() - start)
+  alignment, rank_arrays, num_negatives = alignment_protocol(dataset, pair_idx, all_spaces,
+                                                             settings, notes)
 
   # 2. Relations, 3. classification, 4. recovery, 5. geometry.
   relations, roc = relation_detection(dataset, [teacher1, teacher2, line], settings, notes)
@@ -543,9 +552,11 @@ def joint_protocol(model, workdir: str) -> Dict:
   settings, labels = read_settings(model.config), _labels(model.config)
   _, pair_idx = evaluated_pairs(model.dataset, settings, [])
   teacher1, teacher2, line, maps, _ = model_spaces(model, settings, labels, [])
-  result = retrieval_lib.evaluate_joint(model, pair_idx, [teacher1, teacher2, line] + maps,
-                                        workdir)
-  return _json_safe(dict(result, split=settings.split))
+  spaces = [teacher1, teacher2, line] + maps
+  result = retrieval_lib.evaluate_joint(model, pair_idx, spaces, workdir)
+  # Table 1 on the same pairs, so that a split's alignment can be read without the rest.
+  alignment, _, _ = alignment_protocol(model.dataset, pair_idx, spaces, settings, [])
+  return _json_safe(dict(result, split=settings.split, alignment=alignment))
 
 
 ALONE = ("transfer", "joint")    # protocols `python -m line_jax.evaluate --only` runs alone
