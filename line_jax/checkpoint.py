@@ -12,13 +12,22 @@ detected rather than loaded; a checkpoint that fails to read or to match is skip
 warning naming it, and the newest intact one is used instead (`restore_latest`). Orbax
 writes a checkpoint into a temporary folder and renames it when finished, and lists only
 finished ones, so a reader never sees a checkpoint being written.
+
+A save that fails (a full disk, above all) raises `CheckpointSaveError` naming the
+checkpoint and the OS error; its unfinished folder is removed (it would hold the space) and
+the older checkpoints are left as they were, so a rerun resumes from the newest of them.
+Where a step is saved again (an epoch end that is also a stage end), the checkpoint it
+replaces is kept aside (hard links, no extra space) in <workdir>/replaced_checkpoint until
+the new one is finished, and put back if the save fails or the run is killed meanwhile.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import logging
 import os
+import re
 import shutil
 import time
 from typing import Any, List, Optional
@@ -27,14 +36,23 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from line_jax import files
+
 CHECKSUM_KEY = "checksum"
 _LISTING_RETRIES = 5
 _SETTLE_S = 0.5        # a failed read waits this long to tell deletion from damage
 DAMAGED_DIR = "damaged_checkpoints"   # beside checkpoints/: where a trainer moves bad ones
+REPLACED_DIR = "replaced_checkpoint"  # beside checkpoints/: one being saved again
+_TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's unfinished checkpoint folders end so
 
 
 class CheckpointError(RuntimeError):
   """Checkpoints exist but none of them is intact."""
+
+
+class CheckpointSaveError(files.WriteError):
+  """A checkpoint could not be saved (its message names it, the OS error and the
+  checkpoint a rerun resumes from)."""
 
 
 def _retry_listing(fn):
@@ -70,13 +88,99 @@ def state_checksum(state: Any) -> str:
 
 def save(mgr: ocp.CheckpointManager, step: int, state: Any, progress: dict) -> None:
   """Saves at `step`, replacing a checkpoint already there (e.g. an epoch end that is also
-  a stage end); the progress record gets the state's checksum."""
+  a stage end); the progress record gets the state's checksum. A failed save raises
+  `CheckpointSaveError` and leaves the checkpoints as they were (see the module doc)."""
   record = {**progress, CHECKSUM_KEY: state_checksum(state)}
+  aside = None
   if step in mgr.all_steps():
+    aside = _set_aside(mgr, step)
     mgr.delete(step)
-  mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                         progress=ocp.args.JsonSave(record)), force=True)
-  mgr.wait_until_finished()
+  try:
+    mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                           progress=ocp.args.JsonSave(record)), force=True)
+    mgr.wait_until_finished()
+  except Exception as e:   # orbax/TensorStore raise many types for a failed write
+    raise _save_failed(mgr, step, aside, e) from e
+  if aside is not None:
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _primary() -> bool:
+  return jax.process_index() == 0     # orbax's primary host writes and deletes folders
+
+
+def _set_aside(mgr: ocp.CheckpointManager, step: int) -> Optional[str]:
+  """Hard links of checkpoint `step`'s files in <workdir>/replaced_checkpoint/<step>
+  (primary host), so that deleting it to save the step again loses nothing until the new
+  one is finished; None where the file system has no hard links (then it is not kept)."""
+  if not _primary():
+    return None
+  directory = str(mgr.directory)
+  aside = os.path.join(os.path.dirname(directory), REPLACED_DIR, str(step))
+  shutil.rmtree(aside, ignore_errors=True)
+  try:
+    shutil.copytree(os.path.join(directory, str(step)), aside, copy_function=os.link)
+  except OSError as e:
+    shutil.rmtree(aside, ignore_errors=True)
+    logging.warning("checkpoint %s/%d is saved again without a copy kept aside (%s)",
+                    directory, step, e)
+    return None
+  return aside
+
+
+def _restore_set_aside(mgr: ocp.CheckpointManager) -> None:
+  """Puts a checkpoint kept aside back where its step has no finished checkpoint (a save
+  that failed or was killed), and drops it where the new one was finished."""
+  root = os.path.join(os.path.dirname(str(mgr.directory)), REPLACED_DIR)
+  if not os.path.isdir(root):
+    return
+  for name in os.listdir(root):
+    path = os.path.join(root, name)
+    if name.isdigit() and int(name) not in mgr.all_steps():
+      os.replace(path, os.path.join(str(mgr.directory), name))
+      logging.warning("checkpoint %s/%s: its new save did not finish; the one it was to "
+                      "replace is put back", mgr.directory, name)
+    else:
+      shutil.rmtree(path, ignore_errors=True)
+  shutil.rmtree(root, ignore_errors=True)
+  mgr.reload()
+
+
+def _remove_unfinished(mgr: ocp.CheckpointManager, step: Optional[int] = None) -> None:
+  """Deletes orbax's unfinished folders (of `step`, or all): a failed or killed save's,
+  which would hold disk space that a full disk needs back."""
+  pattern = f"{step if step is not None else '*'}{_TMP_SUFFIX}*"
+  for path in glob.glob(os.path.join(str(mgr.directory), pattern)):
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _save_failed(mgr: ocp.CheckpointManager, step: int, aside: Optional[str],
+                 error: Exception) -> CheckpointSaveError:
+  """Cleans up after a failed save of `step`; the error to raise."""
+  if _primary():
+    _remove_unfinished(mgr, step)
+    if aside is not None:
+      if os.path.exists(os.path.join(str(mgr.directory), str(step))):
+        shutil.rmtree(aside, ignore_errors=True)
+      else:
+        os.replace(aside, os.path.join(str(mgr.directory), str(step)))
+      shutil.rmtree(os.path.dirname(aside), ignore_errors=True)
+  try:
+    mgr.reload()
+    kept = sorted(mgr.all_steps())
+  except Exception:   # the listing itself may fail on a broken disk: say nothing of it
+    kept = None
+  text = str(error)
+  found = re.search(r"os_error_code='?(\d+)", text)   # TensorStore's form of errno
+  code = int(found.group(1)) if found else getattr(error, "errno", None)
+  reason = os.strerror(code) if code else files.write_error("", error).reason[:300]
+  if kept:
+    reason += (f"; the save of checkpoint {step} failed, the checkpoints there ("
+               f"{', '.join(map(str, kept))}) are as they were: a rerun resumes from step "
+               f"{kept[-1]}")
+  elif kept is not None:
+    reason += f"; the save of checkpoint {step} failed and there is no other checkpoint"
+  return CheckpointSaveError(os.path.join(str(mgr.directory), str(step)), reason, code)
 
 
 def _restore_step(mgr: ocp.CheckpointManager, step: int, target: Any):
@@ -102,10 +206,14 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state: Any,
 
   A checkpoint that cannot be read, or whose arrays do not match its checksum, is skipped
   with a warning naming it; quarantine=True (the trainer, which owns the work dir) moves it
-  to <workdir>/damaged_checkpoints so that new saves do not collide with it. Raises
-  CheckpointError when checkpoints exist but none is intact.
+  to <workdir>/damaged_checkpoints so that new saves do not collide with it, and first
+  undoes what a failed or killed save left (a checkpoint kept aside is put back, unfinished
+  folders are deleted). Raises CheckpointError when checkpoints exist but none is intact.
   """
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+  if quarantine:   # the trainer: undo what a failed or killed save left
+    _restore_set_aside(mgr)
+    _remove_unfinished(mgr)
   damaged: List[str] = []
   for attempt in range(2):
     steps = sorted(_retry_listing(mgr.all_steps), reverse=True)

@@ -49,6 +49,8 @@ from absl import app, flags
 from ml_collections import config_flags
 from tqdm.auto import tqdm
 
+from line_jax import embeddings
+from line_jax import files
 from line_jax import logs
 from line_jax.api import OVERLONG_CHOICES, LineModel
 from line_jax.data.dataset import DataError, data_error
@@ -387,11 +389,10 @@ def embed_parquet(model, input_path: str, output_dir: str, *, chunk_rows: int = 
     path = os.path.join(output_dir, f"{part}.npy")
     if resuming:
       outputs[part] = np.load(path, mmap_mode="r+")
-    else:
-      if os.path.lexists(path):
-        os.remove(path)
-      outputs[part] = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
-                                                shape=(num_rows, model.dim))
+      files.reserve(path)   # an output begun by an older version may be sparse
+    else:   # its disk space reserved: a full disk is an error here, not a crash later
+      outputs[part] = embeddings.new_memmap(path, np.dtype(np.float32),
+                                            (num_rows, model.dim))
   write_json(meta_path, meta)
   needed = [columns[p] for p in parts] + (
       [negated_column] if "concepts" in parts and has_negated else [])

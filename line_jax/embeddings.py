@@ -26,6 +26,7 @@ from typing import Optional
 import numpy as np
 
 from line_jax.data.dataset import Dataset, DataError, data_error
+from line_jax import files
 from line_jax.files import write_json
 
 PARTS = ("text", "concepts", "negated")
@@ -255,11 +256,21 @@ def negated_selection(teacher_cfg, dataset: Dataset) -> np.ndarray:
 
 
 def new_memmap(path: str, dtype: np.dtype, shape: tuple) -> np.ndarray:
-  """A fresh zero-filled .npy memmap. An old file is unlinked first, never truncated: it
-  may be a hard link shared with another teacher's folder (see _reuse_identical)."""
+  """A fresh zero-filled .npy memmap whose disk space is reserved (`files.reserve`): on a
+  full disk this raises `files.WriteError` naming the file, and removes it, rather than
+  the writes into the mapping killing the process later. An old file is unlinked first,
+  never truncated: it may be a hard link shared with another teacher's folder (see
+  _reuse_identical)."""
   if os.path.lexists(path):
     os.remove(path)
-  return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+  try:
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    files.reserve(path)
+  except OSError as e:
+    if os.path.lexists(path):
+      os.remove(path)
+    raise files.write_error(path, e) from e
+  return arr
 
 
 def write_meta(path: str, meta: dict) -> None:

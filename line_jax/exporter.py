@@ -49,6 +49,7 @@ from typing import Iterator, Optional
 import numpy as np
 from tqdm.auto import tqdm
 
+from line_jax import files
 from line_jax import precomputed
 from line_jax import synthetic_teacher
 from line_jax import teachers
@@ -155,7 +156,8 @@ def _reuse_identical(path: str, teacher_cfg, key: str) -> bool:
       try:
         os.link(src, dst)
       except OSError:
-        shutil.copyfile(src, dst)
+        with files.replacing(dst) as tmp:
+          shutil.copyfile(src, tmp)
     meta = dict(meta, teacher=teacher_cfg.get("name"), reused_from=os.path.abspath(other))
     write_meta(path, meta)
     logging.info("teacher %s: same settings and data as %s; linked its embeddings",
@@ -186,34 +188,47 @@ def ensure_teacher_embeddings(teacher_cfg, dataset: Dataset, workdir: str, *,
   path = teacher_dir(workdir, teacher_cfg.get("name", "teacher"), key)
   if _satisfies(_read_meta(path), teacher_cfg):
     return path
-  with _folder_lock(path):
-    if _satisfies(_read_meta(path), teacher_cfg):   # another process finished meanwhile
-      return path
-    stale = os.path.join(path, "meta.json")
-    if os.path.exists(stale):
-      os.remove(stale)   # a folder about to change is not complete
-    if _reuse_identical(path, teacher_cfg, key):
-      return path
-    kind = teacher_cfg.get("kind", "hf")
-    meta = dict(fields, kind=kind, teacher=teacher_cfg.get("name"), key=key)
-    if kind == "hf":
-      meta.update(_export_hf(teacher_cfg, dataset, path, encoder, shard_rows, progress_bar))
-    elif kind == "finetuned":   # fine-tune first (cached), then export as kind hf
-      folder = finetune.ensure_finetuned(teacher_cfg, dataset, workdir)
-      meta.update(_export_hf(finetune.hf_teacher_config(teacher_cfg, folder), dataset, path,
-                             encoder, shard_rows, progress_bar), finetuned_dir=folder)
-    elif kind == "precomputed":
-      meta.update(precomputed.import_precomputed(teacher_cfg, dataset, path))
-    else:
-      for part in PARTS:   # unlink, never overwrite: files may be shared hard links
-        if os.path.lexists(os.path.join(path, f"{part}.npy")):
-          os.remove(os.path.join(path, f"{part}.npy"))
-      synthetic_teacher.write_synthetic_teacher(dataset, path, teacher_cfg)
-      meta.update(_describe_written(path, dataset, teacher_cfg))
-    meta["complete"] = True
-    write_meta(path, meta)   # last: the folder counts as complete only from here on
+  try:
+    with _folder_lock(path):
+      if _satisfies(_read_meta(path), teacher_cfg):   # another process finished meanwhile
+        return path
+      _make_folder(teacher_cfg, dataset, workdir, path, fields, key, encoder, shard_rows,
+                   progress_bar)
+  except files.WriteError as e:
+    raise files.WriteError(
+        e.path, f"{e.reason}; the export of teacher {teacher_cfg.get('name')!r} into {path} "
+        "stopped there: the folder has no meta.json, so it is not used, and the export is "
+        "resumed (or redone) when run again", e.errno) from e
   logging.info("teacher %s: embeddings in %s", teacher_cfg.get("name"), path)
   return path
+
+
+def _make_folder(teacher_cfg, dataset: Dataset, workdir: str, path: str, fields: dict,
+                 key: str, encoder, shard_rows: int, progress_bar: bool) -> None:
+  """The work of `ensure_teacher_embeddings` under the folder's lock."""
+  stale = os.path.join(path, "meta.json")
+  if os.path.exists(stale):
+    os.remove(stale)   # a folder about to change is not complete
+  if _reuse_identical(path, teacher_cfg, key):
+    return
+  kind = teacher_cfg.get("kind", "hf")
+  meta = dict(fields, kind=kind, teacher=teacher_cfg.get("name"), key=key)
+  if kind == "hf":
+    meta.update(_export_hf(teacher_cfg, dataset, path, encoder, shard_rows, progress_bar))
+  elif kind == "finetuned":   # fine-tune first (cached), then export as kind hf
+    folder = finetune.ensure_finetuned(teacher_cfg, dataset, workdir)
+    meta.update(_export_hf(finetune.hf_teacher_config(teacher_cfg, folder), dataset, path,
+                           encoder, shard_rows, progress_bar), finetuned_dir=folder)
+  elif kind == "precomputed":
+    meta.update(precomputed.import_precomputed(teacher_cfg, dataset, path))
+  else:
+    for part in PARTS:   # unlink, never overwrite: files may be shared hard links
+      if os.path.lexists(os.path.join(path, f"{part}.npy")):
+        os.remove(os.path.join(path, f"{part}.npy"))
+    synthetic_teacher.write_synthetic_teacher(dataset, path, teacher_cfg)
+    meta.update(_describe_written(path, dataset, teacher_cfg))
+  meta["complete"] = True
+  write_meta(path, meta)   # last: the folder counts as complete only from here on
 
 
 def ensure_teacher(teacher_cfg, dataset: Dataset, workdir: str) -> TeacherEmbeddings:
@@ -230,6 +245,7 @@ def _open_output(path: str, rows: int, dim: int, dtype: np.dtype, reuse: bool) -
     try:
       existing = np.load(path, mmap_mode="r+")
       if existing.shape == (rows, dim) and existing.dtype == dtype:
+        files.reserve(path)   # a file left by an older export may be sparse
         return existing
     except (OSError, ValueError):
       pass

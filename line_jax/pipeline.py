@@ -37,7 +37,7 @@ import numpy as np
 from line_jax import embeddings as emb_lib
 from line_jax import graph as graph_lib
 from line_jax import search as search_lib
-from line_jax.data.dataset import Dataset
+from line_jax.data.dataset import Dataset, check_max_concepts_per_pair
 from line_jax.shapes import round_up
 
 
@@ -70,13 +70,15 @@ class PairLists:
   """The concept occurrences of every pair, truncated to M - 1, plus one recovered concept."""
 
   def __init__(self, dataset: Dataset, max_concepts_per_pair: int):
+    check_max_concepts_per_pair(max_concepts_per_pair)
     lengths = np.diff(dataset.concept_offsets)
     cap = int(min(max_concepts_per_pair, lengths.max() if len(lengths) else 1))
     self.truncated = int((lengths > cap).sum())
     if self.truncated:
-      logging.warning("%d pairs have more than %d concepts; their lists are truncated to %d "
-                      "(raise data.max_concepts_per_pair to keep them whole)",
-                      self.truncated, cap, cap)
+      logging.warning("%d pairs have more than %d concepts (the longest %d); their lists are "
+                      "truncated to %d, leaving out %d concept mentions (raise "
+                      "data.max_concepts_per_pair to keep them whole)", self.truncated, cap,
+                      int(lengths.max()), cap, int(np.maximum(lengths - cap, 0).sum()))
     self.dataset = dataset
     self.cap = cap
     self.lengths = np.minimum(lengths, cap)

@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from line_jax import embeddings as emb_lib
+from line_jax import files
 from line_jax.data.dataset import Dataset
 from line_jax.data.synthetic import LATENT_DIM, latent
 
@@ -41,7 +42,7 @@ def write_synthetic_teacher(dataset: Dataset, path: str, tcfg) -> None:
   os.makedirs(path, exist_ok=True)
   for part, arr in (("text", norm(text)), ("concepts", norm(concepts)),
                     ("negated", norm(negated))):
-    np.save(os.path.join(path, f"{part}.npy"), arr.astype(tcfg.dtype))
+    files.save_npy(os.path.join(path, f"{part}.npy"), arr.astype(tcfg.dtype))
   emb_lib.write_meta(path, dict(model=f"synthetic-{tcfg.seed}", pooling="none", max_length=0,
                                 normalize=True, data_hash=dataset.data_hash(), dim=dim,
                                 dtype=tcfg.dtype, complete=True,

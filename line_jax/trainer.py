@@ -614,9 +614,8 @@ def run(trainer: Trainer) -> dict:
           record = {"stage": stage, "epoch": progress["epoch"], "step": progress["step"],
                     **mean, "pairs_per_s": rate,
                     "learning_rate": float(lr(progress["step"] - 1) if callable(lr) else lr)}
-          if jax.process_index() == 0:
-            with open(log_path, "a") as f:
-              f.write(json.dumps(record) + "\n")
+          if jax.process_index() == 0:   # a failed write leaves no half record
+            files.append_text(log_path, json.dumps(record) + "\n")
           # The paper's three terms always; the optional ones when they are on.
           terms = ", ".join(f"{k} {mean[k]:.4f}" for k in guards.TERMS
                             if k in ("align", "relational", "negation") or mean[k])

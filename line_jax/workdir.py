@@ -30,6 +30,8 @@ from typing import Any, Dict, List, Optional
 
 import ml_collections
 
+from line_jax import files
+
 LOCK_FILE = "lock"
 FINGERPRINT_FILE = "fingerprint.json"
 CONFIG_FILE = "config.json"
@@ -49,8 +51,9 @@ RUNTIME_FIELDS = (
     "model.table_dtype", "teacher1.batch_size", "teacher2.batch_size",
     "search.", "eval.")
 # What `force_new` removes: the previous run's training outputs.
-RUN_FILES = ("checkpoints", "damaged_checkpoints", TRAIN_LOG, "recovery.json",
-             "train_summary.json", FINGERPRINT_FILE, CONFIG_FILE, "report.md", "metrics.json")
+RUN_FILES = ("checkpoints", "damaged_checkpoints", "replaced_checkpoint", TRAIN_LOG,
+             "recovery.json", "train_summary.json", FINGERPRINT_FILE, CONFIG_FILE, "report.md",
+             "metrics.json")
 
 
 class WorkdirBusy(RuntimeError):
@@ -207,12 +210,7 @@ def read_json(path: str, what: str) -> Any:
 
 
 def _write_json(path: str, obj: Any, text: Optional[str] = None) -> None:
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text if text is not None else json.dumps(obj, indent=1))
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  files.write_text(path, text if text is not None else json.dumps(obj, indent=1))
 
 
 def has_run(workdir: str) -> bool:

@@ -5,11 +5,13 @@ import os
 
 from line_jax.data import hpo
 from line_jax.data import synthetic
-from line_jax.data.dataset import DataError, Dataset, load_dataset, write_dataset
+from line_jax.data.dataset import (DataError, Dataset, check_max_concepts_per_pair,
+                                   load_dataset, write_dataset)
 
 
 def prepare_dataset(config) -> Dataset:
   """Builds `config.data.dir` with `config.data.builder` when it is missing, then loads it."""
+  check_max_concepts_per_pair(config.data.get("max_concepts_per_pair", 1))  # before any work
   root = os.path.abspath(config.data.dir)
   if not os.path.exists(os.path.join(root, "pairs.parquet")):
     builder = config.data.builder

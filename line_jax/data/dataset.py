@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from typing import Optional, Sequence
 
@@ -215,6 +216,37 @@ def _check_complete(root: str) -> None:
                     "files into this folder (old and new files may be mixed); run it again")
 
 
+def check_max_concepts_per_pair(value) -> None:
+  """config data.max_concepts_per_pair: an integer >= 1."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    raise ValueError(f"data.max_concepts_per_pair={value!r} must be an integer >= 1 "
+                     "(longer concept lists are cut to it)")
+
+
+def ignored_edges(head: np.ndarray, tail: np.ndarray, etype: np.ndarray):
+  """(rows other than self loops that repeat an earlier row's head, tail and relation;
+  self loops, head = tail): the edges the training graph (`line_jax.graph.NeighbourTable`)
+  does not add."""
+  loop = head == tail
+  head, tail, etype = head[~loop], tail[~loop], etype[~loop]
+  loops = int(loop.sum())
+  if len(head) < 2:
+    return 0, loops
+  order = np.lexsort((tail, head, etype))
+  h, t, k = head[order], tail[order], etype[order]
+  repeats = int(((h[1:] == h[:-1]) & (t[1:] == t[:-1]) & (k[1:] == k[:-1])).sum())
+  return repeats, loops
+
+
+def _log_ignored_edges(path: str, head, tail, etype) -> None:
+  repeats, loops = ignored_edges(head, tail, etype)
+  if repeats or loops:
+    logging.warning("%s: %d of %d rows repeat an earlier row (same head_id, tail_id and "
+                    "relation) and %d are self loops (head_id = tail_id); the graph has "
+                    "each edge once and every concept's self loop already, so they add "
+                    "nothing", path, repeats, len(head), loops)
+
+
 def load_dataset(root: str, relations: Optional[Sequence[str]] = None,
                  negation_template: str = DEFAULT_NEGATION_TEMPLATE) -> Dataset:
   """Reads and validates a dataset folder.
@@ -280,6 +312,7 @@ def load_dataset(root: str, relations: Optional[Sequence[str]] = None,
   tail = _lookup(rpath, "tail_id", rt.column("tail_id").combine_chunks(), concept_arr, rows)
   type_index = {r: i for i, r in enumerate(relation_types)}
   etype = np.asarray([type_index[r] for r in rel_names], np.int32)
+  _log_ignored_edges(rpath, head, tail, etype)
 
   hpath = os.path.join(root, "heldout_relations.parquet")
   if os.path.exists(hpath):

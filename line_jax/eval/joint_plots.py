@@ -9,6 +9,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from line_jax import files
+
 
 def plot(result: Dict, path: str) -> str:
   """Left: recall@max(k) of text -> concept retrieval (and real text when present, whole
@@ -51,5 +53,4 @@ def plot(result: Dict, path: str) -> str:
   ax.set_title("recovery (vignettes)")
   ax.legend(fontsize=6)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  return path
+  return files.save_figure(fig, path, dpi=110)

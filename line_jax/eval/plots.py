@@ -15,6 +15,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from line_jax import files
+
 LOSS_FIELDS = ("loss", "align", "relational", "negation")
 # Plotted when a record has them non-zero (optional terms) or changing (a schedule's rate).
 OPTIONAL_FIELDS = ("concept", "name", "text", "uniformity", "learning_rate")
@@ -23,8 +25,7 @@ OPTIONAL_FIELDS = ("concept", "name", "text", "uniformity", "learning_rate")
 def _save(fig: Figure, path: str) -> str:
   FigureCanvasAgg(fig)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  return path
+  return files.save_figure(fig, path, dpi=110)
 
 
 def _grid(count: int, max_cols: int = 3) -> Tuple[int, int]:

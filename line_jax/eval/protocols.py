@@ -35,6 +35,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from absl import logging
 
+from line_jax import files as files_lib
 from line_jax import guards
 from line_jax import search
 from line_jax.eval import classifier as probe_lib
@@ -512,9 +513,10 @@ def run_evaluation(model, workdir: str) -> Dict:
       "training_log": {"records": len(train_records)} if train_records else None,
       reuse_lib.KEY_FIELD: key,
   }
-  with open(os.path.join(workdir, "metrics.json"), "w") as f:
-    json.dump(_json_safe(result), f, indent=1, ensure_ascii=False)
-
+  # Each file is written whole or not at all, and metrics.json last: a rerun with
+  # eval.reuse keeps an evaluation only when its metrics.json holds this evaluation's key,
+  # so a write that fails (a full disk) cannot leave an old report or missing plots taken
+  # for this evaluation's.
   files = report_lib.PLOT_FILES
   plots.rank_histograms(rank_arrays, num_negatives, os.path.join(workdir, files["ranks"]))
   plots.roc_curves(roc, os.path.join(workdir, files["roc"]))
@@ -524,10 +526,12 @@ def run_evaluation(model, workdir: str) -> Dict:
                           settings.training_threshold)
   if train_records:
     plots.loss_curves(train_records, os.path.join(workdir, files["loss"]))
-  with open(os.path.join(workdir, "report.md"), "w") as f:
-    f.write(report_lib.render_report(result) + retrieval_lib.render_markdown(joint)
-            + transfer_lib.render_section(transfer)
-            + finetune.report_section(concept_teacher, labels))
+  files_lib.write_text(os.path.join(workdir, "report.md"),
+                       report_lib.render_report(result) + retrieval_lib.render_markdown(joint)
+                       + transfer_lib.render_section(transfer)
+                       + finetune.report_section(concept_teacher, labels))
+  files_lib.write_json(os.path.join(workdir, "metrics.json"), _json_safe(result),
+                       ensure_ascii=False)
   logging.info("evaluation written to %s (%.1fs)", workdir, time.time() - started)
   return _json_safe(result)
 
@@ -582,10 +586,7 @@ def run_alone(model, workdir: str, which: str) -> str:
   merged[which] = result
   # The file no longer holds one evaluation of one setting: a rerun must not keep it whole.
   merged.pop(reuse_lib.KEY_FIELD, None)
-  with open(path + ".tmp", "w") as f:
-    json.dump(merged, f, indent=1, ensure_ascii=False)
-  os.replace(path + ".tmp", path)
+  files_lib.write_json(path, merged, ensure_ascii=False)
   report = os.path.join(workdir, report)
-  with open(report, "w") as f:
-    f.write(section)
+  files_lib.write_text(report, section)
   return os.path.abspath(report)

@@ -69,6 +69,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
+from line_jax import files
 from line_jax.eval import metrics
 
 # Embedding keys in report order; "onehot" needs no embedder.
@@ -1043,8 +1044,7 @@ def plot_transfer(result: Mapping, path: str) -> str:
     ax.legend(fontsize=6)
   FigureCanvasAgg(fig)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  return path
+  return files.save_figure(fig, path, dpi=110)
 
 
 def _fmt(mean: float, std: float) -> str:

@@ -53,6 +53,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
+from line_jax import files as files_lib
 from line_jax.data.dataset import Dataset, DataError
 from line_jax.teachers import bert
 from line_jax.teachers.encoder import (TOKENIZER_VOCAB_FILES, Encoder,
@@ -1015,4 +1016,5 @@ def write_report_files(metrics: Optional[Mapping], workdir: str) -> None:
   for key, info in (metrics or {}).items():
     src = os.path.join(info["folder"], "alpha_curve.png")
     if os.path.exists(src):
-      shutil.copyfile(src, os.path.join(workdir, f"{key}_alpha_curve.png"))
+      with files_lib.replacing(os.path.join(workdir, f"{key}_alpha_curve.png")) as tmp:
+        shutil.copyfile(src, tmp)

@@ -56,6 +56,7 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from line_jax import config as config_lib
+from line_jax import files as files_lib
 from line_jax.data import extract
 from line_jax.data import notes
 from line_jax.data import textfile
@@ -449,11 +450,10 @@ def run_ner(model, path: str, out_dir: str) -> dict:
   metrics = dict(path=os.path.abspath(path), counts=counts, models=labels,
                  settings=settings.to_dict(), results=results,
                  seconds=round(time.time() - started, 1))
-  with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-    json.dump(metrics, f, indent=1, default=list)
-  with open(os.path.join(out_dir, "report.md"), "w") as f:
-    f.write(render_report(metrics))
+  # Whole files or none (a full disk), metrics.json last.
   plot_f1(metrics, os.path.join(out_dir, "f1.png"))
+  files_lib.write_text(os.path.join(out_dir, "report.md"), render_report(metrics))
+  files_lib.write_json(os.path.join(out_dir, "metrics.json"), metrics, default=list)
   return metrics
 
 
@@ -501,8 +501,7 @@ def plot_f1(metrics: dict, path: str) -> str:
   ax.set_ylim(0, 1)
   ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  return path
+  return files_lib.save_figure(fig, path, dpi=110)
 
 
 # --- BIO files from a dataset's texts --------------------------------------------------
