@@ -141,6 +141,9 @@ def base_config() -> ml_collections.ConfigDict:
                                    # averaged over pairs (the paper's double sum per pair);
                                    # "per_term": averaged over all (i, i') terms, which left
                                    # the alignment gradient ~B times weaker than the others
+  c.loss.align_batch_reference = 128   # the per-pair sum is scaled by (this - 1) /
+                                   # (batch - 1): the term weighs as at batch 128 (the
+                                   # paper's) whatever train.batch_size; 0 = the raw sum
   c.loss.relational_weight = 1.0
   c.loss.relational_margin = 0.2   # triplet margin on cosine, known vs corrupted edge
   c.loss.relational_edges = 64     # known edges sampled per batch

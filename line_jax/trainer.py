@@ -75,6 +75,9 @@ class LossSettings:
     slope: the graph attention's leaky-ReLU slope.
     margin, relational_margin, negation_delta: the three losses' margins.
     per_pair: alignment hinge terms summed per pair, then averaged over pairs.
+    align_scale: what that per-pair sum is multiplied by: (loss.align_batch_reference - 1)
+      / (B - 1), so that the term weighs as it does at the reference batch size whatever
+      train.batch_size is (1 at the reference, and where the reference is 0).
     weights: (alignment, relational, negation, per-concept, uniformity, name) weights of
       the total.
     concept_temperature: the per-concept InfoNCE temperature.
@@ -88,6 +91,7 @@ class LossSettings:
   relational_margin: float
   negation_delta: float
   per_pair: bool
+  align_scale: float
   weights: tuple
   concept_temperature: float
   uniformity_t: float
@@ -104,6 +108,7 @@ class LossSettings:
     return cls(normalize=bool(lc.normalize), slope=float(config.model.leaky_relu_slope),
                margin=lc.margin, relational_margin=lc.relational_margin,
                negation_delta=lc.negation_delta, per_pair=lc.align_reduction == "per_pair",
+               align_scale=align_scale(config),
                weights=(lc.align_weight, lc.relational_weight, lc.negation_weight,
                         lc.concept_weight, lc.uniformity_weight,
                         float(lc.get("name_weight", 0.0)),
@@ -117,6 +122,20 @@ class LossSettings:
     """The per-concept, uniformity, name or text term is on: they read G of the batch's
     concepts."""
     return bool(self.weights[3] or self.weights[4] or self.weights[5] or self.weights[6])
+
+
+def align_scale(config) -> float:
+  """(loss.align_batch_reference - 1) / (train.batch_size - 1) for the per-pair alignment
+  sum, else 1: a pair's hinge terms are summed over every other text of the batch, so the
+  term (and its gradient) grows with the batch; scaled, it weighs against the other terms
+  as it does at the reference batch size, whatever the batch."""
+  reference = int(config.loss.get("align_batch_reference", 0))
+  if reference < 0 or reference == 1:
+    raise ValueError(f"loss.align_batch_reference={reference} must be 0 (off) or >= 2")
+  batch = int(config.train.batch_size)
+  if not reference or config.loss.align_reduction != "per_pair" or batch < 2:
+    return 1.0
+  return (reference - 1) / (batch - 1)
 
 
 def project_batch(params, batch: dict, concept_table, negated_table, num_types: int,
@@ -184,6 +203,11 @@ def check_loss_settings(lc) -> None:
   if ((lc.concept_weight or lc.get("name_weight", 0.0) or lc.get("text_weight", 0.0))
       and not lc.concept_temperature > 0):
     raise ValueError(f"loss.concept_temperature={lc.concept_temperature} must be > 0")
+  reference = lc.get("align_batch_reference", 0)
+  if isinstance(reference, bool) or not isinstance(reference, int) or reference < 0 \
+      or reference == 1:
+    raise ValueError(f"loss.align_batch_reference={reference!r} must be 0 (off) or an "
+                     "integer >= 2")
   for field in ("random_concepts", "hard_negatives", "hard_pool"):
     value = lc.get(field, 0)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -207,6 +231,7 @@ def shard_loss(params, batch: dict, concept_table, negated_table, num_types: int
   a = losses_lib.alignment_terms(c_mean, batch["pair_mask"], batch["rho"], texts,
                                  text_mask, first, settings.margin,
                                  per_anchor=settings.per_pair)
+  a = (a[0] * settings.align_scale, a[1])
   r = losses_lib.relational_terms(g_pos[:rs], g_pos[rs:2 * rs], g_pos[2 * rs:3 * rs],
                                   batch["rel_mask"], settings.relational_margin)
   n = losses_lib.negation_terms(g_pos[3 * rs:], g_neg, batch["neg_weight"],

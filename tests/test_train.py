@@ -193,7 +193,9 @@ class LossSettingsTest(parameterized.TestCase):
       ("hard_negatives", -1, r"loss.hard_negatives=-1 must be an integer >= 0"),
       ("hard_pool", -3, r"loss.hard_pool=-3 must be an integer >= 0"),
       ("text_weight", -0.5, r"loss.text_weight=-0.5 must be >= 0"),
-      ("concept_temperature", 0.0, r"loss.concept_temperature=0.0 must be > 0"))
+      ("concept_temperature", 0.0, r"loss.concept_temperature=0.0 must be > 0"),
+      ("align_batch_reference", 1, r"loss.align_batch_reference=1 must be 0 \(off\) or"),
+      ("align_batch_reference", -2, r"loss.align_batch_reference=-2 must be 0 \(off\)"))
   def test_bad_settings_named(self, field, value, message):
     config = test_config.get_config()
     config.loss.name_weight = 0.3
@@ -213,6 +215,15 @@ class LossSettingsTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, r"loss.name_weight=-1.0 must be >= 0"):
       trainer_lib.Trainer(config, self.create_tempdir().full_path)
     self.assertFalse(os.path.exists(config.data.dir))     # nothing built first
+
+  @parameterized.parameters((128, 128, 1.0), (1024, 128, 127 / 1023), (32, 8, 7 / 31),
+                            (4096, 0, 1.0))
+  def test_alignment_weighs_as_at_the_reference_batch(self, batch, reference, scale):
+    config = test_config.get_config()
+    config.train.batch_size, config.loss.align_batch_reference = batch, reference
+    self.assertAlmostEqual(trainer_lib.align_scale(config), scale)
+    config.loss.align_reduction = "per_term"     # a mean over terms needs no scale
+    self.assertEqual(trainer_lib.align_scale(config), 1.0)
 
   def test_default_settings_pass(self):
     from configs import hpo_minilm
@@ -236,6 +247,7 @@ class LossFunctionTest(parameterized.TestCase):
     config.loss.name_weight = 0.4
     config.loss.text_weight = 0.25
     config.loss.same_term_negatives = same_term_negatives
+    config.loss.align_batch_reference = 8 if normalize else 32
     inputs = loss_inputs(config)
     ds, mesh = inputs["dataset"], inputs["mesh"]
     concept_table, negated_table = inputs["concept_table"], inputs["negated_table"]
@@ -260,6 +272,8 @@ class LossFunctionTest(parameterized.TestCase):
     lc = config.loss
     a = losses.alignment_terms(jnp.asarray(c_mean), b["pair_mask"], b["rho"], jnp.asarray(t),
                                b["pair_mask"], 0, lc.margin, per_anchor=True)
+    # The per-pair sum weighs as at the reference batch size.
+    a = (a[0] * (lc.align_batch_reference - 1) / (config.train.batch_size - 1), a[1])
     r = losses.relational_terms(g[b["rel_head"]], g[b["rel_tail"]], g[b["rel_corrupt"]],
                                 b["rel_mask"], lc.relational_margin)
     u = num_receivers - b["neg_weight"].shape[0]
