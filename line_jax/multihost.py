@@ -119,6 +119,18 @@ def workdir_locked(workdir: str):
     yield
 
 
+def put(x, sharding) -> jax.Array:
+  """jax.device_put(x, sharding) of a host array that every process holds alike. Where the
+  sharding spans processes, each process places its own devices' part; jax.device_put would
+  first gather the whole array from every process onto every device to check that the
+  copies agree (a teacher table many times over)."""
+  if (jax.process_count() == 1 or sharding is None
+      or getattr(sharding, "is_fully_addressable", True)):
+    return jax.device_put(x, sharding)
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
 def broadcast_from_main(value: np.ndarray) -> np.ndarray:
   """Process 0's copy of an array every process holds in the same shape."""
   if jax.process_count() == 1:

@@ -474,8 +474,8 @@ class Trainer:
   def set_added(self, added: np.ndarray) -> None:
     """The recovered concept of every pair (-1: none), on the host and the devices."""
     self.lists.added[:] = added
-    self.device_tables["added"] = jax.device_put(self.lists.added.astype(np.int32),
-                                                 NamedSharding(self.mesh, P()))
+    self.device_tables["added"] = multihost.put(self.lists.added.astype(np.int32),
+                                                NamedSharding(self.mesh, P()))
     self._planned = None
 
   def step_inputs(self, pair_idx: np.ndarray, step: int):
@@ -511,7 +511,8 @@ class Trainer:
   def init_state(self) -> dict:
     state = state_lib.init_state(self.config, self.teacher1.dim, self.teacher2.dim,
                                  len(self.dataset.relation_types), self.config.train.seed)
-    return jax.device_put(state, NamedSharding(self.mesh, P()))
+    replicated = NamedSharding(self.mesh, P())
+    return jax.tree.map(lambda x: multihost.put(x, replicated), state)
 
 
 def _write_json(path: str, obj: Any) -> None:
