@@ -1,8 +1,9 @@
 """Runs of many processes (`jax.distributed`): who does what, and how the others wait.
 
-Every process runs the same training loop on its own devices (`line_jax.trainer`); the work
-that touches shared files is process 0's alone: the work dir's lock, the dataset build, the
-teacher export, the JSON records and the evaluation. The other processes wait for process
+Every process runs the same training loop on its own devices (`line_jax.trainer`) and writes
+its part of each checkpoint; the rest of the work on shared files is process 0's alone: the
+work dir's lock, the dataset build and the work dir's check, the logs and JSON records, and
+the evaluation. The other processes wait for process
 0's word on the coordinator's key-value store (`main_first`, `on_main`) and raise its error
 where it failed, so that a refused work dir or a broken dataset stops every process at once
 rather than leaving the others in a collective until a timeout. With one process every
@@ -17,6 +18,8 @@ import logging
 from typing import Any, Callable, Optional
 
 import jax
+from jax._src import distributed
+from jax.experimental import multihost_utils
 import numpy as np
 
 from line_jax import workdir as workdir_lib
@@ -44,7 +47,6 @@ def initialize(coordinator_address: Optional[str] = None,
   # A first collective while the processes are in step: it fails here, clearly, where
   # collectives cannot cross processes, and it sets up the communicator the steps use (on a
   # CPU, gloo allows 30 s between the processes' arrival at the first one).
-  from jax.experimental import multihost_utils
   ranks = np.asarray(multihost_utils.process_allgather(np.int32(jax.process_index())))
   if ranks.tolist() != list(range(jax.process_count())):
     raise ProcessError(f"a collective across the processes returned {ranks.tolist()} for "
@@ -57,7 +59,7 @@ def is_main() -> bool:
 
 
 def _client():
-  from jax._src import distributed   # the coordinator's client (jax has no public handle)
+  """The coordinator's client (jax has no public handle on it; orbax reads it alike)."""
   if distributed.global_state.client is None:
     raise RuntimeError("jax.process_count() > 1 but jax.distributed is not initialised")
   return distributed.global_state.client
@@ -135,7 +137,6 @@ def broadcast_from_main(value: np.ndarray) -> np.ndarray:
   """Process 0's copy of an array every process holds in the same shape."""
   if jax.process_count() == 1:
     return np.asarray(value)
-  from jax.experimental import multihost_utils
   return np.asarray(multihost_utils.broadcast_one_to_all(np.asarray(value)))
 
 
@@ -143,8 +144,7 @@ def check_same(what: str, value: int) -> None:
   """Raises on every process where the processes hold different `value`s of `what`."""
   if jax.process_count() == 1:
     return
-  from jax.experimental import multihost_utils
-  values = np.asarray(multihost_utils.process_allgather(np.asarray(value, np.int64)))
+  values = np.asarray(multihost_utils.process_allgather(np.asarray(value, np.int32)))
   if (values != values[0]).any():
     raise ProcessError(f"the processes disagree on {what}: {values.tolist()} (process 0 "
                        "first)")
