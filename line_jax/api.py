@@ -36,6 +36,7 @@ import json
 import os
 from typing import List, Optional, Sequence, Tuple
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -78,9 +79,15 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 def restore_state(workdir: str, config: ml_collections.ConfigDict, abstract: dict
                   ) -> Tuple[dict, dict]:
-  """(state, progress) of the latest checkpoint of `workdir`; FileNotFoundError if none."""
+  """(state, progress) of the latest checkpoint of `workdir`, its arrays on this process's
+  first device whatever devices the run trained on (the checkpoint names those: several,
+  or other processes'); FileNotFoundError if none."""
+  here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = {k: v if k == "added" else jax.tree.map(      # "added" is saved from the host
+      lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=here), v)
+      for k, v in abstract.items()}
   restored, progress = ckpt_lib.restore_latest(
-      ckpt_lib.manager(workdir, config.train.keep_checkpoints), abstract)
+      ckpt_lib.manager(workdir, config.train.keep_checkpoints, local=True), target)
   if restored is None:
     raise FileNotFoundError(f"{os.path.abspath(workdir)}/checkpoints: no checkpoint to load")
   return restored, progress

@@ -67,11 +67,20 @@ def _retry_listing(fn):
       time.sleep(0.05 * (attempt + 1))
 
 
-def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
+def manager(workdir: str, keep: int, local: bool = False) -> ocp.CheckpointManager:
+  """The work dir's checkpoint manager. Where there are many processes (`jax.distributed`)
+  every process must make and use it alike (a trainer), unless `local`: this process's
+  alone (a reader, e.g. the evaluation on process 0), which syncs with no other."""
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  alone = local and jax.process_count() > 1
+  if alone:    # orbax creates the folder only where every process takes part
+    os.makedirs(directory, exist_ok=True)
   options = ocp.CheckpointManagerOptions(
       preservation_policy=ocp.checkpoint_managers.LatestN(keep),
-      enable_async_checkpointing=False, create=True)
+      enable_async_checkpointing=False, create=not alone,
+      multiprocessing_options=ocp.options.MultiprocessingOptions(
+          primary_host=jax.process_index(), active_processes={jax.process_index()})
+      if alone else ocp.options.MultiprocessingOptions())
   return _retry_listing(lambda: ocp.CheckpointManager(directory, options=options,
                                                       item_names=("state", "progress")))
 

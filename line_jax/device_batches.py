@@ -40,6 +40,7 @@ import numpy as np
 
 from line_jax import graph as graph_lib
 from line_jax import embeddings as emb_lib
+from line_jax import multihost
 from line_jax import pipeline
 from line_jax.shapes import round_up
 
@@ -234,7 +235,7 @@ def place_tables(tables: dict, sharding) -> dict:
   out = {}
   for name, value in tables.items():
     host = emb_lib.read_rows(value) if isinstance(value, np.memmap) else np.asarray(value)
-    out[name] = jax.device_put(host, sharding)
+    out[name] = multihost.put(host, sharding)
     jax.block_until_ready(out[name])
     del host
   return out

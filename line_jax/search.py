@@ -334,7 +334,8 @@ class Dictionary:
     use_bf16: bf16 scores, then float32 re-scoring of the best `k * rescore_factor`
       candidates of each device.
     rescore_factor: see use_bf16.
-    devices: devices to shard the dictionary over; None: all of `jax.devices()`.
+    devices: devices to shard the dictionary over; None: all of this process's devices
+      (`jax.local_devices()`: a search is one process's).
 
   Raises:
     ValueError: on keys that are not 2-D or empty, k outside [1, N], or a memory budget
@@ -361,7 +362,7 @@ class Dictionary:
     if query_chunk < 0 or key_chunk < 0:
       raise ValueError(f"search_topk: query_chunk={query_chunk} and key_chunk={key_chunk} "
                        "must be >= 0 (0 derives them from the memory budget)")
-    devices = list(jax.devices() if devices is None else devices)
+    devices = list(jax.local_devices() if devices is None else devices)
     self.k, self.num_keys, self.dim, self.normalize = k, num_keys, dim, normalize
     self._options = dict(memory_budget_mb=memory_budget_mb, use_bf16=use_bf16,
                          rescore_factor=rescore_factor)

@@ -9,6 +9,7 @@ import numpy as np
 
 from line_jax import embeddings as emb_lib
 from line_jax import kernels
+from line_jax import multihost
 
 
 def resolve_table_dtype(config: ml_collections.ConfigDict, teacher2) -> str:
@@ -34,7 +35,7 @@ def table_to_device(table: np.ndarray, sharding=None, dtype: str = "") -> jax.Ar
   host = emb_lib.read_rows(table)
   if dtype:
     host = host.astype(jnp.dtype(dtype), copy=False)
-  on_device = jax.device_put(host, sharding)
+  on_device = multihost.put(host, sharding)
   jax.block_until_ready(on_device)
   del host
   return on_device

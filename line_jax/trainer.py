@@ -4,7 +4,9 @@
 One code path for one and many devices: the batch is split into one shard per device
 (`line_jax.pipeline`), the loss runs under `jax.shard_map` over a 1-D mesh ("data"),
 parameters are replicated and gradients are all-reduced by the transpose of that replication.
-Multi-host: pass --distributed (or call jax.distributed.initialize() first); see launch/.
+Many processes (`jax.distributed`): pass --distributed (or call jax.distributed.initialize()
+first); see launch/. Every process builds the same batch plan and runs the same steps;
+process 0 alone writes the work dir (`line_jax.multihost`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from line_jax import host_memory
 from line_jax import kernels
 from line_jax import losses as losses_lib
 from line_jax import model as model_lib
+from line_jax import multihost
 from line_jax import pipeline
 from line_jax import recovery as recovery_lib
 from line_jax import state as state_lib
@@ -496,8 +499,8 @@ class Trainer:
   def set_added(self, added: np.ndarray) -> None:
     """The recovered concept of every pair (-1: none), on the host and the devices."""
     self.lists.added[:] = added
-    self.device_tables["added"] = jax.device_put(self.lists.added.astype(np.int32),
-                                                 NamedSharding(self.mesh, P()))
+    self.device_tables["added"] = multihost.put(self.lists.added.astype(np.int32),
+                                                NamedSharding(self.mesh, P()))
     self._planned = None
 
   def step_inputs(self, pair_idx: np.ndarray, step: int):
@@ -533,11 +536,12 @@ class Trainer:
   def init_state(self) -> dict:
     state = state_lib.init_state(self.config, self.teacher1.dim, self.teacher2.dim,
                                  len(self.dataset.relation_types), self.config.train.seed)
-    return jax.device_put(state, NamedSharding(self.mesh, P()))
+    replicated = NamedSharding(self.mesh, P())
+    return jax.tree.map(lambda x: multihost.put(x, replicated), state)
 
 
 def _write_json(path: str, obj: Any) -> None:
-  if jax.process_index() == 0:     # multi-host: one writer
+  if multihost.is_main():     # many processes: one writer
     files.write_json(path, obj)
 
 
@@ -548,16 +552,17 @@ def train(config: ml_collections.ConfigDict, workdir: str, devices=None,
   The work dir is locked for the run and must hold a run of the same data and settings, or
   none (`line_jax.workdir`); force_new=True deletes a previous run there and starts over."""
   guards.check_mode(config.train.on_nonfinite)
-  if jax.process_index() != 0:
-    return _train(config, workdir, devices, force_new)
-  with workdir_lib.locked(workdir):
+  with multihost.workdir_locked(workdir):    # held by process 0
     return _train(config, workdir, devices, force_new)
 
 
 def _train(config, workdir, devices, force_new) -> dict:
-  dataset = prepare_dataset(config)
-  if jax.process_index() == 0:   # refuses a mismatching work dir before writing anything
-    workdir_lib.check_and_record(workdir, config, dataset.root, force_new)
+  # Many processes: process 0 builds the dataset and checks the work dir (with force_new:
+  # clears it) before the others read either. (The teachers' export has a lock of its own.)
+  with multihost.main_first("preparing the dataset and the work dir"):
+    dataset = prepare_dataset(config)
+    if multihost.is_main():   # refuses a mismatching work dir before writing anything
+      workdir_lib.check_and_record(workdir, config, dataset.root, force_new)
   return run(Trainer(config, workdir, devices, dataset=dataset))
 
 
@@ -571,8 +576,11 @@ def run(trainer: Trainer) -> dict:
   mgr = ckpt_lib.manager(workdir, tc.keep_checkpoints)
   state = trainer.init_state()
   restored, progress = ckpt_lib.restore_latest(mgr, {**state, "added": trainer.lists.added},
-                                               quarantine=jax.process_index() == 0)
-  if restored is not None and jax.process_index() == 0:
+                                               quarantine=multihost.is_main())
+  # Many processes: each reads the checkpoints itself; all must resume from the same one.
+  multihost.check_same("the checkpoint step to resume from",
+                       -1 if restored is None else progress["step"])
+  if restored is not None and multihost.is_main():
     workdir_lib.trim_train_log(workdir, progress["step"])   # no record logged twice
   if restored is not None:
     trainer.set_added(restored.pop("added"))
@@ -601,6 +609,9 @@ def run(trainer: Trainer) -> dict:
           state["params"], trainer.lists, trainer.teacher1.text, trainer.table,
           trainer.concept_table, trainer.negated_table, config, train_idx,
           embed_strings=trainer.string_embedder())
+      # Many processes: each recovered the lists itself; process 0's are the ones trained
+      # on everywhere (a float tie broken otherwise would give other batches elsewhere).
+      added = multihost.broadcast_from_main(added)
       info["seconds"] = time.time() - t0
       trainer.set_added(added)
       progress["recovered"] = True
@@ -639,7 +650,7 @@ def run(trainer: Trainer) -> dict:
           record = {"stage": stage, "epoch": progress["epoch"], "step": progress["step"],
                     **mean, "pairs_per_s": rate,
                     "learning_rate": float(lr(progress["step"] - 1) if callable(lr) else lr)}
-          if jax.process_index() == 0:   # a failed write leaves no half record
+          if multihost.is_main():   # a failed write leaves no half record
             files.append_text(log_path, json.dumps(record) + "\n")
           # The paper's three terms always; the optional ones when they are on.
           terms = ", ".join(f"{k} {mean[k]:.4f}" for k in guards.TERMS
