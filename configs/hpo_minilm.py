@@ -75,7 +75,7 @@ def get_config():
   # alignment down.
   c.loss.hard_negatives = 2
   c.loss.hard_pool = 16
-  # The "segment" recovery estimator (reported; line_jax.terms.segment_candidates) never
+  # The "segment" recovery estimator (reported; line_jax.search.terms.segment_candidates) never
   # proposes HPO's modifiers, inheritance modes, frequencies or blood groups: a clause such
   # as "mild" names no finding a list could miss.
   c.recovery.segment_skip_groups = ("Clinical modifier", "Mode of inheritance", "Frequency",

@@ -3,14 +3,14 @@
   python -m line_jax.bench --what=search --queries=20000 --dict_size=200000 --dim=384 \
       --k=8 --repeats=3 --compare
 
-The search section times `line_jax.search.search_topk` end to end from host arrays
+The search section times `line_jax.search.topk.search_topk` end to end from host arrays
 (placing and normalising the dictionary included) as the median of `--repeats` runs after a
 warm-up run that compiles, and with `--compare` times faiss-cpu `IndexFlatIP` on the same
 normalised data in the same process (normalising copies, `add` and `search` included), then
 prints the ratio line_jax time / faiss time. It also projects the paper-scale search
 (7.2M x 4M x 768) onto a GPU from its FLOP count.
 
-The train and stream sections call `line_jax.bench_train`; the export section times the
+The train and stream sections call `line_jax.benchmarks.train_step`; the export section times the
 bundled MiniLM teacher (`line_jax.teachers`).
 """
 
@@ -25,9 +25,9 @@ from absl import flags
 import jax
 import numpy as np
 
-from line_jax import bench_paper as bench_paper_lib
-from line_jax import bench_train as bench_train_lib
-from line_jax import search
+from line_jax.benchmarks import paper as bench_paper_lib
+from line_jax.benchmarks import train_step as bench_train_lib
+from line_jax.search import topk as search
 from line_jax import teachers
 from line_jax.config import teacher_config
 

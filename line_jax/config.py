@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import ml_collections
 
-from line_jax import segments
+from line_jax.util import segments
 
 
 def merge_settings(defaults: ml_collections.ConfigDict, given: Optional[Any],
@@ -117,7 +117,7 @@ def base_config() -> ml_collections.ConfigDict:
                                    # every gathered row, every step); else as stored
   c.model.cpu_table_budget_gib = 2.0
   c.model.cpu_kernel = "auto"      # G's edge attention on the fused CPU kernel
-                                   # (line_jax.kernels, compiled on first use): "auto" = on
+                                   # (line_jax.model.kernels, compiled on first use): "auto" = on
                                    # the CPU backend when it builds and the table is float32
                                    # or float16, "on" (error if it cannot), "off" (XLA path)
   c.model.cpu_kernel_threads = 0   # threads of that kernel; 0 = the usable cores / local devices
@@ -183,7 +183,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.batch_size = 128
   c.train.learning_rate = 1e-3
   c.train.lr_schedule = "constant"  # or "cosine": per stage, from learning_rate down to
-  c.train.lr_final_fraction = 0.0   # learning_rate * this (line_jax.state.learning_rate)
+  c.train.lr_final_fraction = 0.0   # learning_rate * this (line_jax.training.state.learning_rate)
   c.train.stage1_epochs = 3
   c.train.stage2_epochs = 2
   c.train.log_every = 50
@@ -192,8 +192,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.prefetch = 2             # batches prepared ahead in a background thread
   c.train.batch_builder = "device"  # "device": each device builds its shard of the batch
                                    # inside the jitted step from device-resident tables
-                                   # (line_jax.device_batches); "host": the numpy reference
-                                   # builder (line_jax.pipeline), bit-identical batches
+                                   # (line_jax.training.device_batches); "host": the numpy reference
+                                   # builder (line_jax.training.host_batches), bit-identical batches
   c.train.text_table = "auto"      # teacher 1's text rows for the device builder: "device",
                                    # "host" (each batch's rows streamed from the host memmap:
                                    # bounded host memory) or "auto" (on the device when they fit

@@ -49,12 +49,12 @@ from absl import app, flags
 from ml_collections import config_flags
 from tqdm.auto import tqdm
 
-from line_jax import embeddings
-from line_jax import files
-from line_jax import logs
-from line_jax.api import OVERLONG_CHOICES, LineModel
+from line_jax.cache import store as embeddings
+from line_jax.util import files
+from line_jax.util import logs
+from line_jax.api.line_model import OVERLONG_CHOICES, LineModel
 from line_jax.data.dataset import DataError, data_error
-from line_jax.files import write_json
+from line_jax.util.files import write_json
 
 PARTS = ("text", "concepts")
 INVALID_CHOICES = ("error", "nan")
@@ -317,7 +317,7 @@ def embed_parquet(model, input_path: str, output_dir: str, *, chunk_rows: int = 
   """Streams `input_path` through `model` into memmapped .npy files in `output_dir`.
 
   Args:
-    model: a `line_jax.api.LineModel`.
+    model: a `line_jax.api.line_model.LineModel`.
     input_path: Parquet file (see the module docstring for its columns).
     output_dir: created if missing; receives text.npy / concepts.npy and meta.json.
     chunk_rows: rows read, embedded and flushed at a time.

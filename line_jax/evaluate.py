@@ -18,8 +18,8 @@ from typing import Sequence
 from absl import app, flags
 from ml_collections import config_flags
 
-from line_jax import logs
-from line_jax.api import LineModel
+from line_jax.util import logs
+from line_jax.api.line_model import LineModel
 from line_jax.eval import ner
 from line_jax.eval import protocols
 

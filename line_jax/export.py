@@ -3,7 +3,7 @@ r"""Exports (or imports) both teachers' embeddings of a dataset into the work-di
   python -m line_jax.export --config=configs/bge_coder.py --workdir=DIR
 
 builds (or loads) the dataset, then makes sure both teachers' embedding folders exist
-(`line_jax.exporter`) and prints their paths.
+(`line_jax.cache.export`) and prints their paths.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Sequence
 from absl import app, flags
 from ml_collections import config_flags
 
-from line_jax import exporter
-from line_jax import logs
+from line_jax.cache import export as exporter
+from line_jax.util import logs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file",
                                           lock_config=True)

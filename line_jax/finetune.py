@@ -11,7 +11,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from line_jax import logs
+from line_jax.util import logs
 from line_jax.data import prepare_dataset
 from line_jax.teachers import finetune
 

@@ -24,10 +24,10 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from line_jax import checkpoint as ckpt_lib
-from line_jax import logs
-from line_jax import state as state_lib
-from line_jax.api import LineModel
+from line_jax.training import checkpoint as ckpt_lib
+from line_jax.util import logs
+from line_jax.training import state as state_lib
+from line_jax.api.line_model import LineModel
 from line_jax.eval import protocols
 
 _WORKDIRS = flags.DEFINE_list("workdirs", None, "Comma-separated ingredient work dirs.")

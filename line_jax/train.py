@@ -3,14 +3,14 @@ r"""Trains LINE (stage 1, residual recovery, stage 2), then evaluates it.
   python -m line_jax.train --config=configs/test.py --workdir=/tmp/line_test \
       [--config.train.batch_size=64 ...]
 
-Training is `line_jax.trainer.train` (resumable from the work dir's checkpoints); with
+Training is `line_jax.training.trainer.train` (resumable from the work dir's checkpoints); with
 config.train.evaluate the trained model is then evaluated (`line_jax.eval.protocols`), as
 `python -m line_jax.evaluate` would.
 
 Many processes (one per host, each driving its local devices): pass --distributed to every
 process; the coordinator, the process count and each process's index are detected (SLURM,
 Open MPI; see launch/slurm_multihost.sh) or given by --coordinator_address, --num_processes
-and --process_id. Process 0 writes the work dir and evaluates (`line_jax.multihost`).
+and --process_id. Process 0 writes the work dir and evaluates (`line_jax.util.processes`).
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from typing import Sequence
 from absl import app, flags
 from ml_collections import config_flags
 
-from line_jax import logs
-from line_jax import multihost
-from line_jax import trainer
-from line_jax.api import LineModel
+from line_jax.util import logs
+from line_jax.util import processes as multihost
+from line_jax.training import trainer
+from line_jax.training import workdir as workdir_lib
+from line_jax.api.line_model import LineModel
 from line_jax.eval import protocols
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config()).")
@@ -54,7 +55,7 @@ def main(argv: Sequence[str]) -> None:
   if _DISTRIBUTED.value:
     multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config, workdir = _CONFIG.value, _WORKDIR.value
-  with multihost.workdir_locked(workdir):   # held through the evaluation too
+  with workdir_lib.locked_by_main(workdir):   # held through the evaluation too
     _run(config, workdir)
 
 

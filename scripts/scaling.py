@@ -4,7 +4,7 @@
                             [--dim=768] [--steps=50] [--out=scaling.md]
 
 Each point runs in its own process (so peak RSS is that point's alone): synthetic float16
-memmapped embeddings of the given size (line_jax.bench_train.bench_streaming) are written,
+memmapped embeddings of the given size (line_jax.benchmarks.train_step.bench_streaming) are written,
 then `--steps` train steps run over them; the residual search of `--queries` residuals over
 the dictionary is timed for each dictionary size. A log-log least-squares fit gives the
 growth exponent of each column. Prints a markdown table (and writes it to --out).
@@ -30,7 +30,8 @@ _OUT = flags.DEFINE_string("out", "", "also write the table to this file")
 _POINT = """
 import json, sys, time, resource
 import numpy as np
-from line_jax import bench_train, search
+from line_jax.benchmarks import train_step as bench_train
+from line_jax.search import topk as search
 kind, a, b, dim, steps, queries, folder = sys.argv[1:]
 a, b, dim, steps, queries = int(a), int(b), int(dim), int(steps), int(queries)
 if kind == "train":

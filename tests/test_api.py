@@ -10,11 +10,11 @@ import jax
 import numpy as np
 
 from configs import test as test_config
-from line_jax import segments
-from line_jax import terms
-from line_jax import trainer as trainer_lib
+from line_jax.util import segments
+from line_jax.search import terms
+from line_jax.training import trainer as trainer_lib
 from line_jax.eval import spaces
-from line_jax.api import LineModel, TeacherUnavailableError
+from line_jax.api.line_model import LineModel, TeacherUnavailableError
 from line_jax.data.dataset import DataError
 from line_jax.teachers import testing as teacher_testing
 
@@ -55,7 +55,7 @@ class LoadConfigTest(absltest.TestCase):
 
   def test_fields_added_after_a_run_get_their_defaults(self):
     import json
-    from line_jax import api
+    from line_jax.api import line_model as api
     from line_jax import config as config_lib
     saved = json.loads(test_config.get_config().to_json())
     del saved["graph"]["edge_block"]           # a run saved before the field existed
@@ -122,7 +122,7 @@ class LineModelTest(parameterized.TestCase):
     ids, negs = pair_lists(ds, self.test_idx)
     proxies = self.model.embed_concepts(ids, negated=negs)
     texts = self.model.dataset_texts(self.test_idx)
-    from line_jax.api import cosine_top_k
+    from line_jax.api.line_model import cosine_top_k
     _, top = cosine_top_k(proxies, texts, 5)
     hit_rate = np.mean([i in row for i, row in enumerate(top)])
     self.assertGreater(hit_rate, 3 * 5 / len(self.test_idx))

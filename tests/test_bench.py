@@ -4,9 +4,9 @@ from absl.testing import absltest
 import jax
 
 from line_jax import bench
-from line_jax import bench_paper
-from line_jax import bench_train
-from line_jax import pipeline
+from line_jax.benchmarks import paper as bench_paper
+from line_jax.benchmarks import train_step as bench_train
+from line_jax.training import host_batches as pipeline
 
 
 class TrainBenchTest(absltest.TestCase):
@@ -26,7 +26,7 @@ class TrainBenchTest(absltest.TestCase):
     self.assertLessEqual(r["step_ms_quartiles"][0], r["step_ms_median"])
     self.assertLessEqual(r["step_ms_median"], r["step_ms_quartiles"][1])
     if jax.default_backend() == "cpu":
-      from line_jax import kernels
+      from line_jax.model import kernels
       # "auto" on CPU: the kernel reads the stored float16 rows; XLA gets float32 ones.
       self.assertEqual(r["g_edge_attention"], "cpu_kernel" if kernels.available() else "xla")
       self.assertEqual(r["table_dtype"], "float16" if kernels.available() else "float32")

@@ -7,7 +7,7 @@ import tempfile
 from absl.testing import absltest, parameterized
 import numpy as np
 
-from line_jax import embeddings as emb_lib
+from line_jax.cache import store as emb_lib
 from line_jax.data import dataset as ds_lib
 
 

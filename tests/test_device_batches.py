@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from line_jax import bench_train
-from line_jax import device_batches as db
-from line_jax import graph as graph_lib
-from line_jax import pipeline
+from line_jax.benchmarks import train_step as bench_train
+from line_jax.training import device_batches as db
+from line_jax.model import graph as graph_lib
+from line_jax.training import host_batches as pipeline
 
 
 def setting(num_shards=2, batch_size=32, relational_edges=8, fanout=2, names=True,

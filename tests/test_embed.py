@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from line_jax import embed
-from line_jax.api import LineModel, TeacherUnavailableError
+from line_jax.api.line_model import LineModel, TeacherUnavailableError
 from line_jax.data.dataset import DataError
 from line_jax.teachers import testing as teacher_testing
 from test_api import pair_lists, shared_tiny_run

@@ -11,10 +11,10 @@ import numpy as np
 from absl.testing import absltest
 from absl.testing import parameterized
 
-from line_jax import search
+from line_jax.search import topk as search
 from line_jax.config import base_config
 from line_jax.data.dataset import Dataset
-from line_jax.embeddings import TeacherEmbeddings
+from line_jax.cache.store import TeacherEmbeddings
 from line_jax.eval import linear
 from line_jax.eval import metrics
 from line_jax.eval import protocols
@@ -86,7 +86,7 @@ def make_teacher(dataset: Dataset, dim: int, seed: int, noise: float) -> Teacher
 
 
 class FakeLineModel:
-  """The attributes of line_jax.api.LineModel: F and G are fixed linear maps."""
+  """The attributes of line_jax.api.line_model.LineModel: F and G are fixed linear maps."""
 
   def __init__(self, config, dataset, teacher1, teacher2, seed=0):
     self.config = config

@@ -13,11 +13,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from line_jax import exporter as export
-from line_jax import synthetic_teacher
+from line_jax.cache import export
+from line_jax.cache import synthetic as synthetic_teacher
 from line_jax.config import teacher_config
 from line_jax.data.dataset import DataError, load_dataset, write_dataset
-from line_jax.embeddings import cache_key, load_teacher_embeddings, teacher_dir
+from line_jax.cache.store import cache_key, load_teacher_embeddings, teacher_dir
 from line_jax.teachers import load_encoder
 from line_jax.teachers.testing import write_tiny_bert
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from line_jax import config as config_lib
-from line_jax import exporter
+from line_jax.cache import export as exporter
 from line_jax.data.dataset import DataError, load_dataset, write_dataset
 from line_jax.teachers import bert, finetune
 from line_jax.teachers import testing as teacher_testing
@@ -302,7 +302,7 @@ class FinetuneTest(parameterized.TestCase):
     enc = load_encoder(finetune.hf_teacher_config(self.config.teacher2, self.folder))
     np.testing.assert_allclose(vectors[:5], enc.encode(self.dataset.names[:5]), atol=1e-5)
 
-    from line_jax import embeddings as emb_lib
+    from line_jax.cache import store as emb_lib
     base_path = exporter.ensure_teacher_embeddings(self.config.teacher1, self.dataset,
                                                  self.workdir, progress_bar=False)
 

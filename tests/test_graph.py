@@ -3,7 +3,7 @@
 from absl.testing import absltest, parameterized
 import numpy as np
 
-from line_jax import graph as graph_lib
+from line_jax.model import graph as graph_lib
 
 
 class GraphTest(parameterized.TestCase):

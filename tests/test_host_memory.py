@@ -1,4 +1,4 @@
-"""line_jax.host_memory: XLA:CPU buffers reuse freed pages instead of faulting in new ones."""
+"""line_jax.util.host_memory: XLA:CPU buffers reuse freed pages instead of faulting in new ones."""
 
 import os
 import subprocess
@@ -9,7 +9,7 @@ from absl.testing import absltest
 PROBE = r"""
 import resource, sys
 import line_jax
-from line_jax import host_memory
+from line_jax.util import host_memory
 import jax, jax.numpy as jnp, numpy as np
 host_memory.keep_freed_memory()          # what the trainer does once set up
 table = jnp.ones((8192, 512), jnp.float32)
@@ -39,7 +39,7 @@ def probe(**env):
 
 RELEASE_PROBE = r"""
 import line_jax
-from line_jax import host_memory
+from line_jax.util import host_memory
 import numpy as np
 import psutil
 rss = lambda: psutil.Process().memory_info().rss / 2**20

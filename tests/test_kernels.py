@@ -1,4 +1,4 @@
-"""The fused CPU attention kernel (line_jax.kernels) against the numpy reference and the XLA
+"""The fused CPU attention kernel (line_jax.model.kernels) against the numpy reference and the XLA
 path: values, gradients, threads, layouts, the train loss, fallbacks and bad input."""
 
 import os
@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from line_jax import graph as graph_lib
-from line_jax import kernels
-from line_jax import model
+from line_jax.model import graph as graph_lib
+from line_jax.model import kernels
+from line_jax.model import network as model
 from test_model import random_setup, reference_g
 from tolerances import assert_close_to_scale
 
@@ -121,7 +121,7 @@ class KernelTest(parameterized.TestCase):
   def test_train_loss_and_gradients_match_the_xla_path(self):
     needs_kernel(self)
     from configs import test as test_config
-    from line_jax import trainer as trainer_lib
+    from line_jax.training import trainer as trainer_lib
     config = test_config.get_config()
     trainer = trainer_lib.Trainer(config, self.create_tempdir().full_path)
     self.assertEqual(trainer.cpu_kernel, jax.default_backend() == "cpu")
@@ -182,7 +182,7 @@ class KernelTest(parameterized.TestCase):
   def test_falls_back_without_a_compiler(self):
     script = (
         "import jax.numpy as jnp\n"
-        "from line_jax import kernels\n"
+        "from line_jax.model import kernels\n"
         "print(kernels.use_kernel('auto', jnp.zeros((2, 2), jnp.float32)))\n"
         "print(kernels.unavailable_reason())\n"
         "try:\n"

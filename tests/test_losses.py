@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from jax import test_util as jtu
 import numpy as np
 
-from line_jax import losses
+from line_jax.model import losses
 
 
 def np_alignment(c, t, rho, mask, margin):

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 from jax import test_util as jtu
 import numpy as np
 
-from line_jax import graph as graph_lib
-from line_jax import model
+from line_jax.model import graph as graph_lib
+from line_jax.model import network as model
 from tolerances import assert_close_to_scale
 
 

@@ -18,9 +18,9 @@ import jax
 import numpy as np
 
 from configs import test as test_config
-from line_jax import api
-from line_jax import state as state_lib
-from line_jax import workdir as workdir_lib
+from line_jax.api import line_model as api
+from line_jax.training import state as state_lib
+from line_jax.training import workdir as workdir_lib
 from line_jax.data import prepare_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

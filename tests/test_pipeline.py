@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from line_jax import bench_train
-from line_jax import device_batches
-from line_jax import graph as graph_lib
-from line_jax import pipeline
+from line_jax.benchmarks import train_step as bench_train
+from line_jax.training import device_batches
+from line_jax.model import graph as graph_lib
+from line_jax.training import host_batches as pipeline
 
 
 def builder(num_pairs, batch_size, num_shards, relational_edges, edge_block=4):

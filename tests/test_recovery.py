@@ -8,10 +8,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from line_jax import bench_train
+from line_jax.benchmarks import train_step as bench_train
 from line_jax import config as config_lib
-from line_jax import graph as graph_lib
-from line_jax import model, pipeline, projection, recovery, terms
+from line_jax.model import graph as graph_lib
+from line_jax.model import network as model
+from line_jax.training import host_batches as pipeline
+from line_jax.model import projection
+from line_jax.training import recovery
+from line_jax.search import terms
 from line_jax.data import dataset as ds_lib
 
 

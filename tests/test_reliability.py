@@ -20,16 +20,16 @@ import pytest
 import pyarrow.parquet as pq
 
 from configs import test as test_config
-from line_jax import api
-from line_jax import checkpoint as ckpt_lib
-from line_jax import embeddings
-from line_jax import guards
-from line_jax import trainer as trainer_lib
-from line_jax import workdir as workdir_lib
-from line_jax import synthetic_teacher
+from line_jax.api import line_model as api
+from line_jax.training import checkpoint as ckpt_lib
+from line_jax.cache import store as embeddings
+from line_jax.training import guards
+from line_jax.training import trainer as trainer_lib
+from line_jax.training import workdir as workdir_lib
+from line_jax.cache import synthetic as synthetic_teacher
 from line_jax.data import atomic, hpo, prepare_dataset
 from line_jax.eval import protocols
-from line_jax.kernels import library_cache
+from line_jax.model.kernels import library_cache
 from line_jax.data.dataset import DataError, load_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -230,7 +230,7 @@ class TrainedRunTest(parameterized.TestCase):
   def test_second_trainer_refused_naming_holder(self):
     workdir = self.copy_run()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from line_jax import workdir; "
+        [sys.executable, "-c", "import sys, time; from line_jax.training import workdir; "
          f"workdir.acquire({workdir!r}); print('locked', flush=True); time.sleep(120)"],
         cwd=REPO, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": REPO})
     try:
@@ -491,7 +491,7 @@ class InputChecksTest(parameterized.TestCase):
       self.skipTest("no C++ compiler")
     cache = self.create_tempdir().full_path
     proc = run_python("""
-      from line_jax import kernels
+      from line_jax.model import kernels
       path = kernels._library_path()
       import os
       os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from line_jax import embed
-from line_jax import trainer as trainer_lib
-from line_jax.api import LineModel
+from line_jax.training import trainer as trainer_lib
+from line_jax.api.line_model import LineModel
 from line_jax.data.dataset import DataError, load_dataset, write_dataset
 from line_jax.eval import transfer
 from test_api import pair_lists, shared_tiny_run, train_tiny_run

@@ -17,11 +17,11 @@ from unittest import mock
 from absl.testing import absltest, parameterized
 import numpy as np
 
-from line_jax import checkpoint as ckpt_lib
-from line_jax import embeddings
-from line_jax import files
-from line_jax import pipeline
-from line_jax import workdir as workdir_lib
+from line_jax.training import checkpoint as ckpt_lib
+from line_jax.cache import store as embeddings
+from line_jax.util import files
+from line_jax.training import host_batches as pipeline
+from line_jax.training import workdir as workdir_lib
 from line_jax.data import prepare_dataset
 from line_jax.data.dataset import load_dataset, write_dataset
 from line_jax.eval import plots
@@ -66,7 +66,8 @@ _TRAIN = """
 import json, os, sys
 import jax, numpy as np
 from configs import test as test_config
-from line_jax import checkpoint as ckpt_lib, trainer as trainer_lib
+from line_jax.training import checkpoint as ckpt_lib
+from line_jax.training import trainer as trainer_lib
 
 root = sys.argv[1]
 def config(stop):
@@ -216,7 +217,9 @@ class CheckpointKilledWhileReplacedTest(absltest.TestCase):
 _WRITES = """
 import hashlib, json, os, sys
 import numpy as np
-from line_jax import embeddings, exporter, files
+from line_jax.cache import store as embeddings
+from line_jax.cache import export as exporter
+from line_jax.util import files
 from line_jax.config import teacher_config
 from line_jax.data.dataset import load_dataset
 

@@ -9,7 +9,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import ml_collections
 
-from line_jax import terms
+from line_jax.search import terms
 from line_jax.eval import protocols
 from line_jax.eval import realtext
 from line_jax.eval import retrieval
@@ -352,6 +352,8 @@ class EvaluateJointTest(absltest.TestCase):
       self.assertEqual(merged["alignment"], result["alignment"])
       alone = merged["joint"]
       self.assertEqual(alone.pop("split"), result["split"])
+      # Table 1 of the split comes with it: the full evaluation's numbers.
+      self.assertEqual(alone.pop("alignment"), result["alignment"])
       self.assertEqual(alone, result["joint"])
       self.assertEqual(report, os.path.join(os.path.abspath(workdir), retrieval.REPORT_FILE))
       with open(report) as f:

@@ -1,4 +1,4 @@
-"""Tests of line_jax.search against a brute-force numpy reference."""
+"""Tests of line_jax.search.topk against a brute-force numpy reference."""
 
 import os
 import subprocess
@@ -10,7 +10,7 @@ from absl.testing import parameterized
 import jax
 import numpy as np
 
-from line_jax import search
+from line_jax.search import topk as search
 from line_jax.config import base_config
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -269,7 +269,7 @@ _FOUR_DEVICE_SCRIPT = textwrap.dedent("""
     os.environ["JAX_PLATFORMS"] = "cpu"    # the 4 devices are host CPUs, on a GPU machine too
     import jax
     import numpy as np
-    from line_jax import search
+    from line_jax.search import topk as search
     assert len(jax.devices()) == 4, jax.devices()
     rng = np.random.default_rng(0)
     queries = rng.standard_normal((37, 24)).astype(np.float32)

@@ -1,11 +1,11 @@
-"""line_jax.segments and segment-wise retrieval ranks against written-out references."""
+"""line_jax.util.segments and segment-wise retrieval ranks against written-out references."""
 
 from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 
-from line_jax import segments
-from line_jax import terms
+from line_jax.util import segments
+from line_jax.search import terms
 
 
 class SplitTest(parameterized.TestCase):

@@ -11,10 +11,10 @@ import jax
 import numpy as np
 
 from line_jax import soup
-from line_jax import api
-from line_jax import checkpoint as ckpt_lib
-from line_jax import state as state_lib
-from line_jax.api import LineModel
+from line_jax.api import line_model as api
+from line_jax.training import checkpoint as ckpt_lib
+from line_jax.training import state as state_lib
+from line_jax.api.line_model import LineModel
 from test_api import shared_tiny_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

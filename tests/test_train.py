@@ -11,14 +11,14 @@ import jax
 import numpy as np
 
 from configs import test as test_config
-from line_jax import bench_train
-from line_jax import checkpoint as ckpt_lib
-from line_jax import embeddings as emb_lib
-from line_jax import graph as graph_lib
-from line_jax import pipeline
-from line_jax import state as state_lib
-from line_jax import tables
-from line_jax import trainer as trainer_lib
+from line_jax.benchmarks import train_step as bench_train
+from line_jax.training import checkpoint as ckpt_lib
+from line_jax.cache import store as emb_lib
+from line_jax.model import graph as graph_lib
+from line_jax.training import host_batches as pipeline
+from line_jax.training import state as state_lib
+from line_jax.model import tables
+from line_jax.training import trainer as trainer_lib
 from tests import test_losses
 
 
@@ -238,7 +238,8 @@ class LossFunctionTest(parameterized.TestCase):
     """The step's loss (W_c once per pair on the linear path, every projection in one
     matmul) equals projecting every mention through G, for raw and normalised spaces."""
     import jax.numpy as jnp
-    from line_jax import losses, model
+    from line_jax.model import losses
+    from line_jax.model import network as model
     config = test_config.get_config()
     config.loss.relational_margin = 1.5     # every relational hinge active
     config.loss.normalize = normalize
@@ -392,8 +393,8 @@ class TableDtypeTest(parameterized.TestCase):
       ("bfloat16", "auto", 1.0, "bfloat16"), ("", "off", 1.0, ""))
   def test_resolve(self, setting, kernel, budget_gib, expected):
     from line_jax import config as config_lib
-    from line_jax import embeddings
-    from line_jax import kernels
+    from line_jax.cache import store as embeddings
+    from line_jax.model import kernels
     config = config_lib.base_config()
     config.model.table_dtype = setting
     config.model.cpu_kernel = kernel
@@ -418,7 +419,7 @@ class DataParallelTest(absltest.TestCase):
       os.environ["JAX_PLATFORMS"] = "cpu"    # host CPU devices, on a GPU machine too
       import jax, numpy as np
       from configs import test as tc
-      from line_jax import trainer as trainer_lib
+      from line_jax.training import trainer as trainer_lib
       results = {{}}
       for n in (1, 4):
         c = tc.get_config()

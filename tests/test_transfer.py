@@ -15,7 +15,7 @@ from absl.testing import parameterized
 from line_jax.config import base_config
 from line_jax.data.dataset import load_dataset
 from line_jax.data.dataset import write_dataset
-from line_jax.embeddings import TeacherEmbeddings
+from line_jax.cache.store import TeacherEmbeddings
 from line_jax.eval import protocols
 from line_jax.eval import transfer
 from tests import test_evaluate

@@ -225,7 +225,7 @@ def check_max_concepts_per_pair(value) -> None:
 
 def ignored_edges(head: np.ndarray, tail: np.ndarray, etype: np.ndarray):
   """(rows other than self loops that repeat an earlier row's head, tail and relation;
-  self loops, head = tail): the edges the training graph (`line_jax.graph.NeighbourTable`)
+  self loops, head = tail): the edges the training graph (`line_jax.model.graph.NeighbourTable`)
   does not add."""
   loop = head == tail
   head, tail, etype = head[~loop], tail[~loop], etype[~loop]

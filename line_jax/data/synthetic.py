@@ -1,5 +1,5 @@
 """A tiny synthetic dataset, for tests and `configs/test.py` (its synthetic teachers:
-`line_jax.synthetic_teacher`).
+`line_jax.cache.synthetic`).
 
 SYNTHETIC DATA. Each concept has a hidden latent vector (a deterministic function of its id);
 related concepts have nearby latents. A pair's text is "made" from its true concepts; one of

@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from line_jax import files
+from line_jax.util import files
 
 
 def plot(result: Dict, path: str) -> str:

@@ -20,7 +20,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from line_jax.terms import l2_normalize  # pylint: disable=unused-import (re-exported)
+from line_jax.search.terms import l2_normalize  # pylint: disable=unused-import (re-exported)
 
 _EPS = 1e-12
 

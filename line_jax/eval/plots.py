@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from line_jax import files
+from line_jax.util import files
 
 LOSS_FIELDS = ("loss", "align", "relational", "negation")
 # Plotted when a record has them non-zero (optional terms) or changing (a schedule's rate).

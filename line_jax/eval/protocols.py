@@ -35,9 +35,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from absl import logging
 
-from line_jax import files as files_lib
-from line_jax import guards
-from line_jax import search
+from line_jax.util import files as files_lib
+from line_jax.training import guards
+from line_jax.search import topk as search
 from line_jax.eval import classifier as probe_lib
 from line_jax.eval import metrics
 from line_jax.eval import plots
@@ -454,7 +454,7 @@ def run_evaluation(model, workdir: str) -> Dict:
   """Runs every protocol on `model` and writes report.md, metrics.json and PNGs to workdir.
 
   Args:
-    model: a `line_jax.api.LineModel` (or any object with its attributes: config, dataset,
+    model: a `line_jax.api.line_model.LineModel` (or any object with its attributes: config, dataset,
       teacher1, teacher2, project_texts, project_concepts, dictionary).
     workdir: output folder (created if missing); `train_log.jsonl` there is plotted.
 

@@ -8,7 +8,7 @@ read at evaluation time only, never trained on. Its sentences are embedded by ea
   - list alignment (Table 1's protocol): each sentence's annotated concepts, as a list, rank
     its own sentence among `config.eval.num_negatives` other sentences of the set;
   - text -> concept retrieval: each annotated concept ranked among the whole dictionary;
-  - the same retrieval by segment (`line_jax.segments`, config.eval.segment_pattern; "" =
+  - the same retrieval by segment (`line_jax.util.segments`, config.eval.segment_pattern; "" =
     off): each concept scored by its best cosine over the sentence and its clauses.
 Ids not in the dictionary are counted and listed in the report; a sentence left with none is
 counted and left out of both protocols.
@@ -24,9 +24,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from absl import logging
 
-from line_jax import segments
+from line_jax.util import segments
 from line_jax import teachers
-from line_jax import terms
+from line_jax.search import terms
 from line_jax.data.dataset import iter_json_lines
 from line_jax.eval import metrics
 from line_jax.teachers import finetune

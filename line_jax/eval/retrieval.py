@@ -12,7 +12,7 @@ generated vignettes (`synthetic` True). Dictionary entries that name one term (a
 synonym entries, `term_id` of concepts.parquet) count as one candidate, scored by the best of
 them: a synonym of the right term is a hit, not a miss. The grouping, the ranks and the
 recovery estimators and confidences (residual, completion_gain, nearest; score, margin) are
-`line_jax.terms`, which residual recovery in training shares.
+`line_jax.search.terms`, which residual recovery in training shares.
 
 Entry point: `evaluate_joint(model, pair_idx, spaces, workdir)` (called by
 `line_jax.eval.protocols.run_evaluation`); `render_markdown(result)` gives its report section.
@@ -32,11 +32,11 @@ import numpy as np
 import pyarrow.parquet as pq
 from absl import logging
 
-from line_jax import segments
+from line_jax.util import segments
 from line_jax.eval import joint_plots
 from line_jax.eval import realtext
 from line_jax.eval.spaces import list_slices, true_slices
-from line_jax.terms import (CONFIDENCES, ESTIMATORS, Groups, confidence_of, dataset_groups,
+from line_jax.search.terms import (CONFIDENCES, ESTIMATORS, Groups, confidence_of, dataset_groups,
                             segment_candidates, skip_terms_of,
                             listed_targets, recovery_candidates, retrieval_ranks,
                             retrieval_summary)

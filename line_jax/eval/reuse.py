@@ -26,7 +26,7 @@ from typing import Optional
 import jax
 import numpy as np
 
-from line_jax import workdir as workdir_lib
+from line_jax.training import workdir as workdir_lib
 
 KEY_FIELD = "evaluation_key"
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -11,8 +11,8 @@ from typing import Callable, Tuple
 
 import numpy as np
 
-from line_jax import embeddings as emb_lib
-from line_jax import projection
+from line_jax.cache import store as emb_lib
+from line_jax.model import projection
 from line_jax.eval import metrics
 
 

@@ -69,7 +69,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from line_jax import files
+from line_jax.util import files
 from line_jax.eval import metrics
 
 # Embedding keys in report order; "onehot" needs no embedder.

@@ -53,7 +53,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from line_jax import files as files_lib
+from line_jax.util import files as files_lib
 from line_jax.data.dataset import Dataset, DataError
 from line_jax.teachers import bert
 from line_jax.teachers.encoder import (TOKENIZER_VOCAB_FILES, Encoder,

@@ -11,7 +11,7 @@ from typing import Sequence
 from absl import app, flags
 from ml_collections import config_flags
 
-from line_jax import logs
+from line_jax.util import logs
 from line_jax.data import hpo
 
 _OUT = flags.DEFINE_string("out", None, "dataset folder to write")

@@ -15,7 +15,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from line_jax import logs
+from line_jax.util import logs
 from line_jax.data import notes
 from line_jax.data.notes import pairs_import
 

@@ -13,7 +13,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from line_jax import logs
+from line_jax.util import logs
 from line_jax.data import umls
 
 _META = flags.DEFINE_string("meta", None, "UMLS META folder (MRCONSO.RRF, MRREL.RRF, ...)")

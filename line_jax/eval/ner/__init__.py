@@ -56,7 +56,7 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from line_jax import config as config_lib
-from line_jax import files as files_lib
+from line_jax.util import files as files_lib
 from line_jax.data import extract
 from line_jax.data import notes
 from line_jax.data import textfile
@@ -414,7 +414,7 @@ def run_ner(model, path: str, out_dir: str) -> dict:
   """The protocol for teacher 1, teacher 2 and LINE of `model`; writes out_dir files.
 
   Args:
-    model: a `line_jax.api.LineModel` (uses config.teacher1/2 and project_texts).
+    model: a `line_jax.api.line_model.LineModel` (uses config.teacher1/2 and project_texts).
     path: a BIO file or folder.
     out_dir: where metrics.json, report.md and f1.png go.
   """

@@ -1,13 +1,13 @@
 """Residual recovery (stage 1 -> stage 2), paper section 2.4.
 
 Recovery: for each training pair, e_i = F(t_i) - mean(G(c_i));
-the whole concept dictionary is projected through G (`line_jax.projection`); the
+the whole concept dictionary is projected through G (`line_jax.model.projection`); the
 dictionary concept with the highest cosine to e_i is added to the pair's list if that cosine
 reaches `recovery.threshold` and it is not already in the list. The search is
-`line_jax.search.search_topk` (batched matmul + lax.top_k, chunked, sharded over devices); we
+`line_jax.search.topk.search_topk` (batched matmul + lax.top_k, chunked, sharded over devices); we
 take the `recovery.top_k` best so that candidates already in the list can be skipped.
 `recovery.estimator` / `recovery.confidence` choose another scoring (the completion gain,
-the margin over the runner-up, the texts' unexplained clauses: line_jax.terms); that
+the margin over the runner-up, the texts' unexplained clauses: line_jax.search.terms); that
 scoring, and the paper's where dictionary entries group into terms (a synonym entry of a
 listed term is then no candidate), runs on the host over terms, adding the term's own
 entry. Estimator "segment" embeds every training text's clauses with teacher 1 (minutes on
@@ -32,12 +32,12 @@ from typing import Callable, Optional
 import jax
 import numpy as np
 
-from line_jax import host_memory
-from line_jax import kernels
-from line_jax import projection
-from line_jax import search as search_lib
-from line_jax import segments
-from line_jax import terms
+from line_jax.util import host_memory
+from line_jax.model import kernels
+from line_jax.model import projection
+from line_jax.search import topk as search_lib
+from line_jax.util import segments
+from line_jax.search import terms
 
 
 def pair_residuals(padded_lists, text_proj: np.ndarray, positive: np.ndarray,
@@ -94,7 +94,7 @@ def recover(params, lists, text: np.ndarray, table, concept_table, negated_table
   `embed_strings` (teacher 1 on new strings -> [n, d_t]) is what estimator "segment" needs:
   the texts' clauses are embedded, projected by F and matched (`terms.segment_candidates`)."""
   # Dictionary-sized arrays, allocated once: returned to the system when freed rather than
-  # kept for the train step's buffers (line_jax/host_memory.py).
+  # kept for the train step's buffers (line_jax/util/host_memory.py).
   with host_memory.system_malloc():
     return _recover(params, lists, text, table, concept_table, negated_table, config,
                     pair_idx, embed_strings)
@@ -126,7 +126,7 @@ def _recover(params, lists, text, table, concept_table, negated_table, config, p
   groups = terms.dataset_groups(dataset)
   # The paper's search over dictionary entries, unless another estimator or confidence is
   # configured or entries group into terms (then a synonym entry of a listed term is no
-  # candidate): the term-level scoring of line_jax.terms, which evaluation reports.
+  # candidate): the term-level scoring of line_jax.search.terms, which evaluation reports.
   by_term = (estimator, confidence) != ("residual", "score") or (
       groups.num_groups < dataset.num_concepts)
   # The device copy of the dictionary serves the entry-level search alone.
@@ -206,7 +206,7 @@ def term_additions(text_proj: np.ndarray, proxies: np.ndarray, padded_lists, pos
                    groups, estimator: str, confidence: str, threshold: float):
   """(added concept [P] or -1, confidence [P]): the best term not listed yet (in either
   polarity) by `estimator`, added as its representative entry when `confidence` of it
-  reaches `threshold` (line_jax.terms)."""
+  reaches `threshold` (line_jax.search.terms)."""
   idx, _, real = padded_lists
   offsets = np.zeros(len(idx) + 1, np.int64)
   np.cumsum(real.sum(axis=1), out=offsets[1:])

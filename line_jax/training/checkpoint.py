@@ -3,7 +3,7 @@
 state pytree: {"params", "opt_state", "step", "added"} where "added" [P] int32 is the
 concept residual recovery added to each pair (-1 for none): the refined stage-2 pair lists.
 progress JSON: {"stage", "epoch", "batch" (next batch of the epoch), "step", "seed",
-"recovered"}. The RNG is counter-based (line_jax.graph.hash_u32 over seed and step, and
+"recovered"}. The RNG is counter-based (line_jax.model.graph.hash_u32 over seed and step, and
 numpy generators keyed by (seed, stage, epoch)), so seed + step + position restore it exactly.
 
 Integrity: the progress record also carries "checksum", a SHA-256 over every array of the
@@ -36,7 +36,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from line_jax import files
+from line_jax.util import files
 
 CHECKSUM_KEY = "checksum"
 _LISTING_RETRIES = 5

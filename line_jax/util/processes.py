@@ -1,6 +1,6 @@
 """Runs of many processes (`jax.distributed`): who does what, and how the others wait.
 
-Every process runs the same training loop on its own devices (`line_jax.trainer`) and writes
+Every process runs the same training loop on its own devices (`line_jax.training.trainer`) and writes
 its part of each checkpoint; the rest of the work on shared files is process 0's alone: the
 work dir's lock, the dataset build and the work dir's check, the logs and JSON records, and
 the evaluation. The other processes wait for process
@@ -22,7 +22,6 @@ from jax._src import distributed
 from jax.experimental import multihost_utils
 import numpy as np
 
-from line_jax import workdir as workdir_lib
 
 # How long a process waits for process 0's word (its data build, teacher export or
 # evaluation may take hours); a process 0 that dies stops the others sooner, through the
@@ -108,17 +107,6 @@ def on_main(what: str, fn: Callable[[], Any]) -> Any:
     if is_main():
       result = fn()
   return result
-
-
-@contextlib.contextmanager
-def workdir_locked(workdir: str):
-  """The work dir's lock (`line_jax.workdir.locked`), held by process 0 for the block;
-  every process enters the block once process 0 holds it, or raises its `WorkdirBusy`."""
-  with contextlib.ExitStack() as stack:
-    with main_first(f"locking the work dir {workdir}"):
-      if is_main():
-        stack.enter_context(workdir_lib.locked(workdir))
-    yield
 
 
 def put(x, sharding) -> jax.Array:

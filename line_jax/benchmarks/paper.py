@@ -32,10 +32,10 @@ import time
 import jax
 import numpy as np
 
-from line_jax import bench_train
+from line_jax.benchmarks import train_step as bench_train
 from line_jax import config as config_lib
-from line_jax import embeddings as emb_lib
-from line_jax import trainer as train_lib
+from line_jax.cache import store as emb_lib
+from line_jax.training import trainer as train_lib
 
 
 @dataclasses.dataclass(frozen=True)

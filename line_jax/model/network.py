@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import jraph
 import numpy as np
 
-from line_jax import kernels
+from line_jax.model import kernels
 
 
 def _init_matrix(key, d_in: int, d_out: int, init: str, scale: float) -> jnp.ndarray:
@@ -92,7 +92,7 @@ def aggregate_neighbourhoods(params: dict, graph: jraph.GraphsTuple,
 
   G(c) = pooled(c) @ W_c (then the negation projector for negated receivers); see
   `graph_attention`. `graph` has the compact blocked layout of
-  `line_jax.graph.build_graph`: nodes carry {"row", "negated"} (a node's features are row
+  `line_jax.model.graph.build_graph`: nodes carry {"row", "negated"} (a node's features are row
   `row` of `negated_table` if `negated` else of `concept_table`: frozen teacher-2
   embeddings, [C, d_c], any float dtype); edge slot e's sender is node R + e; edges carry
   {"type", "mask"}, sorted by receiver * K + type; `globals["block_receivers"]` names the
@@ -106,7 +106,7 @@ def aggregate_neighbourhoods(params: dict, graph: jraph.GraphsTuple,
   backward pass, their transpose and the logit weights' gradient, one matmul). No [E, d_c]
   scatter, and no per-edge gather or scatter of d_c-wide rows but the table rows'.
 
-  cpu_kernel: compute the edge part on the fused CPU kernel of `line_jax.kernels` instead
+  cpu_kernel: compute the edge part on the fused CPU kernel of `line_jax.model.kernels` instead
   (same value; one read of each neighbour row per direction, no slab; the caller checks it
   can be used: `kernels.use_kernel`), on `kernel_threads` threads (0: the usable cores).
   """

@@ -2,7 +2,7 @@ r"""Dictionary entries grouped into the terms they name, and texts scored agains
 
 Dictionary entries that name one term (a term and its synonym entries, `term_id` of
 concepts.parquet) count as one candidate, scored by the best of them (`Groups`). Used both by
-residual recovery in training (line_jax.recovery) and by the evaluation protocols
+residual recovery in training (line_jax.training.recovery) and by the evaluation protocols
 (line_jax.eval.retrieval, line_jax.eval.realtext).
 
 Recovery estimators (`scores_for_recovery`), each scoring every dictionary term c for a text
@@ -119,7 +119,7 @@ def retrieval_ranks(texts: np.ndarray, keys: np.ndarray, owner: np.ndarray,
     groups: entries -> terms (default: one term per entry).
     chunk: texts scored per block.
     text_owner: optional [N] non-decreasing: the rows of `texts` are segments of texts
-      0..text_owner[-1] (`line_jax.segments`), every text with at least one; a text scores
+      0..text_owner[-1] (`line_jax.util.segments`), every text with at least one; a text scores
       each entry by the best cosine of its segments, and `owner` indexes texts.
 
   Returns:
@@ -246,7 +246,7 @@ def segment_candidates(segments: np.ndarray, segment_owner: np.ndarray, num_text
                        chunk: int = 256) -> Tuple[np.ndarray, np.ndarray]:
   """The "segment" estimator: concepts named by a clause that the list does not explain.
 
-  Each clause of a text (`line_jax.segments`; not the whole text) is scored against every
+  Each clause of a text (`line_jax.util.segments`; not the whole text) is scored against every
   term by cosine. A clause is explained when one of its `explained_k` best terms is listed
   (either polarity; equal cosines are ordered arbitrarily) or its best term is in
   `skip_terms` (terms recovery never adds, e.g. modifiers such as "Mild"); every other

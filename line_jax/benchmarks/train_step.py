@@ -21,11 +21,11 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from line_jax import config as config_lib
-from line_jax import device_batches
-from line_jax import embeddings as emb_lib
-from line_jax import pipeline
-from line_jax import recovery as recovery_lib
-from line_jax import trainer as train_lib
+from line_jax.training import device_batches
+from line_jax.cache import store as emb_lib
+from line_jax.training import host_batches as pipeline
+from line_jax.training import recovery as recovery_lib
+from line_jax.training import trainer as train_lib
 from line_jax.data.dataset import Dataset
 
 
@@ -174,7 +174,7 @@ def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: f
       "step_ms_quartiles": [round(1e3 * float(q), 2) for q in np.percentile(times, [25, 75])],
       "table_dtype": str(trainer.concept_table.dtype),
       "g_edge_attention": "cpu_kernel" if trainer.cpu_kernel else "xla",
-      "page_faults_per_step": round(faults_per_step),   # see line_jax/host_memory.py
+      "page_faults_per_step": round(faults_per_step),   # see line_jax/util/host_memory.py
       "host_batch_ms": 1e3 * host_s, "pairs_per_s_host_builder": batch_size / host_s,
       "device_batch_ms": 1e3 * device_build_s,
       "pairs_per_s_device_builder": batch_size / device_build_s,
@@ -206,7 +206,7 @@ def step_cost(sh: pipeline.BatchShapes, dim: int, num_types: int) -> dict:
   projector over b + V rows, F over b texts; each is one forward and two backward matmuls
   (F: one, texts are frozen). The in-batch distances: [b, d] x [d, B], forward + backward.
   On the XLA path the [E, d] float32 slab of neighbour rows is written once (gather) and
-  read four times; the fused CPU kernel (`line_jax.kernels`) writes no slab and reads each
+  read four times; the fused CPU kernel (`line_jax.model.kernels`) writes no slab and reads each
   neighbour row twice (forward, backward).
   """
   b, e, v, rs = sh.pairs_per_shard, sh.edges, sh.negated_slots, sh.relational_edges

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import numpy as np
 
-from line_jax.shapes import round_up
+from line_jax.util.shapes import round_up
 
 _KEY_AXIS = "keys"
 # Key chunk used when neither a chunk size nor a smaller dictionary asks for less.

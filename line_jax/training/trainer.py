@@ -2,11 +2,11 @@
 
 `train(config, workdir)` is what `python -m line_jax.train` runs before it evaluates.
 One code path for one and many devices: the batch is split into one shard per device
-(`line_jax.pipeline`), the loss runs under `jax.shard_map` over a 1-D mesh ("data"),
+(`line_jax.training.host_batches`), the loss runs under `jax.shard_map` over a 1-D mesh ("data"),
 parameters are replicated and gradients are all-reduced by the transpose of that replication.
 Many processes (`jax.distributed`): pass --distributed (or call jax.distributed.initialize()
 first); see launch/. Every process builds the same batch plan and runs the same steps;
-process 0 alone writes the work dir (`line_jax.multihost`).
+process 0 alone writes the work dir (`line_jax.util.processes`).
 """
 
 from __future__ import annotations
@@ -25,25 +25,25 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from line_jax import checkpoint as ckpt_lib
-from line_jax import device_batches
-from line_jax import exporter
-from line_jax import files
-from line_jax import graph as graph_lib
-from line_jax import guards
-from line_jax import host_memory
-from line_jax import kernels
-from line_jax import losses as losses_lib
-from line_jax import model as model_lib
-from line_jax import multihost
-from line_jax import pipeline
-from line_jax import recovery as recovery_lib
-from line_jax import state as state_lib
-from line_jax import tables
+from line_jax.training import checkpoint as ckpt_lib
+from line_jax.training import device_batches
+from line_jax.cache import export as exporter
+from line_jax.util import files
+from line_jax.model import graph as graph_lib
+from line_jax.training import guards
+from line_jax.util import host_memory
+from line_jax.model import kernels
+from line_jax.model import losses as losses_lib
+from line_jax.model import network as model_lib
+from line_jax.util import processes as multihost
+from line_jax.training import host_batches as pipeline
+from line_jax.training import recovery as recovery_lib
+from line_jax.training import state as state_lib
+from line_jax.model import tables
 from line_jax import teachers as teachers_lib
-from line_jax import terms as terms_lib
+from line_jax.search import terms as terms_lib
 from line_jax.teachers import finetune
-from line_jax import workdir as workdir_lib
+from line_jax.training import workdir as workdir_lib
 from line_jax.data import prepare_dataset
 
 AXIS = "data"
@@ -239,7 +239,7 @@ def shard_loss(params, batch: dict, concept_table, negated_table, num_types: int
                                   batch["rel_mask"], settings.relational_margin)
   n = losses_lib.negation_terms(g_pos[3 * rs:], g_neg, batch["neg_weight"],
                                 settings.negation_delta)
-  # Per-concept and uniformity terms (line_jax.losses; off at weight 0) over G of the
+  # Per-concept and uniformity terms (line_jax.model.losses; off at weight 0) over G of the
   # shard's distinct positive concepts.
   cu = uni = nt = tt = (jnp.zeros(()), jnp.zeros(()))
   if g_recv is not None:
@@ -290,7 +290,7 @@ def make_device_loss_fn(config, num_types: int, mesh, shapes: pipeline.BatchShap
                         streamed_text: bool = False):
   """loss(params, tables, pair_idx, step, concept_table, negated_table[, text_rows]) over
   the mesh, each device building its own shard of the batch of the global pairs `pair_idx`
-  [B] at `step` from the device tables (`line_jax.device_batches`) inside the same program.
+  [B] at `step` from the device tables (`line_jax.training.device_batches`) inside the same program.
   With `streamed_text`, the text rows come from the host as text_rows [S, b, d_t]."""
   settings = LossSettings.from_config(config, mesh, cpu_kernel)
 
@@ -411,7 +411,7 @@ class Trainer:
                                          hard=hard, hard_negatives=num_hard)
     replicated = NamedSharding(self.mesh, P())
     # Where batches are built (config train.batch_builder): on the devices inside the step
-    # (line_jax.device_batches), or on the host (the reference builder above). The device
+    # (line_jax.training.device_batches), or on the host (the reference builder above). The device
     # tables exist either way: capacities are planned on the devices.
     self.builder_kind = str(config.train.get("batch_builder", "device"))
     if self.builder_kind not in BATCH_BUILDERS:
@@ -447,7 +447,7 @@ class Trainer:
     self.learning_rate = state_lib.learning_rate(config, self.steps_per_epoch)
     self.optimizer = state_lib.make_optimizer(config, self.steps_per_epoch)
     self.cpu_kernel = kernels.use_kernel(str(config.model.cpu_kernel), self.concept_table)
-    logging.info("G's edge attention: %s", "the fused CPU kernel (line_jax.kernels)"
+    logging.info("G's edge attention: %s", "the fused CPU kernel (line_jax.model.kernels)"
                  if self.cpu_kernel else "XLA")
     self.train_step = make_train_step(config, len(ds.relation_types), self.mesh,
                                       self.optimizer, self.cpu_kernel)
@@ -550,9 +550,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, devices=None,
   """Runs (or resumes) the two-stage training; returns a summary dict.
 
   The work dir is locked for the run and must hold a run of the same data and settings, or
-  none (`line_jax.workdir`); force_new=True deletes a previous run there and starts over."""
+  none (`line_jax.training.workdir`); force_new=True deletes a previous run there and starts over."""
   guards.check_mode(config.train.on_nonfinite)
-  with multihost.workdir_locked(workdir):    # held by process 0
+  with workdir_lib.locked_by_main(workdir):    # held by process 0
     return _train(config, workdir, devices, force_new)
 
 

@@ -17,6 +17,7 @@ are keyed by the data they embed).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -30,7 +31,8 @@ from typing import Any, Dict, List, Optional
 
 import ml_collections
 
-from line_jax import files
+from line_jax.util import files
+from line_jax.util import processes
 
 LOCK_FILE = "lock"
 FINGERPRINT_FILE = "fingerprint.json"
@@ -305,3 +307,14 @@ def trim_train_log(workdir: str, step: int) -> int:
     logging.info("%s: dropped %d records logged after step %d (resuming there)", path,
                  dropped, step)
   return dropped
+
+
+@contextlib.contextmanager
+def locked_by_main(workdir: str):
+  """The work dir's lock (`locked`), held by process 0 for the block;
+  every process enters the block once process 0 holds it, or raises its `WorkdirBusy`."""
+  with contextlib.ExitStack() as stack:
+    with processes.main_first(f"locking the work dir {workdir}"):
+      if processes.is_main():
+        stack.enter_context(locked(workdir))
+    yield

@@ -1,9 +1,9 @@
 """Training batches built on the device, inside the jitted step, from device-resident tables.
 
-The host builder (`line_jax.pipeline.BatchBuilder`) is the reference: this module computes
+The host builder (`line_jax.training.host_batches.BatchBuilder`) is the reference: this module computes
 the very same arrays, bit for bit, for the same (pairs, step, shard) and capacities, with
 `jnp` in static shapes. Its draws are the host's counter-based 32-bit words
-(`line_jax.graph.hash_u32`, `draw_below`), computed with uint32 arithmetic that wraps
+(`line_jax.model.graph.hash_u32`, `draw_below`), computed with uint32 arithmetic that wraps
 identically in numpy and XLA; sets of a dynamic size (a shard's distinct concepts) are sorted
 arrays padded with `SENTINEL` up to the static capacity, with their true size beside them.
 
@@ -38,17 +38,17 @@ import jax.numpy as jnp
 import jraph
 import numpy as np
 
-from line_jax import graph as graph_lib
-from line_jax import embeddings as emb_lib
-from line_jax import multihost
-from line_jax import pipeline
-from line_jax.shapes import round_up
+from line_jax.model import graph as graph_lib
+from line_jax.cache import store as emb_lib
+from line_jax.util import processes as multihost
+from line_jax.training import host_batches as pipeline
+from line_jax.util.shapes import round_up
 
 SENTINEL = np.iinfo(np.int32).max     # pads sorted sets: above every concept index
 INT32_LIMIT = np.iinfo(np.int32).max
 
 
-# --- 32-bit counter-based draws, as line_jax.graph computes them on the host ---------------
+# --- 32-bit counter-based draws, as line_jax.model.graph computes them on the host ---------------
 
 def _mix32(h):
   h = h ^ (h >> 16)
@@ -59,7 +59,7 @@ def _mix32(h):
 
 
 def hash_u32(*keys) -> jnp.ndarray:
-  """`line_jax.graph.hash_u32` in jnp (uint32 words, broadcast over the keys)."""
+  """`line_jax.model.graph.hash_u32` in jnp (uint32 words, broadcast over the keys)."""
   h = jnp.uint32(graph_lib.HASH_START)
   for key in keys:
     h = _mix32(h ^ jnp.asarray(key).astype(jnp.uint32))
@@ -78,7 +78,7 @@ def mul_high(a, b) -> jnp.ndarray:
 
 
 def draw_below(word, n) -> jnp.ndarray:
-  """`line_jax.graph.draw_below`: int32 in [0, n) from uint32 words (n < 2^31)."""
+  """`line_jax.model.graph.draw_below`: int32 in [0, n) from uint32 words (n < 2^31)."""
   return mul_high(word, jnp.asarray(n).astype(jnp.uint32)).astype(jnp.int32)
 
 

@@ -117,7 +117,7 @@ def hash_u32(*keys) -> np.ndarray:
   broadcast together. Each key is xor-ed into the state, which is then mixed.
 
   32-bit on purpose: JAX runs without 64-bit integers by default, and the device batch
-  builder (`line_jax.device_batches`) computes the very same words with uint32 arithmetic,
+  builder (`line_jax.training.device_batches`) computes the very same words with uint32 arithmetic,
   which wraps identically in numpy and XLA, so host and device batches agree bit for bit."""
   with np.errstate(over="ignore"):
     h = np.uint32(HASH_START)
@@ -196,7 +196,7 @@ def build_graph(receiver_ids: np.ndarray, receiver_negated: np.ndarray,
   Blocks: each receiver's edges start at a multiple of `block` and are padded (masked) to a
   whole number of blocks, so every block of `block` consecutive slots belongs to one
   receiver. G then sums and differentiates over the [slots / block, block, d] view with
-  dense contractions instead of scattering [E, d] rows (`line_jax.model`); the receiver of
+  dense contractions instead of scattering [E, d] rows (`line_jax.model.network`); the receiver of
   each block is `globals["block_receivers"]` [1, slots / block]. Padding slots after the
   last block belong to the last receiver, masked. `max_edges` (0: exact size) must be a
   multiple of `block`.

@@ -12,14 +12,14 @@ Per shard (b = B / S pairs):
   neg_pos_slot [V], neg_weight [V]   the positive receiver paired with negated receiver U + v,
                                      and how many negated mentions it has in the shard
   rel_head / rel_tail / rel_corrupt [Rs], rel_mask [Rs]   relational-loss triplets
-  graph: jraph.GraphsTuple over the U + V receivers (line_jax.graph layout)
+  graph: jraph.GraphsTuple over the U + V receivers (line_jax.model.graph layout)
 Capacities (U, V and the graph's edge count) are planned exactly for every batch of a
-stage before it starts (`line_jax.device_batches.plan_capacities`), so one compiled step
+stage before it starts (`line_jax.training.device_batches.plan_capacities`), so one compiled step
 serves the stage; a batch that still needed more would grow them here, with a warning, at the
 cost of one more compilation.
 
 This builder is the reference: the training step builds the same batches, bit for bit, on
-the devices (`line_jax.device_batches`; config train.batch_builder).
+the devices (`line_jax.training.device_batches`; config train.batch_builder).
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ from typing import Any, Callable, Iterator, Optional
 import jax
 import numpy as np
 
-from line_jax import embeddings as emb_lib
-from line_jax import graph as graph_lib
-from line_jax import search as search_lib
+from line_jax.cache import store as emb_lib
+from line_jax.model import graph as graph_lib
+from line_jax.search import topk as search_lib
 from line_jax.data.dataset import Dataset, check_max_concepts_per_pair
-from line_jax.shapes import round_up
+from line_jax.util.shapes import round_up
 
 
 GROWTH = 1.25   # capacity factor when a batch overflows the planned capacities
@@ -55,7 +55,7 @@ class BatchShapes:
   relational_edges: int  # Rs per shard
   num_types: int         # K
   fanout: int            # F
-  edge_block: int = 1    # edge slots per block (line_jax.graph.build_graph)
+  edge_block: int = 1    # edge slots per block (line_jax.model.graph.build_graph)
 
   @property
   def pairs_per_shard(self) -> int:

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from line_jax.data.dataset import Dataset, DataError, data_error
-from line_jax.embeddings import (PARTS, negated_mode, negated_selection, new_memmap,
+from line_jax.cache.store import (PARTS, negated_mode, negated_selection, new_memmap,
                                  storage_dtype)
 
 _COPY_ROWS = 65536
@@ -136,7 +136,7 @@ def import_precomputed(teacher_cfg, dataset: Dataset, path: str) -> dict:
       missing_parts.append(part)
   if len(missing_parts) == len(PARTS):
     raise DataError(f"{source}: no text/concepts/negated .parquet or .npy files (see "
-                    "line_jax.precomputed for the import format)")
+                    "line_jax.cache.precomputed for the import format)")
   for part in missing_parts:
     logging.warning("precomputed teacher %s: no %s.parquet/.npy in %s; its %d rows are "
                     "written as zeros", teacher_cfg.get("name"), part, source,

@@ -1,7 +1,7 @@
 """The train state, its optimiser and the progress record: what a checkpoint holds.
 
-Built here once for the trainer (`line_jax.trainer`), the API's restore target
-(`line_jax.api`) and the soup (`line_jax.soup`), so that the three agree on the tree.
+Built here once for the trainer (`line_jax.training.trainer`), the API's restore target
+(`line_jax.api.line_model`) and the soup (`line_jax.soup`), so that the three agree on the tree.
 
 A state is {"params", "opt_state", "step"} (plus "added", the recovered concept of each
 pair, when it is checkpointed). The progress record says where a run stands:
@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from line_jax import model as model_lib
+from line_jax.model import network as model_lib
 
 STAGE_FINISHED = 3      # progress["stage"] once stage 2 is done: nothing is left to train
 
@@ -37,7 +37,7 @@ def learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
 
   Constant and cosine give optimiser states of different trees (optax keeps a step count for
   a schedule), so a run's checkpoints restore only under its own train.lr_schedule: the
-  work-dir check (`line_jax.workdir.differences`) and `LineModel.load` use the run's."""
+  work-dir check (`line_jax.training.workdir.differences`) and `LineModel.load` use the run's."""
   tc = config.train
   kind = str(tc.get("lr_schedule", "constant"))
   if kind not in LR_SCHEDULES:

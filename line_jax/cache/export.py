@@ -1,7 +1,7 @@
-"""Teacher embeddings into the work-dir cache (`line_jax.embeddings` folder format).
+"""Teacher embeddings into the work-dir cache (`line_jax.cache.store` folder format).
 
 `python -m line_jax.export` runs `export_teachers`: builds (or loads) the dataset, then
-makes sure both teachers' embedding folders exist. Training (`line_jax.trainer`) and `LineModel.load` call `ensure_teacher` themselves when a
+makes sure both teachers' embedding folders exist. Training (`line_jax.training.trainer`) and `LineModel.load` call `ensure_teacher` themselves when a
 folder is missing.
 
 Teacher kinds (`teacher_config().kind`):
@@ -12,8 +12,8 @@ Teacher kinds (`teacher_config().kind`):
                some pair get a negated embedding; the other rows of negated.npy are zero
                and meta.json says so ("negated_rows", "negated_embedded").
   precomputed  embeddings made elsewhere (the paper's OpenAI teacher, ...), imported from
-               the folder `teacher_cfg.precomputed` (`line_jax.precomputed`).
-  synthetic    `line_jax.synthetic_teacher.write_synthetic_teacher(dataset, path, cfg)`.
+               the folder `teacher_cfg.precomputed` (`line_jax.cache.precomputed`).
+  synthetic    `line_jax.cache.synthetic.write_synthetic_teacher(dataset, path, cfg)`.
 
 Cache key: `cache_key(model, pooling, max_length, normalize, dataset.data_hash())` where
 model is the teacher's model name or path as configured (kind hf), the source folder plus
@@ -30,7 +30,7 @@ rows; each shard is embedded, written into the memmapped .npy, flushed, and only
 recorded in `progress.json`. A killed export restarts at the first unrecorded shard.
 meta.json is written last, with "complete": true; until then the folder is not used.
 
-Precomputed import: `line_jax.precomputed`.
+Precomputed import: `line_jax.cache.precomputed`.
 """
 
 from __future__ import annotations
@@ -49,18 +49,18 @@ from typing import Iterator, Optional
 import numpy as np
 from tqdm.auto import tqdm
 
-from line_jax import files
-from line_jax import precomputed
-from line_jax import synthetic_teacher
+from line_jax.util import files
+from line_jax.cache import precomputed
+from line_jax.cache import synthetic as synthetic_teacher
 from line_jax import teachers
 from line_jax.teachers import finetune
 from line_jax.data import prepare_dataset
 from line_jax.data.dataset import Dataset, DataError, data_error
-from line_jax.embeddings import (PARTS, TeacherEmbeddings, cache_key, check_finite,
+from line_jax.cache.store import (PARTS, TeacherEmbeddings, cache_key, check_finite,
                                  load_teacher_embeddings, negated_mode, negated_selection,
                                  new_memmap, storage_dtype, teacher_dir, text_mode,
                                  text_selection, write_meta)
-from line_jax.files import write_json
+from line_jax.util.files import write_json
 
 DEFAULT_SHARD_ROWS = 8192
 
@@ -80,7 +80,7 @@ def key_fields(teacher_cfg, dataset: Dataset) -> dict:
     if not teacher_cfg.get("precomputed") or not os.path.isdir(folder):
       raise DataError(f"{folder}: field 'precomputed' of teacher {teacher_cfg.get('name')!r}:"
                       " folder not found (kind 'precomputed' needs a folder with text/"
-                      "concepts/negated .parquet or .npy; see line_jax.precomputed)")
+                      "concepts/negated .parquet or .npy; see line_jax.cache.precomputed)")
     stamps = []
     for path in precomputed.source_files(folder):
       st = os.stat(path)

@@ -1,6 +1,6 @@
 """F and G over whole sets of rows, chunked: the projections inference is made of.
 
-`LineModel` (line_jax.api), residual recovery (line_jax.recovery) and the evaluation all
+`LineModel` (line_jax.api.line_model), residual recovery (line_jax.training.recovery) and the evaluation all
 project through these two functions, so a text or a concept gets one vector wherever it is
 projected. G reads deterministic neighbours (the first `fanout` of each type).
 """
@@ -15,9 +15,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from line_jax import embeddings as emb_lib
-from line_jax import graph as graph_lib
-from line_jax import model as model_lib
+from line_jax.cache import store as emb_lib
+from line_jax.model import graph as graph_lib
+from line_jax.model import network as model_lib
 
 
 @dataclasses.dataclass(frozen=True)

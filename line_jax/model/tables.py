@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from line_jax import embeddings as emb_lib
-from line_jax import kernels
-from line_jax import multihost
+from line_jax.cache import store as emb_lib
+from line_jax.model import kernels
+from line_jax.util import processes as multihost
 
 
 def resolve_table_dtype(config: ml_collections.ConfigDict, teacher2) -> str:

@@ -11,7 +11,7 @@ Layout (docs/data.md):
 dataset or teacher setting gets a new folder and an unchanged one is reused. Arrays are
 float16 or float32 and are opened with `np.load(mmap_mode="r")`, so that millions of rows
 never need to fit in memory. Embeddings made elsewhere (OpenAI, ...) enter through the
-same folder (`line_jax.precomputed`).
+same folder (`line_jax.cache.precomputed`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Optional
 import numpy as np
 
 from line_jax.data.dataset import Dataset, DataError, data_error
-from line_jax import files
-from line_jax.files import write_json
+from line_jax.util import files
+from line_jax.util.files import write_json
 
 PARTS = ("text", "concepts", "negated")
 _CHECK_ROWS = 65536

@@ -40,22 +40,22 @@ import jax
 import ml_collections
 import numpy as np
 
-from line_jax import checkpoint as ckpt_lib
+from line_jax.training import checkpoint as ckpt_lib
 from line_jax import config as config_lib
-from line_jax import exporter
-from line_jax import graph as graph_lib
-from line_jax import kernels
-from line_jax import projection
-from line_jax import segments as segments_lib
-from line_jax import state as state_lib
-from line_jax import tables
+from line_jax.cache import export as exporter
+from line_jax.model import graph as graph_lib
+from line_jax.model import kernels
+from line_jax.model import projection
+from line_jax.util import segments as segments_lib
+from line_jax.training import state as state_lib
+from line_jax.model import tables
 from line_jax import teachers
-from line_jax import terms as terms_lib
+from line_jax.search import terms as terms_lib
 from line_jax.teachers import finetune
-from line_jax import workdir as workdir_lib
+from line_jax.training import workdir as workdir_lib
 from line_jax.data import prepare_dataset
 from line_jax.data.dataset import DataError
-from line_jax.search import cosine_top_k
+from line_jax.search.topk import cosine_top_k
 
 OVERLONG_CHOICES = ("truncate", "error")
 
@@ -203,7 +203,7 @@ class LineModel:
     """What this model's vectors are made of, for telling its outputs from another's:
     a SHA-256 of its parameters (and the checkpoint's step), the cache keys of both
     teachers' embeddings, and a SHA-256 of the config's fields that shape a run (those a
-    resumed run must keep: `line_jax.workdir.fingerprint`). Retraining the work dir, a
+    resumed run must keep: `line_jax.training.workdir.fingerprint`). Retraining the work dir, a
     later checkpoint, another teacher or another setting each change it."""
     shaped = workdir_lib.shaping_config(self.config)
     teacher_key = lambda t: str(t.meta.get("key") or os.path.basename(t.path))  # noqa: E731
@@ -429,7 +429,7 @@ class LineModel:
     """The k dictionary concepts whose G is closest (cosine) to F(text).
 
     With `segments`, each concept is scored by its best cosine over the text and its
-    clauses (`line_jax.segments`, split by config.eval.segment_pattern): a text that names
+    clauses (`line_jax.util.segments`, split by config.eval.segment_pattern): a text that names
     several findings finds each through the clause that names it (on real annotated
     sentences, recall@10 of the annotated concepts rose from about 0.55 to 0.81).
     """
@@ -454,7 +454,7 @@ class LineModel:
                        ) -> List[Tuple[str, str, float, str]]:
     """Concepts that a clause of `text` names and its list `concept_ids` does not explain.
 
-    The "segment" recovery estimator (`line_jax.terms.segment_candidates`): each clause
+    The "segment" recovery estimator (`line_jax.search.terms.segment_candidates`): each clause
     (config.eval.segment_pattern) whose config.recovery.segment_explained_k best terms
     hold none of the list's (in either polarity, synonyms counting as their term) proposes
     its best term, unless that is of a group in config.recovery.segment_skip_groups.

@@ -10,7 +10,7 @@ number of threads: each receiver has one owner, and the one sum over every edge 
 gradient of the source attention vectors) adds fixed blocks of slots in a fixed order.
 
 `neighbour_attention` has the same contract and value as the XLA path of
-`line_jax.model.aggregate_neighbourhoods` (tested against it, values and gradients). The
+`line_jax.model.network.aggregate_neighbourhoods` (tested against it, values and gradients). The
 kernel is compiled with the system's C++ compiler the first time it is needed, into
 `$LINE_JAX_CACHE` (default ~/.cache/line_jax)/kernels, keyed by the source, the jaxlib
 version and the CPU; a cached library is loaded only if it passes `library_cache.problem`
@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 
-from line_jax.kernels import library_cache
+from line_jax.model.kernels import library_cache
 
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gat_cpu.cc")
 _FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno",
@@ -218,7 +218,7 @@ def neighbour_attention(table: jax.Array, rows: jax.Array, etype: jax.Array,
   """(sum_e alpha_e x_e per receiver [R, d], alpha_self [R, K]) on the fused kernel.
 
   table [C, d] float32 or float16 (frozen: no gradient); rows, etype, emask, receivers [E] (the edge
-  slots of `line_jax.graph.build_graph`: receivers sorted); dst_logit [R, K] (a^k_dst . W_c x_r),
+  slots of `line_jax.model.graph.build_graph`: receivers sorted); dst_logit [R, K] (a^k_dst . W_c x_r),
   self_logit [R, K] (the self loop's LeakyReLU'd logit), u_src [K, d] (a^k_src mapped to the
   input space). Differentiable in dst_logit, self_logit and u_src. threads: 0 = the
   usable cores (`usable_cores`).

@@ -12,8 +12,8 @@ import os
 
 import numpy as np
 
-from line_jax import embeddings as emb_lib
-from line_jax import files
+from line_jax.cache import store as emb_lib
+from line_jax.util import files
 from line_jax.data.dataset import Dataset
 from line_jax.data.synthetic import LATENT_DIM, latent
 

@@ -1,0 +1,1 @@
+"""Using a trained model: `LineModel`, embedding a file, the model soup."""

@@ -1,0 +1,1 @@
+"""Benchmarks behind `python -m line_jax.bench`."""

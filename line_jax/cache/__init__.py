@@ -1,0 +1,1 @@
+"""The teacher-embedding cache: its folder format, export with a teacher, precomputed and synthetic rows."""

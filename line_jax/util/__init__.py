@@ -1,0 +1,1 @@
+"""Small helpers every layer may use: files, logs, shapes, host memory, text clauses."""
