@@ -3,7 +3,7 @@ r"""Trains LINE (stage 1, residual recovery, stage 2), then evaluates it.
   python -m line_jax.train --config=configs/test.py --workdir=/tmp/line_test \
       [--config.train.batch_size=64 ...]
 
-Training is `line_jax.training.trainer.train` (resumable from the work dir's checkpoints); with
+Training is `line_jax.training.loop.train` (resumable from the work dir's checkpoints); with
 config.train.evaluate the trained model is then evaluated (`line_jax.eval.protocols`), as
 `python -m line_jax.evaluate` would.
 
@@ -24,7 +24,7 @@ from ml_collections import config_flags
 
 from line_jax.util import logs
 from line_jax.util import processes as multihost
-from line_jax.training import trainer
+from line_jax.training import loop as loop_lib
 from line_jax.training import workdir as workdir_lib
 from line_jax.api.line_model import LineModel
 from line_jax.eval import protocols
@@ -60,7 +60,7 @@ def main(argv: Sequence[str]) -> None:
 
 
 def _run(config, workdir: str) -> None:
-  summary = trainer.train(config, workdir, force_new=_FORCE_NEW.value)
+  summary = loop_lib.train(config, workdir, force_new=_FORCE_NEW.value)
   if config.train.evaluate and not summary.get("stopped"):
     # Host-side work on process 0's devices; the other processes wait for its end.
     multihost.on_main("evaluating", lambda: protocols.run_evaluation(

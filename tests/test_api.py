@@ -12,7 +12,7 @@ import numpy as np
 from configs import test as test_config
 from line_jax.util import segments
 from line_jax.search import terms
-from line_jax.training import trainer as trainer_lib
+from line_jax.training import loop as loop_lib
 from line_jax.eval import spaces
 from line_jax.api.line_model import LineModel, TeacherUnavailableError
 from line_jax.data.dataset import DataError
@@ -27,7 +27,7 @@ def train_tiny_run(root: str, seed: int = 0, workdir_name: str = "run"):
   config.train.stage1_epochs = 2
   config.train.stage2_epochs = 1
   workdir = os.path.join(root, workdir_name)
-  trainer_lib.train(config, workdir)
+  loop_lib.train(config, workdir)
   return config, workdir
 
 

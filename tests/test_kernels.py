@@ -121,17 +121,18 @@ class KernelTest(parameterized.TestCase):
   def test_train_loss_and_gradients_match_the_xla_path(self):
     needs_kernel(self)
     from configs import test as test_config
+    from line_jax.training import step as step_lib
     from line_jax.training import trainer as trainer_lib
     config = test_config.get_config()
     trainer = trainer_lib.Trainer(config, self.create_tempdir().full_path)
     self.assertEqual(trainer.cpu_kernel, jax.default_backend() == "cpu")
     state = trainer.init_state()
-    batch = trainer_lib.shard_batch(trainer.builder.build(np.arange(config.train.batch_size), 0),
+    batch = step_lib.shard_batch(trainer.builder.build(np.arange(config.train.batch_size), 0),
                               trainer.mesh)
     num_types = len(trainer.dataset.relation_types)
     results = []
     for kernel in (False, True):
-      loss_fn = trainer_lib.make_loss_fn(config, num_types, trainer.mesh, cpu_kernel=kernel)
+      loss_fn = step_lib.make_loss_fn(config, num_types, trainer.mesh, cpu_kernel=kernel)
       results.append(jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
           state["params"], batch, trainer.concept_table, trainer.negated_table))
     (loss_x, parts_x), grads_x = results[0]

@@ -24,6 +24,7 @@ from line_jax.api import line_model as api
 from line_jax.training import checkpoint as ckpt_lib
 from line_jax.cache import store as embeddings
 from line_jax.training import guards
+from line_jax.training import loop as loop_lib
 from line_jax.training import trainer as trainer_lib
 from line_jax.training import workdir as workdir_lib
 from line_jax.cache import synthetic as synthetic_teacher
@@ -62,7 +63,7 @@ class TrainedRunTest(parameterized.TestCase):
     cls.root = tempfile.mkdtemp()
     cls.config = make_config(cls.root, stop_after_steps=9)
     cls.workdir = os.path.join(cls.root, "run")
-    trainer_lib.train(cls.config, cls.workdir)
+    loop_lib.train(cls.config, cls.workdir)
     with open(os.path.join(cls.workdir, "config.json")) as f:
       cls.config_json = f.read()
 
@@ -83,7 +84,7 @@ class TrainedRunTest(parameterized.TestCase):
     before = {n: os.path.getmtime(os.path.join(self.workdir, n))
               for n in os.listdir(self.workdir)}
     with self.assertRaisesRegex(workdir_lib.WorkdirMismatch, named):
-      trainer_lib.train(config, self.workdir)
+      loop_lib.train(config, self.workdir)
     with open(os.path.join(self.workdir, "config.json")) as f:
       self.assertEqual(f.read(), self.config_json)
     after = {n: os.path.getmtime(os.path.join(self.workdir, n))
@@ -122,7 +123,7 @@ class TrainedRunTest(parameterized.TestCase):
     config.data.dir = data
     with self.assertRaisesRegex(workdir_lib.WorkdirMismatch,
                                 "dataset file pairs.parquet changed"):
-      trainer_lib.train(config, workdir)
+      loop_lib.train(config, workdir)
     with self.assertRaisesRegex(workdir_lib.WorkdirMismatch, "trained on other data"):
       api.LineModel.load(workdir, config)
 
@@ -130,7 +131,7 @@ class TrainedRunTest(parameterized.TestCase):
     workdir = self.copy_run()
     config = make_config(self.root, stop_after_steps=2)
     config.model.dim = 16
-    summary = trainer_lib.train(config, workdir, force_new=True)
+    summary = loop_lib.train(config, workdir, force_new=True)
     self.assertEqual(summary["step"], 2)
     self.assertEqual(ckpt_lib.manager(workdir, 3).all_steps(), [2])
     self.assertEqual(json.load(open(os.path.join(workdir, "config.json")))["model"]["dim"],
@@ -163,7 +164,7 @@ class TrainedRunTest(parameterized.TestCase):
       with open(path, "r+b") as f:
         f.truncate(4)
     with self.assertLogs(level="WARNING") as logs:
-      summary = trainer_lib.train(make_config(self.root, stop_after_steps=10), workdir)
+      summary = loop_lib.train(make_config(self.root, stop_after_steps=10), workdir)
     self.assertIn(damaged, "\n".join(logs.output))
     self.assertEqual(summary["step"], 10)
     self.assertTrue(os.path.isdir(os.path.join(workdir, ckpt_lib.DAMAGED_DIR, "9")))
@@ -236,7 +237,7 @@ class TrainedRunTest(parameterized.TestCase):
     try:
       self.assertEqual(holder.stdout.readline().strip(), "locked")
       with self.assertRaisesRegex(workdir_lib.WorkdirBusy, f"pid {holder.pid} "):
-        trainer_lib.train(make_config(self.root, stop_after_steps=10), workdir)
+        loop_lib.train(make_config(self.root, stop_after_steps=10), workdir)
     finally:
       holder.kill()
       holder.wait()
@@ -253,7 +254,7 @@ class NonFiniteTest(parameterized.TestCase):
     with self.assertRaisesRegex(guards.NonFiniteError,
                                 r"step (\d+) \(stage 1\): the (align|relational|negation|"
                                 r"loss|gradient) (loss|gradient) is not finite"):
-      trainer_lib.train(config, workdir)
+      loop_lib.train(config, workdir)
     self.assertEqual(ckpt_lib.manager(workdir, 3).all_steps(), [])   # nothing damaged saved
 
   def test_skip_mode_in_the_real_step(self):
@@ -265,7 +266,7 @@ class NonFiniteTest(parameterized.TestCase):
     with self.assertLogs(level="WARNING") as logs:
       with self.assertRaisesRegex(guards.NonFiniteError, r"step \d+ .*4 batches skipped, "
                                   "more than train.max_nonfinite_skips=3"):
-        trainer_lib.train(config, os.path.join(root, "w"))
+        loop_lib.train(config, os.path.join(root, "w"))
     self.assertLen([l for l in logs.output if "batch skipped" in l], 4)
 
   def test_skip_keeps_state_and_counts(self):
@@ -301,7 +302,7 @@ class NonFiniteTest(parameterized.TestCase):
 
   def test_bad_mode(self):
     with self.assertRaisesRegex(ValueError, "train.on_nonfinite='maybe'"):
-      trainer_lib.train(make_config(self.create_tempdir().full_path, on_nonfinite="maybe"), "/x")
+      loop_lib.train(make_config(self.create_tempdir().full_path, on_nonfinite="maybe"), "/x")
 
   def test_evaluation_refuses_nonfinite_model(self):
     class Model:

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from line_jax import embed
-from line_jax.training import trainer as trainer_lib
+from line_jax.training import loop as loop_lib
 from line_jax.api.line_model import LineModel
 from line_jax.data.dataset import DataError, load_dataset, write_dataset
 from line_jax.eval import transfer
@@ -39,7 +39,7 @@ class EmbedOtherModelTest(absltest.TestCase):
     config, cls.workdir = train_tiny_run(cls.root)
     cls.model_a = LineModel.load(cls.workdir)
     config.train.seed = 1                      # the same work dir, trained again
-    trainer_lib.train(config, cls.workdir, force_new=True)
+    loop_lib.train(config, cls.workdir, force_new=True)
     cls.model_b = LineModel.load(cls.workdir)
     ids, negs = pair_lists(cls.model_a.dataset, np.arange(40))
     cls.expected_b = cls.model_b.embed_concepts(ids, negated=negs)

@@ -67,6 +67,7 @@ import json, os, sys
 import jax, numpy as np
 from configs import test as test_config
 from line_jax.training import checkpoint as ckpt_lib
+from line_jax.training import loop as loop_lib
 from line_jax.training import trainer as trainer_lib
 
 root = sys.argv[1]
@@ -87,7 +88,7 @@ def log(workdir):
 
 out = {}
 whole = os.path.join(root, "whole")
-trainer_lib.train(config(9), whole)          # checkpoints at steps 4, 8 and 9
+loop_lib.train(config(9), whole)          # checkpoints at steps 4, 8 and 9
 
 # The save at step 8 meets a "full disk" (files may not grow past 16 KiB: its arrays are
 # 32 KiB); the limit holds during that save alone.
@@ -98,14 +99,14 @@ def save(mgr, step, state, progress):
 ckpt_lib.save = save
 workdir = os.path.join(root, "full")
 try:
-  trainer_lib.train(config(9), workdir)
+  loop_lib.train(config(9), workdir)
   out["error"] = None
 except Exception as e:
   out["error"] = [type(e).__name__, str(e), e.errno if isinstance(e, OSError) else None]
 ckpt_lib.save = real_save
 out["checkpoints_after_failure"] = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
 out["workdir_after_failure"] = sorted(os.listdir(workdir))
-out["rerun_step"] = trainer_lib.train(config(9), workdir)["step"]   # space freed: rerun
+out["rerun_step"] = loop_lib.train(config(9), workdir)["step"]   # space freed: rerun
 (a, pa_), (b, pb) = final(whole), final(workdir)
 out["steps"] = [pa_["step"], pb["step"]]
 out["identical"] = all(np.array_equal(np.asarray(x), np.asarray(y))

@@ -18,6 +18,9 @@ from line_jax.model import graph as graph_lib
 from line_jax.training import host_batches as pipeline
 from line_jax.training import state as state_lib
 from line_jax.model import tables
+from line_jax.training import loop as loop_lib
+from line_jax.training import objective as objective_lib
+from line_jax.training import step as step_lib
 from line_jax.training import trainer as trainer_lib
 from tests import test_losses
 
@@ -42,7 +45,7 @@ def loss_inputs(config, num_pairs=96, num_concepts=80, dims=(32, 24), seed=0):
   teacher2 = emb_lib.TeacherEmbeddings(rows(1, dims[1]), concepts, negated, {}, "<memory>")
   table = graph_lib.NeighbourTable.from_dataset(ds, config.graph.symmetric)
   lists = pipeline.PairLists(ds, config.data.max_concepts_per_pair)
-  mesh = trainer_lib.make_mesh()
+  mesh = step_lib.make_mesh()
   shapes = pipeline.batch_shapes(lists, config.train.batch_size, mesh.size,
                                  len(ds.relation_types), config.graph.fanout,
                                  config.loss.relational_edges, config.graph.edge_block)
@@ -88,7 +91,7 @@ class TrainTest(parameterized.TestCase):
     cls.root = tempfile.mkdtemp()
     cls.config = cls.run_config()
     cls.workdir = os.path.join(cls.root, "full")
-    cls.summary = trainer_lib.train(cls.config, cls.workdir)
+    cls.summary = loop_lib.train(cls.config, cls.workdir)
     cls.state, cls.progress = final_state(cls.workdir, cls.config)
 
   def test_runs_both_stages_with_one_compilation_each_at_most(self):
@@ -156,11 +159,11 @@ class TrainTest(parameterized.TestCase):
   def test_interrupted_run_resumes_to_same_parameters(self, stop_at):
     workdir = os.path.join(self.root, f"stop{stop_at}")
     config = self.run_config(stop_after_steps=stop_at)
-    summary = trainer_lib.train(config, workdir)
+    summary = loop_lib.train(config, workdir)
     self.assertTrue(summary["stopped"])
     self.assertEqual(summary["step"], stop_at)
     config.train.stop_after_steps = 0
-    summary = trainer_lib.train(config, workdir)
+    summary = loop_lib.train(config, workdir)
     self.assertFalse(summary["stopped"])
     state, progress = final_state(workdir, config)
     self.assertEqual(progress["step"], self.progress["step"])
@@ -201,13 +204,13 @@ class LossSettingsTest(parameterized.TestCase):
     config.loss.name_weight = 0.3
     config.loss[field] = value
     with self.assertRaisesRegex(ValueError, message):
-      trainer_lib.check_loss_settings(config.loss)
+      objective_lib.check_loss_settings(config.loss)
 
   def test_hard_negatives_need_a_pool(self):
     config = test_config.get_config()
     config.loss.update(dict(concept_weight=0.3, hard_negatives=2, hard_pool=0))
     with self.assertRaisesRegex(ValueError, r"hard_pool=0 must be >= 1"):
-      trainer_lib.check_loss_settings(config.loss)
+      objective_lib.check_loss_settings(config.loss)
 
   def test_checked_before_the_data_and_teachers(self):
     config = make_config(self.create_tempdir().full_path)
@@ -221,14 +224,14 @@ class LossSettingsTest(parameterized.TestCase):
   def test_alignment_weighs_as_at_the_reference_batch(self, batch, reference, scale):
     config = test_config.get_config()
     config.train.batch_size, config.loss.align_batch_reference = batch, reference
-    self.assertAlmostEqual(trainer_lib.align_scale(config), scale)
+    self.assertAlmostEqual(objective_lib.align_scale(config), scale)
     config.loss.align_reduction = "per_term"     # a mean over terms needs no scale
-    self.assertEqual(trainer_lib.align_scale(config), 1.0)
+    self.assertEqual(objective_lib.align_scale(config), 1.0)
 
   def test_default_settings_pass(self):
     from configs import hpo_minilm
-    trainer_lib.check_loss_settings(hpo_minilm.get_config().loss)
-    trainer_lib.check_loss_settings(test_config.get_config().loss)
+    objective_lib.check_loss_settings(hpo_minilm.get_config().loss)
+    objective_lib.check_loss_settings(test_config.get_config().loss)
 
 
 class LossFunctionTest(parameterized.TestCase):
@@ -256,8 +259,8 @@ class LossFunctionTest(parameterized.TestCase):
                                                                   p.shape), inputs["params"])
     host = inputs["builder"].build(ds.split_indices("train")[:32], 0)
     # Jitted, as the train step runs it (op by op, shard_map alone takes most of a minute).
-    loss_fn = jax.jit(trainer_lib.make_loss_fn(config, len(ds.relation_types), mesh))
-    total, parts = loss_fn(params, trainer_lib.shard_batch(host, mesh), concept_table,
+    loss_fn = jax.jit(step_lib.make_loss_fn(config, len(ds.relation_types), mesh))
+    total, parts = loss_fn(params, step_lib.shard_batch(host, mesh), concept_table,
                            negated_table)
     b = jax.tree.map(lambda x: x[0], host)
     num_receivers = b["receiver_real"].shape[0]
@@ -419,6 +422,9 @@ class DataParallelTest(absltest.TestCase):
       os.environ["JAX_PLATFORMS"] = "cpu"    # host CPU devices, on a GPU machine too
       import jax, numpy as np
       from configs import test as tc
+      from line_jax.training import loop as loop_lib
+      from line_jax.training import objective as objective_lib
+      from line_jax.training import step as step_lib
       from line_jax.training import trainer as trainer_lib
       results = {{}}
       for n in (1, 4):
@@ -431,7 +437,7 @@ class DataParallelTest(absltest.TestCase):
         losses = []
         for i in range(6):
           batch = trainer.builder.build(order[i * 32:(i + 1) * 32], i)
-          state, m = trainer.train_step(state, trainer_lib.shard_batch(batch, trainer.mesh),
+          state, m = trainer.train_step(state, step_lib.shard_batch(batch, trainer.mesh),
                                         trainer.concept_table, trainer.negated_table)
           losses.append([float(m[k]) for k in ("loss", "align", "relational", "negation")])
         results[n] = (np.array(losses), jax.tree.leaves(jax.device_get(state["params"])))

@@ -35,7 +35,8 @@ import numpy as np
 from line_jax.benchmarks import train_step as bench_train
 from line_jax import config as config_lib
 from line_jax.cache import store as emb_lib
-from line_jax.training import trainer as train_lib
+from line_jax.training import loop as loop_lib
+from line_jax.training import trainer as trainer_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,10 +105,10 @@ def bench_paper(scale: float = 0.001, batch_size: int = 128, workdir: str = "",
   config.train.log_every = max(1, -(-pairs // batch_size) // 20)
   workdir = workdir or tempfile.mkdtemp(prefix="line_paper_")
   t0 = time.perf_counter()
-  trainer = train_lib.Trainer(config, workdir, dataset=ds, teachers=teachers)
+  trainer = trainer_lib.Trainer(config, workdir, dataset=ds, teachers=teachers)
   setup_s = time.perf_counter() - t0
   t0 = time.perf_counter()
-  summary = train_lib.run(trainer)
+  summary = loop_lib.run(trainer)
   total_s = time.perf_counter() - t0
   seconds = summary["seconds"]
   trained = {1: shape.stage1_epochs * pairs, 2: shape.stage2_epochs * pairs}

@@ -25,7 +25,9 @@ from line_jax.training import device_batches
 from line_jax.cache import store as emb_lib
 from line_jax.training import host_batches as pipeline
 from line_jax.training import recovery as recovery_lib
-from line_jax.training import trainer as train_lib
+from line_jax.training import objective as objective_lib
+from line_jax.training import step as step_lib
+from line_jax.training import trainer as trainer_lib
 from line_jax.data.dataset import Dataset
 
 
@@ -91,7 +93,7 @@ def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: f
   num_pairs = batch_size * (steps + 2)
   ds = synthetic_dataset(num_pairs, num_concepts, num_edges, num_relations, concepts_per_pair)
   workdir = tempfile.mkdtemp(prefix="line_bench_")
-  trainer = train_lib.Trainer(cfg, workdir, devices, dataset=ds, teachers=_teachers(ds, dim))
+  trainer = trainer_lib.Trainer(cfg, workdir, devices, dataset=ds, teachers=_teachers(ds, dim))
   state = trainer.init_state()
   order = np.arange(num_pairs)
   shapes = device_batches.plan_capacities(trainer.device_tables, [order], 0,
@@ -110,8 +112,8 @@ def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: f
   spec = trainer.builder_spec
   build = jax.jit(jax.shard_map(
       lambda tables, pairs, step: jax.tree.map(lambda x: x[None], device_batches.build_shard(
-          tables, pairs, step, jax.lax.axis_index(train_lib.AXIS), shapes, spec)),
-      mesh=mesh, in_specs=(P(), P(), P()), out_specs=P(train_lib.AXIS)))
+          tables, pairs, step, jax.lax.axis_index(objective_lib.AXIS), shapes, spec)),
+      mesh=mesh, in_specs=(P(), P(), P()), out_specs=P(objective_lib.AXIS)))
   pair_rows = [order[lo:hi].astype(np.int32) for lo, hi in bounds]
   tables = trainer.device_tables
   jax.block_until_ready(build(tables, pair_rows[0], np.int32(0)))
@@ -121,13 +123,13 @@ def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: f
                            repeats)
   batches = [build(tables, rows, np.int32(i)) for i, rows in enumerate(pair_rows)]
   # The step alone, on batches already on the devices.
-  compiled_before = train_lib.COMPILATIONS["train_step"]
+  compiled_before = step_lib.COMPILATIONS["train_step"]
   t0 = time.perf_counter()
   state, m = trainer.train_step(state, batches[0], trainer.concept_table,
                                 trainer.negated_table)
   jax.block_until_ready(m)
   compile_s = time.perf_counter() - t0
-  step_compilations = train_lib.COMPILATIONS["train_step"] - compiled_before
+  step_compilations = step_lib.COMPILATIONS["train_step"] - compiled_before
   faults_before = _minor_faults()
   times = []
   for _ in range(max(1, repeats)):
@@ -161,7 +163,7 @@ def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: f
   lower_args = (state, batches[0], trainer.concept_table, trainer.negated_table)
   kernels = count_kernels(trainer.train_step.lower(*lower_args).compile().as_text())
   # A GPU runs the XLA path (the fused kernel is CPU-only): its kernel count, for projections.
-  xla_step = train_lib.make_train_step(cfg, num_relations, mesh, trainer.optimizer,
+  xla_step = step_lib.make_train_step(cfg, num_relations, mesh, trainer.optimizer,
                                        cpu_kernel=False)
   kernels_xla = count_kernels(xla_step.lower(*lower_args).compile().as_text())
   host_s, device_build_s = float(np.median(host_times[1:])), float(np.median(device_times))
@@ -261,7 +263,7 @@ def bench_streaming(num_pairs: int = 2_000_000, num_concepts: int = 500_000,
   cfg = config_lib.base_config()
   cfg.train.batch_size = batch_size
   teachers = _teachers(ds, dim, text=text, concepts=concepts, negated=negated)
-  trainer = train_lib.Trainer(cfg, workdir, dataset=ds, teachers=teachers)
+  trainer = trainer_lib.Trainer(cfg, workdir, dataset=ds, teachers=teachers)
   state = trainer.init_state()
   rss_setup = peak_rss_gib()
   order = pipeline.epoch_order(np.arange(num_pairs), 0, 1, 0)[:steps * batch_size]

@@ -1,6 +1,6 @@
 """Runs of many processes (`jax.distributed`): who does what, and how the others wait.
 
-Every process runs the same training loop on its own devices (`line_jax.training.trainer`) and writes
+Every process runs the same training loop on its own devices (`line_jax.training.loop`) and writes
 its part of each checkpoint; the rest of the work on shared files is process 0's alone: the
 work dir's lock, the dataset build and the work dir's check, the logs and JSON records, and
 the evaluation. The other processes wait for process
