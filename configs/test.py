@@ -18,7 +18,8 @@ def get_config():
   c.graph.fanout = 4
   c.loss.relational_edges = 8
   c.train.batch_size = 32
-  c.loss.align_batch_reference = 32   # the alignment term weighs as at its own batch
+  c.loss.align_batch_reference = 32   # the alignment term weighs as at its own batch,
+  c.train.lr_reference_batch = 32      # and the learning rate is its own
   c.train.learning_rate = 1e-2   # the tiny synthetic run needs bigger steps than the paper's
   c.train.stage1_epochs = 4
   c.train.stage2_epochs = 1

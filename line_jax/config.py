@@ -181,7 +181,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.seed = 0
   c.train.batch_size = 128
-  c.train.learning_rate = 1e-3
+  c.train.learning_rate = 1e-3      # at lr_reference_batch; the rule below scales it
+  c.train.lr_batch_rule = "sqrt"    # to another batch size: x (B / reference)^(1/2)
+  c.train.lr_reference_batch = 128  # ("linear": ^1, "none": unscaled; state.batch_scale)
   c.train.lr_schedule = "constant"  # or "cosine": per stage, from learning_rate down to
   c.train.lr_final_fraction = 0.0   # learning_rate * this (line_jax.training.state.learning_rate)
   c.train.stage1_epochs = 3

@@ -228,6 +228,31 @@ class LossSettingsTest(parameterized.TestCase):
     config.loss.align_reduction = "per_term"     # a mean over terms needs no scale
     self.assertEqual(objective_lib.align_scale(config), 1.0)
 
+  @parameterized.parameters((128, "sqrt", 1.0), (512, "sqrt", 2.0), (1024, "linear", 8.0),
+                            (1024, "none", 1.0), (32, "sqrt", 0.5))
+  def test_learning_rate_follows_the_batch_rule(self, batch, rule, scale):
+    from line_jax.training import state
+    config = test_config.get_config()
+    config.train.update(batch_size=batch, lr_batch_rule=rule, lr_reference_batch=128,
+                        learning_rate=1e-3, lr_schedule="constant")
+    self.assertAlmostEqual(state.learning_rate(config), 1e-3 * scale)
+    config.train.lr_schedule = "cosine"
+    self.assertAlmostEqual(float(state.learning_rate(config, 10)(0)), 1e-3 * scale, places=9)
+    config.train.lr_batch_rule = "cube"
+    with self.assertRaisesRegex(ValueError, r"train.lr_batch_rule='cube'"):
+      state.learning_rate(config)
+
+  def test_gpu_config_is_the_default_at_a_larger_batch(self):
+    from configs import hpo_minilm, hpo_minilm_gpu
+    from line_jax.training import state
+    gpu, cpu = hpo_minilm_gpu.get_config(), hpo_minilm.get_config()
+    self.assertEqual(gpu.train.batch_size, 512)
+    self.assertAlmostEqual(state.learning_rate(gpu, 10)(0),
+                           2 * state.learning_rate(cpu, 10)(0), places=7)
+    self.assertAlmostEqual(objective_lib.align_scale(gpu), 127 / 511)
+    gpu.train.batch_size = cpu.train.batch_size
+    self.assertEqual(gpu.to_json(), cpu.to_json())
+
   def test_default_settings_pass(self):
     from configs import hpo_minilm
     objective_lib.check_loss_settings(hpo_minilm.get_config().loss)
