@@ -252,6 +252,7 @@ def bench_train() -> dict[str, Any]:
           f"pairs/s on the device, {r['pairs_per_s_host_builder']:,.0f} on the host; step "
           f"alone {r['pairs_per_s_step']:,.0f} pairs/s ({r['step_ms_median']:.2f} ms); loop "
           f"{r['pairs_per_s_loop']:,.0f} pairs/s = {r['loop_over_step']:.2f} x the step "
+          f"(CPU time per step: step {r['step_cpu_ms']:.1f} ms, loop {r['loop_cpu_ms']:.1f} ms) "
           f"(host-built loop {r['pairs_per_s_loop_host_builder']:,.0f})", flush=True)
     if jax.default_backend() == "cpu":
       print("train: " + train_gpu_projection(r, _GPU_TFLOPS_F32.value, _GPU_BANDWIDTH.value,

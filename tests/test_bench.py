@@ -20,8 +20,9 @@ class TrainBenchTest(absltest.TestCase):
     for key in ("pairs_per_s_host_builder", "pairs_per_s_device_builder", "pairs_per_s_loop",
                 "pairs_per_s_loop_host_builder"):
       self.assertGreater(r[key], 0, key)
-    self.assertAlmostEqual(r["loop_over_step"],
-                           r["pairs_per_s_loop"] / r["pairs_per_s_step"], places=6)
+    self.assertGreater(r["loop_over_step"], 0)
+    self.assertGreater(r["step_cpu_ms"], 0)
+    self.assertGreater(r["loop_cpu_ms"], 0)
     self.assertEqual(r["batch_builder"], "device")
     self.assertLessEqual(r["step_ms_quartiles"][0], r["step_ms_median"])
     self.assertLessEqual(r["step_ms_median"], r["step_ms_quartiles"][1])

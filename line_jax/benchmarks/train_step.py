@@ -130,36 +130,46 @@ def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: f
   jax.block_until_ready(m)
   compile_s = time.perf_counter() - t0
   step_compilations = step_lib.COMPILATIONS["train_step"] - compiled_before
-  faults_before = _minor_faults()
-  times = []
-  for _ in range(max(1, repeats)):
+  kind = trainer.builder_kind
+  n = len(batches) - 1
+
+  def step_pass():
+    nonlocal state
     for batch in batches[1:]:
-      t0 = time.perf_counter()
       state, m = trainer.train_step(state, batch, trainer.concept_table,
                                     trainer.negated_table)
       jax.block_until_ready(m)
-      times.append(time.perf_counter() - t0)
-  faults_per_step = (_minor_faults() - faults_before) / len(times)
 
-  def loop(kind: str) -> float:
-    """Seconds per step of the training loop with batches built by `kind`, warm."""
-    trainer.builder_kind = kind
-    make = lambda bi: trainer.step_inputs(order[bi * batch_size:(bi + 1) * batch_size], bi)
+  def loop_pass(builder):
+    """One pass of the training loop with batches built by `builder`: prefetch thread +
+    `apply_step`, as training runs it."""
     nonlocal state
-    state, m = trainer.apply_step(state, make(0))        # compiles (the fused step)
+    trainer.builder_kind = builder
+    make = lambda bi: trainer.step_inputs(order[bi * batch_size:(bi + 1) * batch_size], bi)
+    for _, inputs in pipeline.prefetched(make, 1, len(bounds), cfg.train.prefetch):
+      state, m = trainer.apply_step(state, inputs)
     jax.block_until_ready(m)
-    t0 = time.perf_counter()
-    for _ in range(max(1, repeats)):
-      for _, inputs in pipeline.prefetched(make, 1, len(bounds), cfg.train.prefetch):
-        state, m = trainer.apply_step(state, inputs)
-    jax.block_until_ready(m)
-    return (time.perf_counter() - t0) / (max(1, repeats) * (len(bounds) - 1))
 
-  kind = trainer.builder_kind
-  loop_s = loop(kind)
-  loop_host_s = loop("host") if kind != "host" else loop_s
+  for builder in {kind, "host"}:      # compile the fused step (and the host-fed one)
+    trainer.builder_kind = builder
+    state, m = trainer.apply_step(state, trainer.step_inputs(order[:batch_size], 0))
+    jax.block_until_ready(m)
+  # The three measurements alternate, so that load from other processes falls on each
+  # alike; wall and CPU time (this process's, all threads) per step, medians over rounds.
+  faults_before = _minor_faults()
+  rounds = {"step": [], "loop": [], "loop_host": []}
+  for _ in range(max(1, repeats)):
+    for name, run in (("step", step_pass), ("loop", lambda: loop_pass(kind)),
+                      ("loop_host", lambda: loop_pass("host"))):
+      wall, cpu = time.perf_counter(), _cpu_seconds()
+      run()
+      rounds[name].append(((time.perf_counter() - wall) / n, (_cpu_seconds() - cpu) / n))
   trainer.builder_kind = kind
-  step_s = float(np.median(times))
+  faults_per_step = (_minor_faults() - faults_before) / (3 * n * max(1, repeats))
+  med = lambda name, i: float(np.median([r[i] for r in rounds[name]]))
+  step_s, loop_s, loop_host_s = med("step", 0), med("loop", 0), med("loop_host", 0)
+  ratios = [s_[0] / l_[0] for s_, l_ in zip(rounds["step"], rounds["loop"])]
+  times = [r[0] for r in rounds["step"]]
   lower_args = (state, batches[0], trainer.concept_table, trainer.negated_table)
   kernels = count_kernels(trainer.train_step.lower(*lower_args).compile().as_text())
   # A GPU runs the XLA path (the fused kernel is CPU-only): its kernel count, for projections.
@@ -180,7 +190,9 @@ def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: f
       "host_batch_ms": 1e3 * host_s, "pairs_per_s_host_builder": batch_size / host_s,
       "device_batch_ms": 1e3 * device_build_s,
       "pairs_per_s_device_builder": batch_size / device_build_s,
-      "pairs_per_s_loop": batch_size / loop_s, "loop_over_step": step_s / loop_s,
+      "pairs_per_s_loop": batch_size / loop_s,
+      "loop_over_step": float(np.median(ratios)),   # median of the rounds' ratios
+      "step_cpu_ms": 1e3 * med("step", 1), "loop_cpu_ms": 1e3 * med("loop", 1),
       "pairs_per_s_loop_host_builder": batch_size / loop_host_s,
       "compile_s": compile_s,
       "compilations": step_compilations,
@@ -218,6 +230,12 @@ def step_cost(sh: pipeline.BatchShapes, dim: int, num_types: int) -> dict:
   return {"gflop_per_step_est": flop / 1e9, "g_share_of_flop": g_flop / flop,
           "edge_slab_mb_moved_per_step_est": 5 * e * dim * 4 / 2**20,
           "cpu_kernel_edge_mb_read_per_step_est": 2 * e * dim * 4 / 2**20}
+
+
+def _cpu_seconds() -> float:
+  """This process's CPU time (user + system, every thread)."""
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
 
 
 def _minor_faults() -> int:
