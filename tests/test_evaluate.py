@@ -462,8 +462,8 @@ class PartsTest(parameterized.TestCase):
     proxies = np.array([[1.0, 0.0], [0.0, 1.0]])
     pool = np.array([[1.0, 0.1], [0.6, 0.4], [0.1, 1.0]])
     for block_bytes in (1, 1 << 20):   # one query per block; all at once
-      ranks = protocols.alignment_ranks(proxies, pool, np.array([0, 1]),
-                                       np.array([[1, 2], [0, 2]]), max_block_bytes=block_bytes)
+      ranks = metrics.alignment_ranks(proxies, pool, np.array([0, 1]),
+                                      np.array([[1, 2], [0, 2]]), max_block_bytes=block_bytes)
       np.testing.assert_array_equal(ranks, [1, 2])
 
   def test_affine_map_is_recovered(self):

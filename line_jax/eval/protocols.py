@@ -54,40 +54,6 @@ from line_jax.teachers import finetune
 
 
 # --------------------------------------------------------------------------------------
-# 1. Alignment ranks.
-# --------------------------------------------------------------------------------------
-
-
-def alignment_ranks(proxies: np.ndarray, pool_texts: np.ndarray, own_position: np.ndarray,
-                    negative_idx: np.ndarray, max_block_bytes: int = 64 << 20) -> np.ndarray:
-  """Rank of each pair's own text among its negatives, by cosine to the list's proxy.
-
-  Only the K + 1 candidate texts of each query are scored (gathered in row blocks of at
-  most `max_block_bytes`), so memory does not grow with the pool.
-
-  Args:
-    proxies: [N, d] concept-list embeddings of the evaluated pairs.
-    pool_texts: [n, d] text embeddings of the candidate pool.
-    own_position: [N] index of each pair's own text in the pool.
-    negative_idx: [N, K] pool indices of its negatives.
-    max_block_bytes: bound on one gathered [rows, K + 1, d] block.
-
-  Returns:
-    [N] ranks (1 = the own text beats every negative).
-  """
-  queries = metrics.l2_normalize(proxies)
-  keys = metrics.l2_normalize(pool_texts)
-  candidates = np.concatenate([np.asarray(own_position)[:, None], negative_idx], axis=1)
-  rows = max(1, int(max_block_bytes // (4 * candidates.shape[1] * max(keys.shape[1], 1))))
-  ranks = np.empty(len(queries), np.int64)
-  for s in range(0, len(queries), rows):
-    block = keys[candidates[s:s + rows]]                        # [r, K + 1, d]
-    scores = np.einsum("rd,rkd->rk", queries[s:s + rows], block)
-    ranks[s:s + rows] = metrics.ranks_against_negatives(scores[:, 0], scores[:, 1:])
-  return ranks
-
-
-# --------------------------------------------------------------------------------------
 # 2. Relation detection.
 # --------------------------------------------------------------------------------------
 
@@ -441,8 +407,8 @@ def alignment_protocol(dataset, pair_idx: np.ndarray, spaces, settings, notes: L
   rank_arrays = {}
   for space in spaces:
     start = time.time()
-    ranks = alignment_ranks(space.proxies(dataset, pair_idx), space.embed_texts(pair_idx),
-                            own_position, negative_idx)
+    ranks = metrics.alignment_ranks(space.proxies(dataset, pair_idx),
+                                    space.embed_texts(pair_idx), own_position, negative_idx)
     rank_arrays[space.label] = ranks
     alignment["results"][space.key] = metrics.rank_summary(ranks, settings.top_k_accuracy)
     logging.info("alignment %s: %s (%.1fs)", space.key, alignment["results"][space.key],
