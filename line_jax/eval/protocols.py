@@ -44,6 +44,7 @@ from line_jax.eval import plots
 from line_jax.eval import report as report_lib
 from line_jax.eval import reuse as reuse_lib
 from line_jax.eval import retrieval as retrieval_lib
+from line_jax.eval import retrieval_report
 from line_jax.eval import transfer as transfer_lib
 from line_jax.eval.linear import map_spaces
 from line_jax.eval import settings as settings_lib
@@ -493,7 +494,7 @@ def run_evaluation(model, workdir: str) -> Dict:
   if train_records:
     plots.loss_curves(train_records, os.path.join(workdir, files["loss"]))
   files_lib.write_text(os.path.join(workdir, "report.md"),
-                       report_lib.render_report(result) + retrieval_lib.render_markdown(joint)
+                       report_lib.render_report(result) + retrieval_report.render_markdown(joint)
                        + transfer_lib.render_section(transfer)
                        + finetune.report_section(concept_teacher, labels))
   files_lib.write_json(os.path.join(workdir, "metrics.json"), _json_safe(result),
@@ -540,7 +541,7 @@ def run_alone(model, workdir: str, which: str) -> str:
     section, report = transfer_lib.render_section(result), transfer_lib.REPORT_FILE
   elif which == "joint":
     result = joint_protocol(model, workdir)
-    section, report = retrieval_lib.render_markdown(result), retrieval_lib.REPORT_FILE
+    section, report = retrieval_report.render_markdown(result), retrieval_lib.REPORT_FILE
   else:
     raise ValueError(f"protocol {which!r}: expected one of {ALONE}")
   os.makedirs(workdir, exist_ok=True)
