@@ -292,6 +292,70 @@ def _segment_embedders(model) -> List[tuple]:
     return []
 
 
+def _definition_rows(dataset, pair_idx: np.ndarray, groups: Groups,
+                     columns: Dict[str, np.ndarray]) -> Tuple[np.ndarray, np.ndarray, int]:
+  """(b)'s queries: the rows of `pair_idx` that are definitions, the terms they define, and
+  how many define a term not in the dictionary."""
+  index = dataset.concept_index()
+  def_rows, def_target, unknown_defined = [], [], 0
+  if "source" in columns:
+    for row, p in enumerate(pair_idx):
+      if columns["source"][p] == "definition":
+        c = index.get(columns["source_id"][p])
+        if c is None:
+          unknown_defined += 1
+        else:
+          def_rows.append(row)
+          def_target.append(groups.group_of[c])
+  return np.asarray(def_rows, np.int64), np.asarray(def_target, np.int64), unknown_defined
+
+
+def _choice_pairs(dataset, pair_idx: np.ndarray, settings: JointSettings) -> np.ndarray:
+  """The vignettes of split `settings.choose_on`, which choose the operating points; none
+  where that split shares a pair with the evaluated ones."""
+  choose = dataset.split_indices(settings.choose_on)
+  choose = choose[source_masks(dataset, choose)["vignette"]]
+  if np.isin(choose, pair_idx).any():
+    choose = np.zeros(0, np.int64)
+  return choose
+
+
+@dataclasses.dataclass(frozen=True)
+class _Vignettes:
+  """One split's vignettes as (c) reads them."""
+  idx: np.ndarray                        # their pairs
+  lists: Tuple[np.ndarray, np.ndarray]   # (offsets, flat) of the extracted lists
+  true: Tuple[np.ndarray, np.ndarray]    # (offsets, flat) of the true lists
+  clauses: Dict                          # `_vignette_clauses` ({} without embedders)
+
+
+def _vignettes(model, idx: np.ndarray, settings: JointSettings,
+               embedders: Sequence[tuple]) -> _Vignettes:
+  dataset = model.dataset
+  true = true_slices(dataset, idx)
+  lists = tuple(list_slices(dataset, idx)[:2])
+  clauses = _vignette_clauses(model, idx, settings, embedders) if embedders else {}
+  return _Vignettes(idx, lists, true, clauses)
+
+
+def _space_recovery(space, dataset, texts: np.ndarray, keys: np.ndarray, groups: Groups,
+                    settings: JointSettings, evaluated: _Vignettes,
+                    chooser: Optional[_Vignettes], skip_terms) -> Dict:
+  """(c) in one space on the evaluated vignettes (`texts`: their embeddings), each operating
+  point chosen on `chooser`'s vignettes too when there are any."""
+  proxies = np.asarray(space.proxies(dataset, evaluated.idx), np.float32)
+  chosen = None
+  if chooser is not None:
+    chosen = recovery_evaluation(
+        np.asarray(space.embed_texts(chooser.idx), np.float32),
+        np.asarray(space.proxies(dataset, chooser.idx), np.float32), *chooser.lists,
+        *chooser.true, keys, groups, settings, clauses=chooser.clauses.get(space.key),
+        skip_terms=skip_terms)
+  return recovery_evaluation(
+      texts, proxies, *evaluated.lists, *evaluated.true, keys, groups, settings,
+      clauses=evaluated.clauses.get(space.key), skip_terms=skip_terms, chosen=chosen)
+
+
 def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) -> Dict:
   """(a), (b), (c) on `pair_idx` for every space, and the real-text set when configured.
 
@@ -311,18 +375,7 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
   offsets, flat, negated = list_slices(dataset, pair_idx)
   owner, target = listed_targets(offsets, flat, negated, groups)
   columns = _pair_columns(dataset, ("source", "source_id"))
-  index = dataset.concept_index()
-  def_rows, def_target, unknown_defined = [], [], 0
-  if "source" in columns:
-    for row, p in enumerate(pair_idx):
-      if columns["source"][p] == "definition":
-        c = index.get(columns["source_id"][p])
-        if c is None:
-          unknown_defined += 1
-        else:
-          def_rows.append(row)
-          def_target.append(groups.group_of[c])
-  def_rows, def_target = np.asarray(def_rows, np.int64), np.asarray(def_target, np.int64)
+  def_rows, def_target, unknown_defined = _definition_rows(dataset, pair_idx, groups, columns)
   synthetic = masks["vignette"]
   vig_rows = np.flatnonzero(synthetic) if dataset.true_offsets is not None else np.zeros(0, int)
 
@@ -336,27 +389,18 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
                                  "unknown_defined_terms": unknown_defined, "results": {}}),
          "recovery": {"skipped": "no synthetic pairs with true lists"} if not len(vig_rows)
          else {"results": {}}}
-  if len(vig_rows):
-    true_offsets, true_flat = true_slices(dataset, pair_idx[vig_rows])
-    vig_offsets, vig_flat, _ = list_slices(dataset, pair_idx[vig_rows])
   # The teachers' encoders, loaded once for the segment estimator's splits: their
   # encodings of the same strings are kept (realtext.string_embedders).
   embedders = (_segment_embedders(model) if len(vig_rows) and "segment" in settings.estimators
                else [])
-  clause_inputs = {}
-  if embedders:
-    clause_inputs = _vignette_clauses(model, pair_idx[vig_rows], settings, embedders)
+  evaluated = _vignettes(model, pair_idx[vig_rows], settings, embedders) if len(vig_rows) \
+      else None
   # The split whose vignettes choose the operating points (never the evaluated pairs).
-  choose = np.zeros(0, np.int64)
-  if len(vig_rows) and settings.choose_on:
-    choose = dataset.split_indices(settings.choose_on)
-    choose = choose[source_masks(dataset, choose)["vignette"]]
-    if np.isin(choose, pair_idx).any():
-      choose = np.zeros(0, np.int64)
+  choose = (_choice_pairs(dataset, pair_idx, settings) if len(vig_rows) and settings.choose_on
+            else np.zeros(0, np.int64))
+  chooser = None
   if len(choose):
-    ch_true = true_slices(dataset, choose)
-    ch_lists = list_slices(dataset, choose)[:2]
-    ch_clauses = _vignette_clauses(model, choose, settings, embedders) if embedders else {}
+    chooser = _vignettes(model, choose, settings, embedders)
     out["recovery"]["chosen_on"] = {"split": settings.choose_on, "vignettes": int(len(choose))}
   skip_terms = skip_terms_of(dataset, groups, settings.segment_skip_groups)
   for space in spaces:
@@ -372,18 +416,10 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
       def_ranks = retrieval_ranks(texts, keys, def_rows, def_target, groups, settings.chunk)
       out["definition_to_term"]["results"][space.key] = retrieval_summary(def_ranks,
                                                                           settings.ks)
-    if len(vig_rows):
-      proxies = np.asarray(space.proxies(dataset, pair_idx[vig_rows]), np.float32)
-      chosen = None
-      if len(choose):
-        chosen = recovery_evaluation(
-            np.asarray(space.embed_texts(choose), np.float32),
-            np.asarray(space.proxies(dataset, choose), np.float32), *ch_lists, *ch_true,
-            keys, groups, settings, clauses=ch_clauses.get(space.key), skip_terms=skip_terms)
-      out["recovery"]["results"][space.key] = recovery_evaluation(
-          texts[vig_rows], proxies, vig_offsets, vig_flat, true_offsets, true_flat, keys,
-          groups, settings, clauses=clause_inputs.get(space.key), skip_terms=skip_terms,
-          chosen=chosen)
+    if evaluated is not None:
+      out["recovery"]["results"][space.key] = _space_recovery(
+          space, dataset, texts[vig_rows], keys, groups, settings, evaluated, chooser,
+          skip_terms)
     logging.info("joint space %s: text->concept %s", space.key,
                  out["text_to_concept"][space.key]["all"])
   if settings.realtext:
