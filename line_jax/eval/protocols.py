@@ -45,7 +45,9 @@ from line_jax.eval import report as report_lib
 from line_jax.eval import reuse as reuse_lib
 from line_jax.eval import retrieval as retrieval_lib
 from line_jax.eval import retrieval_report
-from line_jax.eval import transfer as transfer_lib
+from line_jax.eval.transfer import protocol as transfer_run
+from line_jax.eval.transfer import report as transfer_report
+from line_jax.eval.transfer import settings as transfer_settings
 from line_jax.eval.linear import map_spaces
 from line_jax.eval import settings as settings_lib
 from line_jax.eval.settings import EvalSettings, read_settings
@@ -495,7 +497,7 @@ def run_evaluation(model, workdir: str) -> Dict:
     plots.loss_curves(train_records, os.path.join(workdir, files["loss"]))
   files_lib.write_text(os.path.join(workdir, "report.md"),
                        report_lib.render_report(result) + retrieval_report.render_markdown(joint)
-                       + transfer_lib.render_section(transfer)
+                       + transfer_report.render_section(transfer)
                        + finetune.report_section(concept_teacher, labels))
   files_lib.write_json(os.path.join(workdir, "metrics.json"), _json_safe(result),
                        ensure_ascii=False)
@@ -511,9 +513,9 @@ def transfer_protocol(model, workdir: str) -> Dict:
       "teacher2": (labels["teacher2"], functools.partial(teacher_concept_rows, model.teacher2)),
       "line": (f"LINE's G ({labels['line']})", line_space(labels["line"], model,
                                                           settings.chunk_size).embed_concepts)}
-  return _json_safe(transfer_lib.run_transfer(
-      model.dataset, embedders, transfer_lib.read_config(model.config),
-      os.path.join(workdir, transfer_lib.PLOT_FILE)))
+  return _json_safe(transfer_run.run_transfer(
+      model.dataset, embedders, transfer_settings.read_config(model.config),
+      os.path.join(workdir, transfer_settings.PLOT_FILE)))
 
 
 def joint_protocol(model, workdir: str) -> Dict:
@@ -538,7 +540,7 @@ def run_alone(model, workdir: str, which: str) -> str:
   (other entries kept) and its report section written beside it; returns that file's path."""
   if which == "transfer":
     result = transfer_protocol(model, workdir)
-    section, report = transfer_lib.render_section(result), transfer_lib.REPORT_FILE
+    section, report = transfer_report.render_section(result), transfer_settings.REPORT_FILE
   elif which == "joint":
     result = joint_protocol(model, workdir)
     section, report = retrieval_report.render_markdown(result), retrieval_lib.REPORT_FILE
