@@ -16,7 +16,7 @@ from line_jax.config import base_config
 from line_jax.data.dataset import load_dataset
 from line_jax.data.dataset import write_dataset
 from line_jax.cache.store import TeacherEmbeddings
-from line_jax.eval import protocols
+from line_jax.eval import runner
 from line_jax.eval.transfer import cnn
 from line_jax.eval.transfer import fitting
 from line_jax.eval.transfer import packing
@@ -365,7 +365,7 @@ class EvaluateHookTest(absltest.TestCase):
     workdir = tempfile.mkdtemp()
     with open(os.path.join(workdir, "metrics.json"), "w") as f:
       json.dump({"alignment": {"kept": 1}, "transfer": {"old": 1}}, f)
-    report = protocols.run_alone(model, workdir, "transfer")
+    report = runner.run_alone(model, workdir, "transfer")
     with open(os.path.join(workdir, "metrics.json")) as f:
       merged = json.load(f)
     self.assertEqual(merged["alignment"], {"kept": 1})
@@ -373,7 +373,7 @@ class EvaluateHookTest(absltest.TestCase):
     self.assertEqual(result["sites"], ["north", "south"])
     self.assertEqual(list(result["embeddings"]), ["line"])
     self.assertEqual(result["embeddings"]["line"],
-                     f"LINE's G ({protocols._labels(config)['line']})")
+                     f"LINE's G ({runner._labels(config)['line']})")
     self.assertTrue(os.path.exists(os.path.join(workdir, transfer_settings.PLOT_FILE)))
     self.assertEqual(report, os.path.join(os.path.abspath(workdir),
                                           transfer_settings.REPORT_FILE))

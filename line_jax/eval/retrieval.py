@@ -15,7 +15,7 @@ recovery estimators and confidences (residual, completion_gain, nearest; score, 
 `line_jax.search.terms`, which residual recovery in training shares.
 
 Entry point: `evaluate_joint(model, pair_idx, spaces, workdir)` (called by
-`line_jax.eval.protocols.run_evaluation`); its report section is
+`line_jax.eval.runner.run_evaluation`); its report section is
 `line_jax.eval.retrieval_report.render_markdown(result)`.
 Alone, on a trained work dir: `python -m line_jax.evaluate --workdir=DIR --only=joint`
 (split and real-text file from --config overrides) replaces the `joint` entry of
