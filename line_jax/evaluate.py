@@ -20,7 +20,7 @@ from ml_collections import config_flags
 
 from line_jax.util import logs
 from line_jax.api.line_model import LineModel
-from line_jax.eval import ner
+from line_jax.eval.ner import protocol as ner_protocol
 from line_jax.eval import runner
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -42,7 +42,7 @@ def main(argv: Sequence[str]) -> None:
   workdir = _WORKDIR.value
   model = LineModel.load(workdir, _CONFIG.value)
   if _NER.value:   # the token-level NER protocol alone
-    ner.main_for_evaluate(model, _NER.value, workdir)
+    ner_protocol.main_for_evaluate(model, _NER.value, workdir)
     return
   if _ONLY.value:
     print(runner.run_alone(model, workdir, _ONLY.value))
