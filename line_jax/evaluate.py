@@ -20,15 +20,15 @@ from ml_collections import config_flags
 
 from line_jax.util import logs
 from line_jax.api.line_model import LineModel
-from line_jax.eval import ner
-from line_jax.eval import protocols
+from line_jax.eval.ner import protocol as ner_protocol
+from line_jax.eval import runner
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "ml_collections config file; default: the config saved with the model "
     "in --workdir.")
 _WORKDIR = flags.DEFINE_string("workdir", None,
                                "Work dir of the trained model; outputs go there.")
-_ONLY = flags.DEFINE_enum("only", "", ["", *protocols.ALONE], "Run one protocol alone "
+_ONLY = flags.DEFINE_enum("only", "", ["", *runner.ALONE], "Run one protocol alone "
                           "(transfer: the CNN transfer; joint: single concepts in the joint "
                           "space); its numbers replace that entry of metrics.json.")
 _NER = flags.DEFINE_string("ner", None, "CoNLL/BIO file or folder: run only the token-level "
@@ -42,12 +42,12 @@ def main(argv: Sequence[str]) -> None:
   workdir = _WORKDIR.value
   model = LineModel.load(workdir, _CONFIG.value)
   if _NER.value:   # the token-level NER protocol alone
-    ner.main_for_evaluate(model, _NER.value, workdir)
+    ner_protocol.main_for_evaluate(model, _NER.value, workdir)
     return
   if _ONLY.value:
-    print(protocols.run_alone(model, workdir, _ONLY.value))
+    print(runner.run_alone(model, workdir, _ONLY.value))
     return
-  result = protocols.run_evaluation(model, workdir)
+  result = runner.run_evaluation(model, workdir)
   print(json.dumps(result["alignment"]["results"], indent=1))
   print(f"report: {os.path.join(os.path.abspath(workdir), 'report.md')}")
 

@@ -9,7 +9,7 @@ learning rates and schedules may differ. The soup work dir gets config.json (the
 ingredient's), soup.json (ingredients, comparison), links to the first ingredient's teacher
 cache, and an orbax checkpoint in the training layout (so `LineModel.load(out)`,
 `python -m line_jax.evaluate` and `python -m line_jax.embed` work on it). It is evaluated with
-`line_jax.eval.protocols.run_evaluation`, and a table compares it with each ingredient (whose
+`line_jax.eval.runner.run_evaluation`, and a table compares it with each ingredient (whose
 metrics.json is read, or computed when missing).
 """
 
@@ -28,7 +28,7 @@ from line_jax.training import checkpoint as ckpt_lib
 from line_jax.util import logs
 from line_jax.training import state as state_lib
 from line_jax.api.line_model import LineModel
-from line_jax.eval import protocols
+from line_jax.eval import runner
 
 _WORKDIRS = flags.DEFINE_list("workdirs", None, "Comma-separated ingredient work dirs.")
 _OUT = flags.DEFINE_string("out", None, "Work dir for the soup.")
@@ -182,7 +182,7 @@ def ingredient_metrics(model, recompute: bool = False) -> dict:
   path = os.path.join(model.workdir, "metrics.json")
   if recompute or not os.path.exists(path):
     logging.info("evaluating ingredient %s", model.workdir)
-    return protocols.run_evaluation(model, model.workdir)
+    return runner.run_evaluation(model, model.workdir)
   with open(path) as f:
     return json.load(f)
 
@@ -237,7 +237,7 @@ def make_soup(workdirs: Sequence[str], out: str, evaluate_soup: bool = True,
     named = {name: ingredient_metrics(m, reevaluate_ingredients)
              for name, m in zip(names, models)}
     soup_name = "soup" if "soup" not in names else f"soup {out}"
-    named[soup_name] = protocols.run_evaluation(soup_model, out)
+    named[soup_name] = runner.run_evaluation(soup_model, out)
     rows = comparison_rows(named, soup_name)
     warnings = protocol_differences(named, soup_name)
     for warning in warnings:

@@ -27,7 +27,7 @@ from line_jax.util import processes as multihost
 from line_jax.training import loop as loop_lib
 from line_jax.training import workdir as workdir_lib
 from line_jax.api.line_model import LineModel
-from line_jax.eval import protocols
+from line_jax.eval import runner
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config()).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory (checkpoints, cache, report).")
@@ -63,7 +63,7 @@ def _run(config, workdir: str) -> None:
   summary = loop_lib.train(config, workdir, force_new=_FORCE_NEW.value)
   if config.train.evaluate and not summary.get("stopped"):
     # Host-side work on process 0's devices; the other processes wait for its end.
-    multihost.on_main("evaluating", lambda: protocols.run_evaluation(
+    multihost.on_main("evaluating", lambda: runner.run_evaluation(
         LineModel.load(workdir, config), workdir))
     summary["report"] = os.path.join(os.path.abspath(workdir), "report.md")
   print(json.dumps({k: v for k, v in summary.items() if k != "recovery"}, indent=1))

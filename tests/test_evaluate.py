@@ -18,6 +18,7 @@ from line_jax.cache.store import TeacherEmbeddings
 from line_jax.eval import linear
 from line_jax.eval import metrics
 from line_jax.eval import protocols
+from line_jax.eval import runner
 from line_jax.eval import report
 from line_jax.eval import reuse
 from line_jax.eval import settings as settings_lib
@@ -161,7 +162,7 @@ class RunEvaluationTest(absltest.TestCase):
   def test_writes_report_metrics_and_plots_and_reruns_identically(self):
     workdir = self.make_workdir_with_log()
     model = make_model()
-    result = protocols.run_evaluation(model, workdir)
+    result = runner.run_evaluation(model, workdir)
 
     for name in ("report.md", "metrics.json") + tuple(report.PLOT_FILES.values()):
       path = os.path.join(workdir, name)
@@ -211,14 +212,14 @@ class RunEvaluationTest(absltest.TestCase):
     self.assertEqual(result["training_log"]["records"], 3)
 
     rerun_dir = self.make_workdir_with_log()
-    again = protocols.run_evaluation(make_model(), rerun_dir)
+    again = runner.run_evaluation(make_model(), rerun_dir)
     self.assertEqual(again, result)
 
   def test_caps_and_negatives_from_config(self):
     workdir = self.make_workdir()
     config = make_config(num_negatives=10, max_pairs=20, cv_folds=2,
                          classifier_early_stopping="validation", classifier_patience=3)
-    result = protocols.run_evaluation(make_model(config), workdir)
+    result = runner.run_evaluation(make_model(config), workdir)
     self.assertEqual(result["alignment"]["num_negatives"], 10)
     self.assertFalse(result["alignment"]["used_all_other_texts"])
     self.assertEqual(result["alignment"]["pool_size"], 20)
@@ -235,7 +236,7 @@ class RunEvaluationTest(absltest.TestCase):
         edge_tail=np.r_[dataset.edge_tail, dataset.heldout_head[:1]],
         edge_type=np.r_[dataset.edge_type, 0].astype(np.int32))
     with self.assertRaisesRegex(AssertionError, "held-out edges are in the training graph"):
-      protocols.run_evaluation(make_model(dataset=leaky), self.make_workdir())
+      runner.run_evaluation(make_model(dataset=leaky), self.make_workdir())
 
 
 class LossCurvesTest(absltest.TestCase):
@@ -264,16 +265,16 @@ class ReuseTest(absltest.TestCase):
     model = make_model(make_config(classifier_max_epochs=20, cv_folds=2))
     model.config.eval.transfer.enabled = False    # what is measured here is the bookkeeping
     model.params = {"f": model._f, "g": model._g}
-    first = protocols.run_evaluation(model, workdir)
+    first = runner.run_evaluation(model, workdir)
     self.assertRegex(first[reuse.KEY_FIELD], "^[0-9a-f]{64}$")
     calls = model.dictionary_calls
     self.assertGreater(calls, 0)
 
-    self.assertEqual(protocols.run_evaluation(model, workdir), first)
+    self.assertEqual(runner.run_evaluation(model, workdir), first)
     self.assertEqual(model.dictionary_calls, calls)        # nothing was computed again
 
     model.config.eval.reuse = False                         # asked for: evaluated again
-    again = protocols.run_evaluation(model, workdir)
+    again = runner.run_evaluation(model, workdir)
     self.assertEqual(model.dictionary_calls, 2 * calls)
     self.assertEqual(again[reuse.KEY_FIELD], first[reuse.KEY_FIELD])   # reuse not in the key
     model.config.eval.reuse = True
@@ -299,7 +300,7 @@ class ReuseTest(absltest.TestCase):
     os.rename(os.path.join(workdir, "old.md"), os.path.join(workdir, "report.md"))
     self.assertIsNotNone(reuse.previous_result(workdir, key))
 
-    protocols.run_alone(model, workdir, "joint")            # one entry replaced: not kept
+    runner.run_alone(model, workdir, "joint")            # one entry replaced: not kept
     with open(os.path.join(workdir, "metrics.json")) as f:
       self.assertNotIn(reuse.KEY_FIELD, json.load(f))
     self.assertIsNone(reuse.previous_result(workdir, key))
@@ -462,8 +463,8 @@ class PartsTest(parameterized.TestCase):
     proxies = np.array([[1.0, 0.0], [0.0, 1.0]])
     pool = np.array([[1.0, 0.1], [0.6, 0.4], [0.1, 1.0]])
     for block_bytes in (1, 1 << 20):   # one query per block; all at once
-      ranks = protocols.alignment_ranks(proxies, pool, np.array([0, 1]),
-                                       np.array([[1, 2], [0, 2]]), max_block_bytes=block_bytes)
+      ranks = metrics.alignment_ranks(proxies, pool, np.array([0, 1]),
+                                      np.array([[1, 2], [0, 2]]), max_block_bytes=block_bytes)
       np.testing.assert_array_equal(ranks, [1, 2])
 
   def test_affine_map_is_recovered(self):

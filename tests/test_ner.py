@@ -20,7 +20,9 @@ from line_jax.config import teacher_config
 from line_jax.data import hpo
 from line_jax.data import obo
 from line_jax.data.dataset import DataError
-from line_jax.eval import ner
+from line_jax.eval.ner import bio as ner_bio
+from line_jax.eval.ner import protocol as ner_protocol
+from line_jax.eval.ner import tagger
 from line_jax.teachers import bert
 from line_jax.teachers.testing import write_tiny_bert
 
@@ -58,7 +60,7 @@ class BioTest(parameterized.TestCase):
   def test_reads_sentences(self):
     path = _write(os.path.join(tempfile.mkdtemp(), "a.bio"),
                   "-DOCSTART- O\n\nJohn B-PER\nSmith I-PER\nruns O\n\nParis B-LOC\n")
-    sentences = ner.read_bio(path)
+    sentences = ner_bio.read_bio(path)
     self.assertEqual([s.words for s in sentences], [["John", "Smith", "runs"], ["Paris"]])
     self.assertEqual(sentences[0].lines, [3, 4, 5])
 
@@ -72,7 +74,7 @@ class BioTest(parameterized.TestCase):
   def test_bad_tags(self, text, message):
     path = _write(os.path.join(tempfile.mkdtemp(), "bad.bio"), text)
     with self.assertRaisesRegex(DataError, "bad.bio: " + message):
-      ner.read_bio(path)
+      ner_bio.read_bio(path)
 
   def test_label_unseen_in_training(self):
     folder = tempfile.mkdtemp()
@@ -81,23 +83,23 @@ class BioTest(parameterized.TestCase):
     _write(os.path.join(folder, "test.bio"), "a O\n\nb B-LOC\n")
     with self.assertRaisesRegex(DataError, r"test.bio: line 3: field 'tag': label 'B-LOC' "
                                 r"does not occur in the training split"):
-      ner.load_bio(folder, config_lib.base_config().eval.ner)
+      ner_bio.load_bio(folder, config_lib.base_config().eval.ner)
 
   def test_missing_split_file(self):
     folder = tempfile.mkdtemp()
     _write(os.path.join(folder, "train.bio"), "a B-PER\n")
     with self.assertRaisesRegex(DataError, r"no valid file"):
-      ner.load_bio(folder, config_lib.base_config().eval.ner)
+      ner_bio.load_bio(folder, config_lib.base_config().eval.ner)
 
 
 class F1Test(absltest.TestCase):
 
   def test_entities_and_scores_by_hand(self):
-    self.assertEqual(ner.entities(["B-A", "I-A", "O", "I-B", "B-A"]),
+    self.assertEqual(ner_bio.entities(["B-A", "I-A", "O", "I-B", "B-A"]),
                      {("A", 0, 2), ("B", 3, 4), ("A", 4, 5)})
     true = [["B-A", "I-A", "O", "B-B"], ["B-B", "O"]]
     pred = [["B-A", "I-A", "O", "B-A"], ["B-B", "B-B"]]
-    scores = ner.f1_scores(true, pred)
+    scores = ner_bio.f1_scores(true, pred)
     # tp: A(0,2), B(0,1); fp: A(3,4), B(1,2); fn: B(3,4).
     self.assertAlmostEqual(scores["micro_f1"], 2 * 2 / (2 * 2 + 2 + 1))
     self.assertAlmostEqual(scores["per_type"]["A"], 2 / 3)      # tp 1, fp 1
@@ -109,8 +111,8 @@ class F1Test(absltest.TestCase):
     centres = rng.normal(size=(3, 8)) * 4
     y = rng.integers(0, 3, 600)
     x = (centres[y] + rng.normal(size=(600, 8))).astype(np.float32)
-    params = ner.train_linear(x, y, 3, seed=0, epochs=10, learning_rate=1e-2, batch_size=64)
-    self.assertGreater((ner.predict(params, x) == y).mean(), 0.95)
+    params = tagger.train_linear(x, y, 3, seed=0, epochs=10, learning_rate=1e-2, batch_size=64)
+    self.assertGreater((tagger.predict(params, x) == y).mean(), 0.95)
 
 
 class _FakeModel:
@@ -166,7 +168,7 @@ class RunNerTest(absltest.TestCase):
     out = os.path.join(tmp, "run", "ner")
     model = _FakeModel(t1, t2)
     model.config.eval.ner.epochs = 40
-    metrics = ner.run_ner(model, bio, out)
+    metrics = ner_protocol.run_ner(model, bio, out)
     _check_outputs(self, metrics, out, 6 * len(rows))
     # The test sentences are training sentences and a word's tag is a function of the word:
     # a teacher whose tokenizer knows the words gets every entity (all-[UNK] tokens: < 0.6).
@@ -178,19 +180,19 @@ class RunNerTest(absltest.TestCase):
     # classifier is exact; features of pure noise are not.
     words = "a b c d e f".split()
     tags = {"b": "B-X", "c": "I-X", "e": "B-Y"}
-    make = lambda n: [ner.Sentence(words, [tags.get(w, "O") for w in words], "x", [1] * 6)
+    make = lambda n: [ner_bio.Sentence(words, [tags.get(w, "O") for w in words], "x", [1] * 6)
                       for _ in range(n)]
     data = {"train": make(20), "valid": make(3), "test": make(3)}
     onehot = {k: np.tile(np.eye(6, dtype=np.float32), (len(v), 1)) for k, v in data.items()}
     settings = config_lib.base_config().eval.ner
     settings.epochs, settings.seeds, settings.learning_rate = 30, (0, 1), 0.05
-    result = ner.evaluate_features(onehot, data, settings)
+    result = tagger.evaluate_features(onehot, data, settings)
     self.assertEqual(result["summary"]["test_micro_f1"], 1.0)
     self.assertEqual(result["summary"]["valid_macro_f1"], 1.0)
     self.assertEqual(result["labels"], ["O", "B-X", "I-X", "B-Y", "I-Y"])
     noise = {k: np.random.default_rng(1).normal(size=v.shape).astype(np.float32)
              for k, v in onehot.items()}
-    self.assertLess(ner.evaluate_features(noise, data, settings)["summary"]["test_micro_f1"],
+    self.assertLess(tagger.evaluate_features(noise, data, settings)["summary"]["test_micro_f1"],
                     1.0)
 
 
@@ -212,15 +214,15 @@ class SyntheticVignetteNerTest(absltest.TestCase):
     data = os.path.join(tmp, "ds")
     hpo.build_hpo_dataset(data, config)
     bio = os.path.join(tmp, "bio")
-    counts = ner.write_bio_from_dataset(
+    counts = ner_bio.write_bio_from_dataset(
         data, bio, dict(stop_phrases=hpo.default_config().stop_phrases))
     self.assertGreaterEqual(min(counts["train"], counts["valid"], counts["test"]), 1)
-    train = ner.read_bio(os.path.join(bio, "train.bio"))
+    train = ner_bio.read_bio(os.path.join(bio, "train.bio"))
     self.assertTrue(any(t.startswith("B-") for s in train for t in s.tags))
     t1 = write_tiny_bert(os.path.join(tmp, "t1"), hidden_size=32, seed=1)
     t2 = write_tiny_bert(os.path.join(tmp, "t2"), hidden_size=24, seed=2)
     out = os.path.join(tmp, "run", "ner")
-    metrics = ner.run_ner(_FakeModel(t1, t2), bio, out)
+    metrics = ner_protocol.run_ner(_FakeModel(t1, t2), bio, out)
     _check_outputs(self, metrics, out, counts["train"] + counts["valid"] + counts["test"])
 
 

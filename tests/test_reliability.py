@@ -29,7 +29,8 @@ from line_jax.training import trainer as trainer_lib
 from line_jax.training import workdir as workdir_lib
 from line_jax.cache import synthetic as synthetic_teacher
 from line_jax.data import atomic, hpo, prepare_dataset
-from line_jax.eval import protocols
+from line_jax.eval import runner
+from line_jax.eval import spaces
 from line_jax.model.kernels import library_cache
 from line_jax.data.dataset import DataError, load_dataset
 
@@ -312,9 +313,9 @@ class NonFiniteTest(parameterized.TestCase):
     out = self.create_tempdir().full_path
     with self.assertRaisesRegex(guards.NonFiniteError, r"runs/diverged: parameter "
                                 r"\['text_proj'\]\['w'\] holds NaN or inf"):
-      protocols.run_evaluation(Model(), out)
+      runner.run_evaluation(Model(), out)
     self.assertEqual(os.listdir(out), [])             # nothing written
-    space = guards.finite_space(protocols.Space(
+    space = guards.finite_space(spaces.Space(
         "line", "LINE", embed_texts=lambda idx: np.ones((len(idx), 2)),
         embed_concepts=lambda idx, neg: np.where(np.asarray(idx)[:, None] == 1, np.nan, 1.0)))
     np.testing.assert_array_equal(space.embed_texts(np.arange(3)), np.ones((3, 2)))

@@ -15,7 +15,9 @@ from line_jax import embed
 from line_jax.training import loop as loop_lib
 from line_jax.api.line_model import LineModel
 from line_jax.data.dataset import DataError, load_dataset, write_dataset
-from line_jax.eval import transfer
+from line_jax.eval.transfer import protocol as transfer_protocol
+from line_jax.eval.transfer import report as transfer_report
+from line_jax.eval.transfer import settings as transfer_settings
 from test_api import pair_lists, shared_tiny_run, train_tiny_run
 
 
@@ -219,10 +221,9 @@ class LineModelArgumentsTest(parameterized.TestCase):
 
 # --- transfer protocol ----------------------------------------------------------------
 
-TINY = transfer.TransferConfig(filters=8, batch_size=32, max_epochs=2, tune_max_epochs=1,
-                               patience=1, num_seeds=1, eval_chunk=64,
-                               embeddings=("onehot", "teacher1"),
-                               without_branch_roots="off")
+TINY = transfer_settings.TransferConfig(
+    filters=8, batch_size=32, max_epochs=2, tune_max_epochs=1, patience=1, num_seeds=1,
+    eval_chunk=64, embeddings=("onehot", "teacher1"), without_branch_roots="off")
 
 
 def write_sites(root, labels_by_site):
@@ -265,20 +266,20 @@ class TransferTooLittleTest(parameterized.TestCase):
   )
   def test_skipped_with_the_reason(self, labels_by_site, reason):
     dataset = write_sites(tempfile.mkdtemp(), labels_by_site)
-    result = transfer.run_transfer(dataset, vectors_embedder(GOOD_VECTORS), TINY)
+    result = transfer_protocol.run_transfer(dataset, vectors_embedder(GOOD_VECTORS), TINY)
     self.assertRegex(result.get("skipped", ""), reason)
-    self.assertIn("Skipped: " + result["skipped"], transfer.render_section(result))
+    self.assertIn("Skipped: " + result["skipped"], transfer_report.render_section(result))
 
   def test_a_rare_class_is_left_out_with_a_note(self):
     dataset = write_sites(tempfile.mkdtemp(), {"north": ["a", "b"] * 20 + ["c"] * 3,
                                                "south": ["a", "b"] * 20 + ["c"] * 12})
-    result = transfer.run_transfer(dataset, vectors_embedder(GOOD_VECTORS), TINY)
+    result = transfer_protocol.run_transfer(dataset, vectors_embedder(GOOD_VECTORS), TINY)
     self.assertNotIn("skipped", result)
     self.assertEqual(result["classes"], ["a", "b"])
     self.assertEqual(result["left_out_classes"], {"c": {"north": 3, "south": 12}})
     self.assertEqual(result["site_counts"], {"north": 40, "south": 40})
     self.assertIn("15 pairs of label classes with fewer than 10 pairs",
-                  transfer.render_section(result))
+                  transfer_report.render_section(result))
 
   @parameterized.named_parameters(
       # The lists name 5 distinct entries: C0 and C1 (the labels') and C3-C5 (noise).
@@ -296,15 +297,15 @@ class TransferTooLittleTest(parameterized.TestCase):
                                                "south": ["a", "b"] * 20})
     embedder = {"teacher1": ("vectors", lambda idx, neg: rows(np.asarray(idx)))}
     with self.assertRaisesRegex(ValueError, message):
-      transfer.run_transfer(dataset, embedder, TINY)
+      transfer_protocol.run_transfer(dataset, embedder, TINY)
 
   def test_minimums_are_config_values(self):
-    cfg = transfer.TransferConfig(min_site_pairs=5, min_class_pairs=2)
+    cfg = transfer_settings.TransferConfig(min_site_pairs=5, min_class_pairs=2)
     self.assertEqual((cfg.min_site_pairs, cfg.min_class_pairs), (5, 2))
     with self.assertRaisesRegex(ValueError, "min_site_pairs and min_class_pairs"):
-      transfer.TransferConfig(min_class_pairs=0)
+      transfer_settings.TransferConfig(min_class_pairs=0)
     from line_jax.config import base_config
-    read = transfer.read_config(base_config())
+    read = transfer_settings.read_config(base_config())
     self.assertEqual((read.min_site_pairs, read.min_class_pairs), (20, 10))
 
 

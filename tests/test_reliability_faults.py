@@ -25,7 +25,7 @@ from line_jax.training import workdir as workdir_lib
 from line_jax.data import prepare_dataset
 from line_jax.data.dataset import load_dataset, write_dataset
 from line_jax.eval import plots
-from line_jax.eval import protocols
+from line_jax.eval import runner
 from line_jax.eval import reuse
 from configs import test as test_config
 from tests import test_evaluate
@@ -396,7 +396,7 @@ class EvaluationWriteFailsTest(absltest.TestCase):
                                                                cv_folds=2))
     model.config.eval.transfer.enabled = False
     model.params = {"f": model._f, "g": model._g}
-    first = protocols.run_evaluation(model, workdir)
+    first = runner.run_evaluation(model, workdir)
     report = open(os.path.join(workdir, "report.md")).read()
     model.config.eval.num_negatives = 7                    # another evaluation
     key = reuse.evaluation_key(model, workdir)
@@ -404,7 +404,7 @@ class EvaluationWriteFailsTest(absltest.TestCase):
     with mock.patch.object(plots, "roc_curves",
                            side_effect=OSError(errno.ENOSPC, "No space left on device")):
       with self.assertRaises(OSError):
-        protocols.run_evaluation(model, workdir)
+        runner.run_evaluation(model, workdir)
     self.assertFalse(reuse.previous_result(workdir, key) is not None,
                      "the failed evaluation is taken for a finished one")
     with open(os.path.join(workdir, "metrics.json")) as f:

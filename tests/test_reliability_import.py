@@ -23,7 +23,7 @@ from line_jax.data import umls
 from line_jax.data.dataset import DataError, load_dataset
 from line_jax.data.notes import pairs_import
 from line_jax.data.umls import build as umls_build
-from line_jax.eval import ner
+from line_jax.eval.ner import bio as ner_bio
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = dict(heldout_fraction=0.0, num_sibling_pairs=0)
@@ -464,7 +464,7 @@ class BioFileTest(absltest.TestCase):
       f.write(b"fever B-X\ncough\xff O\n")
     with self.assertRaisesRegex(DataError, re.escape(
         f"{path}: line 2: not UTF-8 text: byte 0xff at byte offset 15 of the file")):
-      ner.read_bio(path)
+      ner_bio.read_bio(path)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ import numpy as np
 
 from line_jax.config import finetune_config, teacher_config
 from line_jax.data.dataset import DataError, load_dataset, write_dataset
-from line_jax.eval import ner
+from line_jax.eval.ner import features as ner_features
+from line_jax.eval.ner import protocol as ner_protocol
 from line_jax.teachers import finetune, load_encoder, load_tokenizer
 from line_jax.teachers import testing as teacher_testing
 
@@ -222,10 +223,10 @@ class NerTeacherKindTest(parameterized.TestCase):
     folder = teacher_testing.write_tiny_bert(os.path.join(tmp, "onto-0123"), hidden_size=24,
                                              seed=2)
     model, tmp = self.model("finetuned", {"finetuned_dir": folder, "kind": "finetuned"})
-    resolved = ner.token_teacher_config(model, "teacher2")
+    resolved = ner_features.token_teacher_config(model, "teacher2")
     self.assertEqual((resolved.kind, resolved.model), ("hf", folder))
     out = os.path.join(tmp, "run", "ner")
-    metrics = ner.run_ner(model, _bio(os.path.join(tmp, "bio")), out)
+    metrics = ner_protocol.run_ner(model, _bio(os.path.join(tmp, "bio")), out)
     self.assertEqual(set(metrics["results"]), {"teacher1", "teacher2", "line"})
     self.assertTrue(os.path.exists(os.path.join(out, "report.md")))
 
@@ -239,9 +240,9 @@ class NerTeacherKindTest(parameterized.TestCase):
   def test_refused_before_any_work(self, kind, folder, message):
     model, tmp = self.model(kind, {"finetuned_dir": folder} if folder else {})
     out = os.path.join(tmp, "run", "ner")
-    with mock.patch.object(ner, "TokenFeatures", side_effect=AssertionError("features")):
+    with mock.patch.object(ner_features, "TokenFeatures", side_effect=AssertionError("features")):
       with self.assertRaisesRegex(ValueError, message):
-        ner.run_ner(model, _bio(os.path.join(tmp, "bio")), out)
+        ner_protocol.run_ner(model, _bio(os.path.join(tmp, "bio")), out)
     self.assertFalse(os.path.exists(out))
 
 

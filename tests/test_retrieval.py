@@ -10,7 +10,7 @@ from absl.testing import parameterized
 import ml_collections
 
 from line_jax.search import terms
-from line_jax.eval import protocols
+from line_jax.eval import runner
 from line_jax.eval import realtext
 from line_jax.eval import retrieval
 from tests import test_evaluate
@@ -340,13 +340,13 @@ class EvaluateJointTest(absltest.TestCase):
   def test_run_evaluation_reports_single_concepts(self):
     model = test_evaluate.make_model()
     with tempfile.TemporaryDirectory() as workdir:
-      result = protocols.run_evaluation(model, workdir)
+      result = runner.run_evaluation(model, workdir)
       text = open(os.path.join(workdir, "report.md")).read()
       self.assertTrue(os.path.exists(os.path.join(workdir, retrieval.PLOT_FILE)))
       # Alone (`python -m line_jax.evaluate --only=joint`): the same numbers, written over
       # the joint entry of metrics.json only, and the section in joint.md.
       os.remove(os.path.join(workdir, retrieval.PLOT_FILE))
-      report = protocols.run_alone(model, workdir, "joint")
+      report = runner.run_alone(model, workdir, "joint")
       with open(os.path.join(workdir, "metrics.json")) as f:
         merged = json.load(f)
       self.assertEqual(merged["alignment"], result["alignment"])
@@ -360,7 +360,7 @@ class EvaluateJointTest(absltest.TestCase):
         self.assertIn("(c) Recovery of a missing concept", f.read())
       self.assertTrue(os.path.exists(os.path.join(workdir, retrieval.PLOT_FILE)))
       with self.assertRaisesRegex(ValueError, "protocol 'ner'"):
-        protocols.run_alone(model, workdir, "ner")
+        runner.run_alone(model, workdir, "ner")
     joint = result["joint"]
     self.assertEqual(set(joint["text_to_concept"]),
                      {"teacher1", "teacher2", "line", "map_t2_to_t1", "map_t1_to_t2"})
@@ -380,7 +380,7 @@ class EvaluateJointTest(absltest.TestCase):
     model = test_evaluate.make_model()
     model.config.eval.recovery_choose_on = "train"      # its vignettes, not the test split's
     with tempfile.TemporaryDirectory() as workdir:
-      protocols.run_alone(model, workdir, "joint")
+      runner.run_alone(model, workdir, "joint")
       with open(os.path.join(workdir, "metrics.json")) as f:
         joint = json.load(f)["joint"]
       text = open(os.path.join(workdir, retrieval.REPORT_FILE)).read()
@@ -395,7 +395,7 @@ class EvaluateJointTest(absltest.TestCase):
     self.assertIn("Chosen on train", text)
     model.config.eval.recovery_choose_on = "test"       # the evaluated split: never
     with tempfile.TemporaryDirectory() as workdir:
-      protocols.run_alone(model, workdir, "joint")
+      runner.run_alone(model, workdir, "joint")
       with open(os.path.join(workdir, "metrics.json")) as f:
         self.assertNotIn("chosen_on", json.load(f)["joint"]["recovery"])
     self.assertIn("(c) Recovery of a missing concept", text)

@@ -99,6 +99,35 @@ def ranks_against_negatives(positive_scores: np.ndarray,
   return 1 + np.sum(np.asarray(negative_scores) > positive_scores[:, None], axis=1)
 
 
+def alignment_ranks(proxies: np.ndarray, pool_texts: np.ndarray, own_position: np.ndarray,
+                    negative_idx: np.ndarray, max_block_bytes: int = 64 << 20) -> np.ndarray:
+  """Rank of each pair's own text among its negatives, by cosine to the list's proxy.
+
+  Only the K + 1 candidate texts of each query are scored (gathered in row blocks of at
+  most `max_block_bytes`), so memory does not grow with the pool.
+
+  Args:
+    proxies: [N, d] concept-list embeddings of the evaluated pairs.
+    pool_texts: [n, d] text embeddings of the candidate pool.
+    own_position: [N] index of each pair's own text in the pool.
+    negative_idx: [N, K] pool indices of its negatives.
+    max_block_bytes: bound on one gathered [rows, K + 1, d] block.
+
+  Returns:
+    [N] ranks (1 = the own text beats every negative).
+  """
+  queries = l2_normalize(proxies)
+  keys = l2_normalize(pool_texts)
+  candidates = np.concatenate([np.asarray(own_position)[:, None], negative_idx], axis=1)
+  rows = max(1, int(max_block_bytes // (4 * candidates.shape[1] * max(keys.shape[1], 1))))
+  ranks = np.empty(len(queries), np.int64)
+  for s in range(0, len(queries), rows):
+    block = keys[candidates[s:s + rows]]                        # [r, K + 1, d]
+    scores = np.einsum("rd,rkd->rk", queries[s:s + rows], block)
+    ranks[s:s + rows] = ranks_against_negatives(scores[:, 0], scores[:, 1:])
+  return ranks
+
+
 def rank_summary(ranks: np.ndarray, top_k: int = 10) -> Dict[str, float]:
   """Mean rank, mean reciprocal ("reverse") rank and top-k accuracy of [N] ranks."""
   ranks = np.asarray(ranks, dtype=np.float64)

@@ -93,9 +93,7 @@ def alignment_ranks(proxies: np.ndarray, texts: np.ndarray, num_negatives: int,
   n = len(texts)
   k = min(num_negatives, n - 1)
   negatives = metrics.draw_negative_indices(n, n, k, np.arange(n), rng)
-  scores = metrics.l2_normalize(proxies) @ metrics.l2_normalize(texts).T
-  own = scores[np.arange(n), np.arange(n)]
-  return metrics.ranks_against_negatives(own, np.take_along_axis(scores, negatives, axis=1))
+  return metrics.alignment_ranks(proxies, texts, np.arange(n), negatives)
 
 
 def string_embedders(model) -> List[tuple]:

@@ -15,7 +15,8 @@ recovery estimators and confidences (residual, completion_gain, nearest; score, 
 `line_jax.search.terms`, which residual recovery in training shares.
 
 Entry point: `evaluate_joint(model, pair_idx, spaces, workdir)` (called by
-`line_jax.eval.protocols.run_evaluation`); `render_markdown(result)` gives its report section.
+`line_jax.eval.runner.run_evaluation`); its report section is
+`line_jax.eval.retrieval_report.render_markdown(result)`.
 Alone, on a trained work dir: `python -m line_jax.evaluate --workdir=DIR --only=joint`
 (split and real-text file from --config overrides) replaces the `joint` entry of
 metrics.json and writes joint.md.
@@ -291,6 +292,70 @@ def _segment_embedders(model) -> List[tuple]:
     return []
 
 
+def _definition_rows(dataset, pair_idx: np.ndarray, groups: Groups,
+                     columns: Dict[str, np.ndarray]) -> Tuple[np.ndarray, np.ndarray, int]:
+  """(b)'s queries: the rows of `pair_idx` that are definitions, the terms they define, and
+  how many define a term not in the dictionary."""
+  index = dataset.concept_index()
+  def_rows, def_target, unknown_defined = [], [], 0
+  if "source" in columns:
+    for row, p in enumerate(pair_idx):
+      if columns["source"][p] == "definition":
+        c = index.get(columns["source_id"][p])
+        if c is None:
+          unknown_defined += 1
+        else:
+          def_rows.append(row)
+          def_target.append(groups.group_of[c])
+  return np.asarray(def_rows, np.int64), np.asarray(def_target, np.int64), unknown_defined
+
+
+def _choice_pairs(dataset, pair_idx: np.ndarray, settings: JointSettings) -> np.ndarray:
+  """The vignettes of split `settings.choose_on`, which choose the operating points; none
+  where that split shares a pair with the evaluated ones."""
+  choose = dataset.split_indices(settings.choose_on)
+  choose = choose[source_masks(dataset, choose)["vignette"]]
+  if np.isin(choose, pair_idx).any():
+    choose = np.zeros(0, np.int64)
+  return choose
+
+
+@dataclasses.dataclass(frozen=True)
+class _Vignettes:
+  """One split's vignettes as (c) reads them."""
+  idx: np.ndarray                        # their pairs
+  lists: Tuple[np.ndarray, np.ndarray]   # (offsets, flat) of the extracted lists
+  true: Tuple[np.ndarray, np.ndarray]    # (offsets, flat) of the true lists
+  clauses: Dict                          # `_vignette_clauses` ({} without embedders)
+
+
+def _vignettes(model, idx: np.ndarray, settings: JointSettings,
+               embedders: Sequence[tuple]) -> _Vignettes:
+  dataset = model.dataset
+  true = true_slices(dataset, idx)
+  lists = tuple(list_slices(dataset, idx)[:2])
+  clauses = _vignette_clauses(model, idx, settings, embedders) if embedders else {}
+  return _Vignettes(idx, lists, true, clauses)
+
+
+def _space_recovery(space, dataset, texts: np.ndarray, keys: np.ndarray, groups: Groups,
+                    settings: JointSettings, evaluated: _Vignettes,
+                    chooser: Optional[_Vignettes], skip_terms) -> Dict:
+  """(c) in one space on the evaluated vignettes (`texts`: their embeddings), each operating
+  point chosen on `chooser`'s vignettes too when there are any."""
+  proxies = np.asarray(space.proxies(dataset, evaluated.idx), np.float32)
+  chosen = None
+  if chooser is not None:
+    chosen = recovery_evaluation(
+        np.asarray(space.embed_texts(chooser.idx), np.float32),
+        np.asarray(space.proxies(dataset, chooser.idx), np.float32), *chooser.lists,
+        *chooser.true, keys, groups, settings, clauses=chooser.clauses.get(space.key),
+        skip_terms=skip_terms)
+  return recovery_evaluation(
+      texts, proxies, *evaluated.lists, *evaluated.true, keys, groups, settings,
+      clauses=evaluated.clauses.get(space.key), skip_terms=skip_terms, chosen=chosen)
+
+
 def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) -> Dict:
   """(a), (b), (c) on `pair_idx` for every space, and the real-text set when configured.
 
@@ -310,18 +375,7 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
   offsets, flat, negated = list_slices(dataset, pair_idx)
   owner, target = listed_targets(offsets, flat, negated, groups)
   columns = _pair_columns(dataset, ("source", "source_id"))
-  index = dataset.concept_index()
-  def_rows, def_target, unknown_defined = [], [], 0
-  if "source" in columns:
-    for row, p in enumerate(pair_idx):
-      if columns["source"][p] == "definition":
-        c = index.get(columns["source_id"][p])
-        if c is None:
-          unknown_defined += 1
-        else:
-          def_rows.append(row)
-          def_target.append(groups.group_of[c])
-  def_rows, def_target = np.asarray(def_rows, np.int64), np.asarray(def_target, np.int64)
+  def_rows, def_target, unknown_defined = _definition_rows(dataset, pair_idx, groups, columns)
   synthetic = masks["vignette"]
   vig_rows = np.flatnonzero(synthetic) if dataset.true_offsets is not None else np.zeros(0, int)
 
@@ -335,27 +389,18 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
                                  "unknown_defined_terms": unknown_defined, "results": {}}),
          "recovery": {"skipped": "no synthetic pairs with true lists"} if not len(vig_rows)
          else {"results": {}}}
-  if len(vig_rows):
-    true_offsets, true_flat = true_slices(dataset, pair_idx[vig_rows])
-    vig_offsets, vig_flat, _ = list_slices(dataset, pair_idx[vig_rows])
   # The teachers' encoders, loaded once for the segment estimator's splits: their
   # encodings of the same strings are kept (realtext.string_embedders).
   embedders = (_segment_embedders(model) if len(vig_rows) and "segment" in settings.estimators
                else [])
-  clause_inputs = {}
-  if embedders:
-    clause_inputs = _vignette_clauses(model, pair_idx[vig_rows], settings, embedders)
+  evaluated = _vignettes(model, pair_idx[vig_rows], settings, embedders) if len(vig_rows) \
+      else None
   # The split whose vignettes choose the operating points (never the evaluated pairs).
-  choose = np.zeros(0, np.int64)
-  if len(vig_rows) and settings.choose_on:
-    choose = dataset.split_indices(settings.choose_on)
-    choose = choose[source_masks(dataset, choose)["vignette"]]
-    if np.isin(choose, pair_idx).any():
-      choose = np.zeros(0, np.int64)
+  choose = (_choice_pairs(dataset, pair_idx, settings) if len(vig_rows) and settings.choose_on
+            else np.zeros(0, np.int64))
+  chooser = None
   if len(choose):
-    ch_true = true_slices(dataset, choose)
-    ch_lists = list_slices(dataset, choose)[:2]
-    ch_clauses = _vignette_clauses(model, choose, settings, embedders) if embedders else {}
+    chooser = _vignettes(model, choose, settings, embedders)
     out["recovery"]["chosen_on"] = {"split": settings.choose_on, "vignettes": int(len(choose))}
   skip_terms = skip_terms_of(dataset, groups, settings.segment_skip_groups)
   for space in spaces:
@@ -371,18 +416,10 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
       def_ranks = retrieval_ranks(texts, keys, def_rows, def_target, groups, settings.chunk)
       out["definition_to_term"]["results"][space.key] = retrieval_summary(def_ranks,
                                                                           settings.ks)
-    if len(vig_rows):
-      proxies = np.asarray(space.proxies(dataset, pair_idx[vig_rows]), np.float32)
-      chosen = None
-      if len(choose):
-        chosen = recovery_evaluation(
-            np.asarray(space.embed_texts(choose), np.float32),
-            np.asarray(space.proxies(dataset, choose), np.float32), *ch_lists, *ch_true,
-            keys, groups, settings, clauses=ch_clauses.get(space.key), skip_terms=skip_terms)
-      out["recovery"]["results"][space.key] = recovery_evaluation(
-          texts[vig_rows], proxies, vig_offsets, vig_flat, true_offsets, true_flat, keys,
-          groups, settings, clauses=clause_inputs.get(space.key), skip_terms=skip_terms,
-          chosen=chosen)
+    if evaluated is not None:
+      out["recovery"]["results"][space.key] = _space_recovery(
+          space, dataset, texts[vig_rows], keys, groups, settings, evaluated, chooser,
+          skip_terms)
     logging.info("joint space %s: text->concept %s", space.key,
                  out["text_to_concept"][space.key]["all"])
   if settings.realtext:
@@ -394,103 +431,3 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
   except Exception as e:  # pylint: disable=broad-except
     logging.warning("joint space plot not written: %s", e)
   return out
-
-
-# --------------------------------------------------------------------------------------
-# Report section.
-# --------------------------------------------------------------------------------------
-
-
-def _f(x, digits=3):
-  return "–" if x is None or (isinstance(x, float) and not np.isfinite(x)) else \
-      f"{x:.{digits}f}"
-
-
-def _retrieval_table(results: Dict, models: Dict, ks, by_source: bool) -> List[str]:
-  cols = [f"R@{k}" for k in ks] + ["MRR", "n"]
-  lines = ["| model | " + (" source |" if by_source else "") + " | ".join(cols) + " |",
-           "|---|" + ("---|" if by_source else "") + "---|" * len(cols)]
-  for key, res in results.items():
-    for name, r in (res.items() if by_source else [("", res)]):
-      cells = [_f(r.get(f"recall@{k}")) for k in ks] + [_f(r.get("mrr")), str(r["count"])]
-      lines.append(f"| {models.get(key, key)} | " + (f"{name} | " if by_source else "")
-                   + " | ".join(cells) + " |")
-  return lines
-
-
-def render_markdown(result: Optional[Dict]) -> str:
-  if not result:
-    return ""
-  s = result["settings"]
-  ks = s["ks"]
-  models = result["models"]
-  lines = ["", "## Single concepts in the joint space", "",
-           f"Dictionary: {result['num_terms']} terms ({result['num_entries']} entries"
-           + ("; a term's synonym entries count as that term, scored by the best of them"
-              if s.get("by_term", True) else "; every entry ranked on its own") + "). Pairs: "
-           + ", ".join(f"{k} {v}" for k, v in result["pairs_by_source"].items())
-           + " (real = definitions, vignette = generated).", "",
-           "### (a) Text -> concept retrieval (each listed non-negated concept among the "
-           "whole dictionary)", ""]
-  lines += _retrieval_table(result["text_to_concept"], models, ks, True)
-  d = result["definition_to_term"]
-  lines += ["", "### (b) Definition -> defined term", ""]
-  if "skipped" in d:
-    lines.append(f"Skipped: {d['skipped']}")
-  else:
-    lines.append(f"{d['num_definitions']} definitions ({d['unknown_defined_terms']} defined "
-                 "terms not in the dictionary).")
-    lines.append("")
-    lines += _retrieval_table(d["results"], models, ks, False)
-  rec = result["recovery"]
-  lines += ["", "### (c) Recovery of a missing concept (synthetic vignettes)", ""]
-  if "skipped" in rec:
-    lines.append(f"Skipped: {rec['skipped']}")
-  else:
-    first = next(iter(rec["results"].values()), None)
-    if first:
-      lines.append(f"{first['num_pairs']} vignettes, {first['pairs_with_missing']} with a "
-                   f"missing true concept, {first['num_missing']} missing concepts. Hit@k: a "
-                   "missing concept among the k best candidates not yet listed (pairs with "
-                   "one). Operating point: highest recall at precision >= "
-                   f"{s['min_precision']} adding at least {s['min_added']}; configured: "
-                   f"recovery.estimator={s['estimator']}, confidence={s['confidence']}, "
-                   "threshold="
-                   f"{s['threshold']}.")
-      lines.append("")
-    hk = s["recovery_top_k"]
-    chosen_on = rec.get("chosen_on")
-    if chosen_on:
-      lines += [f"Chosen on {chosen_on['split']}: each operating point chosen on the "
-                f"{chosen_on['vignettes']} vignettes of split `{chosen_on['split']}` "
-                "(eval.recovery_choose_on) and applied here, its threshold, precision and "
-                "recall there, then here.", ""]
-    lines += [f"| model | estimator | hit@1 | hit@{hk} | confidence | op. threshold | "
-              "op. precision | op. recall | configured precision | configured recall |"
-              + (" chosen threshold | chosen there (P / R) | here (P / R) |"
-                 if chosen_on else ""),
-              "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if chosen_on
-                                                            else "")]
-    for key, res in rec["results"].items():
-      for est, e in res["estimators"].items():
-        for conf in CONFIDENCES:
-          op = e[conf]["operating_point"]
-          cfg = e[conf].get("configured", {})
-          at = e[conf].get("at_chosen_point")
-          lines.append(
-              f"| {models.get(key, key)} | {est} | {_f(e['hit@1'])} | "
-              f"{_f(e[f'hit@{hk}'])} | {conf} | {_f(op['threshold'], 4)} | "
-              f"{_f(op['precision'])} | {_f(op['recall'])} | {_f(cfg.get('precision'))} | "
-              f"{_f(cfg.get('recall'))} |"
-              + ((f" {_f(at['threshold'], 4)} | {_f(at['chosen_precision'])} / "
-                  f"{_f(at['chosen_recall'])} | {_f(at['precision'])} / {_f(at['recall'])} |")
-                 if at else (" | | |" if chosen_on else "")))
-    for key, res in rec["results"].items():
-      if res.get("skipped"):
-        lines.append(f"- {models.get(key, key)}: " + "; ".join(
-            f"{est} skipped, {why}" for est, why in res["skipped"].items()))
-  if "realtext" in result:
-    lines += realtext.render_markdown(result["realtext"], ks)
-  if result.get("plot"):
-    lines += ["", f"![single concepts]({result['plot']})"]
-  return "\n".join(lines) + "\n"

@@ -10,7 +10,7 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
-from line_jax.eval import ner
+from line_jax.eval.ner import bio
 
 _BIO_DATASET = flags.DEFINE_string("bio_dataset", None,
                                    "dataset folder whose pairs become BIO sentences")
@@ -20,7 +20,7 @@ _BIO_OUT = flags.DEFINE_string("bio_out", None, "folder for train.bio, dev.bio, 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  counts = ner.write_bio_from_dataset(_BIO_DATASET.value, _BIO_OUT.value)
+  counts = bio.write_bio_from_dataset(_BIO_DATASET.value, _BIO_OUT.value)
   print(json.dumps(dict(sentences=counts, out=os.path.abspath(_BIO_OUT.value),
                         note="spans from the dictionary extractor; synthetic texts")))
 
