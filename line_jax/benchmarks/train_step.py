@@ -190,6 +190,23 @@ def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: f
   }
 
 
+def train_gpu_projection(result: dict, tflops_f32: float, bandwidth_tb_s: float,
+                         launch_us: float) -> str:
+  """Projected GPU pairs/s of the measured step from its FLOP and byte counts: float32
+  FLOPs at the float32 peak, the edge slab at the memory bandwidth, plus one launch per
+  kernel of the step compiled for CPU on the XLA path, which a GPU runs (the fused CPU
+  kernel is CPU-only; XLA:GPU fuses at least as much as XLA:CPU)."""
+  flop_s = result["gflop_per_step_est"] * 1e9 / (tflops_f32 * 1e12)
+  byte_s = result["edge_slab_mb_moved_per_step_est"] * 2**20 / (bandwidth_tb_s * 1e12)
+  launches = result.get("kernels_per_step_xla_path", result["kernels_per_step"])
+  launch_s = launches * launch_us * 1e-6
+  step_s = flop_s + byte_s + launch_s
+  return (f"projected GPU step {1e3 * step_s:.2f} ms = FLOPs {1e3 * flop_s:.3f} + edge slab "
+          f"{1e3 * byte_s:.3f} + {launches} launches {1e3 * launch_s:.3f} "
+          f"ms -> {result['batch_size'] / step_s:,.0f} pairs/s at {tflops_f32:g} TFLOP/s, "
+          f"{bandwidth_tb_s:g} TB/s, {launch_us:g} us per launch (not measured)")
+
+
 def count_kernels(hlo_text: str) -> int:
   """Instructions of a compiled module's entry computation that run as kernels (fusions,
   dots, scatters, collectives, copies; not parameters, constants, tuples or bitcasts)."""
