@@ -47,12 +47,12 @@ from line_jax.data import extract
 from line_jax.data.dataset import (SPLITS, DataError, data_error, iter_json_lines,
                                    read_table)
 from line_jax.data.hpo.splits import split_of
-from line_jax.data.notes.build import write_json
 from line_jax.data.notes.pairs_file import PairWriter
 from line_jax.data.notes.reader import check_file, parquet_batches, parquet_file
+from line_jax.util.files import write_json
 
 
-def default_config() -> ml_collections.ConfigDict:
+def pairs_import_settings() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.default_rho = 1.0              # rho of a row with neither spans nor rho
   c.unknown_concepts = "error"     # or "drop": ids not in concepts.parquet are removed
@@ -163,7 +163,7 @@ def import_pairs(dataset: str, path: str, config=None) -> dict:
   """Validates `path` and writes `dataset`/pairs.parquet; returns the stats. A file without a
   usable row is an error, and pairs.parquet is then left as it was."""
   started = time.time()
-  full = merge_settings(default_config(), config, "pairs import")
+  full = merge_settings(pairs_import_settings(), config, "pairs import")
   config = full
   if config.unknown_concepts not in ("error", "drop"):
     raise ValueError(f"pairs import setting 'unknown_concepts': {config.unknown_concepts!r} "
@@ -213,5 +213,5 @@ def import_pairs(dataset: str, path: str, config=None) -> dict:
   stats = dict(counts, pairs=writer.written, pairs_by_split=dict(sorted(splits.items())),
                pairs_path=os.path.abspath(path), seconds=round(time.time() - started, 2),
                config=config.to_dict())
-  write_json(os.path.join(dataset, "pairs_import_stats.json"), stats)
+  write_json(os.path.join(dataset, "pairs_import_stats.json"), stats, default=list)
   return stats
