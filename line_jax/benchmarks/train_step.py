@@ -29,6 +29,7 @@ from line_jax.training import objective as objective_lib
 from line_jax.training import step as step_lib
 from line_jax.training import trainer as trainer_lib
 from line_jax.data.dataset import Dataset
+from line_jax.benchmarks.timing import timed
 
 
 def synthetic_dataset(num_pairs: int, num_concepts: int, num_edges: int, num_relations: int,
@@ -66,14 +67,83 @@ def _teachers(dataset: Dataset, dim: int, text=None, concepts=None, negated=None
   return t1, t2
 
 
-def _timed(run, repeats: int) -> list:
-  """Wall times of `repeats` calls of `run` (each call blocks until its result is ready)."""
+def _device_builder(trainer, shapes):
+  """The device batch builder alone, jitted as the step runs it: each device builds its
+  own shard."""
+  spec = trainer.builder_spec
+  return jax.jit(jax.shard_map(
+      lambda tables, pairs, step: jax.tree.map(lambda x: x[None], device_batches.build_shard(
+          tables, pairs, step, jax.lax.axis_index(objective_lib.AXIS), shapes, spec)),
+      mesh=trainer.mesh, in_specs=(P(), P(), P()), out_specs=P(objective_lib.AXIS)))
+
+
+def _time_builders(trainer, shapes, order: np.ndarray, bounds: list, repeats: int):
+  """(host builder times, device builder times, the batches built on the devices)."""
+  # The host builder alone (the reference; what training ran before batches were built on
+  # the device).
+  host_times = []
+  for i, (lo, hi) in enumerate(bounds):
+    t0 = time.perf_counter()
+    trainer.builder.build(order[lo:hi], i)
+    host_times.append(time.perf_counter() - t0)
+  build = _device_builder(trainer, shapes)
+  pair_rows = [order[lo:hi].astype(np.int32) for lo, hi in bounds]
+  tables = trainer.device_tables
+  jax.block_until_ready(build(tables, pair_rows[0], np.int32(0)))
+  device_times = []
+  for i, rows in enumerate(pair_rows[1:], 1):
+    device_times += timed(lambda: jax.block_until_ready(build(tables, rows, np.int32(i))),
+                          repeats)
+  batches = [build(tables, rows, np.int32(i)) for i, rows in enumerate(pair_rows)]
+  return host_times, device_times, batches
+
+
+def _time_step(trainer, state, batches: list, repeats: int):
+  """The step alone, on batches already on the devices: (state, compile seconds,
+  compilations, step times, minor page faults per step)."""
+  compiled_before = step_lib.COMPILATIONS["train_step"]
+  t0 = time.perf_counter()
+  state, m = trainer.train_step(state, batches[0], trainer.concept_table,
+                                trainer.negated_table)
+  jax.block_until_ready(m)
+  compile_s = time.perf_counter() - t0
+  step_compilations = step_lib.COMPILATIONS["train_step"] - compiled_before
+  faults_before = _minor_faults()
   times = []
   for _ in range(max(1, repeats)):
-    t0 = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - t0)
-  return times
+    for batch in batches[1:]:
+      t0 = time.perf_counter()
+      state, m = trainer.train_step(state, batch, trainer.concept_table,
+                                    trainer.negated_table)
+      jax.block_until_ready(m)
+      times.append(time.perf_counter() - t0)
+  faults_per_step = (_minor_faults() - faults_before) / len(times)
+  return state, compile_s, step_compilations, times, faults_per_step
+
+
+def _time_loop(trainer, state, kind: str, order: np.ndarray, batch_size: int,
+               num_batches: int, repeats: int, prefetch: int):
+  """(state, seconds per step of the training loop with batches built by `kind`, warm)."""
+  trainer.builder_kind = kind
+  make = lambda bi: trainer.step_inputs(order[bi * batch_size:(bi + 1) * batch_size], bi)
+  state, m = trainer.apply_step(state, make(0))        # compiles (the fused step)
+  jax.block_until_ready(m)
+  t0 = time.perf_counter()
+  for _ in range(max(1, repeats)):
+    for _, inputs in pipeline.prefetched(make, 1, num_batches, prefetch):
+      state, m = trainer.apply_step(state, inputs)
+  jax.block_until_ready(m)
+  return state, (time.perf_counter() - t0) / (max(1, repeats) * (num_batches - 1))
+
+
+def _kernel_counts(trainer, cfg, state, batch, num_relations: int) -> tuple:
+  """Kernels per step of the compiled step, and of the XLA path a GPU runs (the fused
+  kernel is CPU-only), for projections."""
+  lower_args = (state, batch, trainer.concept_table, trainer.negated_table)
+  kernels = count_kernels(trainer.train_step.lower(*lower_args).compile().as_text())
+  xla_step = step_lib.make_train_step(cfg, num_relations, trainer.mesh, trainer.optimizer,
+                                       cpu_kernel=False)
+  return kernels, count_kernels(xla_step.lower(*lower_args).compile().as_text())
 
 
 def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: float = 8,
@@ -100,76 +170,21 @@ def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: f
                                           trainer.base_shapes, trainer.builder_spec)
   trainer.builder.shapes = shapes
   bounds = [(i * batch_size, (i + 1) * batch_size) for i in range(steps + 2)]
-  # The host builder alone (the reference; what training ran before batches were built on
-  # the device).
-  host_times = []
-  for i, (lo, hi) in enumerate(bounds):
-    t0 = time.perf_counter()
-    trainer.builder.build(order[lo:hi], i)
-    host_times.append(time.perf_counter() - t0)
-  # The device builder alone, as the step runs it: each device builds its own shard.
-  mesh = trainer.mesh
-  spec = trainer.builder_spec
-  build = jax.jit(jax.shard_map(
-      lambda tables, pairs, step: jax.tree.map(lambda x: x[None], device_batches.build_shard(
-          tables, pairs, step, jax.lax.axis_index(objective_lib.AXIS), shapes, spec)),
-      mesh=mesh, in_specs=(P(), P(), P()), out_specs=P(objective_lib.AXIS)))
-  pair_rows = [order[lo:hi].astype(np.int32) for lo, hi in bounds]
-  tables = trainer.device_tables
-  jax.block_until_ready(build(tables, pair_rows[0], np.int32(0)))
-  device_times = []
-  for i, rows in enumerate(pair_rows[1:], 1):
-    device_times += _timed(lambda: jax.block_until_ready(build(tables, rows, np.int32(i))),
-                           repeats)
-  batches = [build(tables, rows, np.int32(i)) for i, rows in enumerate(pair_rows)]
-  # The step alone, on batches already on the devices.
-  compiled_before = step_lib.COMPILATIONS["train_step"]
-  t0 = time.perf_counter()
-  state, m = trainer.train_step(state, batches[0], trainer.concept_table,
-                                trainer.negated_table)
-  jax.block_until_ready(m)
-  compile_s = time.perf_counter() - t0
-  step_compilations = step_lib.COMPILATIONS["train_step"] - compiled_before
-  faults_before = _minor_faults()
-  times = []
-  for _ in range(max(1, repeats)):
-    for batch in batches[1:]:
-      t0 = time.perf_counter()
-      state, m = trainer.train_step(state, batch, trainer.concept_table,
-                                    trainer.negated_table)
-      jax.block_until_ready(m)
-      times.append(time.perf_counter() - t0)
-  faults_per_step = (_minor_faults() - faults_before) / len(times)
-
-  def loop(kind: str) -> float:
-    """Seconds per step of the training loop with batches built by `kind`, warm."""
-    trainer.builder_kind = kind
-    make = lambda bi: trainer.step_inputs(order[bi * batch_size:(bi + 1) * batch_size], bi)
-    nonlocal state
-    state, m = trainer.apply_step(state, make(0))        # compiles (the fused step)
-    jax.block_until_ready(m)
-    t0 = time.perf_counter()
-    for _ in range(max(1, repeats)):
-      for _, inputs in pipeline.prefetched(make, 1, len(bounds), cfg.train.prefetch):
-        state, m = trainer.apply_step(state, inputs)
-    jax.block_until_ready(m)
-    return (time.perf_counter() - t0) / (max(1, repeats) * (len(bounds) - 1))
-
+  host_times, device_times, batches = _time_builders(trainer, shapes, order, bounds, repeats)
+  state, compile_s, step_compilations, times, faults_per_step = _time_step(
+      trainer, state, batches, repeats)
   kind = trainer.builder_kind
-  loop_s = loop(kind)
-  loop_host_s = loop("host") if kind != "host" else loop_s
+  loop = lambda state, kind: _time_loop(trainer, state, kind, order, batch_size, len(bounds),
+                                        repeats, cfg.train.prefetch)
+  state, loop_s = loop(state, kind)
+  state, loop_host_s = loop(state, "host") if kind != "host" else (state, loop_s)
   trainer.builder_kind = kind
   step_s = float(np.median(times))
-  lower_args = (state, batches[0], trainer.concept_table, trainer.negated_table)
-  kernels = count_kernels(trainer.train_step.lower(*lower_args).compile().as_text())
-  # A GPU runs the XLA path (the fused kernel is CPU-only): its kernel count, for projections.
-  xla_step = step_lib.make_train_step(cfg, num_relations, mesh, trainer.optimizer,
-                                       cpu_kernel=False)
-  kernels_xla = count_kernels(xla_step.lower(*lower_args).compile().as_text())
+  kernels, kernels_xla = _kernel_counts(trainer, cfg, state, batches[0], num_relations)
   host_s, device_build_s = float(np.median(host_times[1:])), float(np.median(device_times))
   return {
       "batch_size": batch_size, "dim": dim, "concepts_per_pair": concepts_per_pair,
-      "fanout": fanout, "relation_types": num_relations, "devices": mesh.size,
+      "fanout": fanout, "relation_types": num_relations, "devices": trainer.mesh.size,
       "batch_builder": kind, "text_streamed": trainer.streamed_text,
       "receivers_per_shard": shapes.receivers, "edges_per_shard": shapes.edges,
       "step_ms_median": 1e3 * step_s, "pairs_per_s_step": batch_size / step_s,
