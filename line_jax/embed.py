@@ -4,22 +4,15 @@ r"""Embeds a Parquet file of texts and/or concept lists with a trained LINE, str
 
 Input: a Parquet file with a `text` column (str) and/or a `concept_ids` column (list<str>,
 ids of the run's concepts.parquet) with an optional `negated` column (list<bool>, same
-lengths; missing or null = nothing negated). Column names are flags.
+lengths; missing or null = nothing negated). Column names are flags. Output: text.npy and/or
+concepts.npy ([N, d] float32 memmaps, row i = input row i) and meta.json in --output, written
+chunk by chunk (`--chunk_rows`); a rerun with the same input and flags resumes where a killed
+run stopped (`line_jax.api.embed_file`).
 
-Output DIR:
-  text.npy       [N, d] float32, row i = F(teacher 1(text of input row i))
-  concepts.npy   [N, d] float32, row i = mean of G over the concept list of input row i
-  meta.json      what was embedded, with what, and how many rows were truncated or invalid
-The .npy files are memmaps written chunk by chunk (`--chunk_rows`), so millions of rows never
-sit in memory; meta.json records the rows done after each chunk, and a rerun with the same
-input and flags resumes where a killed run stopped ("complete": true when done).
-
-meta.json also records the model ("model": `LineModel.fingerprint()`: a hash of the
-checkpoint's parameters and its step, both teachers' cache keys, a hash of the run's
-config). An output folder that holds rows of another model (the work dir retrained, e.g.
-with --force_new, a later checkpoint, another teacher) is refused before anything is
-written, complete or not, so that no output mixes two models' rows: choose another
---output, or pass --restart to discard it and embed from the first row.
+An output folder that holds rows of another model (the work dir retrained, e.g. with
+--force_new, a later checkpoint, another teacher) is refused before anything is written,
+complete or not, so that no output mixes two models' rows: choose another --output, or pass
+--restart to discard it and embed from the first row.
 
 Edge cases:
   * Texts need a Hugging Face teacher 1: a run on synthetic or precomputed embeddings stops

@@ -1,16 +1,12 @@
-r"""Model soup: the average of the LINE parameters of several runs (BioLORD-2023's last phase,
-after Wortsman et al., "Model soups", ICML 2022), saved and evaluated as a work dir.
+r"""Model soup: the average of the LINE parameters of several runs, saved and evaluated as
+a work dir (`line_jax.api.soup`).
 
   python -m line_jax.soup --workdirs=runs/s0,runs/s1,runs/s2 --out=runs/soup
 
-Every ingredient is the latest checkpoint of a `line_jax.train` work dir. They must share
-the dataset (same data hash), the teachers' settings and every parameter shape; seeds,
-learning rates and schedules may differ. The soup work dir gets config.json (the first
-ingredient's), soup.json (ingredients, comparison), links to the first ingredient's teacher
-cache, and an orbax checkpoint in the training layout (so `LineModel.load(out)`,
-`python -m line_jax.evaluate` and `python -m line_jax.embed` work on it). It is evaluated with
-`line_jax.eval.protocols.run_evaluation`, and a table compares it with each ingredient (whose
-metrics.json is read, or computed when missing).
+Every ingredient is the latest checkpoint of a `line_jax.train` work dir; they must share the
+dataset, the teachers' settings and every parameter shape. With --evaluate (default) the soup
+is evaluated and a table compares it with each ingredient (--reevaluate: evaluate the
+ingredients again rather than read their metrics.json).
 """
 
 import os

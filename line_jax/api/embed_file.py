@@ -105,11 +105,8 @@ def check_output_dir(output_dir: str) -> None:
                  and not n.endswith(".tmp"))
   ours = True
   if os.path.exists(meta_path):
-    try:
-      with open(meta_path) as f:
-        ours = "plan" in json.load(f)      # a teacher cache's meta.json has no "plan"
-    except (OSError, ValueError):
-      ours = False
+    meta = files.read_json_or_none(meta_path)
+    ours = meta is not None and "plan" in meta     # a teacher cache's meta.json has no "plan"
   elif any(os.path.exists(os.path.join(output_dir, n)) for n in OUTPUT_FILES):
     ours = False
   if other or not ours:

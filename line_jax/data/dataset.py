@@ -30,6 +30,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from line_jax.data import textfile
+from line_jax.util.digest import hash_strings
+from line_jax.util.files import read_json_or_none
 
 SPLITS = ("train", "valid", "test")
 DEFAULT_NEGATION_TEMPLATE = "{name} unobserved"
@@ -112,10 +114,7 @@ class Dataset:
     """Hash of every string a teacher embeds, in order: texts, names, negated names."""
     h = hashlib.sha256()
     for block in (self.texts, self.names, self.negated_names):
-      h.update(str(len(block)).encode())
-      for s in block:
-        h.update(s.encode("utf-8"))
-        h.update(b"\x00")
+      hash_strings(h, block)
     return h.hexdigest()[:16]
 
 
@@ -154,10 +153,15 @@ def _read(path: str, required: Sequence[str]) -> pa.Table:
     raise DataError(f"{path}: file not found (a dataset folder needs concepts.parquet, "
                     "relations.parquet and pairs.parquet; see docs/data.md)")
   table = read_table(path)
-  for col in required:
+  require_columns(path, table, required)
+  return table
+
+
+def require_columns(path: str, table: pa.Table, names: Sequence[str]) -> None:
+  """DataError naming the file and the first of `names` that `table` lacks."""
+  for col in names:
     if col not in table.column_names:
       raise data_error(path, None, col, f"missing column; found {table.column_names}")
-  return table
 
 
 def _check_strings(path, table, field):
@@ -224,11 +228,7 @@ def _check_complete(root: str) -> None:
   """DataError when the builder's marker (`line_jax.data.atomic`) says that it was stopped
   while moving its files into `root` (old and new files may be mixed)."""
   path = os.path.join(root, "built_by.json")
-  try:
-    with open(path) as f:
-      marker = json.load(f)
-  except (OSError, ValueError):
-    return
+  marker = read_json_or_none(path)
   if isinstance(marker, dict) and marker.get("complete") is False:
     raise DataError(f"{path}: the {marker.get('builder')} build was stopped while moving its "
                     "files into this folder (old and new files may be mixed); run it again")

@@ -89,6 +89,16 @@ def write_json(path: str, value, **dump_args) -> None:
   write_text(path, json.dumps(value, **{"indent": 1, **dump_args}))
 
 
+def read_json_or_none(path: str):
+  """The JSON value in `path`, or None when the file is missing, unreadable or not JSON (a
+  record that is only a hint: a cache's meta.json, a build marker)."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
 def json_safe(value):
   """`value` as strict JSON takes it: NaN and inf become None, numpy arrays lists, numpy
   scalars Python numbers, tuples lists and dictionary keys strings."""

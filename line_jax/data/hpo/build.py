@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -18,10 +17,14 @@ from line_jax.data import atomic
 from line_jax.data import extract
 from line_jax.data import obo
 from line_jax.data.dataset import write_dataset
-from line_jax.data.hpo.graph import (_pair_key, co_annotated_edges, hold_out_edges, is_a_edges, sibling_pairs)
-from line_jax.data.hpo.ontology import (PHENOTYPIC_ABNORMALITY_ID, ancestor_sets, branch_roots, build_concepts, live_terms, make_extractor, package_data_path, subtree)
+from line_jax.data.hpo.graph import (_pair_key, co_annotated_edges, hold_out_edges, is_a_edges,
+                                     sibling_pairs)
+from line_jax.data.hpo.ontology import (PHENOTYPIC_ABNORMALITY_ID, ancestor_sets, branch_roots,
+                                        build_concepts, live_terms, make_extractor,
+                                        package_data_path, subtree)
 from line_jax.data.hpo.splits import collapse_labels, disease_family, split_of
 from line_jax.data.hpo.vignettes import VignetteContext, leading_sentences, make_vignette
+from line_jax.util.files import write_json
 
 
 # What the builder writes: bumped whenever the same settings give other files, so that the
@@ -357,8 +360,7 @@ def _build_hpo_dataset(root: str, config: Optional[ml_collections.ConfigDict]) -
   _pair_stats(rows, labels, stats)
   stats["build_seconds"] = round(time.time() - started, 2)
   stats["config"] = config.to_dict()
-  with open(os.path.join(root, "stats.json"), "w") as f:
-    json.dump(stats, f, indent=1, default=list)
+  write_json(os.path.join(root, "stats.json"), stats, default=list)
   _log_stats(root, stats)
   return stats
 

@@ -9,7 +9,7 @@ import time
 
 from tqdm import tqdm
 
-from line_jax.data.dataset import DataError, data_error, read_table
+from line_jax.data.dataset import DataError, data_error, read_table, require_columns
 from line_jax.data.hpo.splits import split_of
 from line_jax.data.hpo.vignettes import leading_sentences
 from line_jax.data.notes.extractor import make_extractor
@@ -128,9 +128,7 @@ def _add_definitions(sink: _PairSink, dataset: str, config) -> None:
   if not (config.include_definitions and os.path.exists(def_path)):
     return
   table = read_table(def_path)
-  for field in ("concept_id", "text"):
-    if field not in table.column_names:
-      raise data_error(def_path, None, field, f"missing column; found {table.column_names}")
+  require_columns(def_path, table, ("concept_id", "text"))
   fractions = tuple(config.split_fractions)
   for cui, text in zip(table.column("concept_id").to_pylist(),
                        table.column("text").to_pylist()):

@@ -81,10 +81,8 @@ def _rows(path: str, batch_size: int):
 def rho_from_spans(text: str, spans) -> float:
   """Words of `text` overlapping any span / words of `text` (0 when the text has none)."""
   tokens = extract.tokenize(text, fold_plurals=False)
-  if not tokens:
-    return 0.0
   covered = sum(any(t.start < end and start < t.end for start, end in spans) for t in tokens)
-  return covered / len(tokens)
+  return extract.rho_of(covered, len(tokens))
 
 
 def validate_row(path: str, row: int, obj: dict, known: set, config, counts) -> dict:
@@ -142,12 +140,7 @@ def validate_row(path: str, row: int, obj: dict, known: set, config, counts) -> 
     rho = config.default_rho
   if rho <= 0:
     raise err("spans", "the spans cover no word of the text (rho would be 0)")
-  seen, out_ids, out_neg = set(), [], []
-  for c, n in zip(ids, negated):
-    if (c, n) not in seen:
-      seen.add((c, n))
-      out_ids.append(c)
-      out_neg.append(n)
+  out_ids, out_neg = extract.unique_mentions(ids, negated)
   split = obj.get("split")
   if split is not None and split not in SPLITS:
     raise err("split", f"value {split!r} is not one of {SPLITS}")

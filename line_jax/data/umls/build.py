@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 import time
@@ -25,6 +24,7 @@ from line_jax.data.umls.concepts import (concept_chunks, cui_runs, read_definiti
                                          read_groups, read_names)
 from line_jax.data.umls.relations import (FAMILIES, EdgeList, LinkedPairs, Parents,
                                           edge_table, read_relations, write_edges)
+from line_jax.util.files import write_json
 
 
 def umls_settings() -> ml_collections.ConfigDict:
@@ -251,6 +251,5 @@ def _build(meta: str, paths: dict, out: str, root: str, config, progress: bool,
   _write_files(out, root, train_edges, heldout, definitions, stats)
   stats["build_seconds"] = round(time.time() - started, 2)
   stats["config"] = config.to_dict()
-  with open(os.path.join(out, "stats.json"), "w") as f:
-    json.dump(stats, f, indent=1, default=list)
+  write_json(os.path.join(out, "stats.json"), stats, default=list)
   return stats

@@ -16,6 +16,7 @@ import numpy as np
 from line_jax.teachers import bert
 from line_jax.teachers.encoder import TOKENIZER_VOCAB_FILES
 from line_jax.teachers.finetune.settings import encoder_settings
+from line_jax.util.files import read_json_or_none
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
                    "special_tokens_map.json")
@@ -95,11 +96,7 @@ def copy_tokenizer_files(base_dir: str, folder: str) -> None:
 
 def read_info(folder: str) -> Optional[dict]:
   """The folder's finetune.json, or None when it is missing or unreadable."""
-  try:
-    with open(os.path.join(folder, "finetune.json")) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
+  return read_json_or_none(os.path.join(folder, "finetune.json"))
 
 
 def hf_teacher_config(teacher_cfg, model_dir: str):

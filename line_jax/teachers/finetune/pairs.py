@@ -19,6 +19,7 @@ import numpy as np
 
 from line_jax.data.dataset import Dataset, DataError, read_optional_columns
 from line_jax.teachers.finetune.settings import FinetuneSettings
+from line_jax.util.digest import hash_strings
 
 
 @dataclasses.dataclass
@@ -45,9 +46,7 @@ class FinetuneData:
   def digest(self) -> str:
     h = hashlib.sha256()
     for block in (self.anchor, self.positive, self.kind, self.val_query, self.test_query):
-      h.update(str(len(block)).encode())
-      for s in block:
-        h.update(str(s).encode("utf-8") + b"\x00")
+      hash_strings(h, block)
     for arr in (self.group, self.val_term, self.test_term, self.candidates):
       h.update(np.asarray(arr, np.int64).tobytes())
     return h.hexdigest()[:16]
