@@ -32,7 +32,7 @@ def get_config():
   # A folder per builder version: a build of an older version is never read as this one.
   c.data.dir = os.path.join(data_home(), f"hpo-v{hpo.DATA_VERSION}")
   c.data.builder = "hpo"
-  c.data.hpo = hpo.default_config()
+  c.data.hpo = hpo.hpo_settings()
   c.data.negation_template = c.data.hpo.negation_template
   minilm = dict(kind="hf", name="minilm", model="all-MiniLM-L6-v2", preset="minilm",
                 pooling="mean", normalize=True, max_length=128, batch_size=64)

@@ -25,21 +25,24 @@ def main(argv):
   del argv
   from line_jax.data import prepare_dataset
   from line_jax.teachers import bert, finetune
+  from line_jax.teachers.finetune import batches as ft_batches
+  from line_jax.teachers.finetune import pairs as ft_pairs
+  from line_jax.teachers.finetune import step as ft_step
   from line_jax.teachers.encoder import load_tokenizer
   from line_jax.teachers.resolve import resolve_model_dir
   config = _CONFIG.value
   tcfg = config[_TEACHER.value]
   s = finetune.read_settings(tcfg)
   dataset = prepare_dataset(config)
-  data = finetune.build_data(dataset, s)
+  data = ft_pairs.build_data(dataset, s)
   base_dir = resolve_model_dir(s.base)
   bcfg, params = bert.load_bert(base_dir)
-  plan = finetune.BatchPlan(data, load_tokenizer(base_dir), s, bcfg.pad_token_id)
+  plan = ft_batches.BatchPlan(data, load_tokenizer(base_dir), s, bcfg.pad_token_id)
   enc = finetune.encoder_settings(tcfg, base_dir)
-  trainable, frozen = finetune.split_params(finetune.stack_layers(params), s.train_embeddings)
-  opt = finetune.make_optimizer(s)
+  trainable, frozen = ft_step.split_params(ft_step.stack_layers(params), s.train_embeddings)
+  opt = ft_step.make_optimizer(s)
   opt_state = opt.init(trainable)
-  step_fn = finetune.make_train_step(bcfg, enc.pooling, s.temperature, opt)
+  step_fn = ft_step.make_train_step(bcfg, enc.pooling, s.temperature, opt)
   by_length = {}
   wanted = {int(x) for x in _LENGTHS.value}
   for step in range(plan.batches_per_epoch):

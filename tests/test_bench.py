@@ -3,7 +3,6 @@
 from absl.testing import absltest
 import jax
 
-from line_jax import bench
 from line_jax.benchmarks import paper as bench_paper
 from line_jax.benchmarks import train_step as bench_train
 from line_jax.training import host_batches as pipeline
@@ -34,7 +33,7 @@ class TrainBenchTest(absltest.TestCase):
     self.assertGreater(r["kernels_per_step"], 20)
     self.assertGreaterEqual(r["page_faults_per_step"], 0)
     self.assertGreaterEqual(r["kernels_per_step_xla_path"], r["kernels_per_step"])
-    line = bench.train_gpu_projection(r, 50.0, 2.0, 5.0)     # a GPU runs the XLA path
+    line = bench_train.train_gpu_projection(r, 50.0, 2.0, 5.0)     # a GPU runs the XLA path
     self.assertIn(f"{r['kernels_per_step_xla_path']} launches", line)
     self.assertIn("pairs/s", line)
 

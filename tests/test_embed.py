@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from line_jax import embed
+from line_jax.api import embed_file
 from line_jax.api.line_model import LineModel, TeacherUnavailableError
 from line_jax.data.dataset import DataError
 from line_jax.teachers import testing as teacher_testing
@@ -48,7 +48,7 @@ class EmbedTest(parameterized.TestCase):
 
   def test_concept_proxies_row_aligned_in_chunks(self):
     out = self.output_dir()
-    meta = embed.embed_parquet(self.model, self.input, out, chunk_rows=7, progress_bar=False)
+    meta = embed_file.embed_parquet(self.model, self.input, out, chunk_rows=7, progress_bar=False)
     self.assertTrue(meta["complete"])
     self.assertEqual(meta["files"], {"concepts": "concepts.npy"})
     self.assertEqual((meta["rows"], meta["dim"]), (45, self.model.dim))
@@ -59,7 +59,7 @@ class EmbedTest(parameterized.TestCase):
 
   def test_resumes_after_interruption(self):
     out = self.output_dir()
-    meta = embed.embed_parquet(self.model, self.input, out, chunk_rows=8,
+    meta = embed_file.embed_parquet(self.model, self.input, out, chunk_rows=8,
                                progress_bar=False, stop_after_rows=10)
     self.assertFalse(meta["complete"])
     self.assertEqual(meta["rows_done"], 16)
@@ -67,7 +67,7 @@ class EmbedTest(parameterized.TestCase):
     partial = np.load(os.path.join(out, "concepts.npy"), mmap_mode="r+")
     partial[0] = 7.0
     partial.flush()
-    meta = embed.embed_parquet(self.model, self.input, out, chunk_rows=8, progress_bar=False)
+    meta = embed_file.embed_parquet(self.model, self.input, out, chunk_rows=8, progress_bar=False)
     self.assertTrue(meta["complete"])
     written = np.load(os.path.join(out, "concepts.npy"))
     np.testing.assert_array_equal(written[0], 7.0)
@@ -88,9 +88,9 @@ class EmbedTest(parameterized.TestCase):
                        lists, negs)
     out = self.output_dir()
     with self.assertRaisesRegex(DataError, message):
-      embed.embed_parquet(self.model, path, out, chunk_rows=4, progress_bar=False)
+      embed_file.embed_parquet(self.model, path, out, chunk_rows=4, progress_bar=False)
     self.assertFalse(os.path.exists(os.path.join(out, "concepts.npy")))
-    meta = embed.embed_parquet(self.model, path, out, chunk_rows=4, progress_bar=False,
+    meta = embed_file.embed_parquet(self.model, path, out, chunk_rows=4, progress_bar=False,
                                invalid="nan")
     written = np.load(os.path.join(out, "concepts.npy"))
     self.assertEqual(meta["invalid_rows"], {"concepts": 1})
@@ -103,7 +103,7 @@ class EmbedTest(parameterized.TestCase):
     path = write_pairs(os.path.join(self.create_tempdir().full_path, "p.parquet"),
                        self.ids[:6])
     out = self.output_dir()
-    embed.embed_parquet(self.model, path, out, progress_bar=False)
+    embed_file.embed_parquet(self.model, path, out, progress_bar=False)
     np.testing.assert_allclose(np.load(os.path.join(out, "concepts.npy")),
                                self.model.embed_concepts(self.ids[:6]), atol=1e-5)
 
@@ -112,14 +112,14 @@ class EmbedTest(parameterized.TestCase):
                        self.ids[:3], texts=["a", "b", "c"])
     out = self.output_dir()
     with self.assertRaisesRegex(TeacherUnavailableError, "synthetic"):
-      embed.embed_parquet(self.model, path, out, progress_bar=False)
+      embed_file.embed_parquet(self.model, path, out, progress_bar=False)
     self.assertEqual(os.listdir(out), [])
-    meta = embed.embed_parquet(self.model, path, out, parts=["concepts"], progress_bar=False)
+    meta = embed_file.embed_parquet(self.model, path, out, parts=["concepts"], progress_bar=False)
     self.assertEqual(list(meta["files"]), ["concepts"])
 
   def test_missing_column_is_named(self):
     with self.assertRaisesRegex(DataError, "no column 'text'"):
-      embed.embed_parquet(self.model, self.input, self.output_dir(), parts=["text"])
+      embed_file.embed_parquet(self.model, self.input, self.output_dir(), parts=["text"])
 
   def test_texts_through_teacher1_then_f(self):
     model = LineModel.load(self.workdir)
@@ -132,8 +132,8 @@ class EmbedTest(parameterized.TestCase):
                        self.ids[:4], texts=texts)
     out = self.output_dir()
     with self.assertRaisesRegex(DataError, "row 2, field 'text': null"):
-      embed.embed_parquet(model, path, out, progress_bar=False)
-    meta = embed.embed_parquet(model, path, out, chunk_rows=3, progress_bar=False,
+      embed_file.embed_parquet(model, path, out, progress_bar=False)
+    meta = embed_file.embed_parquet(model, path, out, chunk_rows=3, progress_bar=False,
                                invalid="nan")
     self.assertEqual(meta["truncated_texts"], 1)
     self.assertEqual(meta["invalid_rows"], {"text": 1, "concepts": 0})
@@ -144,7 +144,7 @@ class EmbedTest(parameterized.TestCase):
     # "fever" and "ataxia" are one token each: they differ by their word alone.
     self.assertGreater(np.abs(written[0] - written[3]).max(), 1e-3)
     with self.assertRaisesRegex(DataError, "row 1, field 'text': longer than"):
-      embed.embed_parquet(model, path, self.output_dir(), invalid="nan", overlong="error",
+      embed_file.embed_parquet(model, path, self.output_dir(), invalid="nan", overlong="error",
                           progress_bar=False)
 
   def test_command_line(self):

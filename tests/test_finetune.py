@@ -18,6 +18,11 @@ from line_jax import config as config_lib
 from line_jax.cache import export as exporter
 from line_jax.data.dataset import DataError, load_dataset, write_dataset
 from line_jax.teachers import bert, finetune
+from line_jax.teachers.finetune import alpha as ft_alpha
+from line_jax.teachers.finetune import batches as ft_batches
+from line_jax.teachers.finetune import folder as ft_folder
+from line_jax.teachers.finetune import pairs as ft_pairs
+from line_jax.teachers.finetune import step as ft_step
 from line_jax.teachers import testing as teacher_testing
 from line_jax.teachers.encoder import load_tokenizer
 
@@ -99,7 +104,7 @@ class FinetuneTest(parameterized.TestCase):
     cls.config = tiny_config(cls.model_dir, cls.data_dir, steps=40, learning_rate=3e-3,
                              checkpoint_every=20)
     cls.settings = finetune.read_settings(cls.config.teacher2)
-    cls.data = finetune.build_data(cls.dataset, cls.settings)
+    cls.data = ft_pairs.build_data(cls.dataset, cls.settings)
     cls.workdir = os.path.join(cls.root, "work")
     cls.folder = finetune.ensure_finetuned(cls.config.teacher2, cls.dataset, cls.workdir,
                                            progress_bar=False)
@@ -112,7 +117,7 @@ class FinetuneTest(parameterized.TestCase):
     ok = np.ones((5, 5), bool)
     ok[0, 1] = ok[1, 0] = False          # rows 0 and 1 name the same term
     t = 0.1
-    got = float(finetune.info_nce(jnp.asarray(za), jnp.asarray(zb), jnp.asarray(valid),
+    got = float(ft_step.info_nce(jnp.asarray(za), jnp.asarray(zb), jnp.asarray(valid),
                                   jnp.asarray(ok), t))
     s = za @ zb.T / t
     total = 0.0
@@ -127,13 +132,13 @@ class FinetuneTest(parameterized.TestCase):
   # --- data and leakage ---
   def test_no_leakage(self):
     d, ds = self.data, self.dataset
-    trained = {finetune._norm(x) for x in np.concatenate([d.anchor, d.positive])}
+    trained = {ft_pairs.norm_text(x) for x in np.concatenate([d.anchor, d.positive])}
     self.assertEqual(len(d.val_query), 3)
     self.assertEqual(len(d.test_query), 1)
     for q in list(d.val_query) + list(d.test_query):
-      self.assertNotIn(finetune._norm(q), trained)
+      self.assertNotIn(ft_pairs.norm_text(q), trained)
     for text in ds.texts[ds.split != "train"]:
-      self.assertNotIn(finetune._norm(text), trained)
+      self.assertNotIn(ft_pairs.norm_text(text), trained)
     entry = d.kind == "entry"
     train_edges = {(int(g), int(np.flatnonzero(ds.names == p)[0]))
                    for g, p in zip(d.group[entry], d.positive[entry])}
@@ -148,7 +153,7 @@ class FinetuneTest(parameterized.TestCase):
 
   def test_batches_mask_same_term_and_cover_static_shapes(self):
     tok = load_tokenizer(self.model_dir)
-    plan = finetune.BatchPlan(self.data, tok, self.settings, 0)
+    plan = ft_batches.BatchPlan(self.data, tok, self.settings, 0)
     for ids in plan.anchor_ids + plan.positive_ids:    # every word is a known token
       self.assertNotIn(tok.unk_token_id, ids)
     for step in range(plan.batches_per_epoch):
@@ -163,7 +168,7 @@ class FinetuneTest(parameterized.TestCase):
     s = dict(self.config.teacher2.finetune.to_dict(), batch_size=64, use_definitions=False)
     cfg = tiny_config(self.model_dir, self.data_dir, **s)
     st = finetune.read_settings(cfg.teacher2)
-    plan = finetune.BatchPlan(finetune.build_data(self.dataset, st), tok, st, 0)
+    plan = ft_batches.BatchPlan(ft_pairs.build_data(self.dataset, st), tok, st, 0)
     found = False
     for step in range(plan.batches_per_epoch):
       b = plan.batch(step)
@@ -181,12 +186,12 @@ class FinetuneTest(parameterized.TestCase):
   # --- weights ---
   def test_params_round_trip_and_average(self):
     config, params = bert.load_bert(self.model_dir)
-    again = bert.params_from_tensors(finetune.params_to_tensors(params, config), config)
+    again = bert.params_from_tensors(ft_folder.params_to_tensors(params, config), config)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(again)):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     tuned = jax.tree.map(lambda x: np.asarray(x) + 1.0, params)
     for alpha in (0.0, 0.25, 1.0):
-      avg = finetune.average(params, tuned, alpha)
+      avg = ft_step.average(params, tuned, alpha)
       for b, a in zip(jax.tree.leaves(params), jax.tree.leaves(avg)):
         np.testing.assert_allclose(a, np.asarray(b) + alpha, atol=1e-6)
 
@@ -217,7 +222,7 @@ class FinetuneTest(parameterized.TestCase):
     config, params = bert.load_bert(self.model_dir)
     tok = load_tokenizer(self.model_dir)
     enc = finetune.encoder_settings(self.config.teacher2, self.model_dir)
-    got = finetune.evaluate_params(params, config, tok, enc, self.data, self.settings,
+    got = ft_alpha.evaluate_params(params, config, tok, enc, self.data, self.settings,
                                    self.dataset.names)
     curve = {c["alpha"]: c for c in finetune.read_info(self.folder)["curve"]}
     self.assertAlmostEqual(got["validation"]["mrr"], curve[0.0]["validation"]["mrr"], 6)
@@ -225,7 +230,7 @@ class FinetuneTest(parameterized.TestCase):
   def test_retrieval_metrics(self):
     keys = np.eye(3)
     queries = np.array([[1.0, 0.1, 0], [0.1, 1, 0.0], [1, 0, 0.5]])
-    m = finetune.retrieval_metrics(queries, np.array([0, 1, 2]), keys)
+    m = ft_alpha.retrieval_metrics(queries, np.array([0, 1, 2]), keys)
     self.assertAlmostEqual(m["acc@1"], 2 / 3)
     self.assertAlmostEqual(m["mrr"], (1 + 1 + 0.5) / 3)
 

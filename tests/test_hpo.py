@@ -55,7 +55,7 @@ def write_hpoa_slice(source: str, target: str, term_ids: set, num_diseases: int)
 
 
 def slice_config(tmp: str) -> "ml_collections.ConfigDict":
-  config = hpo.default_config()
+  config = hpo.hpo_settings()
   config.obo_path = os.path.join(tmp, "hp_slice.obo")
   config.hpoa_path = os.path.join(tmp, "slice.hpoa")
   config.max_vignettes = 60

@@ -215,7 +215,7 @@ class SyntheticVignetteNerTest(absltest.TestCase):
     hpo.build_hpo_dataset(data, config)
     bio = os.path.join(tmp, "bio")
     counts = ner_bio.write_bio_from_dataset(
-        data, bio, dict(stop_phrases=hpo.default_config().stop_phrases))
+        data, bio, dict(stop_phrases=hpo.hpo_settings().stop_phrases))
     self.assertGreaterEqual(min(counts["train"], counts["valid"], counts["test"]), 1)
     train = ner_bio.read_bio(os.path.join(bio, "train.bio"))
     self.assertTrue(any(t.startswith("B-") for s in train for t in s.tags))

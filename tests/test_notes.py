@@ -23,7 +23,7 @@ from line_jax.data.notes import tokens
 class SegmentationTest(absltest.TestCase):
 
   def test_sections_and_preamble(self):
-    pattern = notes.header_pattern(notes.default_config().section_headers)
+    pattern = notes.header_pattern(notes.notes_settings().section_headers)
     text = ("Name: ___\nChief Complaint: cough\nHISTORY OF  PRESENT ILLNESS:\nfever. no pain."
             "\nImpression: normal\nnot a header: x\n")
     sections = notes.split_sections(text, pattern)
@@ -36,7 +36,7 @@ class SegmentationTest(absltest.TestCase):
                      ["chief complaint", "history of present illness", "impression"])
 
   def test_sections_as_the_line_start_pattern_finds_them(self):
-    pattern = notes.header_pattern(notes.default_config().section_headers)
+    pattern = notes.header_pattern(notes.notes_settings().section_headers)
     def reference(text):   # split_sections with the pattern as header_pattern writes it
       matches = list(pattern.finditer(text))
       if not matches:
@@ -78,7 +78,7 @@ class SegmentationTest(absltest.TestCase):
       self.assertEqual(notes.split_sentences(text), reference(text), repr(text))
 
   def test_note_texts_are_chunked_sentences(self):
-    config = notes.default_config()
+    config = notes.notes_settings()
     pattern = notes.header_pattern(config.section_headers)
     rng = np.random.default_rng(1)
     alphabet = ["fever", "a", "b.", "c;", " ", " ", "  ", "\n", "\n\n", "\nImpression: ",

@@ -452,7 +452,7 @@ class InputChecksTest(parameterized.TestCase):
       load_dataset(data)
 
   def test_embed_refuses_foreign_output(self):
-    from line_jax import embed
+    from line_jax.api import embed_file
     root = self.create_tempdir().full_path
     cache = os.path.join(root, "teacher-abc")
     os.makedirs(cache)
@@ -461,15 +461,15 @@ class InputChecksTest(parameterized.TestCase):
     json.dump({"model": "m", "data_hash": "x", "complete": True},
               open(os.path.join(cache, "meta.json"), "w"))
     with self.assertRaisesRegex(FileExistsError, "negated.npy.*teacher-embedding cache"):
-      embed.check_output_dir(cache)
+      embed_file.check_output_dir(cache)
     os.remove(os.path.join(cache, "negated.npy"))
     with self.assertRaisesRegex(FileExistsError, "meta.json of another kind"):
-      embed.check_output_dir(cache)
-    embed.check_output_dir(os.path.join(root, "new"))          # fine: missing
+      embed_file.check_output_dir(cache)
+    embed_file.check_output_dir(os.path.join(root, "new"))          # fine: missing
     own = os.path.join(root, "own")
     os.makedirs(own)
     json.dump({"plan": {}}, open(os.path.join(own, "meta.json"), "w"))
-    embed.check_output_dir(own)                                 # fine: an earlier output
+    embed_file.check_output_dir(own)                                 # fine: an earlier output
 
   def test_kernel_cache_trust(self):
     folder = os.path.join(self.create_tempdir().full_path, "kernels")

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from line_jax import embed
+from line_jax.api import embed_file
 from line_jax.training import loop as loop_lib
 from line_jax.api.line_model import LineModel
 from line_jax.data.dataset import DataError, load_dataset, write_dataset
@@ -51,7 +51,7 @@ class EmbedOtherModelTest(absltest.TestCase):
                    row_group_size=8)
 
   def run_embed(self, model, out, **kwargs):
-    return embed.embed_parquet(model, self.input, out, chunk_rows=8, progress_bar=False,
+    return embed_file.embed_parquet(model, self.input, out, chunk_rows=8, progress_bar=False,
                                **kwargs)
 
   def test_models_differ(self):
@@ -106,10 +106,10 @@ class EmbedOtherModelTest(absltest.TestCase):
   def test_differences_name_teachers_and_config(self):
     fp = self.model_b.fingerprint()
     other = dict(fp, teacher2="t2-0000", config_sha256="0" * 64)
-    with self.assertRaisesRegex(embed.OtherModelError, "teacher2's embeddings 't2-0000' "
+    with self.assertRaisesRegex(embed_file.OtherModelError, "teacher2's embeddings 't2-0000' "
                                 "there.*another run config"):
-      embed.check_same_model("out", {"model": other, "rows": 3, "rows_done": 1}, fp)
-    embed.check_same_model("out", {"model": fp}, fp)     # the same model: no error
+      embed_file.check_same_model("out", {"model": other, "rows": 3, "rows_done": 1}, fp)
+    embed_file.check_same_model("out", {"model": fp}, fp)     # the same model: no error
 
 
 class EmbedColumnTypesTest(parameterized.TestCase):
@@ -139,7 +139,7 @@ class EmbedColumnTypesTest(parameterized.TestCase):
     out = self.create_tempdir().full_path
     with self.assertRaisesRegex(DataError, f"{re.escape(path)}: field '{column}': the "
                                 f"column is .*; expected {expected}"):
-      embed.embed_parquet(self.model, path, out, progress_bar=False)
+      embed_file.embed_parquet(self.model, path, out, progress_bar=False)
     self.assertEqual(os.listdir(out), [])
 
   def test_an_all_null_negated_column_means_nothing_negated(self):
@@ -147,7 +147,7 @@ class EmbedColumnTypesTest(parameterized.TestCase):
     pq.write_table(pa.table({"concept_ids": pa.array([["C000001"]], pa.list_(pa.string())),
                              "negated": pa.array([None], pa.null())}), path)
     out = self.create_tempdir().full_path
-    embed.embed_parquet(self.model, path, out, progress_bar=False)
+    embed_file.embed_parquet(self.model, path, out, progress_bar=False)
     np.testing.assert_allclose(np.load(os.path.join(out, "concepts.npy")),
                                self.model.embed_concepts([["C000001"]]), atol=1e-6)
 

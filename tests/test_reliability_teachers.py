@@ -18,6 +18,8 @@ from line_jax.data.dataset import DataError, load_dataset, write_dataset
 from line_jax.eval.ner import features as ner_features
 from line_jax.eval.ner import protocol as ner_protocol
 from line_jax.teachers import finetune, load_encoder, load_tokenizer
+from line_jax.teachers.finetune import driver as ft_driver
+from line_jax.teachers.finetune import pairs as ft_pairs
 from line_jax.teachers import testing as teacher_testing
 
 import test_finetune  # the tiny ontology and fine-tune config (tests/ is on the path)
@@ -111,7 +113,7 @@ class FinetunedFolderTest(absltest.TestCase):
       json.dump({"alpha": 1.0}, f)
     self.assertFalse(finetune.is_complete(folder))
     weights = os.path.getmtime(os.path.join(folder, "model.safetensors"))
-    with mock.patch.object(finetune, "train", side_effect=AssertionError("retrained")):
+    with mock.patch.object(ft_driver, "train", side_effect=AssertionError("retrained")):
       self.assertEqual(finetune.ensure_finetuned(config.teacher2, dataset, workdir,
                                                  progress_bar=False), folder)
     self.assertTrue(finetune.is_complete(folder))
@@ -165,7 +167,7 @@ class FinetuneDataTest(parameterized.TestCase):
 
   def ensure(self, dataset, **overrides):
     config = test_finetune.tiny_config(self.base, dataset.root, **overrides)
-    with mock.patch.object(finetune, "train", side_effect=AssertionError("trained")):
+    with mock.patch.object(ft_driver, "train", side_effect=AssertionError("trained")):
       return finetune.ensure_finetuned(config.teacher2, dataset,
                                        os.path.join(self.root, "work"), progress_bar=False)
 
@@ -189,7 +191,7 @@ class FinetuneDataTest(parameterized.TestCase):
       self.ensure(dataset)
     s = finetune.read_settings(test_finetune.tiny_config(
         self.base, dataset.root, select_alpha=False).teacher2)
-    data = finetune.build_data(dataset, s)   # a fixed alpha needs no validation synonyms
+    data = ft_pairs.build_data(dataset, s)   # a fixed alpha needs no validation synonyms
     self.assertEqual(data.counts["definition_pairs"], 3)
 
 

@@ -10,7 +10,7 @@ from absl.testing import absltest
 import jax
 import numpy as np
 
-from line_jax import soup
+from line_jax.api import soup
 from line_jax.api import line_model as api
 from line_jax.training import checkpoint as ckpt_lib
 from line_jax.training import state as state_lib

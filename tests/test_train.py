@@ -55,7 +55,8 @@ def loss_inputs(config, num_pairs=96, num_concepts=80, dims=(32, 24), seed=0):
             else rng.integers(0, num_concepts // 2, num_concepts))
   builder = pipeline.BatchBuilder(lists, table, text, shapes, config.train.seed, names=names,
                                   groups=groups)
-  params = state_lib.init_params(config, dims[0], dims[1], len(ds.relation_types), seed)
+  params = state_lib.init_params_from_config(config, dims[0], dims[1],
+                                             len(ds.relation_types), seed)
   return dict(dataset=ds, builder=builder, mesh=mesh, params=params, names=names,
               groups=groups,
               concept_table=tables.table_to_device(teacher2.concepts),

@@ -29,6 +29,7 @@ from line_jax.training import objective as objective_lib
 from line_jax.training import step as step_lib
 from line_jax.training import trainer as trainer_lib
 from line_jax.data.dataset import Dataset
+from line_jax.benchmarks.timing import timed
 
 
 def synthetic_dataset(num_pairs: int, num_concepts: int, num_edges: int, num_relations: int,
@@ -66,14 +67,96 @@ def _teachers(dataset: Dataset, dim: int, text=None, concepts=None, negated=None
   return t1, t2
 
 
-def _timed(run, repeats: int) -> list:
-  """Wall times of `repeats` calls of `run` (each call blocks until its result is ready)."""
-  times = []
-  for _ in range(max(1, repeats)):
+def _device_builder(trainer, shapes):
+  """The device batch builder alone, jitted as the step runs it: each device builds its
+  own shard."""
+  spec = trainer.builder_spec
+  return jax.jit(jax.shard_map(
+      lambda tables, pairs, step: jax.tree.map(lambda x: x[None], device_batches.build_shard(
+          tables, pairs, step, jax.lax.axis_index(objective_lib.AXIS), shapes, spec)),
+      mesh=trainer.mesh, in_specs=(P(), P(), P()), out_specs=P(objective_lib.AXIS)))
+
+
+def _time_builders(trainer, shapes, order: np.ndarray, bounds: list, repeats: int):
+  """(host builder times, device builder times, the batches built on the devices)."""
+  # The host builder alone (the reference; what training ran before batches were built on
+  # the device).
+  host_times = []
+  for i, (lo, hi) in enumerate(bounds):
     t0 = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - t0)
-  return times
+    trainer.builder.build(order[lo:hi], i)
+    host_times.append(time.perf_counter() - t0)
+  build = _device_builder(trainer, shapes)
+  pair_rows = [order[lo:hi].astype(np.int32) for lo, hi in bounds]
+  tables = trainer.device_tables
+  jax.block_until_ready(build(tables, pair_rows[0], np.int32(0)))
+  device_times = []
+  for i, rows in enumerate(pair_rows[1:], 1):
+    device_times += timed(lambda: jax.block_until_ready(build(tables, rows, np.int32(i))),
+                          repeats)
+  batches = [build(tables, rows, np.int32(i)) for i, rows in enumerate(pair_rows)]
+  return host_times, device_times, batches
+
+
+def _compile_step(trainer, state, batches: list):
+  """The host-fed step's first call: (state, compile seconds, compilations)."""
+  compiled_before = step_lib.COMPILATIONS["train_step"]
+  t0 = time.perf_counter()
+  state, m = trainer.train_step(state, batches[0], trainer.concept_table,
+                                trainer.negated_table)
+  jax.block_until_ready(m)
+  return (state, time.perf_counter() - t0,
+          step_lib.COMPILATIONS["train_step"] - compiled_before)
+
+
+def _time_rounds(trainer, state, batches: list, order: np.ndarray, batch_size: int,
+                 repeats: int, prefetch: int):
+  """The step alone (on batches already on the devices), the loop (what training runs:
+  `Trainer.step_inputs` in the prefetch thread, then `Trainer.apply_step`) and the loop
+  with host-built batches, alternating round by round, so that load from other processes
+  falls on each alike. Returns (state, {name: [(wall s, CPU s) per step, one per round]},
+  minor page faults per step)."""
+  kind, n = trainer.builder_kind, len(batches) - 1
+
+  def step_pass():
+    nonlocal state
+    for batch in batches[1:]:
+      state, m = trainer.train_step(state, batch, trainer.concept_table,
+                                    trainer.negated_table)
+      jax.block_until_ready(m)
+
+  def loop_pass(builder):
+    nonlocal state
+    trainer.builder_kind = builder
+    make = lambda bi: trainer.step_inputs(order[bi * batch_size:(bi + 1) * batch_size], bi)
+    for _, inputs in pipeline.prefetched(make, 1, n + 1, prefetch):
+      state, m = trainer.apply_step(state, inputs)
+    jax.block_until_ready(m)
+
+  for builder in {kind, "host"}:      # compile the fused step (and the host-fed one)
+    trainer.builder_kind = builder
+    state, m = trainer.apply_step(state, trainer.step_inputs(order[:batch_size], 0))
+    jax.block_until_ready(m)
+  faults_before = _minor_faults()
+  rounds = {"step": [], "loop": [], "loop_host": []}
+  for _ in range(max(1, repeats)):
+    for name, run in (("step", step_pass), ("loop", lambda: loop_pass(kind)),
+                      ("loop_host", lambda: loop_pass("host"))):
+      wall, cpu = time.perf_counter(), _cpu_seconds()
+      run()
+      rounds[name].append(((time.perf_counter() - wall) / n, (_cpu_seconds() - cpu) / n))
+  trainer.builder_kind = kind
+  return state, rounds, (_minor_faults() - faults_before) / (3 * n * max(1, repeats))
+
+
+def _kernel_counts(trainer, cfg, state, batch, num_relations: int) -> tuple:
+  """Kernels per step of the compiled step, and of the XLA path a GPU runs (the fused
+  kernel is CPU-only), for projections."""
+  lower_args = (state, batch, trainer.concept_table, trainer.negated_table)
+  kernels = count_kernels(trainer.train_step.lower(*lower_args).compile().as_text())
+  xla_step = step_lib.make_train_step(cfg, num_relations, trainer.mesh, trainer.optimizer,
+                                       cpu_kernel=False)
+  return kernels, count_kernels(xla_step.lower(*lower_args).compile().as_text())
 
 
 def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: float = 8,
@@ -100,86 +183,20 @@ def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: f
                                           trainer.base_shapes, trainer.builder_spec)
   trainer.builder.shapes = shapes
   bounds = [(i * batch_size, (i + 1) * batch_size) for i in range(steps + 2)]
-  # The host builder alone (the reference; what training ran before batches were built on
-  # the device).
-  host_times = []
-  for i, (lo, hi) in enumerate(bounds):
-    t0 = time.perf_counter()
-    trainer.builder.build(order[lo:hi], i)
-    host_times.append(time.perf_counter() - t0)
-  # The device builder alone, as the step runs it: each device builds its own shard.
-  mesh = trainer.mesh
-  spec = trainer.builder_spec
-  build = jax.jit(jax.shard_map(
-      lambda tables, pairs, step: jax.tree.map(lambda x: x[None], device_batches.build_shard(
-          tables, pairs, step, jax.lax.axis_index(objective_lib.AXIS), shapes, spec)),
-      mesh=mesh, in_specs=(P(), P(), P()), out_specs=P(objective_lib.AXIS)))
-  pair_rows = [order[lo:hi].astype(np.int32) for lo, hi in bounds]
-  tables = trainer.device_tables
-  jax.block_until_ready(build(tables, pair_rows[0], np.int32(0)))
-  device_times = []
-  for i, rows in enumerate(pair_rows[1:], 1):
-    device_times += _timed(lambda: jax.block_until_ready(build(tables, rows, np.int32(i))),
-                           repeats)
-  batches = [build(tables, rows, np.int32(i)) for i, rows in enumerate(pair_rows)]
-  # The step alone, on batches already on the devices.
-  compiled_before = step_lib.COMPILATIONS["train_step"]
-  t0 = time.perf_counter()
-  state, m = trainer.train_step(state, batches[0], trainer.concept_table,
-                                trainer.negated_table)
-  jax.block_until_ready(m)
-  compile_s = time.perf_counter() - t0
-  step_compilations = step_lib.COMPILATIONS["train_step"] - compiled_before
+  host_times, device_times, batches = _time_builders(trainer, shapes, order, bounds, repeats)
+  state, compile_s, step_compilations = _compile_step(trainer, state, batches)
   kind = trainer.builder_kind
-  n = len(batches) - 1
-
-  def step_pass():
-    nonlocal state
-    for batch in batches[1:]:
-      state, m = trainer.train_step(state, batch, trainer.concept_table,
-                                    trainer.negated_table)
-      jax.block_until_ready(m)
-
-  def loop_pass(builder):
-    """One pass of the training loop with batches built by `builder`: prefetch thread +
-    `apply_step`, as training runs it."""
-    nonlocal state
-    trainer.builder_kind = builder
-    make = lambda bi: trainer.step_inputs(order[bi * batch_size:(bi + 1) * batch_size], bi)
-    for _, inputs in pipeline.prefetched(make, 1, len(bounds), cfg.train.prefetch):
-      state, m = trainer.apply_step(state, inputs)
-    jax.block_until_ready(m)
-
-  for builder in {kind, "host"}:      # compile the fused step (and the host-fed one)
-    trainer.builder_kind = builder
-    state, m = trainer.apply_step(state, trainer.step_inputs(order[:batch_size], 0))
-    jax.block_until_ready(m)
-  # The three measurements alternate, so that load from other processes falls on each
-  # alike; wall and CPU time (this process's, all threads) per step, medians over rounds.
-  faults_before = _minor_faults()
-  rounds = {"step": [], "loop": [], "loop_host": []}
-  for _ in range(max(1, repeats)):
-    for name, run in (("step", step_pass), ("loop", lambda: loop_pass(kind)),
-                      ("loop_host", lambda: loop_pass("host"))):
-      wall, cpu = time.perf_counter(), _cpu_seconds()
-      run()
-      rounds[name].append(((time.perf_counter() - wall) / n, (_cpu_seconds() - cpu) / n))
-  trainer.builder_kind = kind
-  faults_per_step = (_minor_faults() - faults_before) / (3 * n * max(1, repeats))
+  state, rounds, faults_per_step = _time_rounds(trainer, state, batches, order, batch_size,
+                                                repeats, cfg.train.prefetch)
   med = lambda name, i: float(np.median([r[i] for r in rounds[name]]))
   step_s, loop_s, loop_host_s = med("step", 0), med("loop", 0), med("loop_host", 0)
   ratios = [s_[0] / l_[0] for s_, l_ in zip(rounds["step"], rounds["loop"])]
   times = [r[0] for r in rounds["step"]]
-  lower_args = (state, batches[0], trainer.concept_table, trainer.negated_table)
-  kernels = count_kernels(trainer.train_step.lower(*lower_args).compile().as_text())
-  # A GPU runs the XLA path (the fused kernel is CPU-only): its kernel count, for projections.
-  xla_step = step_lib.make_train_step(cfg, num_relations, mesh, trainer.optimizer,
-                                       cpu_kernel=False)
-  kernels_xla = count_kernels(xla_step.lower(*lower_args).compile().as_text())
+  kernels, kernels_xla = _kernel_counts(trainer, cfg, state, batches[0], num_relations)
   host_s, device_build_s = float(np.median(host_times[1:])), float(np.median(device_times))
   return {
       "batch_size": batch_size, "dim": dim, "concepts_per_pair": concepts_per_pair,
-      "fanout": fanout, "relation_types": num_relations, "devices": mesh.size,
+      "fanout": fanout, "relation_types": num_relations, "devices": trainer.mesh.size,
       "batch_builder": kind, "text_streamed": trainer.streamed_text,
       "receivers_per_shard": shapes.receivers, "edges_per_shard": shapes.edges,
       "step_ms_median": 1e3 * step_s, "pairs_per_s_step": batch_size / step_s,
@@ -200,6 +217,23 @@ def bench_train_step(batch_size: int = 128, dim: int = 768, concepts_per_pair: f
       "kernels_per_step_xla_path": kernels_xla,
       **step_cost(shapes, dim, num_relations),
   }
+
+
+def train_gpu_projection(result: dict, tflops_f32: float, bandwidth_tb_s: float,
+                         launch_us: float) -> str:
+  """Projected GPU pairs/s of the measured step from its FLOP and byte counts: float32
+  FLOPs at the float32 peak, the edge slab at the memory bandwidth, plus one launch per
+  kernel of the step compiled for CPU on the XLA path, which a GPU runs (the fused CPU
+  kernel is CPU-only; XLA:GPU fuses at least as much as XLA:CPU)."""
+  flop_s = result["gflop_per_step_est"] * 1e9 / (tflops_f32 * 1e12)
+  byte_s = result["edge_slab_mb_moved_per_step_est"] * 2**20 / (bandwidth_tb_s * 1e12)
+  launches = result.get("kernels_per_step_xla_path", result["kernels_per_step"])
+  launch_s = launches * launch_us * 1e-6
+  step_s = flop_s + byte_s + launch_s
+  return (f"projected GPU step {1e3 * step_s:.2f} ms = FLOPs {1e3 * flop_s:.3f} + edge slab "
+          f"{1e3 * byte_s:.3f} + {launches} launches {1e3 * launch_s:.3f} "
+          f"ms -> {result['batch_size'] / step_s:,.0f} pairs/s at {tflops_f32:g} TFLOP/s, "
+          f"{bandwidth_tb_s:g} TB/s, {launch_us:g} us per launch (not measured)")
 
 
 def count_kernels(hlo_text: str) -> int:

@@ -56,9 +56,9 @@ from line_jax import teachers
 from line_jax.teachers import finetune
 from line_jax.data import prepare_dataset
 from line_jax.data.dataset import Dataset, DataError, data_error
-from line_jax.cache.store import (PARTS, TeacherEmbeddings, cache_key, check_finite,
+from line_jax.cache.store import (PARTS, TeacherEmbeddings, cache_key, check_file_finite,
                                  load_teacher_embeddings, negated_mode, negated_selection,
-                                 new_memmap, storage_dtype, teacher_dir, text_mode,
+                                 new_memmap, part_rows, storage_dtype, teacher_dir, text_mode,
                                  text_selection, write_meta)
 from line_jax.util.files import write_json
 
@@ -107,11 +107,7 @@ def teacher_cache_dir(teacher_cfg, dataset: Dataset, workdir: str) -> str:
 
 
 def _read_meta(path: str) -> Optional[dict]:
-  try:
-    with open(os.path.join(path, "meta.json")) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
+  return files.read_json_or_none(os.path.join(path, "meta.json"))
 
 
 def _satisfies(meta: Optional[dict], teacher_cfg) -> bool:
@@ -281,8 +277,7 @@ def _export_hf(teacher_cfg, dataset: Dataset, path: str, encoder, shard_rows: in
   elif any(done.values()):
     logging.info("teacher %s: resuming export in %s (%s)", teacher_cfg.get("name"), path,
                  ", ".join(f"{p}: {len(d)} shards done" for p, d in done.items()))
-  sizes = {"text": dataset.num_pairs, "concepts": dataset.num_concepts,
-           "negated": dataset.num_concepts}
+  sizes = part_rows(dataset)
   for part in PARTS:
     rows, strings = work[part]
     file = os.path.join(path, f"{part}.npy")
@@ -327,8 +322,7 @@ def _export_hf(teacher_cfg, dataset: Dataset, path: str, encoder, shard_rows: in
 
 def _describe_written(path: str, dataset: Dataset, teacher_cfg) -> dict:
   """Validates arrays another writer put in `path`; returns the meta fields about them."""
-  expected = {"text": dataset.num_pairs, "concepts": dataset.num_concepts,
-              "negated": dataset.num_concepts}
+  expected = part_rows(dataset)
   dim, dtype = None, None
   for part in PARTS:
     file = os.path.join(path, f"{part}.npy")
@@ -341,7 +335,7 @@ def _describe_written(path: str, dataset: Dataset, teacher_cfg) -> dict:
     if dim is not None and arr.shape[1] != dim:
       raise data_error(file, None, "dim", f"dimension {arr.shape[1]}, expected {dim}")
     dim, dtype = arr.shape[1], arr.dtype
-    check_finite(file, arr)
+    check_file_finite(file, arr)
   expected_dim = int(teacher_cfg.get("dim", 0) or 0)
   if expected_dim and expected_dim != dim:
     raise data_error(os.path.join(path, "text.npy"), None, "dim", f"dimension {dim}, but the "

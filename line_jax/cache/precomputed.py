@@ -107,20 +107,9 @@ def _npy_blocks(path: str, ids_path: Optional[str], dataset_ids: np.ndarray,
            np.asarray(arr[first:first + _COPY_ROWS], dtype=np.float32), first)
 
 
-def import_precomputed(teacher_cfg, dataset: Dataset, path: str) -> dict:
-  """Copies validated precomputed embeddings into the cache folder `path` (see the module docstring).
-
-  Returns the meta.json fields describing what was written.
-  """
-  source = os.path.abspath(os.path.expanduser(teacher_cfg.get("precomputed")))
-  dtype = storage_dtype(teacher_cfg)
-  dataset_ids = {"text": dataset.pair_ids, "concepts": dataset.concept_ids,
-                 "negated": dataset.concept_ids}
-  required = {"text": np.arange(dataset.num_pairs),
-              "concepts": np.arange(dataset.num_concepts),
-              "negated": negated_selection(teacher_cfg, dataset)}
-  dim = int(teacher_cfg.get("dim", 0) or 0) or None
-  dim_source = "teacher config field 'dim'" if dim else None
+def _plans(source: str, dataset_ids: dict) -> tuple:
+  """({part: (file, function yielding its (ids, vectors, first row) blocks)}, the parts
+  without a file); DataError when there is none at all."""
   missing_parts, plans = [], {}
   for part in PARTS:
     parquet = os.path.join(source, f"{part}.parquet")
@@ -137,6 +126,64 @@ def import_precomputed(teacher_cfg, dataset: Dataset, path: str) -> dict:
   if len(missing_parts) == len(PARTS):
     raise DataError(f"{source}: no text/concepts/negated .parquet or .npy files (see "
                     "line_jax.cache.precomputed for the import format)")
+  return plans, missing_parts
+
+
+def _check_vectors(file: str, first: int, vectors: np.ndarray, dim: int,
+                   dim_source: str) -> None:
+  """DataError naming the row of a block of the wrong dimension or with a non-finite value."""
+  if vectors.shape[1] != dim:
+    raise data_error(file, first, "embedding", f"dimension {vectors.shape[1]}, but "
+                     f"{dim_source} gives {dim}")
+  bad = ~np.isfinite(vectors).all(axis=1)
+  if bad.any():
+    raise data_error(file, first + int(np.flatnonzero(bad)[0]), "embedding",
+                     "non-finite value (NaN or inf)")
+
+
+def _rows_of(file: str, field: str, first: int, ids, index: dict,
+             seen: np.ndarray) -> np.ndarray:
+  """The dataset rows of a block's ids, each marked in `seen` with its file row; DataError
+  for an unknown or repeated id."""
+  rows = np.empty(len(ids), np.int64)
+  for n, identifier in enumerate(ids):
+    row = index.get(str(identifier))
+    if row is None:
+      raise data_error(file, first + n, field, f"unknown id {identifier!r} "
+                       "(not in the dataset)")
+    if seen[row] >= 0:
+      raise data_error(file, first + n, field, f"duplicate id {identifier!r} "
+                       f"(first at row {seen[row]})")
+    seen[row] = first + n
+    rows[n] = row
+  return rows
+
+
+def _stored(file: str, first: int, vectors: np.ndarray, dtype: np.dtype) -> np.ndarray:
+  """`vectors` in the storage dtype; DataError naming the first row that overflows it."""
+  stored = vectors.astype(dtype)
+  if not np.isfinite(stored).all():
+    row = first + int(np.flatnonzero(~np.isfinite(stored).all(axis=1))[0])
+    raise data_error(file, row, "embedding", "value overflows float16; set the teacher's "
+                     "dtype to float32")
+  return stored
+
+
+def import_precomputed(teacher_cfg, dataset: Dataset, path: str) -> dict:
+  """Copies validated precomputed embeddings into the cache folder `path` (see the module docstring).
+
+  Returns the meta.json fields describing what was written.
+  """
+  source = os.path.abspath(os.path.expanduser(teacher_cfg.get("precomputed")))
+  dtype = storage_dtype(teacher_cfg)
+  dataset_ids = {"text": dataset.pair_ids, "concepts": dataset.concept_ids,
+                 "negated": dataset.concept_ids}
+  required = {"text": np.arange(dataset.num_pairs),
+              "concepts": np.arange(dataset.num_concepts),
+              "negated": negated_selection(teacher_cfg, dataset)}
+  dim = int(teacher_cfg.get("dim", 0) or 0) or None
+  dim_source = "teacher config field 'dim'" if dim else None
+  plans, missing_parts = _plans(source, dataset_ids)
   for part in missing_parts:
     logging.warning("precomputed teacher %s: no %s.parquet/.npy in %s; its %d rows are "
                     "written as zeros", teacher_cfg.get("name"), part, source,
@@ -152,32 +199,12 @@ def import_precomputed(teacher_cfg, dataset: Dataset, path: str) -> dict:
     for ids, vectors, first in blocks():
       if dim is None:
         dim, dim_source = vectors.shape[1], file
-      if vectors.shape[1] != dim:
-        raise data_error(file, first, "embedding", f"dimension {vectors.shape[1]}, but "
-                         f"{dim_source} gives {dim}")
-      bad = ~np.isfinite(vectors).all(axis=1)
-      if bad.any():
-        raise data_error(file, first + int(np.flatnonzero(bad)[0]), "embedding",
-                         "non-finite value (NaN or inf)")
-      rows = np.empty(len(ids), np.int64)
-      for n, identifier in enumerate(ids):
-        row = index.get(str(identifier))
-        if row is None:
-          raise data_error(file, first + n, _ID_FIELD[part], f"unknown id {identifier!r} "
-                           "(not in the dataset)")
-        if seen[row] >= 0:
-          raise data_error(file, first + n, _ID_FIELD[part], f"duplicate id {identifier!r} "
-                           f"(first at row {seen[row]})")
-        seen[row] = first + n
-        rows[n] = row
-      stored = vectors.astype(dtype)
-      if not np.isfinite(stored).all():
-        row = first + int(np.flatnonzero(~np.isfinite(stored).all(axis=1))[0])
-        raise data_error(file, row, "embedding", "value overflows float16; set the teacher's "
-                         "dtype to float32")
+      _check_vectors(file, first, vectors, dim, dim_source)
+      rows = _rows_of(file, _ID_FIELD[part], first, ids, index, seen)
+      stored = _stored(file, first, vectors, dtype)
       if part not in outputs:
         outputs[part] = new_memmap(os.path.join(path, f"{part}.npy"), dtype,
-                                      (sizes[part], dim))
+                                   (sizes[part], dim))
       outputs[part][rows] = stored
     uncovered = required[part][seen[required[part]] < 0]
     if len(uncovered):
@@ -188,7 +215,7 @@ def import_precomputed(teacher_cfg, dataset: Dataset, path: str) -> dict:
   for part in PARTS:
     if part not in outputs:
       outputs[part] = new_memmap(os.path.join(path, f"{part}.npy"), dtype,
-                                    (sizes[part], dim))
+                                 (sizes[part], dim))
     outputs[part].flush()
   outputs.clear()
   return {"source": source, "dim": int(dim), "dtype": dtype.name, "rows": sizes,

@@ -113,13 +113,21 @@ def _nonfinite_rows(block: np.ndarray) -> np.ndarray:
   return ~np.isfinite(block).all(axis=1)
 
 
-def check_finite(path: str, arr: np.ndarray, field: str = "embedding") -> None:
-  """Scans a (memmapped) array in chunks; raises naming the first row with NaN/inf."""
+def check_file_finite(path: str, arr: np.ndarray, field: str = "embedding") -> None:
+  """Scans a (memmapped) array read from file `path` in chunks; DataError naming the file
+  and the first row with NaN/inf."""
   for start, block in _blocks(arr):
     bad = _nonfinite_rows(block)
     if bad.any():
       raise data_error(path, start + int(np.flatnonzero(bad)[0]), field,
                        "non-finite value (NaN or inf)")
+
+
+def part_rows(dataset: Dataset) -> dict:
+  """{part: rows of its array}: a text row per pair, a concept and a negated row per
+  concept."""
+  return {"text": dataset.num_pairs, "concepts": dataset.num_concepts,
+          "negated": dataset.num_concepts}
 
 
 def load_teacher_embeddings(path: str, dataset: Dataset, expected_dim: Optional[int] = None,
@@ -131,8 +139,7 @@ def load_teacher_embeddings(path: str, dataset: Dataset, expected_dim: Optional[
                     "import precomputed embeddings)")
   with open(meta_path) as f:
     meta = json.load(f)
-  expected_rows = {"text": dataset.num_pairs, "concepts": dataset.num_concepts,
-                   "negated": dataset.num_concepts}
+  expected_rows = part_rows(dataset)
   arrays = {}
   dim = expected_dim
   for part in PARTS:
@@ -152,7 +159,7 @@ def load_teacher_embeddings(path: str, dataset: Dataset, expected_dim: Optional[
     if arr.shape[1] != dim:
       raise data_error(p, None, "dim", f"dimension {arr.shape[1]}, expected {dim}")
     if check_values:   # on every open: a row may have been written since the last one
-      check_finite(p, arr)
+      check_file_finite(p, arr)
     arrays[part] = arr
   text_embedded = None
   if meta.get("text_rows", "all") != "all":

@@ -111,17 +111,25 @@ def build_into(root: str, builder: str, settings: Optional[dict] = None) -> Iter
   exit its files are moved into `root`, on an exception (or a kill) `root` is untouched."""
   root = os.path.abspath(root)
   check_target(root, builder)
-  parent, base = os.path.dirname(root), os.path.basename(root)
-  os.makedirs(parent, exist_ok=True)
-  _remove_stale(parent, base)
-  tmp = tempfile.mkdtemp(prefix=f".{base}{_PARTIAL}{os.getpid()}-", dir=parent)
-  try:
+  with _partial_folder(root) as tmp:
     yield tmp
     with open(os.path.join(tmp, MARKER), "w") as f:
       json.dump({"builder": builder, "settings": settings, "pid": os.getpid(),
                  "host": socket.gethostname(), "time": time.time()}, f, indent=1,
                 default=str)
     _install(tmp, root, builder)
+
+
+@contextlib.contextmanager
+def _partial_folder(root: str) -> Iterator[str]:
+  """A new folder beside `root` (stale ones of killed builds removed first), removed with
+  whatever is left in it when the block ends."""
+  parent, base = os.path.dirname(root), os.path.basename(root)
+  os.makedirs(parent, exist_ok=True)
+  _remove_stale(parent, base)
+  tmp = tempfile.mkdtemp(prefix=f".{base}{_PARTIAL}{os.getpid()}-", dir=parent)
+  try:
+    yield tmp
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -252,13 +260,7 @@ def build_aside(root: str, builder: str, own: tuple,
   """
   root = os.path.realpath(root)
   check_own_folder(root, builder)
-  parent, base = os.path.dirname(root), os.path.basename(root)
-  os.makedirs(parent, exist_ok=True)
-  _remove_stale(parent, base)
-  tmp = tempfile.mkdtemp(prefix=f".{base}{_PARTIAL}{os.getpid()}-", dir=parent)
-  try:
+  with _partial_folder(root) as tmp:
     yield tmp
     _write_marker(tmp, builder, settings, complete=True)
     _swap_in(tmp, root, builder, tuple(own), settings)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)

@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import os
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +30,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from line_jax.data import textfile
+from line_jax.util.digest import hash_strings
+from line_jax.util.files import read_json_or_none
 
 SPLITS = ("train", "valid", "test")
 DEFAULT_NEGATION_TEMPLATE = "{name} unobserved"
@@ -112,10 +114,7 @@ class Dataset:
     """Hash of every string a teacher embeds, in order: texts, names, negated names."""
     h = hashlib.sha256()
     for block in (self.texts, self.names, self.negated_names):
-      h.update(str(len(block)).encode())
-      for s in block:
-        h.update(s.encode("utf-8"))
-        h.update(b"\x00")
+      hash_strings(h, block)
     return h.hexdigest()[:16]
 
 
@@ -131,15 +130,38 @@ def read_table(path: str, columns: Optional[Sequence[str]] = None) -> pa.Table:
                     "short, or not Parquet") from None
 
 
+def optional_column(table: pa.Table, name: str, default=None):
+  """Column `name` of `table` as a Python list, or `default` when the table has none: an
+  optional column of a dataset table."""
+  return table.column(name).to_pylist() if name in table.column_names else default
+
+
+def read_optional_columns(path: str, names: Sequence[str]) -> Dict[str, np.ndarray]:
+  """{name: object array} of those of `names` that the Parquet file `path` has (none when
+  the file is missing): optional columns read without loading the whole table."""
+  if not os.path.exists(path):
+    return {}
+  present = [n for n in names if n in pq.read_schema(path).names]
+  if not present:
+    return {}
+  table = read_table(path, present)
+  return {n: np.asarray(table.column(n).to_pylist(), dtype=object) for n in present}
+
+
 def _read(path: str, required: Sequence[str]) -> pa.Table:
   if not os.path.exists(path):
     raise DataError(f"{path}: file not found (a dataset folder needs concepts.parquet, "
                     "relations.parquet and pairs.parquet; see docs/data.md)")
   table = read_table(path)
-  for col in required:
+  require_columns(path, table, required)
+  return table
+
+
+def require_columns(path: str, table: pa.Table, names: Sequence[str]) -> None:
+  """DataError naming the file and the first of `names` that `table` lacks."""
+  for col in names:
     if col not in table.column_names:
       raise data_error(path, None, col, f"missing column; found {table.column_names}")
-  return table
 
 
 def _check_strings(path, table, field):
@@ -206,11 +228,7 @@ def _check_complete(root: str) -> None:
   """DataError when the builder's marker (`line_jax.data.atomic`) says that it was stopped
   while moving its files into `root` (old and new files may be mixed)."""
   path = os.path.join(root, "built_by.json")
-  try:
-    with open(path) as f:
-      marker = json.load(f)
-  except (OSError, ValueError):
-    return
+  marker = read_json_or_none(path)
   if isinstance(marker, dict) and marker.get("complete") is False:
     raise DataError(f"{path}: the {marker.get('builder')} build was stopped while moving its "
                     "files into this folder (old and new files may be mixed); run it again")
@@ -247,27 +265,15 @@ def _log_ignored_edges(path: str, head, tail, etype) -> None:
                     "nothing", path, repeats, len(head), loops)
 
 
-def load_dataset(root: str, relations: Optional[Sequence[str]] = None,
-                 negation_template: str = DEFAULT_NEGATION_TEMPLATE) -> Dataset:
-  """Reads and validates a dataset folder.
-
-  Args:
-    root: the folder.
-    relations: allowed relation types (the config's `graph.relations`); None allows every
-      type found in relations.parquet. A relation not in the list is an error.
-    negation_template: surface form of a negated concept when concepts.parquet has no
-      `negated_name` column.
-  """
-  root = os.path.abspath(root)
-  _check_complete(root)
+def _read_concepts(root: str, negation_template: str):
+  """concepts.parquet: (Arrow ids, ids, names, negated names, groups or None)."""
   cpath = os.path.join(root, "concepts.parquet")
   ct = _read(cpath, ["concept_id", "name"])
   _check_strings(cpath, ct, "concept_id")
   _check_strings(cpath, ct, "name")
   concept_arr = ct.column("concept_id").combine_chunks()
   concept_ids = np.asarray(concept_arr.to_pylist(), dtype=object)
-  uniq, first_idx, counts = np.unique(concept_ids.astype(str), return_index=True,
-                                      return_counts=True)
+  uniq, counts = np.unique(concept_ids.astype(str), return_counts=True)
   if (counts > 1).any():
     dup = uniq[counts > 1][0]
     rows = np.flatnonzero(concept_ids.astype(str) == dup)
@@ -282,75 +288,80 @@ def load_dataset(root: str, relations: Optional[Sequence[str]] = None,
     negated_names = np.asarray(ct.column("negated_name").to_pylist(), dtype=object)
   else:
     negated_names = np.asarray([negation_template.format(name=n) for n in names], object)
-  groups = None
-  if "group" in ct.column_names:
-    groups = np.asarray([g if g is not None else "" for g in ct.column("group").to_pylist()],
-                        dtype=object)
+  groups = optional_column(ct, "group")
+  if groups is not None:
+    groups = np.asarray([g if g is not None else "" for g in groups], dtype=object)
+  return concept_arr, concept_ids, names, negated_names, groups
 
-  # --- graph -------------------------------------------------------------
-  rpath = os.path.join(root, "relations.parquet")
-  rt = _read(rpath, ["head_id", "tail_id", "relation"])
+
+def _read_edges(path: str):
+  """(table, relation names) of a relations file with string head_id, tail_id, relation."""
+  table = _read(path, ["head_id", "tail_id", "relation"])
   for f in ("head_id", "tail_id", "relation"):
-    _check_strings(rpath, rt, f)
+    _check_strings(path, table, f)
+  return table, np.asarray(table.column("relation").to_pylist(), dtype=object)
+
+
+def _edge_rows(path: str, table: pa.Table, concept_arr: pa.Array):
+  """(head, tail) concept rows of a relations table; DataError at the first unknown id."""
+  rows = np.arange(table.num_rows)
+  head = _lookup(path, "head_id", table.column("head_id").combine_chunks(), concept_arr, rows)
+  tail = _lookup(path, "tail_id", table.column("tail_id").combine_chunks(), concept_arr, rows)
+  return head, tail
+
+
+def _relation_types(rpath: str, rel_names: np.ndarray,
+                    relations: Optional[Sequence[str]]) -> tuple:
+  """The allowed relation types (every one found when `relations` is None); DataError at
+  the first edge of another type."""
+  if relations is None:
+    return tuple(sorted(set(rel_names.tolist())))
+  allowed = list(relations)
+  bad = np.array([r not in set(allowed) for r in rel_names], bool)
+  if bad.any():
+    raise data_error(rpath, _first(bad), "relation",
+                     f"relation {rel_names[_first(bad)]!r} is not in the config's "
+                     f"graph.relations {allowed}")
+  return tuple(allowed)
+
+
+def _read_graph(root: str, concept_arr: pa.Array, relations: Optional[Sequence[str]]):
+  """relations.parquet: (relation types, head, tail, type of each edge)."""
+  rpath = os.path.join(root, "relations.parquet")
+  rt, rel_names = _read_edges(rpath)
   if rt.num_rows == 0:
     raise data_error(rpath, None, "head_id", "no edges: the training graph needs at least "
                      "one relation")
-  rel_names = np.asarray(rt.column("relation").to_pylist(), dtype=object)
-  found = sorted(set(rel_names.tolist()))
-  if relations is not None:
-    allowed = list(relations)
-    bad = np.array([r not in set(allowed) for r in rel_names], bool)
-    if bad.any():
-      raise data_error(rpath, _first(bad), "relation",
-                       f"relation {rel_names[_first(bad)]!r} is not in the config's "
-                       f"graph.relations {allowed}")
-    relation_types = tuple(allowed)
-  else:
-    relation_types = tuple(found)
-  rows = np.arange(rt.num_rows)
-  head = _lookup(rpath, "head_id", rt.column("head_id").combine_chunks(), concept_arr, rows)
-  tail = _lookup(rpath, "tail_id", rt.column("tail_id").combine_chunks(), concept_arr, rows)
+  relation_types = _relation_types(rpath, rel_names, relations)
+  head, tail = _edge_rows(rpath, rt, concept_arr)
   type_index = {r: i for i, r in enumerate(relation_types)}
   etype = np.asarray([type_index[r] for r in rel_names], np.int32)
   _log_ignored_edges(rpath, head, tail, etype)
+  return relation_types, head, tail, etype
 
+
+def _read_heldout(root: str, concept_arr: pa.Array, head: np.ndarray, tail: np.ndarray):
+  """heldout_relations.parquet (optional): (head, tail, relation); DataError for an edge
+  that is also a training edge, in either direction."""
   hpath = os.path.join(root, "heldout_relations.parquet")
-  if os.path.exists(hpath):
-    ht = _read(hpath, ["head_id", "tail_id", "relation"])
-    for f in ("head_id", "tail_id", "relation"):
-      _check_strings(hpath, ht, f)
-    hrows = np.arange(ht.num_rows)
-    h_head = _lookup(hpath, "head_id", ht.column("head_id").combine_chunks(), concept_arr,
-                     hrows)
-    h_tail = _lookup(hpath, "tail_id", ht.column("tail_id").combine_chunks(), concept_arr,
-                     hrows)
-    h_rel = np.asarray(ht.column("relation").to_pylist(), dtype=object)
-    n = len(concept_ids)
-    train_keys = set((np.minimum(head, tail).astype(np.int64) * n
-                      + np.maximum(head, tail)).tolist())
-    h_keys = np.minimum(h_head, h_tail).astype(np.int64) * n + np.maximum(h_head, h_tail)
-    leak = np.array([k in train_keys for k in h_keys.tolist()], bool)
-    if leak.any():
-      raise data_error(hpath, _first(leak), "head_id",
-                       "held-out edge also present in relations.parquet (either direction); "
-                       "held-out edges must be removed from the training graph")
-  else:
-    h_head = h_tail = np.zeros(0, np.int32)
-    h_rel = np.zeros(0, object)
+  if not os.path.exists(hpath):
+    return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, object)
+  ht, h_rel = _read_edges(hpath)
+  h_head, h_tail = _edge_rows(hpath, ht, concept_arr)
+  n = len(concept_arr)
+  train_keys = set((np.minimum(head, tail).astype(np.int64) * n
+                    + np.maximum(head, tail)).tolist())
+  h_keys = np.minimum(h_head, h_tail).astype(np.int64) * n + np.maximum(h_head, h_tail)
+  leak = np.array([k in train_keys for k in h_keys.tolist()], bool)
+  if leak.any():
+    raise data_error(hpath, _first(leak), "head_id",
+                     "held-out edge also present in relations.parquet (either direction); "
+                     "held-out edges must be removed from the training graph")
+  return h_head, h_tail, h_rel
 
-  # --- pairs ---------------------------------------------------------------
-  ppath = os.path.join(root, "pairs.parquet")
-  pt = _read(ppath, ["pair_id", "text", "concept_ids", "negated", "rho", "split"])
-  _check_strings(ppath, pt, "text")
-  pair_ids = np.asarray([str(p) for p in pt.column("pair_id").to_pylist()], dtype=object)
-  if len(set(pair_ids.tolist())) != len(pair_ids):
-    _, inv, cnt = np.unique(pair_ids.astype(str), return_inverse=True, return_counts=True)
-    raise data_error(ppath, _first(cnt[inv] > 1), "pair_id", "duplicate pair_id")
-  texts = np.asarray(pt.column("text").to_pylist(), dtype=object)
-  empty_text = np.array([not t.strip() for t in texts], bool)
-  if empty_text.any():
-    raise data_error(ppath, _first(empty_text), "text", "empty text")
-  offsets, flat, lengths = _list_column(ppath, pt, "concept_ids", concept_arr)
+
+def _read_negated(ppath: str, pt: pa.Table, lengths: np.ndarray) -> np.ndarray:
+  """The flat negation flags of pairs.parquet, one per concept id of each list."""
   _check_type(ppath, pt, "negated", lambda t: _is_list_of(t, pa.types.is_boolean),
               "a list of booleans")
   neg = pt.column("negated").combine_chunks()
@@ -367,7 +378,11 @@ def load_dataset(root: str, relations: Optional[Sequence[str]] = None,
     raise data_error(ppath, int(np.repeat(np.arange(len(lengths)), lengths)[
         _first(pc.is_null(neg_flat_arr).to_numpy(zero_copy_only=False))]), "negated",
                      "null inside the list")
-  neg_flat = neg_flat_arr.to_numpy(zero_copy_only=False).astype(bool)
+  return neg_flat_arr.to_numpy(zero_copy_only=False).astype(bool)
+
+
+def _read_rho_and_split(ppath: str, pt: pa.Table):
+  """(rho [P] float64 in (0, 1], split [P] one of SPLITS) of pairs.parquet."""
   _check_type(ppath, pt, "rho", lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
               "numbers")
   rho = pt.column("rho").to_numpy(zero_copy_only=False).astype(np.float64)
@@ -380,9 +395,26 @@ def load_dataset(root: str, relations: Optional[Sequence[str]] = None,
   if bad.any():
     r = _first(bad)
     raise data_error(ppath, r, "split", f"value {split[r]!r} is not one of {SPLITS}")
-  labels = None
-  if "label" in pt.column_names:
-    labels = np.asarray(pt.column("label").to_pylist(), dtype=object)
+  return rho, split
+
+
+def _read_pairs(root: str, concept_arr: pa.Array) -> dict:
+  """pairs.parquet as the pair fields of `Dataset`."""
+  ppath = os.path.join(root, "pairs.parquet")
+  pt = _read(ppath, ["pair_id", "text", "concept_ids", "negated", "rho", "split"])
+  _check_strings(ppath, pt, "text")
+  pair_ids = np.asarray([str(p) for p in pt.column("pair_id").to_pylist()], dtype=object)
+  if len(set(pair_ids.tolist())) != len(pair_ids):
+    _, inv, cnt = np.unique(pair_ids.astype(str), return_inverse=True, return_counts=True)
+    raise data_error(ppath, _first(cnt[inv] > 1), "pair_id", "duplicate pair_id")
+  texts = np.asarray(pt.column("text").to_pylist(), dtype=object)
+  empty_text = np.array([not t.strip() for t in texts], bool)
+  if empty_text.any():
+    raise data_error(ppath, _first(empty_text), "text", "empty text")
+  offsets, flat, lengths = _list_column(ppath, pt, "concept_ids", concept_arr)
+  neg_flat = _read_negated(ppath, pt, lengths)
+  rho, split = _read_rho_and_split(ppath, pt)
+  labels = optional_column(pt, "label")
   true_offsets = true_flat = None
   if "true_concept_ids" in pt.column_names:
     true_offsets, true_flat, _ = _list_column(ppath, pt, "true_concept_ids", concept_arr,
@@ -390,14 +422,34 @@ def load_dataset(root: str, relations: Optional[Sequence[str]] = None,
   synthetic = None
   if "synthetic" in pt.column_names:
     synthetic = pt.column("synthetic").to_numpy(zero_copy_only=False).astype(bool)
+  return dict(pair_ids=pair_ids, texts=texts, concept_offsets=offsets, concept_flat=flat,
+              negated_flat=neg_flat, rho=rho.astype(np.float32), split=split,
+              labels=None if labels is None else np.asarray(labels, dtype=object),
+              true_offsets=true_offsets, true_flat=true_flat, synthetic=synthetic)
 
+
+def load_dataset(root: str, relations: Optional[Sequence[str]] = None,
+                 negation_template: str = DEFAULT_NEGATION_TEMPLATE) -> Dataset:
+  """Reads and validates a dataset folder.
+
+  Args:
+    root: the folder.
+    relations: allowed relation types (the config's `graph.relations`); None allows every
+      type found in relations.parquet. A relation not in the list is an error.
+    negation_template: surface form of a negated concept when concepts.parquet has no
+      `negated_name` column.
+  """
+  root = os.path.abspath(root)
+  _check_complete(root)
+  concept_arr, concept_ids, names, negated_names, groups = _read_concepts(
+      root, negation_template)
+  relation_types, head, tail, etype = _read_graph(root, concept_arr, relations)
+  h_head, h_tail, h_rel = _read_heldout(root, concept_arr, head, tail)
   return Dataset(
       root=root, concept_ids=concept_ids, names=names, negated_names=negated_names,
       groups=groups, relation_types=relation_types, edge_head=head, edge_tail=tail,
       edge_type=etype, heldout_head=h_head, heldout_tail=h_tail, heldout_relation=h_rel,
-      pair_ids=pair_ids, texts=texts, concept_offsets=offsets, concept_flat=flat,
-      negated_flat=neg_flat, rho=rho.astype(np.float32), split=split, labels=labels,
-      true_offsets=true_offsets, true_flat=true_flat, synthetic=synthetic)
+      **_read_pairs(root, concept_arr))
 
 
 def write_dataset(root: str, concepts: dict, relations: dict, pairs: dict,

@@ -103,13 +103,20 @@ class Extraction:
 
   def concepts(self) -> tuple:
     """(concept ids, negated flags) in order of first mention, one per (id, polarity)."""
-    seen, ids, negated = set(), [], []
-    for m in self.mentions:
-      if (m.concept_id, m.negated) not in seen:
-        seen.add((m.concept_id, m.negated))
-        ids.append(m.concept_id)
-        negated.append(m.negated)
-    return ids, negated
+    return unique_mentions([m.concept_id for m in self.mentions],
+                           [m.negated for m in self.mentions])
+
+
+def unique_mentions(ids, negated) -> tuple:
+  """(concept ids, negated flags) of mentions in order of first mention, one per (id,
+  polarity)."""
+  seen, out_ids, out_neg = set(), [], []
+  for c, n in zip(ids, negated):
+    if (c, n) not in seen:
+      seen.add((c, n))
+      out_ids.append(c)
+      out_neg.append(n)
+  return out_ids, out_neg
 
 
 def fold_plural(word: str) -> str:

@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from line_jax.training import workdir as workdir_lib
+from line_jax.util import files as files_lib
 
 KEY_FIELD = "evaluation_key"
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,7 +54,7 @@ def _teacher_identity(teacher) -> dict:
 def _folder_digests(folder: str) -> dict:
   if not os.path.isdir(folder):
     return {}
-  return {name: workdir_lib.file_sha256(os.path.join(folder, name))
+  return {name: files_lib.file_sha256(os.path.join(folder, name))
           for name in sorted(os.listdir(folder)) if os.path.isfile(os.path.join(folder, name))}
 
 
@@ -73,7 +74,7 @@ def evaluation_key(model, workdir: str) -> Optional[str]:
   realtext = str(model.config.eval.get("realtext", "") or "")
   if realtext:
     files["realtext"] = realtext
-  digests = {name: workdir_lib.file_sha256(path) if os.path.exists(path) else None
+  digests = {name: files_lib.file_sha256(path) if os.path.exists(path) else None
              for name, path in files.items()}
   identity = {
       "config": config,

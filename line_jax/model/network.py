@@ -117,41 +117,68 @@ def aggregate_neighbourhoods(params: dict, graph: jraph.GraphsTuple,
   u_src = params["attention"]["src"] @ w.T                      # [K, d_c]
   u_dst = params["attention"]["dst"] @ w.T                      # [K, d_c]
   rows, neg = graph.nodes["row"], graph.nodes["negated"]
+  _check_layout(graph, num_receivers)
+  # Receivers: their own row (negated ones from the negated table); neighbours: positive.
+  r_rows = rows[:num_receivers]
+  x_recv = jnp.where(neg[:num_receivers, None], _take(negated_table, r_rows),
+                     _take(concept_table, r_rows)).astype(jnp.float32)         # [R, d_c]
+  dst_logit = _logits(x_recv, u_dst)                                             # [R, K]
+  self_logit = jax.nn.leaky_relu(dst_logit + _logits(x_recv, u_src), negative_slope)
+  if cpu_kernel:
+    edge_sum, alpha_self = kernels.neighbour_attention(
+        concept_table, rows[num_receivers:], graph.edges["type"], graph.edges["mask"],
+        graph.receivers, dst_logit, self_logit, u_src, negative_slope, kernel_threads)
+  else:
+    edge_sum, alpha_self = _xla_neighbour_attention(
+        concept_table, graph, num_receivers, num_types, dst_logit, self_logit, u_src,
+        negative_slope)
+  return (edge_sum + alpha_self.sum(axis=1, keepdims=True) * x_recv) / num_types
+
+
+def _take(table, idx):
+  return table.at[idx].get(mode="promise_in_bounds", wrap_negative_indices=False)
+
+
+def _logits(x, u):
+  return jnp.einsum("ec,kc->ek", x, u)
+
+
+def _check_layout(graph: jraph.GraphsTuple, num_receivers: int) -> None:
+  """ValueError unless `graph` has the compact blocked layout (R receivers, then a sender
+  node per edge slot; the slots split evenly into blocks)."""
+  num_nodes = graph.nodes["row"].shape[0]
+  num_edges = graph.edges["type"].shape[0]
+  num_blocks = graph.globals["block_receivers"].reshape(-1).shape[0]
+  if num_nodes != num_receivers + num_edges:
+    raise ValueError(f"graph has {num_nodes} nodes; the compact layout needs "
+                     f"{num_receivers} receivers + {num_edges} edge senders")
+  if num_blocks == 0 or num_edges % num_blocks:
+    raise ValueError(f"{num_edges} edge slots do not split into {num_blocks} blocks")
+
+
+def _xla_neighbour_attention(concept_table, graph: jraph.GraphsTuple, num_receivers: int,
+                             num_types: int, dst_logit, self_logit, u_src,
+                             negative_slope: float):
+  """(attention-weighted sum of each receiver's neighbour rows [R, d_c], self-loop weights
+  [R, K]) on XLA: the edge part of `aggregate_neighbourhoods`, as
+  `kernels.neighbour_attention` computes it on the CPU kernel."""
+  rows = graph.nodes["row"]
   etype, emask = graph.edges["type"], graph.edges["mask"]
   block_receivers = graph.globals["block_receivers"].reshape(-1)                  # [V]
   num_edges, num_blocks = etype.shape[0], block_receivers.shape[0]
   num_segments = num_receivers * num_types
-  if rows.shape[0] != num_receivers + num_edges:
-    raise ValueError(f"graph has {rows.shape[0]} nodes; the compact layout needs "
-                     f"{num_receivers} receivers + {num_edges} edge senders")
-  if num_blocks == 0 or num_edges % num_blocks:
-    raise ValueError(f"{num_edges} edge slots do not split into {num_blocks} blocks")
   block = num_edges // num_blocks
-  take = lambda table, idx: table.at[idx].get(mode="promise_in_bounds",
-                                              wrap_negative_indices=False)
-  # Receivers: their own row (negated ones from the negated table); neighbours: positive.
-  r_rows = rows[:num_receivers]
-  x_recv = jnp.where(neg[:num_receivers, None], take(negated_table, r_rows),
-                     take(concept_table, r_rows)).astype(jnp.float32)          # [R, d_c]
-  logits = lambda x, u: jnp.einsum("ec,kc->ek", x, u)
-  dst_logit = logits(x_recv, u_dst)                                              # [R, K]
-  self_logit = jax.nn.leaky_relu(dst_logit + logits(x_recv, u_src), negative_slope)
-  if cpu_kernel:
-    edge_sum, alpha_self = kernels.neighbour_attention(
-        concept_table, rows[num_receivers:], etype, emask, graph.receivers, dst_logit,
-        self_logit, u_src, negative_slope, kernel_threads)
-    return (edge_sum + alpha_self.sum(axis=1, keepdims=True) * x_recv) / num_types
   # Edge e's sender is node R + e: one plain row gather per edge (a rows[senders] double
   # indirection runs on XLA:CPU as a per-element loop, several times slower). Every use
   # below reads the [V, S, d_c] block view. With a narrower table XLA:CPU converts the rows
   # once per use: on CPU keep the tables in float32 (config model.table_dtype "auto").
-  x_edge = take(concept_table, rows[num_receivers:]).astype(jnp.float32).reshape(
+  x_edge = _take(concept_table, rows[num_receivers:]).astype(jnp.float32).reshape(
       num_blocks, block, -1)                                                     # [V, S, d_c]
   # Each edge's logit is its own head's: one [E, d_c] x [d_c, K] matmul and a one-hot
   # select (indexing u by type would scatter [E, d_c] rows in the backward pass).
   onehot = jax.nn.one_hot(etype, num_types, dtype=jnp.float32)                   # [E, K]
   edge_logit = jax.nn.leaky_relu(
-      jnp.sum((take(dst_logit, graph.receivers)
+      jnp.sum((_take(dst_logit, graph.receivers)
                + jnp.einsum("vsc,kc->vsk", x_edge, u_src).reshape(num_edges, -1)) * onehot,
               axis=1),
       negative_slope)
@@ -169,7 +196,7 @@ def aggregate_neighbourhoods(params: dict, graph: jraph.GraphsTuple,
   block_sum = _block_sums(alpha_edge.reshape(num_blocks, block), x_edge)
   pooled = jax.ops.segment_sum(block_sum, block_receivers, num_receivers,
                                indices_are_sorted=True)
-  return (pooled + alpha_self.sum(axis=1, keepdims=True) * x_recv) / num_types
+  return pooled, alpha_self
 
 
 def project_pooled(params: dict, pooled: jnp.ndarray, negated: jnp.ndarray) -> jnp.ndarray:

@@ -95,8 +95,9 @@ def model_dim(config: ml_collections.ConfigDict, text_dim: int) -> int:
   return int(config.model.dim or text_dim)
 
 
-def init_params(config: ml_collections.ConfigDict, text_dim: int, concept_dim: int,
-                num_relation_types: int, seed: int) -> dict:
+def init_params_from_config(config: ml_collections.ConfigDict, text_dim: int,
+                            concept_dim: int, num_relation_types: int, seed: int) -> dict:
+  """LINE's parameters initialised from `seed` as the config's model section says."""
   return model_lib.init_params(jax.random.PRNGKey(seed), text_dim, concept_dim,
                                model_dim(config, text_dim), num_relation_types,
                                config.model.init, config.model.init_scale)
@@ -111,8 +112,8 @@ def state_of(config: ml_collections.ConfigDict, params: dict) -> dict:
 def init_state(config: ml_collections.ConfigDict, text_dim: int, concept_dim: int,
                num_relation_types: int, seed: int) -> dict:
   """A new run's train state (parameters initialised from `seed`)."""
-  return state_of(config, init_params(config, text_dim, concept_dim, num_relation_types,
-                                      seed))
+  return state_of(config, init_params_from_config(config, text_dim, concept_dim,
+                                                  num_relation_types, seed))
 
 
 def abstract_state(config: ml_collections.ConfigDict, num_relation_types: int,

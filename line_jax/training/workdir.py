@@ -20,14 +20,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
 import shutil
 import socket
 import threading
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import ml_collections
 
@@ -155,14 +154,6 @@ def flat_config(config: ml_collections.ConfigDict | dict) -> Dict[str, Any]:
   return json.loads(json.dumps(out, default=str))
 
 
-def file_sha256(path: str, chunk: int = 1 << 22) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    while block := f.read(chunk):
-      h.update(block)
-  return h.hexdigest()
-
-
 def shaping_config(config) -> Dict[str, Any]:
   """{"a.b": value} of the config's fields that shape a run (every field but the
   RUNTIME_FIELDS, which may change between a run and its resumption)."""
@@ -173,7 +164,7 @@ def fingerprint(config, data_root: str) -> dict:
   data = {}
   for name in DATASET_FILES:
     path = os.path.join(data_root, name)
-    data[name] = file_sha256(path) if os.path.exists(path) else None
+    data[name] = files.file_sha256(path) if os.path.exists(path) else None
   return {"data": data, "config": shaping_config(config)}
 
 
@@ -209,10 +200,6 @@ def read_json(path: str, what: str) -> Any:
       return json.load(f)
   except json.JSONDecodeError as e:
     raise ValueError(f"{path}: the {what} is damaged ({e}); it cannot be read") from None
-
-
-def _write_json(path: str, obj: Any, text: Optional[str] = None) -> None:
-  files.write_text(path, text if text is not None else json.dumps(obj, indent=1))
 
 
 def has_run(workdir: str) -> bool:
@@ -265,8 +252,8 @@ def check_and_record(workdir: str, config, data_root: str, force_new: bool = Fal
             f"{workdir} holds a run with other settings; nothing was changed there. "
             f"Differences: {'; '.join(diffs)}. Use another --workdir or --force_new")
     logging.warning("%s: a run without a fingerprint; its data could not be checked", workdir)
-  _write_json(fp_path, new)
-  _write_json(os.path.join(workdir, CONFIG_FILE), None, config.to_json_best_effort(indent=1))
+  files.write_json(fp_path, new)
+  files.write_text(os.path.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=1))
   return new
 
 
@@ -303,7 +290,7 @@ def trim_train_log(workdir: str, step: int) -> int:
       else:
         kept.append(line if line.endswith("\n") else line + "\n")
   if dropped:
-    _write_json(path, None, "".join(kept))
+    files.write_text(path, "".join(kept))
     logging.info("%s: dropped %d records logged after step %d (resuming there)", path,
                  dropped, step)
   return dropped

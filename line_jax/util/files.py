@@ -4,6 +4,7 @@ naming the file and leaves no temporary file behind to hold the space."""
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 from typing import Iterator
@@ -86,6 +87,42 @@ def write_text(path: str, text: str) -> None:
 def write_json(path: str, value, **dump_args) -> None:
   """Writes JSON atomically (indent 1 unless `dump_args` say otherwise)."""
   write_text(path, json.dumps(value, **{"indent": 1, **dump_args}))
+
+
+def read_json_or_none(path: str):
+  """The JSON value in `path`, or None when the file is missing, unreadable or not JSON (a
+  record that is only a hint: a cache's meta.json, a build marker)."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def json_safe(value):
+  """`value` as strict JSON takes it: NaN and inf become None, numpy arrays lists, numpy
+  scalars Python numbers, tuples lists and dictionary keys strings."""
+  if isinstance(value, dict):
+    return {str(k): json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_safe(v) for v in value]
+  if isinstance(value, np.ndarray):
+    return json_safe(value.tolist())
+  if isinstance(value, np.integer):
+    return int(value)
+  if isinstance(value, (float, np.floating)):
+    v = float(value)
+    return v if np.isfinite(v) else None
+  return value
+
+
+def file_sha256(path: str, chunk: int = 1 << 22) -> str:
+  """The SHA-256 (hex) of a file's bytes, read `chunk` bytes at a time."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    while block := f.read(chunk):
+      h.update(block)
+  return h.hexdigest()
 
 
 class _Stream:

@@ -48,6 +48,7 @@ frequent branch among its present findings (ties: the disease's annotations over
 `num_label_classes - 1` most frequent labels are kept and the rest become "other".
 """
 
-from line_jax.data.hpo.build import DATA_VERSION, build_hpo_dataset, default_config, with_defaults
+from line_jax.data.hpo.build import (DATA_VERSION, build_hpo_dataset, hpo_settings,
+                                     with_defaults)
 
-__all__ = ["DATA_VERSION", "build_hpo_dataset", "default_config", "with_defaults"]
+__all__ = ["DATA_VERSION", "build_hpo_dataset", "hpo_settings", "with_defaults"]

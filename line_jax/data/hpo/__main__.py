@@ -15,7 +15,7 @@ from line_jax.util import logs
 from line_jax.data import hpo
 
 _OUT = flags.DEFINE_string("out", None, "dataset folder to write")
-_HPO = config_flags.DEFINE_config_dict("hpo", hpo.default_config(), "builder settings")
+_HPO = config_flags.DEFINE_config_dict("hpo", hpo.hpo_settings(), "builder settings")
 flags.mark_flag_as_required("out")
 
 

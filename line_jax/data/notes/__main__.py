@@ -28,10 +28,10 @@ _ID_COLUMN = flags.DEFINE_string("id_column", None, "column of the note id (defa
 _PAIRS = flags.DEFINE_string("pairs", None, "instead of --notes: pairs made by another "
                              "extractor (.jsonl or .parquet; see "
                              "line_jax.data.notes.pairs_import)")
-_CONFIG = config_flags.DEFINE_config_dict("notes_config", notes.default_config(),
+_CONFIG = config_flags.DEFINE_config_dict("notes_config", notes.notes_settings(),
                                           "notes settings")
 _PAIRS_CONFIG = config_flags.DEFINE_config_dict(
-    "pairs_config", pairs_import.default_config(), "settings of --pairs")
+    "pairs_config", pairs_import.pairs_import_settings(), "settings of --pairs")
 flags.mark_flags_as_required(["dataset"])
 
 

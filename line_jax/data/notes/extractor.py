@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from line_jax.data import extract
-from line_jax.data.dataset import DataError, data_error, read_table
+from line_jax.data.dataset import DataError, optional_column, read_table, require_columns
 from line_jax.data.hpo.ontology import ConceptTable, dictionary_surfaces
 from line_jax.data.notes.settings import with_defaults
 from line_jax.data.notes.token_match import TokenPhrases, resolve
@@ -176,15 +176,13 @@ def _dictionary(dataset: str) -> ConceptTable:
     raise DataError(f"{path}: file not found (run line_jax.data.umls first, or give a "
                     "dataset folder with concepts.parquet)")
   table = read_table(path)
-  for field in ("concept_id", "name"):
-    if field not in table.column_names:
-      raise data_error(path, None, field, f"missing column; found {table.column_names}")
+  require_columns(path, table, ("concept_id", "name"))
   ids = table.column("concept_id").to_pylist()
   names = table.column("name").to_pylist()
   n = len(ids)
-  term_ids = table.column("term_id").to_pylist() if "term_id" in table.column_names else ids
-  kinds = table.column("kind").to_pylist() if "kind" in table.column_names else ["term"] * n
-  groups = table.column("group").to_pylist() if "group" in table.column_names else [""] * n
+  term_ids = optional_column(table, "term_id", ids)
+  kinds = optional_column(table, "kind", ["term"] * n)
+  groups = optional_column(table, "group", [""] * n)
   return ConceptTable(ids, names, groups, term_ids, kinds, [])
 
 

@@ -47,12 +47,12 @@ from line_jax.data import extract
 from line_jax.data.dataset import (SPLITS, DataError, data_error, iter_json_lines,
                                    read_table)
 from line_jax.data.hpo.splits import split_of
-from line_jax.data.notes.build import write_json
 from line_jax.data.notes.pairs_file import PairWriter
 from line_jax.data.notes.reader import check_file, parquet_batches, parquet_file
+from line_jax.util.files import write_json
 
 
-def default_config() -> ml_collections.ConfigDict:
+def pairs_import_settings() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.default_rho = 1.0              # rho of a row with neither spans nor rho
   c.unknown_concepts = "error"     # or "drop": ids not in concepts.parquet are removed
@@ -81,10 +81,8 @@ def _rows(path: str, batch_size: int):
 def rho_from_spans(text: str, spans) -> float:
   """Words of `text` overlapping any span / words of `text` (0 when the text has none)."""
   tokens = extract.tokenize(text, fold_plurals=False)
-  if not tokens:
-    return 0.0
   covered = sum(any(t.start < end and start < t.end for start, end in spans) for t in tokens)
-  return covered / len(tokens)
+  return extract.rho_of(covered, len(tokens))
 
 
 def validate_row(path: str, row: int, obj: dict, known: set, config, counts) -> dict:
@@ -142,12 +140,7 @@ def validate_row(path: str, row: int, obj: dict, known: set, config, counts) -> 
     rho = config.default_rho
   if rho <= 0:
     raise err("spans", "the spans cover no word of the text (rho would be 0)")
-  seen, out_ids, out_neg = set(), [], []
-  for c, n in zip(ids, negated):
-    if (c, n) not in seen:
-      seen.add((c, n))
-      out_ids.append(c)
-      out_neg.append(n)
+  out_ids, out_neg = extract.unique_mentions(ids, negated)
   split = obj.get("split")
   if split is not None and split not in SPLITS:
     raise err("split", f"value {split!r} is not one of {SPLITS}")
@@ -163,7 +156,7 @@ def import_pairs(dataset: str, path: str, config=None) -> dict:
   """Validates `path` and writes `dataset`/pairs.parquet; returns the stats. A file without a
   usable row is an error, and pairs.parquet is then left as it was."""
   started = time.time()
-  full = merge_settings(default_config(), config, "pairs import")
+  full = merge_settings(pairs_import_settings(), config, "pairs import")
   config = full
   if config.unknown_concepts not in ("error", "drop"):
     raise ValueError(f"pairs import setting 'unknown_concepts': {config.unknown_concepts!r} "
@@ -213,5 +206,5 @@ def import_pairs(dataset: str, path: str, config=None) -> dict:
   stats = dict(counts, pairs=writer.written, pairs_by_split=dict(sorted(splits.items())),
                pairs_path=os.path.abspath(path), seconds=round(time.time() - started, 2),
                config=config.to_dict())
-  write_json(os.path.join(dataset, "pairs_import_stats.json"), stats)
+  write_json(os.path.join(dataset, "pairs_import_stats.json"), stats, default=list)
   return stats

@@ -8,7 +8,7 @@ from line_jax.config import merge_settings
 from line_jax.data.notes.sections import DISCHARGE_SECTIONS, RADIOLOGY_SECTIONS
 
 
-def default_config() -> ml_collections.ConfigDict:
+def notes_settings() -> ml_collections.ConfigDict:
   """Every setting of the notes import; `--notes_config.FIELD=value` overrides one."""
   c = ml_collections.ConfigDict()
   c.text_column = "text"
@@ -35,7 +35,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def with_defaults(config) -> ml_collections.ConfigDict:
-  full = merge_settings(default_config(), config, "notes")
+  full = merge_settings(notes_settings(), config, "notes")
   if full.text_unit not in ("section", "sentence"):
     raise ValueError(f"notes setting 'text_unit': {full.text_unit!r} is not 'section' or "
                      "'sentence'")

@@ -51,11 +51,11 @@ Memory: MRCONSO's kept strings, its distinct CUIs and MRREL's kept edges (as int
 are held; each file is read one block at a time.
 """
 
-from line_jax.data.umls.build import build_umls_dataset, default_config
+from line_jax.data.umls.build import build_umls_dataset, umls_settings
 from line_jax.data.umls.concepts import (concept_chunks, cui_runs, read_definitions,
                                          read_groups, read_names)
 from line_jax.data.umls.relations import FAMILIES, SYMMETRIC, read_relations
 
 __all__ = ["FAMILIES", "SYMMETRIC", "build_umls_dataset", "concept_chunks", "cui_runs",
-           "default_config", "read_definitions", "read_groups", "read_names",
-           "read_relations"]
+           "read_definitions", "read_groups", "read_names", "read_relations",
+           "umls_settings"]

@@ -21,7 +21,7 @@ _OUT = flags.DEFINE_string("out", None, "dataset folder to write")
 _SABS = flags.DEFINE_list("sabs", None, "source vocabularies to keep (default: all)")
 _LANGUAGES = flags.DEFINE_list("languages", None, "LAT values to keep (default: ENG)")
 _MAX_CONCEPTS = flags.DEFINE_integer("max_concepts", None, "keep the first N CUIs (0 = all)")
-_CONFIG = config_flags.DEFINE_config_dict("umls", umls.default_config(), "import settings")
+_CONFIG = config_flags.DEFINE_config_dict("umls", umls.umls_settings(), "import settings")
 flags.mark_flags_as_required(["meta", "out"])
 
 

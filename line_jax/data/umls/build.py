@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 import time
@@ -25,9 +24,10 @@ from line_jax.data.umls.concepts import (concept_chunks, cui_runs, read_definiti
                                          read_groups, read_names)
 from line_jax.data.umls.relations import (FAMILIES, EdgeList, LinkedPairs, Parents,
                                           edge_table, read_relations, write_edges)
+from line_jax.util.files import write_json
 
 
-def default_config() -> ml_collections.ConfigDict:
+def umls_settings() -> ml_collections.ConfigDict:
   """Every setting of the UMLS import; `--umls.FIELD=value` overrides one."""
   c = ml_collections.ConfigDict()
   c.sabs = ()                      # source vocabularies kept (MRCONSO and MRREL); () = all
@@ -71,11 +71,11 @@ def build_umls_dataset(meta: str, out: str, config=None, progress: bool = True) 
   Args:
     meta: the release's META folder (MRCONSO.RRF and MRREL.RRF; MRSTY/MRDEF optional).
     out: the dataset folder to write.
-    config: `default_config()` or a part of it; missing fields take their defaults.
+    config: `umls_settings()` or a part of it; missing fields take their defaults.
     progress: show tqdm progress bars.
   """
   started = time.time()
-  config = merge_settings(default_config(), config, "UMLS import")
+  config = merge_settings(umls_settings(), config, "UMLS import")
   if config.invalid_utf8 not in rrf.INVALID_UTF8:
     raise ValueError(f"UMLS import setting 'invalid_utf8': {config.invalid_utf8!r} is not "
                      f"one of {rrf.INVALID_UTF8}")
@@ -115,13 +115,9 @@ def _stale_pairs(root: str, concepts_path: str) -> Optional[int]:
   return missing
 
 
-def _build(meta: str, paths: dict, out: str, root: str, config, progress: bool,
-           started: float) -> dict:
-  """The import proper, writing into the folder `out` (swapped in as `root` later)."""
-  stats = dict(meta=os.path.abspath(meta))
-  rng = np.random.default_rng(config.seed)
-
-  # Concepts.
+def _read_cuis(paths: dict, config, stats: dict, progress: bool):
+  """(MRCONSO rows kept, every CUI of the file, the kept CUIs in order, each one's first and
+  end row); DataError when no CUI is left after the filters."""
   names, every_cui = read_names(paths["MRCONSO.RRF"], config, stats, progress)
   named = set(pc.unique(names.column("CUI")).to_pylist())
   stats["cuis_in_file"] = len(every_cui)
@@ -134,15 +130,21 @@ def _build(meta: str, paths: dict, out: str, root: str, config, progress: bool,
   if not len(ordered):
     raise DataError(f"{paths['MRCONSO.RRF']}: no concept left after the filters (languages "
                     f"{list(config.languages)}, sabs {list(config.sabs) or 'all'})")
-  kept = set(ordered.tolist())
+  return names, every_cui, ordered, starts, ends
+
+
+def _group_names(paths: dict, ordered: np.ndarray, kept: set, config, stats: dict,
+                 progress: bool) -> dict:
+  """{CUI: its semantic type's group} (`unknown_group` for a CUI MRSTY.RRF lacks)."""
   groups = read_groups(paths["MRSTY.RRF"], kept, config, stats, progress)
   stats["cuis_unknown_group"] = len(kept) - len(groups)
-  group_names = {c: groups.get(c, config.unknown_group) for c in ordered.tolist()}
-  del groups
-  index = {c: i for i, c in enumerate(ordered.tolist())}
+  return {c: groups.get(c, config.unknown_group) for c in ordered.tolist()}
 
-  # Concepts, written chunk by chunk; the synonym edges kept as arrays.
-  os.makedirs(out, exist_ok=True)
+
+def _write_concepts(out: str, names, ordered, starts, ends, group_names: dict, index: dict,
+                    config, progress: bool):
+  """Writes concepts.parquet chunk by chunk; returns (synonym edge heads [E] CUI rows,
+  synonym edge tails [E] entry ids, counts of concepts, skipped and cut synonyms)."""
   writer = None
   syn_head, syn_tail = [], []
   counts = collections.Counter()
@@ -167,53 +169,32 @@ def _build(meta: str, paths: dict, out: str, root: str, config, progress: bool,
     bar.update(len(set(table.term_ids)))
   bar.close()
   writer.close()
-  del names, starts, ends, group_names
-  syn_head = np.concatenate(syn_head)
-  syn_tail = np.concatenate(syn_tail)
-  stats.update(concepts=counts["concepts"], cuis=len(ordered),
-               synonym_entries=counts["concepts"] - len(kept),
-               synonyms_skipped_duplicate=counts["skipped"],
-               synonyms_cut_max_synonyms=counts["cut"])
-  definitions = read_definitions(paths["MRDEF.RRF"], kept, config, stats, progress)
-  del kept
+  return np.concatenate(syn_head), np.concatenate(syn_tail), counts
 
-  # Relations.
-  cui_array = pa.array(ordered.tolist(), pa.string())
-  head, tail, rtype = read_relations(paths["MRREL.RRF"], cui_array, config, stats, progress,
-                                     every_cui)
-  del cui_array, every_cui
-  family_names = np.asarray(FAMILIES, dtype=object)
-  stats["relations_before_holdout"] = dict(sorted(collections.Counter(
-      family_names[rtype]).items()))
-  stats["relations_before_holdout"]["synonym"] = (
-      stats["relations_before_holdout"].get("synonym", 0) + len(syn_head))
-  train_edges, heldout, collateral = hold_out_edges(
-      EdgeList(ordered, head, tail, rtype, syn_head, syn_tail),
-      tuple(config.heldout_relations), config.heldout_fraction, rng)
-  del syn_head, syn_tail
+
+def _parent_terms(ordered: np.ndarray, head: np.ndarray, tail: np.ndarray,
+                  rtype: np.ndarray) -> dict:
+  """{CUI: Parents} of the parent_child edges, for the sibling pairs (every parent a key)."""
   parents = collections.defaultdict(list)
   pc_index = FAMILIES.index("parent_child")
   for h, t in zip(head[rtype == pc_index].tolist(), tail[rtype == pc_index].tolist()):
     parents[ordered[h]].append(ordered[t])
   parent_terms = {c: Parents(tuple(p)) for c, p in parents.items()}
-  for c, p in list(parents.items()):
+  for p in parents.values():
     for q in p:
       parent_terms.setdefault(q, Parents(()))
-  heldout += sibling_pairs(parent_terms, config.num_sibling_pairs,
-                               LinkedPairs(head, tail, index), rng)
-  del parents, parent_terms, index, head, tail, rtype
-  stats["relations"] = dict(sorted(collections.Counter(r for _, _, r in train_edges).items()))
-  stats["heldout_relations"] = dict(sorted(collections.Counter(r for _, _, r in heldout)
-                                           .items()))
-  stats["heldout_collateral_edges_removed"] = collateral
-  if not len(train_edges):
-    raise DataError(f"{paths['MRREL.RRF']}: no relation left for training (MRREL "
-                    f"{stats['mrrel']}; synonym entries {stats['synonym_entries']}); a "
-                    "dataset needs at least one edge")
+  return parent_terms
 
-  # Files (concepts.parquet is written above).
+
+def _relation_counts(edges) -> dict:
+  return dict(sorted(collections.Counter(r for _, _, r in edges).items()))
+
+
+def _write_files(out: str, root: str, train_edges, heldout, definitions: Optional[dict],
+                 stats: dict) -> None:
+  """relations.parquet, heldout_relations.parquet and definitions.parquet (concepts.parquet
+  is written before); counts the concept ids of a kept pairs.parquet the concepts lack."""
   write_edges(train_edges, os.path.join(out, "relations.parquet"))
-  del train_edges
   pq.write_table(pa.table(edge_table(heldout)),
                  os.path.join(out, "heldout_relations.parquet"))
   if definitions is not None:
@@ -224,8 +205,51 @@ def _build(meta: str, paths: dict, out: str, root: str, config, progress: bool,
   stale = _stale_pairs(root, os.path.join(out, "concepts.parquet"))
   if stale is not None:
     stats["pairs_parquet_unknown_concept_ids"] = stale
+
+
+def _build(meta: str, paths: dict, out: str, root: str, config, progress: bool,
+           started: float) -> dict:
+  """The import proper, writing into the folder `out` (swapped in as `root` later). The
+  large tables are dropped as soon as they are used (`del`), to bound the peak memory."""
+  stats = dict(meta=os.path.abspath(meta))
+  rng = np.random.default_rng(config.seed)
+  names, every_cui, ordered, starts, ends = _read_cuis(paths, config, stats, progress)
+  kept = set(ordered.tolist())
+  group_names = _group_names(paths, ordered, kept, config, stats, progress)
+  index = {c: i for i, c in enumerate(ordered.tolist())}
+  os.makedirs(out, exist_ok=True)
+  syn_head, syn_tail, counts = _write_concepts(out, names, ordered, starts, ends, group_names,
+                                               index, config, progress)
+  del names, starts, ends, group_names
+  stats.update(concepts=counts["concepts"], cuis=len(ordered),
+               synonym_entries=counts["concepts"] - len(kept),
+               synonyms_skipped_duplicate=counts["skipped"],
+               synonyms_cut_max_synonyms=counts["cut"])
+  definitions = read_definitions(paths["MRDEF.RRF"], kept, config, stats, progress)
+  del kept
+  cui_array = pa.array(ordered.tolist(), pa.string())
+  head, tail, rtype = read_relations(paths["MRREL.RRF"], cui_array, config, stats, progress,
+                                     every_cui)
+  del cui_array, every_cui
+  before = dict(sorted(collections.Counter(np.asarray(FAMILIES, dtype=object)[rtype]).items()))
+  before["synonym"] = before.get("synonym", 0) + len(syn_head)
+  stats["relations_before_holdout"] = before
+  train_edges, heldout, collateral = hold_out_edges(
+      EdgeList(ordered, head, tail, rtype, syn_head, syn_tail),
+      tuple(config.heldout_relations), config.heldout_fraction, rng)
+  del syn_head, syn_tail
+  heldout += sibling_pairs(_parent_terms(ordered, head, tail, rtype), config.num_sibling_pairs,
+                           LinkedPairs(head, tail, index), rng)
+  del index, head, tail, rtype
+  stats["relations"] = _relation_counts(train_edges)
+  stats["heldout_relations"] = _relation_counts(heldout)
+  stats["heldout_collateral_edges_removed"] = collateral
+  if not len(train_edges):
+    raise DataError(f"{paths['MRREL.RRF']}: no relation left for training (MRREL "
+                    f"{stats['mrrel']}; synonym entries {stats['synonym_entries']}); a "
+                    "dataset needs at least one edge")
+  _write_files(out, root, train_edges, heldout, definitions, stats)
   stats["build_seconds"] = round(time.time() - started, 2)
   stats["config"] = config.to_dict()
-  with open(os.path.join(out, "stats.json"), "w") as f:
-    json.dump(stats, f, indent=1, default=list)
+  write_json(os.path.join(out, "stats.json"), stats, default=list)
   return stats

@@ -21,6 +21,122 @@ FAMILIES = ("parent_child", "synonym", "related", "broad", "narrow", "other", "q
 SYMMETRIC = ("synonym", "related", "other", "quantifiable")
 
 
+def _family_codes(config) -> tuple:
+  """(REL codes known, {kept REL code: family index}); ValueError for a family that is not
+  one of FAMILIES."""
+  families = config.rel_families.to_dict()
+  bad_family = sorted(set(families.values()) - set(FAMILIES))
+  if bad_family:
+    raise ValueError(f"config.rel_families maps to {bad_family}, not one of {FAMILIES}")
+  known = set(families) | set(config.rel_dropped)
+  return known, {code: FAMILIES.index(f) for code, f in families.items()}
+
+
+class _EdgeReader:
+  """MRREL batches to (head, tail, family) index arrays over the kept CUIs, counting what
+  is dropped. One lookup per end finds both kinds of CUI: the kept CUIs first, then
+  MRCONSO's other CUIs; an index past the kept ones is an unkept CUI, a null one a CUI that
+  MRCONSO.RRF lacks (`first_absent`: the first such row, its line and CUIs)."""
+
+  def __init__(self, path: str, reader, cuis: pa.Array, mrconso_cuis: Optional[pa.Array],
+               config, counts: collections.Counter, by_code: collections.Counter):
+    self.path, self.reader, self.config = path, reader, config
+    self.counts, self.by_code = counts, by_code
+    self.known, family_codes = _family_codes(config)
+    self.family_codes = family_codes
+    self.codes_array = pa.array(list(family_codes), pa.string())
+    self.code_values = np.asarray(list(family_codes.values()), np.int8)
+    self.lookup, self.n_kept = cuis, len(cuis)
+    self.check_mrconso = mrconso_cuis is not None
+    if mrconso_cuis is not None:
+      self.lookup = pa.concat_arrays([cuis, pc.filter(mrconso_cuis, pc.invert(
+          pc.is_in(mrconso_cuis, value_set=cuis)))])
+    self.first_absent = None
+
+  def _kept_rows(self, line: int, batch):
+    """(the rows of kept REL codes and sources, their keep mask); DataError at an unknown
+    REL code."""
+    counts, rel = self.counts, batch.column("REL")
+    for item in pc.value_counts(rel).to_pylist():
+      self.by_code[item["values"]] += item["counts"]
+    unknown = pc.invert(rrf.is_in(rel, self.known))
+    if pc.any(unknown).as_py():
+      row = int(np.flatnonzero(unknown.to_numpy(zero_copy_only=False))[0])
+      raise DataError(f"{self.path}: line {self.reader.line_of(line + row)}: field 'REL': "
+                      f"unknown code {rel[row].as_py()!r}; map it in config.rel_families or "
+                      f"drop it with config.rel_dropped (known: {sorted(self.known)})")
+    keep = rrf.is_in(rel, self.family_codes)
+    counts["dropped_rel_code"] += batch.num_rows - (pc.sum(keep).as_py() or 0)
+    keep = rrf.source_filter(batch, keep, self.config, counts)
+    return batch.filter(keep), keep
+
+  def _count_absent(self, line: int, part, keep, h, t) -> None:
+    absent = pc.or_(pc.is_null(h), pc.is_null(t))
+    n_absent = pc.sum(absent).as_py() or 0
+    if n_absent and not self.counts["dropped_cui_not_in_mrconso"]:
+      row = int(np.flatnonzero(absent.to_numpy(zero_copy_only=False))[0])
+      kept_rows = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
+      self.first_absent = (line + int(kept_rows[row]), part.column("CUI1")[row].as_py(),
+                           part.column("CUI2")[row].as_py())
+    self.counts["dropped_cui_not_in_mrconso"] += n_absent
+
+  def edges(self, line: int, batch):
+    """(head, tail, family) of one batch's rows whose both CUIs are kept."""
+    counts = self.counts
+    counts["rows"] += batch.num_rows
+    part, keep = self._kept_rows(line, batch)
+    h = pc.index_in(part.column("CUI1"), value_set=self.lookup)
+    t = pc.index_in(part.column("CUI2"), value_set=self.lookup)
+    counts["rows_kept_code"] += part.num_rows
+    if self.check_mrconso:
+      self._count_absent(line, part, keep, h, t)
+    known_ends = pc.fill_null(pc.and_(pc.less(h, self.n_kept), pc.less(t, self.n_kept)),
+                              False)
+    counts["dropped_unkept_cui"] += part.num_rows - (pc.sum(known_ends).as_py() or 0)
+    h = pc.filter(h, known_ends).to_numpy(zero_copy_only=False).astype(np.int64)
+    t = pc.filter(t, known_ends).to_numpy(zero_copy_only=False).astype(np.int64)
+    code = pc.index_in(pc.filter(part.column("REL"), known_ends), value_set=self.codes_array)
+    r = self.code_values[code.to_numpy(zero_copy_only=False)]
+    # CHD: CUI2 is a child of CUI1; store every parent_child edge as (child, parent).
+    chd = (pc.equal(pc.filter(part.column("REL"), known_ends), "CHD")
+           .to_numpy(zero_copy_only=False))
+    return np.where(chd, t, h), np.where(chd, h, t), r
+
+  def check_absent(self) -> None:
+    """DataError when no kept row names two CUIs of MRCONSO.RRF; a warning when some do
+    not."""
+    counts = self.counts
+    if not counts["dropped_cui_not_in_mrconso"]:
+      return
+    number, cui1, cui2 = self.first_absent
+    number = self.reader.line_of(number)
+    message = (f"{self.path}: {counts['dropped_cui_not_in_mrconso']} of "
+               f"{counts['rows_kept_code']} rows name a CUI that MRCONSO.RRF does not hold "
+               f"(first: line {number}, CUI1 {cui1!r}, CUI2 {cui2!r}); is MRREL.RRF from the "
+               "same release?")
+    if counts["dropped_cui_not_in_mrconso"] == counts["rows_kept_code"]:
+      raise DataError(message)
+    logging.warning("%s; those rows are dropped", message)
+
+
+def _unique_edges(head: np.ndarray, tail: np.ndarray, rtype: np.ndarray, num_cuis: int,
+                  counts: collections.Counter) -> np.ndarray:
+  """(head, tail, rtype, the rows kept): no self loops, one edge per (head, tail, family)
+  and per unordered pair of a symmetric family (counted in `counts`)."""
+  loops = head == tail
+  counts["dropped_self_loop"] = int(loops.sum())
+  head, tail, rtype = head[~loops], tail[~loops], rtype[~loops]
+  symmetric = np.isin(rtype, [FAMILIES.index(f) for f in SYMMETRIC])
+  lo, hi = np.minimum(head, tail), np.maximum(head, tail)
+  head, tail = np.where(symmetric, lo, head), np.where(symmetric, hi, tail)
+  n = max(num_cuis, 1)
+  key = (rtype.astype(np.int64) * n + head) * n + tail
+  _, first = np.unique(key, return_index=True)
+  first.sort()
+  counts["dropped_duplicate"] = int(len(key) - len(first))
+  return head, tail, rtype, first
+
+
 def read_relations(path: str, cuis: pa.Array, config, stats: dict,
                    progress: bool = True, mrconso_cuis: Optional[pa.Array] = None) -> tuple:
   """MRREL rows mapped to the families, as unique integer edges over `cuis`.
@@ -36,63 +152,15 @@ def read_relations(path: str, cuis: pa.Array, config, stats: dict,
     one edge per (head, tail, family), and per unordered pair for symmetric families; no
     self-loops.
   """
-  families = config.rel_families.to_dict()
-  bad_family = sorted(set(families.values()) - set(FAMILIES))
-  if bad_family:
-    raise ValueError(f"config.rel_families maps to {bad_family}, not one of {FAMILIES}")
-  known = set(families) | set(config.rel_dropped)
-  family_codes = {code: FAMILIES.index(f) for code, f in families.items()}
+  _family_codes(config)   # a bad family is refused before the file is read
   reader = rrf.RowReader(path, ["CUI1", "REL", "CUI2", "SAB", "SUPPRESS"],
                          config.block_size_mb << 20, config.invalid_utf8)
-  heads, tails, types = [], [], []
   counts, by_code = collections.Counter(), collections.Counter()
+  edges = _EdgeReader(path, reader, cuis, mrconso_cuis, config, counts, by_code)
+  heads, tails, types = [], [], []
   bar = tqdm(total=reader.size, unit="B", unit_scale=True, desc="MRREL", disable=not progress)
-  codes_array = pa.array(list(family_codes), pa.string())
-  code_values = np.asarray(list(family_codes.values()), np.int8)
-  # One lookup per end finds both: the kept CUIs first, then MRCONSO's other CUIs; an index
-  # past the kept ones is an unkept CUI, a null one a CUI that MRCONSO.RRF lacks.
-  lookup, n_kept = cuis, len(cuis)
-  if mrconso_cuis is not None:
-    lookup = pa.concat_arrays([cuis, pc.filter(mrconso_cuis, pc.invert(
-        pc.is_in(mrconso_cuis, value_set=cuis)))])
   for line, batch in reader:
-    n = batch.num_rows
-    counts["rows"] += n
-    rel = batch.column("REL")
-    for item in pc.value_counts(rel).to_pylist():
-      by_code[item["values"]] += item["counts"]
-    unknown = pc.invert(rrf.is_in(rel, known))
-    if pc.any(unknown).as_py():
-      row = int(np.flatnonzero(unknown.to_numpy(zero_copy_only=False))[0])
-      raise DataError(f"{path}: line {reader.line_of(line + row)}: field 'REL': unknown code "
-                      f"{rel[row].as_py()!r}; map it in config.rel_families or drop it with "
-                      f"config.rel_dropped (known: {sorted(known)})")
-    keep = rrf.is_in(rel, family_codes)
-    counts["dropped_rel_code"] += n - (pc.sum(keep).as_py() or 0)
-    keep = rrf.source_filter(batch, keep, config, counts)
-    part = batch.filter(keep)
-    h = pc.index_in(part.column("CUI1"), value_set=lookup)
-    t = pc.index_in(part.column("CUI2"), value_set=lookup)
-    counts["rows_kept_code"] += part.num_rows
-    if mrconso_cuis is not None:
-      absent = pc.or_(pc.is_null(h), pc.is_null(t))
-      n_absent = pc.sum(absent).as_py() or 0
-      if n_absent and not counts["dropped_cui_not_in_mrconso"]:
-        row = int(np.flatnonzero(absent.to_numpy(zero_copy_only=False))[0])
-        kept_rows = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
-        first_absent = (line + int(kept_rows[row]), part.column("CUI1")[row].as_py(),
-                        part.column("CUI2")[row].as_py())
-      counts["dropped_cui_not_in_mrconso"] += n_absent
-    known_ends = pc.fill_null(pc.and_(pc.less(h, n_kept), pc.less(t, n_kept)), False)
-    counts["dropped_unkept_cui"] += part.num_rows - (pc.sum(known_ends).as_py() or 0)
-    h = pc.filter(h, known_ends).to_numpy(zero_copy_only=False).astype(np.int64)
-    t = pc.filter(t, known_ends).to_numpy(zero_copy_only=False).astype(np.int64)
-    code = pc.index_in(pc.filter(part.column("REL"), known_ends), value_set=codes_array)
-    r = code_values[code.to_numpy(zero_copy_only=False)]
-    # CHD: CUI2 is a child of CUI1; store every parent_child edge as (child, parent).
-    chd = (pc.equal(pc.filter(part.column("REL"), known_ends), "CHD")
-           .to_numpy(zero_copy_only=False))
-    h, t = np.where(chd, t, h), np.where(chd, h, t)
+    h, t, r = edges.edges(line, batch)
     heads.append(h)
     tails.append(t)
     types.append(r)
@@ -100,30 +168,12 @@ def read_relations(path: str, cuis: pa.Array, config, stats: dict,
   bar.close()
   if not counts["rows"]:
     raise rrf.empty_file_error(reader)
-  if counts["dropped_cui_not_in_mrconso"]:
-    number, cui1, cui2 = first_absent
-    number = reader.line_of(number)
-    message = (f"{path}: {counts['dropped_cui_not_in_mrconso']} of {counts['rows_kept_code']} "
-               f"rows name a CUI that MRCONSO.RRF does not hold (first: line {number}, "
-               f"CUI1 {cui1!r}, CUI2 {cui2!r}); is MRREL.RRF from the same release?")
-    if counts["dropped_cui_not_in_mrconso"] == counts["rows_kept_code"]:
-      raise DataError(message)
-    logging.warning("%s; those rows are dropped", message)
+  edges.check_absent()
   rrf.log_replaced(reader, counts)
   head = np.concatenate(heads) if heads else np.zeros(0, np.int64)
   tail = np.concatenate(tails) if tails else np.zeros(0, np.int64)
   rtype = np.concatenate(types) if types else np.zeros(0, np.int8)
-  loops = head == tail
-  counts["dropped_self_loop"] = int(loops.sum())
-  head, tail, rtype = head[~loops], tail[~loops], rtype[~loops]
-  symmetric = np.isin(rtype, [FAMILIES.index(f) for f in SYMMETRIC])
-  lo, hi = np.minimum(head, tail), np.maximum(head, tail)
-  head, tail = np.where(symmetric, lo, head), np.where(symmetric, hi, tail)
-  n = max(len(cuis), 1)
-  key = (rtype.astype(np.int64) * n + head) * n + tail
-  _, first = np.unique(key, return_index=True)
-  first.sort()
-  counts["dropped_duplicate"] = int(len(key) - len(first))
+  head, tail, rtype, first = _unique_edges(head, tail, rtype, len(cuis), counts)
   stats["mrrel"] = dict(counts, rows_by_rel_code=dict(sorted(by_code.items())),
                         edges_kept=int(len(first)))
   return head[first], tail[first], rtype[first]

@@ -9,22 +9,15 @@ file someone else put there) is reported by `problem` and the caller builds it a
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from typing import Optional
 
+from line_jax.util.files import file_sha256
+
 
 def digest_path(library: str) -> str:
   return library + ".sha256"
-
-
-def file_sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    while block := f.read(1 << 20):
-      h.update(block)
-  return h.hexdigest()
 
 
 def _ownership_problem(path: str) -> Optional[str]:
