@@ -68,7 +68,7 @@ class PlantedTest(parameterized.TestCase):
     problem = problem_of(lists, y, table)
     train, test = np.arange(300), np.arange(300, 400)
     keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(0), s))(jnp.arange(2))
-    start = cnn.init_params(3, FAST.filters, problem.vocab_size, problem.table, keys)
+    start = cnn.init_cnn_params(3, FAST.filters, problem.vocab_size, problem.table, keys)
     params, _, _ = fitting.fit(problem, start, [train[:270]] * 2, [train[270:]] * 2,
                                FAST.learning_rate, True, 60, rng)
     for scores in fitting.scores(problem, params, [test, test]):
@@ -214,7 +214,7 @@ class PartsTest(parameterized.TestCase):
     cfg = dataclasses.replace(FAST, batch_size=64, patience=100)
     problem = problem_of(lists, y, table, cfg)
     keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(0), s))(jnp.arange(2))
-    start = cnn.init_params(2, cfg.filters, 0, problem.table, keys)
+    start = cnn.init_cnn_params(2, cfg.filters, 0, problem.table, keys)
     # Validating on the training rows with a small full-batch step: the loss falls every
     # epoch, so the best parameters are the last ones.
     rows = [np.arange(30)] * 2
@@ -240,7 +240,7 @@ class PartsTest(parameterized.TestCase):
     lists, _ = packing.pack_lists(offsets, flat, np.zeros(len(flat), bool))
     problem = problem_of(lists, y, None)
     keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(0), s))(jnp.arange(2))
-    start = cnn.init_params(2, FAST.filters, problem.vocab_size, problem.table, keys)
+    start = cnn.init_cnn_params(2, FAST.filters, problem.vocab_size, problem.table, keys)
     rows = [np.arange(48)] * 2
     tuned, _, _ = fitting.fit(problem, start, rows, [np.arange(48, 64)] * 2, 1e-2, False,
                               3, rng)

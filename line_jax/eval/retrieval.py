@@ -30,9 +30,9 @@ import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import pyarrow.parquet as pq
 from absl import logging
 
+from line_jax.data import dataset as dataset_lib
 from line_jax.util import segments
 from line_jax.eval import joint_plots
 from line_jax.eval import realtext
@@ -243,16 +243,11 @@ def recovery_evaluation(texts, proxies, list_offsets, list_flat, true_offsets, t
 
 
 def _pair_columns(dataset, names: Sequence[str]) -> Dict[str, np.ndarray]:
-  path = os.path.join(str(dataset.root), "pairs.parquet")
-  if not os.path.exists(path):
-    return {}
-  present = [n for n in names if n in pq.read_schema(path).names]
-  if not present:
-    return {}
-  table = pq.read_table(path, columns=present)
-  if table.num_rows != dataset.num_pairs:
-    return {}
-  return {n: np.asarray(table.column(n).to_pylist(), dtype=object) for n in present}
+  """The optional pairs.parquet columns of `names` that the dataset has (none where the
+  file holds another number of rows than the loaded dataset)."""
+  columns = dataset_lib.read_optional_columns(
+      os.path.join(str(dataset.root), "pairs.parquet"), names)
+  return {} if any(len(v) != dataset.num_pairs for v in columns.values()) else columns
 
 
 def source_masks(dataset, pair_idx: np.ndarray) -> Dict[str, np.ndarray]:

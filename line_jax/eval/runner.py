@@ -50,22 +50,6 @@ def _labels(config) -> Dict[str, str]:
           "map_t2_to_t1": f"{t2}→{t1}", "map_t1_to_t2": f"{t1}→{t2}"}
 
 
-def _json_safe(value):
-  """NaN/inf become None so that metrics.json is strict JSON; numpy scalars become Python."""
-  if isinstance(value, dict):
-    return {str(k): _json_safe(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_json_safe(v) for v in value]
-  if isinstance(value, np.ndarray):
-    return _json_safe(value.tolist())
-  if isinstance(value, (np.integer,)):
-    return int(value)
-  if isinstance(value, (float, np.floating)):
-    v = float(value)
-    return v if np.isfinite(v) else None
-  return value
-
-
 def evaluated_pairs(dataset, settings: EvalSettings,
                     notes: List[str]) -> Tuple[np.ndarray, np.ndarray]:
   """(the split's pairs, the evaluated ones: at most config.eval.max_pairs of them)."""
@@ -170,7 +154,7 @@ def _write_files(workdir: str, result: Dict, figures: Dict, train_records: List[
                        + retrieval_report.render_markdown(result["joint"])
                        + transfer_report.render_section(result["transfer"])
                        + finetune.report_section(result["concept_teacher"], labels))
-  files_lib.write_json(os.path.join(workdir, "metrics.json"), _json_safe(result),
+  files_lib.write_json(os.path.join(workdir, "metrics.json"), files_lib.json_safe(result),
                        ensure_ascii=False)
 
 
@@ -213,7 +197,7 @@ def run_evaluation(model, workdir: str) -> Dict:
   }
   _write_files(workdir, result, figures, train_records, settings)
   logging.info("evaluation written to %s (%.1fs)", workdir, time.time() - started)
-  return _json_safe(result)
+  return files_lib.json_safe(result)
 
 
 def transfer_protocol(model, workdir: str) -> Dict:
@@ -224,7 +208,7 @@ def transfer_protocol(model, workdir: str) -> Dict:
       "teacher2": (labels["teacher2"], functools.partial(teacher_concept_rows, model.teacher2)),
       "line": (f"LINE's G ({labels['line']})", line_space(labels["line"], model,
                                                           settings.chunk_size).embed_concepts)}
-  return _json_safe(transfer_run.run_transfer(
+  return files_lib.json_safe(transfer_run.run_transfer(
       model.dataset, embedders, transfer_settings.read_config(model.config),
       os.path.join(workdir, transfer_settings.PLOT_FILE)))
 
@@ -240,7 +224,7 @@ def joint_protocol(model, workdir: str) -> Dict:
   result = retrieval_lib.evaluate_joint(model, pair_idx, spaces, workdir)
   # Table 1 on the same pairs, so that a split's alignment can be read without the rest.
   alignment, _, _ = protocols.alignment_protocol(model.dataset, pair_idx, spaces, settings, [])
-  return _json_safe(dict(result, split=settings.split, alignment=alignment))
+  return files_lib.json_safe(dict(result, split=settings.split, alignment=alignment))
 
 
 ALONE = ("transfer", "joint")    # protocols `python -m line_jax.evaluate --only` runs alone

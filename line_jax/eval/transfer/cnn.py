@@ -78,7 +78,7 @@ def packed_logits(params, flat_ids, local_idx, local_mask, table, vocab_size: in
   return masked_max(h, local_mask) @ dense["kernel"] + dense["bias"]
 
 
-def init_params(num_classes: int, filters: int, vocab_size: int, table: np.ndarray,
+def init_cnn_params(num_classes: int, filters: int, vocab_size: int, table: np.ndarray,
                 keys: jax.Array):
   """Parameters of one model per key in `keys` [S], stacked on a leading seed axis."""
   model = ListCNN(num_classes, filters, vocab_size)

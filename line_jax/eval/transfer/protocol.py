@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 from tqdm.auto import tqdm
 
-from line_jax.eval.transfer.cnn import init_params
+from line_jax.eval.transfer.cnn import init_cnn_params
 from line_jax.eval.transfer.fitting import Problem, fit, scores
 from line_jax.eval.transfer.packing import (Lists, list_segments, pack_lists,
                                             packing_capacity)
@@ -83,7 +83,7 @@ def transfer_direction(problem: Problem, source: np.ndarray, target: np.ndarray,
   keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(cfg.seed), s))(
       jnp.arange(cfg.num_seeds))
   shuffle = rng_for(_RNG_SHUFFLE, 0)
-  start = init_params(problem.num_classes, cfg.filters, problem.vocab_size,
+  start = init_cnn_params(problem.num_classes, cfg.filters, problem.vocab_size,
                       problem.table, keys)
   trained, epochs, best_epoch = fit(problem, start, source_fit, source_val,
                                     cfg.learning_rate, True, cfg.max_epochs, shuffle)

@@ -10,17 +10,14 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import pyarrow.parquet as pq
 
+from line_jax.data import dataset as dataset_lib
 from line_jax.eval.transfer.settings import TransferConfig
 
 
 def pair_column(root: str, name: str) -> Optional[np.ndarray]:
   """Column `name` of `root`/pairs.parquet as an object array, or None when absent."""
-  path = os.path.join(root, "pairs.parquet")
-  if not os.path.exists(path):
-    return None
-  if name not in pq.read_schema(path).names:
-    return None
-  return np.asarray(pq.read_table(path, columns=[name]).column(name).to_pylist(), object)
+  return dataset_lib.read_optional_columns(os.path.join(root, "pairs.parquet"),
+                                           [name]).get(name)
 
 
 def resolve_sites(root: str, num_pairs: int,
