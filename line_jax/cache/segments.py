@@ -177,11 +177,15 @@ def ensure_segments(teacher_cfg, teacher: TeacherEmbeddings, dataset: Dataset,
         f"a teacher of kind {', '.join(repr(k) for k in KINDS)})")
   if kind == "synthetic":
     mode = "all"          # made at once, every pair's
+  if not teacher.path:
+    raise SegmentsUnavailableError(f"teacher {teacher_cfg.get('name')!r} has no cache folder "
+                                   "to keep its clause rows in")
   path = segments_dir(teacher, pattern, dataset)
   if not _satisfies(_read_meta(path), mode):
+    encode = _encode_fn(teacher_cfg, teacher, dataset, encoder)   # before writing anything
     with _lock(path):
       if not _satisfies(_read_meta(path), mode):
-        _build(teacher_cfg, teacher, dataset, pattern, mode, path, encoder, progress_bar)
+        _build(teacher_cfg, teacher, dataset, pattern, mode, path, encode, progress_bar)
   return load_segments(path, dataset, teacher.dim)
 
 
@@ -196,13 +200,17 @@ def _encode_fn(teacher_cfg, teacher: TeacherEmbeddings, dataset: Dataset, encode
       raise SegmentsUnavailableError(
           f"teacher {teacher_cfg.get('name')!r}: its fine-tuned folder "
           f"{teacher.meta.get('finetuned_dir')!r} is gone; it cannot embed the clauses")
-    encoder = teachers.load_encoder(cfg)
+    try:
+      encoder = teachers.load_encoder(cfg)
+    except (ValueError, OSError) as e:
+      raise SegmentsUnavailableError(f"teacher {teacher_cfg.get('name')!r}: its encoder "
+                                     f"cannot be loaded to embed the clauses ({e})") from e
   return lambda strings, progress=None: np.asarray(encoder.encode(list(strings),
                                                                   progress=progress),
                                                    np.float32)
 
 
-def _build(teacher_cfg, teacher, dataset, pattern, mode, path, encoder, progress_bar):
+def _build(teacher_cfg, teacher, dataset, pattern, mode, path, encode, progress_bar):
   """Embeds the clauses into `path`.partial, then renames it to `path`."""
   started = time.perf_counter()
   selected = text_selection(mode, dataset)
@@ -238,7 +246,6 @@ def _build(teacher_cfg, teacher, dataset, pattern, mode, path, encoder, progress
     table = new_memmap(unique_path, dtype, (len(distinct), teacher.dim))
     done = set()
   write_json(progress_path, {"plan": plan, "done": sorted(done)})
-  encode = _encode_fn(teacher_cfg, teacher, dataset, encoder)
   shards = -(-len(distinct) // SHARD_ROWS)
   todo = [s for s in range(shards) if s not in done]
   with tqdm(total=len(distinct), initial=len(distinct) - sum(
