@@ -115,6 +115,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dim = 0                  # joint dimension d; 0 = teacher 1's dimension (paper)
   c.model.init = "identity"        # "identity" where square (start from the teachers' spaces), else lecun
   c.model.init_scale = 1.0
+  c.model.text_hidden = 0           # > 0: F gets a residual MLP of this width beside its
+                                   # linear map, F(t) = t W + b + MLP(t), starting at zero
+  c.model.concept_hidden = 0        # > 0: the same for G's W_c (needs loss.normalize)
   c.model.text_vectors = "sentence"  # "sentence": one vector per text, F(text) (the paper);
                                    # "segments": many, F of the text and of each of its
                                    # clauses (data.segment_pattern), a concept scored against

@@ -130,7 +130,7 @@ def project_batch(params, batch: dict, concept_table, negated_table, num_types: 
                                               settings.slope, settings.cpu_kernel,
                                               settings.kernel_threads)
   receiver_negated = batch["graph"].nodes["negated"][:num_receivers]
-  wc, pn = params["concept_proj"]["w"], params["negation_proj"]
+  pn = params["negation_proj"]
   finish = model_lib.l2_normalize if normalize else (lambda x: x)
   # Slots the relational and negation losses need: rel_* and neg_pos_slot are positive
   # receivers (slots < U), the negated receivers are the V slots from U on.
@@ -159,7 +159,10 @@ def project_batch(params, batch: dict, concept_table, negated_table, num_types: 
   # Every W_c of the step in one matmul, and every negation projector in one more: the
   # pair means (positive, negated), the positive slots, the negated slots.
   nm = means.shape[0] // 2
-  projected = jnp.concatenate([means, pooled[positive_slots], pooled[neg_slots]]) @ wc
+  # (A residual MLP of G is not linear: only the normalised path, which projects every
+  # mention, may have one; `check_model_settings` says so.)
+  projected = model_lib.concept_out(params, jnp.concatenate([means, pooled[positive_slots],
+                                                              pooled[neg_slots]]))
   n_pos = positive_slots.shape[0]
   neg_in = jnp.concatenate([projected[nm:2 * nm], projected[2 * nm + n_pos:]])
   neg_out = neg_in @ pn["w"]
@@ -168,7 +171,8 @@ def project_batch(params, batch: dict, concept_table, negated_table, num_types: 
   if not normalize:
     c_mean = (projected[:nm] + neg_out[:nm]
               + (neg_w.sum(1, keepdims=True) / count) * pn["b"])
-  g_receivers = pooled[:u] @ wc if settings.needs_receivers else None
+  g_receivers = (model_lib.concept_out(params, pooled[:u]) if settings.needs_receivers
+                 else None)
   return t, c_mean, g_pos, g_neg, g_receivers
 
 
@@ -182,6 +186,19 @@ def project_segments(params, batch: dict, text: jnp.ndarray, normalize: bool):
     f = model_lib.l2_normalize(f)
   return (jnp.concatenate([text[:, None], f], axis=1),
           jnp.concatenate([batch["pair_mask"][:, None], batch["segment_mask"]], axis=1))
+
+
+def check_model_settings(config) -> None:
+  """Clear errors for the model's optional parts, before any long work starts."""
+  mc = config.model
+  for field in ("text_hidden", "concept_hidden"):
+    value = mc.get(field, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      raise ValueError(f"model.{field}={value!r} must be an integer >= 0 (0: no MLP)")
+  if mc.get("concept_hidden", 0) and not config.loss.normalize:
+    raise ValueError("model.concept_hidden needs loss.normalize=True: a residual MLP of G is "
+                     "not linear, so a list's mean cannot be projected once")
+  text_vectors(config)
 
 
 def check_loss_settings(lc) -> None:

@@ -28,7 +28,8 @@ from line_jax import teachers as teachers_lib
 from line_jax.search import terms as terms_lib
 from line_jax.teachers import finetune
 from line_jax.data import prepare_dataset
-from line_jax.training.objective import LossSettings, check_loss_settings, text_vectors
+from line_jax.training.objective import (LossSettings, check_loss_settings,
+                                        check_model_settings, text_vectors)
 from line_jax.training.step import make_mesh, shard_batch, make_train_step, make_device_train_step, replicate
 
 
@@ -47,6 +48,7 @@ class Trainer:
                        "texts of the train split (only teacher 2 may embed the evaluated "
                        "pairs' texts alone)")
     check_loss_settings(config.loss)    # before the data build and the teacher exports
+    check_model_settings(config)
     self.text_vectors = text_vectors(config)
     if self.text_vectors == "segments":
       pipeline.check_max_segments_per_pair(config.data.max_segments_per_pair)
