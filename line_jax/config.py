@@ -96,6 +96,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.builder = ""                      # "", "synthetic" or "hpo": build data.dir if missing
   c.data.negation_template = "{name} unobserved"
   c.data.max_concepts_per_pair = 32        # longer lists are truncated, with a count in the log
+  c.data.segment_pattern = segments.DEFAULT_PATTERN   # clause split (regex) of the texts a
+                                           # model.text_vectors="segments" run trains on:
+                                           # teacher 1 embeds every pair text's clauses once
+                                           # (line_jax.cache.segments), keyed by this pattern
+  c.data.max_segments_per_pair = 8         # segments of a pair in a batch (the whole text +
+                                           # up to this - 1 clauses, the first ones); more
+                                           # are left out, with a count in the log
   c.data.synthetic = ml_collections.ConfigDict(dict(
       num_concepts=300, num_pairs=400, num_relation_types=3, edges_per_concept=3,
       mean_concepts=4, negated_fraction=0.15, dim=32, noise=0.1, seed=0))
@@ -108,6 +115,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dim = 0                  # joint dimension d; 0 = teacher 1's dimension (paper)
   c.model.init = "identity"        # "identity" where square (start from the teachers' spaces), else lecun
   c.model.init_scale = 1.0
+  c.model.text_hidden = 0           # > 0: F gets a residual MLP of this width beside its
+                                   # linear map, F(t) = t W + b + MLP(t), starting at zero
+  c.model.concept_hidden = 0        # > 0: the same for G's W_c (needs loss.normalize)
+  c.model.text_vectors = "sentence"  # "sentence": one vector per text, F(text) (the paper);
+                                   # "segments": many, F of the text and of each of its
+                                   # clauses (data.segment_pattern), a concept scored against
+                                   # a text by its best segment (late interaction), in the
+                                   # per-concept term of training and in retrieval
   c.model.leaky_relu_slope = 0.2   # GAT attention nonlinearity
   c.model.table_dtype = "auto"      # teacher-2 tables on the device: "" = as stored in the
                                    # cache (float16 by default), "bfloat16", "float32", or
@@ -154,6 +169,14 @@ def base_config() -> ml_collections.ConfigDict:
                                    # list, against the batch's other concepts, by cosine
                                    # (losses.concept_contrastive_terms); 0 = off
   c.loss.concept_temperature = 0.05
+  c.loss.segment_pooling = "max"   # model.text_vectors="segments": a concept's score against
+                                   # a text in the per-concept term is its best segment's
+                                   # cosine ("max"), or the mean of the segments' cosines
+                                   # weighted by their softmax at loss.segment_temperature
+                                   # ("softmax")
+  c.loss.segment_temperature = 0.05
+  c.loss.sentence_concept_weight = 0.0   # "segments": the per-concept term of the whole
+                                   # text alone as well (the "sentence" run's term); 0 = off
   c.loss.uniformity_weight = 0.0   # uniformity of the batch's concepts under G (Wang and
                                    # Isola); 0 = off
   c.loss.uniformity_t = 2.0

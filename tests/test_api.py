@@ -19,11 +19,16 @@ from line_jax.data.dataset import DataError
 from line_jax.teachers import testing as teacher_testing
 
 
-def train_tiny_run(root: str, seed: int = 0, workdir_name: str = "run"):
-  """Trains the synthetic test config briefly (2 + 1 epochs); returns (config, workdir)."""
+def train_tiny_run(root: str, seed: int = 0, workdir_name: str = "run",
+                   text_vectors: str = "sentence"):
+  """Trains the synthetic test config briefly (2 + 1 epochs); returns (config, workdir).
+  `text_vectors` "segments": many vectors per text, with the per-concept term on."""
   config = test_config.get_config()
   config.data.dir = os.path.join(root, "data")
   config.train.seed = seed
+  config.model.text_vectors = text_vectors
+  if text_vectors == "segments":
+    config.loss.concept_weight = 0.3
   config.train.stage1_epochs = 2
   config.train.stage2_epochs = 1
   workdir = os.path.join(root, workdir_name)
@@ -249,6 +254,48 @@ class HfTextTeacherTest(absltest.TestCase):
                        [h[0] for h in self.model.nearest_concepts(text, 5)])
     finally:
       self.model.config.eval.segment_pattern = segments.DEFAULT_PATTERN
+
+
+class SegmentsRunTest(absltest.TestCase):
+  """A run trained with many vectors per text (model.text_vectors="segments")."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.root = tempfile.mkdtemp()
+    _, workdir = train_tiny_run(cls.root, text_vectors="segments")
+    cls.model = LineModel.load(workdir)
+    cls.sentence_model = LineModel.load(shared_tiny_run()[1])
+
+  def test_says_which_kind_of_run_it_is(self):
+    self.assertEqual(self.model.text_vectors, "segments")
+    self.assertEqual(self.sentence_model.text_vectors, "sentence")
+
+  def test_dataset_segments_are_f_of_the_text_and_its_cached_clauses(self):
+    model = self.model
+    pairs = np.array([5, 0, 7])
+    vectors, owner = model.dataset_segments(pairs)
+    texts = [str(model.dataset.texts[i]) for i in pairs]
+    pieces, want_owner = segments.segment_table(texts, model.segment_pattern)
+    np.testing.assert_array_equal(owner, want_owner)
+    whole = np.searchsorted(owner, np.arange(3))
+    np.testing.assert_allclose(vectors[whole], model.dataset_texts(pairs), atol=1e-6)
+    self.assertGreater(len(vectors), 3)        # "patient with a, b and c": clauses too
+
+  def test_nearest_concepts_scores_by_segment_by_default(self):
+    bert_dir = teacher_testing.write_tiny_bert(os.path.join(self.root, "bert"),
+                                               hidden_size=32)
+    text = "severe chest pain, fever and no cough"
+    for model, default in ((self.model, True), (self.sentence_model, False)):
+      model.config.teacher1.update(kind="hf", model=bert_dir, preset="", pooling="mean",
+                                   max_length=12, dim=32, batch_size=8)
+      self.assertEqual(model.nearest_concepts(text, k=5),
+                       model.nearest_concepts(text, k=5, segments=default))
+      vecs = model.embed_segments([text, "fever"])
+      self.assertEqual([len(v) for v in vecs], [4, 1])
+      np.testing.assert_allclose(vecs[0][0], model.embed_texts([text])[0], atol=1e-6)
+    self.assertNotEqual(self.model.nearest_concepts(text, k=5),
+                        self.model.nearest_concepts(text, k=5, segments=False))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from line_jax.benchmarks import train_step as bench_train
+from line_jax.cache import segments as segments_cache
 from line_jax.training import device_batches as db
 from line_jax.model import graph as graph_lib
 from line_jax.training import host_batches as pipeline
@@ -14,8 +15,9 @@ from line_jax.training import host_batches as pipeline
 
 def setting(num_shards=2, batch_size=32, relational_edges=8, fanout=2, names=True,
             groups=True, random_concepts=16, hard_negatives=2, added=True, num_pairs=400,
-            num_concepts=300, edges=1200, seed=3):
-  """A host builder and the device tables of the same data and settings."""
+            num_concepts=300, edges=1200, seed=3, segments=True, max_segments=4):
+  """A host builder and the device tables of the same data and settings (with `segments`,
+  0 to 5 clause rows per pair, some beyond the max_segments - 1 carried)."""
   ds = bench_train.synthetic_dataset(num_pairs, num_concepts, edges, 3, 4, seed=1)
   lists = pipeline.PairLists(ds, 16)
   if added:   # recovered concepts, as stage 2 has them
@@ -31,13 +33,25 @@ def setting(num_shards=2, batch_size=32, relational_edges=8, fanout=2, names=Tru
     hard = pipeline.hard_neighbour_table(rows, rng.integers(0, 100, num_concepts),
                                          np.arange(num_concepts), 5)
     hard[::3, 2:] = -1
+  pair_segments = None
+  if segments:
+    pair_segments = pipeline.PairSegments(clause_rows(num_pairs, 8, rng), max_segments)
   shapes = pipeline.batch_shapes(lists, batch_size, num_shards, 3, fanout, relational_edges, 4)
   host = pipeline.BatchBuilder(lists, table, text, shapes, seed, names=name_rows,
                                groups=group_of, random_concepts=random_concepts, hard=hard,
-                               hard_negatives=hard_negatives)
+                               hard_negatives=hard_negatives, segments=pair_segments)
   tables, spec = db.make_tables(lists, table, text, name_rows, group_of, hard,
-                                hard_negatives, random_concepts, seed, fanout, text.dtype)
+                                hard_negatives, random_concepts, seed, fanout, text.dtype,
+                                pair_segments)
   return host, jax.tree.map(jnp.asarray, tables), spec
+
+
+def clause_rows(num_pairs, dim, rng):
+  """In-memory clause rows: 0 to 5 clauses per pair, distinct random rows."""
+  counts = rng.integers(0, 6, num_pairs)
+  offsets = np.r_[0, np.cumsum(counts)]
+  rows = rng.standard_normal((int(offsets[-1]), dim)).astype(np.float16)
+  return segments_cache.SegmentEmbeddings(rows, offsets, None, {}, "<memory>")
 
 
 def assert_same_batch(test, host_batch, device_batch, where=""):
@@ -104,7 +118,8 @@ class SameBatchesTest(parameterized.TestCase):
       ("one_shard", dict(num_shards=1)),
       ("four_shards_no_triplets", dict(num_shards=4, relational_edges=0)),
       ("plain", dict(names=False, groups=False, random_concepts=0, hard_negatives=0,
-                     added=False)),
+                     added=False, segments=False)),
+      ("two_segments", dict(max_segments=2)),
       ("high_degree_fanout", dict(fanout=3, edges=6000, num_concepts=120)),
   )
   def test_device_batches_equal_the_host_batches(self, overrides):
@@ -128,10 +143,28 @@ class SameBatchesTest(parameterized.TestCase):
     host.shapes = shapes
     pairs = np.concatenate([np.arange(40), np.full(24, -1)]).astype(np.int32)[:32]
     rows = db.host_text_rows(host.text, pairs)
-    without_text = {k: v for k, v in tables.items() if k != "text"}
-    got = jax.jit(lambda t, p, r: db.build_batch(t, p, np.int32(4), shapes, spec,
-                                                 text_rows=r))(without_text, pairs, rows)
+    seg_rows = db.host_segment_rows(host.segments, pairs)
+    without_text = {k: v for k, v in tables.items() if k not in ("text", "segments")}
+    got = jax.jit(lambda t, p, r, sr: db.build_batch(t, p, np.int32(4), shapes, spec,
+                                                     text_rows=r, segment_rows=sr))(
+        without_text, pairs, rows, seg_rows)
     assert_same_batch(self, host.build(pairs[pairs >= 0], 4), got)
+
+  def test_segments_are_each_pairs_first_clauses(self):
+    host, _, _ = setting(max_segments=4)
+    pairs = np.arange(32)
+    batch = host.build(pairs, 0)
+    rows = batch["segments"].reshape(-1, 3, 8)
+    mask = batch["segment_mask"].reshape(-1, 3)
+    segs = host.segments
+    for i, p in enumerate(pairs):
+      n = min(int(segs.lengths[p]), 3)
+      np.testing.assert_array_equal(mask[i], np.arange(3) < n)
+      np.testing.assert_array_equal(rows[i, :n], segs.rows[segs.starts[p]:segs.starts[p] + n])
+      self.assertFalse(rows[i, n:].any())
+    self.assertGreater(host.segments.truncated, 0)       # pairs of 4-5 clauses: 3 kept
+    with self.assertRaisesRegex(ValueError, "max_segments_per_pair=1 must be"):
+      pipeline.PairSegments(segs, 1)
 
   def test_a_padded_batch_and_empty_shards(self):
     host, tables, spec = setting(num_shards=4, batch_size=32)

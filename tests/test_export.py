@@ -14,12 +14,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from line_jax.cache import export
+from line_jax.cache import segments as segments_cache
 from line_jax.cache import synthetic as synthetic_teacher
 from line_jax.config import teacher_config
 from line_jax.data.dataset import DataError, load_dataset, write_dataset
 from line_jax.cache.store import cache_key, load_teacher_embeddings, teacher_dir
 from line_jax.teachers import load_encoder
 from line_jax.teachers.testing import write_tiny_bert
+from line_jax.util import segments as segments_lib
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ["fever", "cough", "chest pain", "seizure", "ataxia", "short stature"]
@@ -209,6 +211,52 @@ class ExportTest(parameterized.TestCase):
     _, encoder = self.ensure(workdir, cfg=cfg, dataset=dataset)
     self.assertEqual(encoder.calls, 0)
 
+  def test_clause_rows_are_embedded_once_per_distinct_clause_and_resume(self):
+    splits = ["train", "valid", "test", "train", "valid"]
+    texts = TEXTS[:4] + ["fever, cough; mild fever"]     # "cough" is pair 0's clause too
+    dataset = load_dataset(write_tiny_dataset(os.path.join(self.create_tempdir().full_path,
+                                                           "data"), texts, splits))
+    workdir = self.workdir()
+    teacher = load_teacher_embeddings(self.ensure(workdir, dataset=dataset)[0], dataset)
+    pattern = segments_lib.DEFAULT_PATTERN
+    ensure = lambda mode, encoder: segments_cache.ensure_segments(
+        self.cfg, teacher, dataset, pattern, mode, encoder=encoder, progress_bar=False)
+    with mock.patch.object(segments_cache, "SHARD_ROWS", 2):
+      killed = CountingEncoder(self.encoder, fail_after_calls=1)
+      with self.assertRaises(KeyboardInterrupt):
+        ensure("eval", killed)
+      path = segments_cache.segments_dir(teacher, pattern, dataset)
+      self.assertFalse(os.path.exists(path))        # no folder that looks complete
+      resumed = CountingEncoder(self.encoder)
+      seg = ensure("eval", resumed)
+    # Evaluated pairs only; the killed shard's rows not embedded again.
+    clauses, owner = segments_lib.clause_table([t if s != "train" else "" for t, s in
+                                                zip(texts, splits)], pattern)
+    self.assertEqual(clauses, ["fever", "cough", "mild fever"])
+    np.testing.assert_array_equal(seg.offsets, [0, 0, 0, 0, 0, 3])
+    self.assertEqual((killed.rows, resumed.rows), (2, 1))
+    np.testing.assert_allclose(seg.pair_rows([4], np.float32)[0],
+                               self.encoder.encode(clauses), atol=2e-3)
+    with self.assertRaisesRegex(ValueError, "first: pair 0"):
+      seg.pair_rows([4, 0])
+    # "all" re-exports every pair's clauses; an "eval" request then reuses that folder.
+    every = CountingEncoder(self.encoder)
+    seg_all = ensure("all", every)
+    self.assertIsNone(seg_all.embedded)
+    all_clauses, all_owner = segments_lib.clause_table(texts, pattern)
+    self.assertEqual(every.rows, len(set(all_clauses)))     # "cough" embedded once
+    self.assertLess(every.rows, len(all_clauses))
+    rows, owner = seg_all.pair_rows([4, 0])
+    np.testing.assert_array_equal(owner, [0, 0, 0, 1, 1])
+    np.testing.assert_allclose(np.asarray(rows, np.float32), self.encoder.encode(
+        ["fever", "cough", "mild fever", "the patient has fever", "cough"]), atol=2e-3)
+    again = CountingEncoder(self.encoder)
+    self.assertEqual(ensure("eval", again).meta["text_rows"], "all")
+    self.assertEqual(again.calls, 0)
+    precomputed = teacher_config(**dict(self.cfg, kind="precomputed"))
+    with self.assertRaisesRegex(segments_cache.SegmentsUnavailableError, "precomputed"):
+      segments_cache.ensure_segments(precomputed, teacher, dataset, pattern)
+
   def test_text_rows_must_be_all_or_eval(self):
     with self.assertRaisesRegex(ValueError, "text_rows"):
       self.ensure(self.workdir(), cfg=teacher_config(**dict(self.cfg, text_rows="train")))
@@ -344,6 +392,21 @@ class SyntheticAndCommandLineTest(absltest.TestCase):
     key = cache_key("synthetic-3-4", "none", 0, True, dataset.data_hash())
     self.assertEqual(path, teacher_dir(workdir, "syn", key))
     self.assertEqual(load_teacher_embeddings(path, dataset).meta["dim"], 4)
+
+  def test_synthetic_clause_rows_follow_the_concepts_they_name(self):
+    dataset = load_dataset(write_tiny_dataset(self.create_tempdir().full_path))
+    cfg = teacher_config(kind="synthetic", name="s", dim=16, seed=3, dtype="float32")
+    workdir = self.create_tempdir().full_path
+    teacher = export.ensure_teacher(cfg, dataset, workdir)
+    rows = synthetic_teacher.segment_rows(dataset, cfg, ["mild fever", "no fever", "nothing"])
+    concept = np.asarray(teacher.concepts[0])              # C0: "fever"
+    self.assertGreater(rows[0] @ concept, 0.8)
+    self.assertLess(rows[1] @ concept, -0.6)
+    self.assertLess(abs(rows[2] @ concept), 0.8)
+    seg = segments_cache.ensure_segments(cfg, teacher, dataset, segments_lib.DEFAULT_PATTERN,
+                                         "eval", progress_bar=False)
+    self.assertEqual(seg.meta["text_rows"], "all")        # made for every pair at once
+    self.assertEqual(len(seg.rows), seg.offsets[-1])
 
   def test_command_line_exports_both_teachers(self):
     root = self.create_tempdir()

@@ -50,6 +50,31 @@ def np_concept_contrastive(t, g, g_mask, occ_slot, occ_mask, tau, group=None):
   return total, count
 
 
+def np_segment_contrastive(t, seg_mask, g, g_mask, occ_slot, occ_mask, tau, pooling,
+                           seg_tau=0.05):
+  """Loop reference of the many-vectors term: a text's score of a concept is its real
+  segments' best cosine ("max") or their softmax(cos / seg_tau)-weighted mean ("softmax");
+  then -log softmax of the own concept among itself + off-list concepts."""
+  def score(i, k):
+    cos = np.array([np_cos(t[i, j], g[k]) for j in range(t.shape[1]) if seg_mask[i, j]])
+    if pooling == "max":
+      return cos.max()
+    w = np.exp(cos / seg_tau - (cos / seg_tau).max())
+    return float(np.sum(w / w.sum() * cos))
+  total, count = 0.0, 0
+  for i in range(len(t)):
+    listed = {int(occ_slot[i, m]) for m in range(occ_slot.shape[1]) if occ_mask[i, m]}
+    for m in range(occ_slot.shape[1]):
+      if not occ_mask[i, m]:
+        continue
+      p = int(occ_slot[i, m])
+      den = np.exp(score(i, p) / tau) + sum(np.exp(score(i, k) / tau) for k in range(len(g))
+                                            if g_mask[k] and k not in listed)
+      total += -np.log(np.exp(score(i, p) / tau) / den)
+      count += 1
+  return total, count
+
+
 def np_text_contrastive(t, t_mask, g, occ_slot, occ_mask, tau, group=None):
   """Loop reference: -log softmax of the own text among itself + the real texts that do not
   list the concept (with `group`: no concept of its group)."""
@@ -194,6 +219,42 @@ class LossTest(parameterized.TestCase):
     self.assertLess(ref_s, plain_s)       # fewer negatives, a smaller loss
     s_id, _ = losses.concept_contrastive_terms(*args, jnp.arange(u, dtype=jnp.int32))
     np.testing.assert_allclose(float(s_id), plain_s, rtol=2e-5, atol=1e-5)
+
+  @parameterized.parameters(("max", 0.1, 0), ("softmax", 0.5, 1), ("max", 1.0, 2),
+                            ("softmax", 0.07, 3))
+  def test_segment_contrastive_matches_numpy(self, pooling, tau, seed):
+    rng = np.random.default_rng(seed)
+    b, s_count, m, u, d = 5, 4, 3, 9, 6
+    t, g = rng.normal(size=(b, s_count, d)), rng.normal(size=(u, d))
+    seg_mask = rng.random((b, s_count)) > 0.4
+    seg_mask[:, 0] = True                                  # the whole text
+    seg_mask[0] = False                                    # a padded pair
+    g_mask = np.ones(u, bool)
+    g_mask[-2:] = False
+    occ_slot = rng.integers(0, u - 2, size=(b, m)).astype(np.int32)
+    occ_mask = (rng.random((b, m)) > 0.3) & seg_mask[:, :1]
+    s, k = losses.concept_contrastive_terms(
+        jnp.asarray(t, jnp.float32), jnp.asarray(g, jnp.float32), jnp.asarray(g_mask),
+        jnp.asarray(occ_slot), jnp.asarray(occ_mask), tau, None, jnp.asarray(seg_mask),
+        pooling, 0.05)
+    ref_s, ref_k = np_segment_contrastive(t, seg_mask, g, g_mask, occ_slot, occ_mask, tau,
+                                          pooling)
+    self.assertEqual(int(k), ref_k)
+    np.testing.assert_allclose(float(s), ref_s, rtol=2e-5, atol=1e-5)
+
+  def test_one_segment_is_the_sentence_term(self):
+    rng = np.random.default_rng(4)
+    t, g = rng.normal(size=(4, 5)).astype(np.float32), rng.normal(size=(7, 5)).astype(
+        np.float32)
+    occ_slot, occ_mask = jnp.asarray([[0, 1], [2, 3], [4, 0], [5, 6]]), jnp.ones((4, 2), bool)
+    plain = losses.concept_contrastive_terms(t, g, jnp.ones(7, bool), occ_slot, occ_mask, 0.2)
+    padded = np.concatenate([t[:, None], rng.normal(size=(4, 2, 5))], 1).astype(np.float32)
+    one = np.zeros((4, 3), bool)
+    one[:, 0] = True
+    for pooling in ("max", "softmax"):
+      got = losses.concept_contrastive_terms(padded, g, jnp.ones(7, bool), occ_slot, occ_mask,
+                                             0.2, None, jnp.asarray(one), pooling)
+      np.testing.assert_allclose(float(got[0]), float(plain[0]), rtol=1e-6)
 
   def test_concept_contrastive_list_mates_do_not_compete(self):
     # Text 0 lists concepts 0 and 1 (both equal to it) and the only other concept is

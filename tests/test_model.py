@@ -173,6 +173,30 @@ class ModelTest(parameterized.TestCase):
     self.assertEqual(model.project_text(params, x).shape, (3, 4))
     self.assertEqual(params["concept_proj"]["w"].shape, (6, 4))
 
+  def test_residual_mlps_start_at_the_linear_model_and_add_their_output(self):
+    linear = model.init_params(jax.random.PRNGKey(0), 8, 6, 8, 2, init="identity")
+    params = model.init_params(jax.random.PRNGKey(0), 8, 6, 8, 2, init="identity",
+                               text_hidden=16, concept_hidden=12)
+    for key in linear:
+      for a, b in zip(jax.tree.leaves(linear[key]), jax.tree.leaves(params[key])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    self.assertEqual(params["text_mlp"]["w1"].shape, (8, 16))
+    self.assertEqual(params["concept_mlp"]["w2"].shape, (12, 8))
+    rng = np.random.default_rng(0)
+    x, pooled = rng.normal(size=(3, 8)).astype(np.float32), rng.normal(size=(3, 6)).astype(
+        np.float32)
+    np.testing.assert_allclose(np.asarray(model.project_text(params, x)), x, rtol=1e-6)
+    trained = jax.tree.map(lambda p: p + 0.1, params)
+    mlp = lambda p, v: np.asarray(jax.nn.gelu(v @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"])
+    np.testing.assert_allclose(
+        np.asarray(model.project_text(trained, x)),
+        x @ np.asarray(trained["text_proj"]["w"]) + np.asarray(trained["text_proj"]["b"])
+        + mlp(trained["text_mlp"], x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(model.project_pooled(trained, pooled, np.zeros(3, bool))),
+        pooled @ np.asarray(trained["concept_proj"]["w"]) + mlp(trained["concept_mlp"], pooled),
+        rtol=1e-5, atol=1e-5)
+
   def test_gradients_finite_difference(self):
     params, concepts, negated, table, recv, recv_neg, ids, mask = random_setup(6, n_recv=4)
     g = graph_lib.build_graph(recv, recv_neg, ids, mask, block=4)

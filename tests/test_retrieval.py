@@ -11,6 +11,7 @@ import ml_collections
 
 from line_jax.search import terms
 from line_jax.eval import runner
+from line_jax.eval import by_segment
 from line_jax.eval import realtext
 from line_jax.eval import retrieval
 from tests import test_evaluate
@@ -326,6 +327,9 @@ class RealTextTest(absltest.TestCase):
         continue
       self.assertEqual(out["text_to_concept_segments"]["first"]["all"]["recall@1"], 1.0)
       self.assertEqual(out["num_segments"], 6)
+      # By the number of concepts a sentence lists: both sentences list two.
+      by_size = out["text_to_concept_segments"]["first"]
+      self.assertEqual((by_size["2 concepts"]["count"], by_size["1 concept"]["count"]), (4, 0))
       self.assertIn("| first | all | 1.000 | 1.000 | 1.000 |",
                     "\n".join(realtext.render_markdown(out, (1, 10))))
 
@@ -333,6 +337,32 @@ class RealTextTest(absltest.TestCase):
     config = ml_collections.ConfigDict({"eval": {"segment_pattern": "(oops"}})
     with self.assertRaisesRegex(ValueError, r"segment_pattern='\(oops' is not a regular"):
       retrieval.read_settings(config)
+
+
+class ClauseLevelTest(absltest.TestCase):
+
+  def test_a_text_of_two_findings_finds_each_by_its_clause(self):
+    keys = np.eye(4, dtype=np.float32)
+    texts = np.stack([keys[0] + 0.8 * keys[1], keys[2]])        # "A and B", "C"
+    clauses = (keys[[0, 1]], np.array([0, 0]))                  # text 0's two clauses
+    owner, target = np.array([0, 0, 1]), np.array([0, 1, 2])
+    masks = dict(all=np.ones(2, bool), **by_segment.size_masks(
+        by_segment.target_counts(owner, 2)))
+    whole = terms.retrieval_ranks(texts, keys, owner, target)
+    self.assertEqual(whole.tolist(), [1, 2, 1])                 # B second, behind A
+    got = by_segment.clause_level(texts, clauses, keys, owner, target, None, 1, masks, (1,))
+    self.assertEqual(got["all"]["recall@1"], 1.0)
+    self.assertEqual((got["2 concepts"]["count"], got["1 concept"]["count"],
+                      got["5+ concepts"]["count"]), (2, 1, 0))
+    vectors, text_owner = by_segment.with_segments(texts, *clauses)
+    np.testing.assert_array_equal(text_owner, [0, 0, 0, 1])
+    np.testing.assert_array_equal(vectors[[0, 3]], texts)
+
+  def test_size_buckets(self):
+    masks = by_segment.size_masks(np.array([0, 1, 2, 3, 4, 5, 9]))
+    self.assertEqual({k: np.flatnonzero(v).tolist() for k, v in masks.items()},
+                     {"1 concept": [1], "2 concepts": [2], "3-4 concepts": [3, 4],
+                      "5+ concepts": [5, 6]})
 
 
 class EvaluateJointTest(absltest.TestCase):
@@ -374,6 +404,13 @@ class EvaluateJointTest(absltest.TestCase):
     self.assertNotIn("chosen_on", joint["recovery"])
     self.assertNotIn("at_chosen_point", rec["estimators"]["residual"]["score"])
     self.assertIn("segment skipped", text)     # the fake teachers embed no new strings
+    # ... nor clauses: each space says why it has no clause-level figures.
+    self.assertEqual(set(joint["text_to_concept_segments_skipped"]),
+                     {"teacher1", "teacher2", "line"})
+    self.assertIn("no clause-level figures", text)
+    self.assertEqual(joint["text_to_concept"]["line"]["all"]["count"],
+                     sum(joint["text_to_concept"]["line"][size]["count"] for size in
+                         ("1 concept", "2 concepts", "3-4 concepts", "5+ concepts")))
     self.assertIn("(a) Text -> concept retrieval", text)
 
   def test_operating_points_chosen_on_another_split_are_applied(self):

@@ -5,6 +5,14 @@
   model.embed_concepts([["HP:0001250", "HP:0002315"]],
                        negated=[[False, True]])               # mean of G(...)       [n, d]
   model.nearest_concepts("recurrent seizures", k=5)           # [(concept_id, name, cosine)]
+  model.text_vectors                                          # "sentence" or "segments"
+  model.embed_segments(["Short stature, kyphosis."])          # per text: F of it and its
+                                                              # clauses [1 + clauses, d]
+
+A run trained with model.text_vectors="segments" gives a text many vectors (the text and its
+clauses, split by config.data.segment_pattern) and scores a concept by its best one:
+`nearest_concepts` does so by default there (segments=True); `embed_texts` stays the whole
+text's vector, the one the list proxies are aligned with.
 
 Behaviour at the edges (tested in tests/test_api.py):
   * New strings are embedded with teacher 1's encoder, so only a run whose teacher 1 is a
@@ -43,11 +51,13 @@ import numpy as np
 from line_jax.training import checkpoint as ckpt_lib
 from line_jax import config as config_lib
 from line_jax.cache import export as exporter
+from line_jax.cache import segments as segments_cache
 from line_jax.model import graph as graph_lib
 from line_jax.model import kernels
 from line_jax.model import projection
 from line_jax.util import segments as segments_lib
 from line_jax.training import state as state_lib
+from line_jax.training.objective import text_vectors as text_vectors_of
 from line_jax.model import tables
 from line_jax import teachers
 from line_jax.search import terms as terms_lib
@@ -218,6 +228,22 @@ class LineModel:
     """The joint space's dimension d."""
     return int(self.params["text_proj"]["w"].shape[1])
 
+  @property
+  def text_vectors(self) -> str:
+    """The run's kind of text vectors (config model.text_vectors): "sentence", one per
+    text (the paper's), or "segments", the text's and its clauses', a concept scored
+    against a text by the best of them."""
+    return text_vectors_of(self.config)
+
+  @property
+  def segment_pattern(self) -> str:
+    """The clause split of `embed_segments` and `nearest_concepts(segments=True)`: the one
+    a "segments" run trained with (config.data.segment_pattern), else
+    config.eval.segment_pattern ("" = the whole text alone)."""
+    if self.text_vectors == "segments":
+      return str(self.config.data.get("segment_pattern", segments_lib.DEFAULT_PATTERN) or "")
+    return str(self.config.eval.get("segment_pattern", segments_lib.DEFAULT_PATTERN) or "")
+
   # --- projections of rows the run already has -----------------------------------------
   def project_texts(self, text_emb: np.ndarray) -> np.ndarray:
     """F over teacher-1 text embeddings [N, d_t] -> [N, d]."""
@@ -250,6 +276,22 @@ class LineModel:
       return np.zeros((0, self.dim), np.float32)
     unique, inverse = np.unique(pair_idx, return_inverse=True)
     return self.project_texts(np.asarray(self.teacher1.text[unique], np.float32))[inverse]
+
+  def dataset_segments(self, pair_idx: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+    """F of dataset pairs' segments from teacher 1's cached rows: ([N, d] vectors, [N] int64
+    position in `pair_idx` of the pair each belongs to), each pair's whole text first, then
+    its clauses (`segment_pattern`; a teacher-1 cache of them is made first when missing:
+    `line_jax.cache.segments`)."""
+    pair_idx = np.asarray(pair_idx, np.int64)
+    whole = self.dataset_texts(pair_idx)
+    seg = segments_cache.ensure_segments(self.config.teacher1, self.teacher1, self.dataset,
+                                         self.segment_pattern, "all", progress_bar=False)
+    rows, owner = seg.pair_rows(pair_idx, np.float32)
+    clauses = self.project_texts(rows) if len(rows) else np.zeros((0, self.dim), np.float32)
+    vectors = np.concatenate([whole, clauses])
+    owner = np.concatenate([np.arange(len(pair_idx)), owner])
+    order = np.argsort(owner, kind="stable")       # the whole text before its clauses
+    return vectors[order], owner[order]
 
   # --- new strings ------------------------------------------------------------------------
   def text_encoder(self):
@@ -299,6 +341,16 @@ class LineModel:
         raise ValueError(f"text {int(too_long[0])} (and {len(too_long) - 1} more) is longer "
                          f"than teacher1.max_length={encoder.settings.max_length} tokens")
     return self.project_texts(encoder.encode(texts))
+
+  def embed_segments(self, texts: Sequence[str]) -> List[np.ndarray]:
+    """Many vectors per text: for each text, [1 + its clauses, d], F of the whole text and
+    of each clause (`segment_pattern`), through teacher 1. A concept's score against a
+    text is its best cosine over them (what `nearest_concepts(segments=True)` ranks by)."""
+    texts = _check_string_list(texts, "embed_segments")
+    pieces, owner = segments_lib.segment_table(texts, self.segment_pattern)
+    vectors = self.embed_texts(pieces) if pieces else np.zeros((0, self.dim), np.float32)
+    bounds = np.searchsorted(owner, np.arange(len(texts) + 1))
+    return [vectors[bounds[i]:bounds[i + 1]] for i in range(len(texts))]
 
   # --- concept lists ----------------------------------------------------------------------
   def concept_rows(self, concept_ids: Sequence[str]) -> np.ndarray:
@@ -424,23 +476,26 @@ class LineModel:
     return [[(str(self.dataset.concept_ids[j]), str(self.dataset.names[j]), float(s))
              for s, j in zip(row_scores, row_idx)] for row_scores, row_idx in zip(scores, idx)]
 
-  def nearest_concepts(self, text: str, k: int = 10, segments: bool = False
+  def nearest_concepts(self, text: str, k: int = 10, segments: Optional[bool] = None
                        ) -> List[Tuple[str, str, float]]:
     """The k dictionary concepts whose G is closest (cosine) to F(text).
 
     With `segments`, each concept is scored by its best cosine over the text and its
-    clauses (`line_jax.util.segments`, split by config.eval.segment_pattern): a text that names
+    clauses (`line_jax.util.segments`, split by `segment_pattern`): a text that names
     several findings finds each through the clause that names it (on real annotated
-    sentences, recall@10 of the annotated concepts rose from about 0.55 to 0.81).
+    sentences, recall@10 of the annotated concepts rose from about 0.55 to 0.81). The
+    default (None) is True for a run trained with many vectors per text
+    (`text_vectors` "segments"), False otherwise.
     """
     if not isinstance(text, str):
       raise TypeError(f"nearest_concepts takes one string, not a {type(text).__name__}")
     k = check_count(k, "nearest_concepts", self.dataset.num_concepts)
+    if segments is None:
+      segments = self.text_vectors == "segments"
     segments = check_flag(segments, "segments", "nearest_concepts")
     if not segments:
       return self.top_concepts(self.embed_texts([text]), k)[0]
-    pattern = self.config.eval.get("segment_pattern", segments_lib.DEFAULT_PATTERN)
-    pieces = segments_lib.split_segments(text, pattern or "")
+    pieces = segments_lib.split_segments(text, self.segment_pattern)
     # The best k by best segment are among the union of every segment's own best k.
     best = {}
     for row in self.top_concepts(self.embed_texts(pieces), k):

@@ -9,6 +9,8 @@ learn.
 from __future__ import annotations
 
 import os
+import re
+from typing import Sequence
 
 import numpy as np
 
@@ -18,11 +20,52 @@ from line_jax.data.dataset import Dataset
 from line_jax.data.synthetic import LATENT_DIM, latent
 
 
+NOISE = 0.1
+_SEGMENT_STREAM = 7    # default_rng([seed, this]) draws the noise of the segment rows
+
+
+def _rotation(tcfg) -> np.ndarray:
+  """The teacher's view of the latents: the first draw of default_rng(seed)."""
+  dim = int(tcfg.dim or 32)
+  rng = np.random.default_rng(tcfg.seed)
+  return rng.standard_normal((LATENT_DIM, dim)) / np.sqrt(LATENT_DIM)
+
+
+def segment_rows(dataset: Dataset, tcfg, strings: Sequence[str]) -> np.ndarray:
+  """The synthetic teacher's embedding of new strings (the texts' clauses), made as its
+  text rows are: the mean latent of the concepts whose names the string holds (-0.5 x
+  for a name after "no "), through the teacher's rotation, plus noise; a string that names
+  no concept is noise alone. [len(strings), dim], L2-normalised, as tcfg.dtype."""
+  rotation = _rotation(tcfg)
+  dim = rotation.shape[1]
+  index = {str(n): j for j, n in enumerate(dataset.names)}
+  names = sorted(index, key=len, reverse=True)
+  finder = re.compile(r"(\bno\s+)?\b(" + "|".join(map(re.escape, names)) + r")\b") \
+      if names else None
+  latents = {}
+  out = np.zeros((len(strings), dim))
+  for i, text in enumerate(strings):
+    found = list(finder.finditer(text)) if finder is not None else []
+    if not found:
+      continue
+    vecs = []
+    for m in found:
+      cid = dataset.concept_ids[index[m.group(2)]]
+      if cid not in latents:
+        latents[cid] = latent(cid)
+      vecs.append((-0.5 if m.group(1) else 1.0) * latents[cid])
+    out[i] = np.mean(vecs, axis=0) @ rotation
+  rng = np.random.default_rng([int(tcfg.seed), _SEGMENT_STREAM])
+  out += NOISE * rng.standard_normal(out.shape)
+  out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+  return out.astype(tcfg.dtype)
+
+
 def write_synthetic_teacher(dataset: Dataset, path: str, tcfg) -> None:
   """Writes text/concepts/negated .npy for a synthetic teacher into `path`."""
-  dim, noise = int(tcfg.dim or 32), 0.1
+  dim, noise = int(tcfg.dim or 32), NOISE
   rng = np.random.default_rng(tcfg.seed)
-  rotation = rng.standard_normal((LATENT_DIM, dim)) / np.sqrt(LATENT_DIM)
+  rotation = rng.standard_normal((LATENT_DIM, dim)) / np.sqrt(LATENT_DIM)   # = _rotation
   latents = np.stack([latent(c) for c in dataset.concept_ids])
   concepts = latents @ rotation + noise * rng.standard_normal((dataset.num_concepts, dim))
   negated = -0.5 * latents @ rotation + noise * rng.standard_normal(concepts.shape)

@@ -10,6 +10,8 @@ read at evaluation time only, never trained on. Its sentences are embedded by ea
   - text -> concept retrieval: each annotated concept ranked among the whole dictionary;
   - the same retrieval by segment (`line_jax.util.segments`, config.eval.segment_pattern; "" =
     off): each concept scored by its best cosine over the sentence and its clauses.
+Each is given for the whole set, by collection and by the number of concepts a sentence
+lists (1, 2, 3-4, 5+: `line_jax.eval.by_segment`).
 Ids not in the dictionary are counted and listed in the report; a sentence left with none is
 counted and left out of both protocols.
 """
@@ -28,6 +30,7 @@ from line_jax.util import segments
 from line_jax import teachers
 from line_jax.search import terms
 from line_jax.data.dataset import iter_json_lines
+from line_jax.eval import by_segment
 from line_jax.eval import metrics
 from line_jax.teachers import finetune
 
@@ -154,6 +157,7 @@ def evaluate_realtext(model, settings, groups: terms.Groups,
   masks.update({n: data["collections"] == n for n in names} if len(names) > 1 else {})
   owner, target = terms.listed_targets(data["offsets"], data["flat"],
                                            np.zeros(len(data["flat"]), bool), groups)
+  masks.update(by_segment.size_masks(by_segment.target_counts(owner, len(data["texts"]))))
   for item in (embedders if embedders is not None else string_embedders(model)):
     if len(item) == 2:
       out["skipped"][item[0]] = item[1]

@@ -1,7 +1,9 @@
 r"""Single-concept protocols of the joint space, beside the paper's list-level ones.
 
   (a) text -> concept retrieval: each listed (non-negated) concept of a pair ranked among the
-      whole dictionary by cosine to the pair's text: recall@k and MRR;
+      whole dictionary by cosine to the pair's text: recall@k and MRR; also by clause (a
+      concept scored by its best cosine over the text and its clauses, every space alike)
+      and by the number of concepts a text lists (`line_jax.eval.by_segment`);
   (b) definition -> defined term: the same ranking, for the term a definition defines;
   (c) recovery of a missing concept on the synthetic pairs (whose true lists are known):
       for each estimator, the top-1 / top-10 hit rate of a true concept the list misses, and
@@ -34,6 +36,7 @@ from absl import logging
 
 from line_jax.data import dataset as dataset_lib
 from line_jax.util import segments
+from line_jax.eval import by_segment
 from line_jax.eval import joint_plots
 from line_jax.eval import realtext
 from line_jax.eval.spaces import list_slices, true_slices
@@ -369,6 +372,8 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
   masks = source_masks(dataset, pair_idx)
   offsets, flat, negated = list_slices(dataset, pair_idx)
   owner, target = listed_targets(offsets, flat, negated, groups)
+  text_masks = dict(masks, **by_segment.size_masks(by_segment.target_counts(owner,
+                                                                            len(pair_idx))))
   columns = _pair_columns(dataset, ("source", "source_id"))
   def_rows, def_target, unknown_defined = _definition_rows(dataset, pair_idx, groups, columns)
   synthetic = masks["vignette"]
@@ -406,7 +411,15 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
     ranks = retrieval_ranks(texts, keys, owner, target, groups, settings.chunk)
     out["text_to_concept"][space.key] = {
         name: retrieval_summary(ranks[mask[owner]], settings.ks) for name, mask in
-        masks.items()}
+        text_masks.items()}
+    if settings.segment_pattern and space.embed_clauses is not None:   # by clause too
+      clauses, why = by_segment.space_clauses(space, pair_idx)
+      if clauses is None:
+        out.setdefault("text_to_concept_segments_skipped", {})[space.key] = why
+      else:
+        out.setdefault("text_to_concept_segments", {})[space.key] = by_segment.clause_level(
+            texts, clauses, keys, owner, target, groups, settings.chunk, text_masks,
+            settings.ks)
     if len(def_rows):
       def_ranks = retrieval_ranks(texts, keys, def_rows, def_target, groups, settings.chunk)
       out["definition_to_term"]["results"][space.key] = retrieval_summary(def_ranks,

@@ -44,6 +44,12 @@ def render_markdown(result: Optional[Dict]) -> str:
            "### (a) Text -> concept retrieval (each listed non-negated concept among the "
            "whole dictionary)", ""]
   lines += _retrieval_table(result["text_to_concept"], models, ks, True)
+  if result.get("text_to_concept_segments"):
+    lines += ["", "By clause: each concept scored by its best cosine over the text and its "
+              "clauses (config.eval.segment_pattern), in every space.", ""]
+    lines += _retrieval_table(result["text_to_concept_segments"], models, ks, True)
+  for key, why in result.get("text_to_concept_segments_skipped", {}).items():
+    lines.append(f"- {models.get(key, key)}: no clause-level figures ({why})")
   d = result["definition_to_term"]
   lines += ["", "### (b) Definition -> defined term", ""]
   if "skipped" in d:

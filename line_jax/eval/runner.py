@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from absl import logging
 
+from line_jax.cache import segments as segments_cache
 from line_jax.util import files as files_lib
 from line_jax.training import guards
 from line_jax.eval import plots
@@ -72,12 +73,31 @@ def evaluated_pairs(dataset, settings: EvalSettings,
   return split_idx, pair_idx
 
 
+def _clause_rows(model, which: str):
+  """() -> the teacher's rows of the evaluated pairs' clauses (config eval.segment_pattern;
+  `line_jax.cache.segments`, embedded once and kept), made when first asked for."""
+  made = []
+
+  def get():
+    if not made:
+      pattern = str(model.config.eval.get("segment_pattern", "") or "")
+      if not pattern:
+        raise ValueError("config.eval.segment_pattern is empty: no clauses")
+      made.append(segments_cache.ensure_segments(model.config[which], getattr(model, which),
+                                                 model.dataset, pattern, "eval"))
+    return made[0]
+
+  return get
+
+
 def model_spaces(model, settings: EvalSettings, labels: Dict[str, str], notes: List[str]):
   """(teacher 1, teacher 2, LINE, [linear maps], map info): the spaces every protocol
   compares."""
-  teacher1 = teacher_space("teacher1", labels["teacher1"], model.teacher1)
-  teacher2 = teacher_space("teacher2", labels["teacher2"], model.teacher2)
-  line = guards.finite_space(line_space(labels["line"], model, settings.chunk_size))
+  clauses = {which: _clause_rows(model, which) for which in ("teacher1", "teacher2")}
+  teacher1 = teacher_space("teacher1", labels["teacher1"], model.teacher1, clauses["teacher1"])
+  teacher2 = teacher_space("teacher2", labels["teacher2"], model.teacher2, clauses["teacher2"])
+  line = guards.finite_space(line_space(labels["line"], model, settings.chunk_size,
+                                        clauses["teacher1"]))
   maps, map_info = map_spaces(model, model.dataset, settings, labels, notes)
   return teacher1, teacher2, line, maps, map_info
 

@@ -7,7 +7,7 @@ vectors; the protocols (`line_jax.eval.protocols`) score every space the same wa
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
@@ -36,11 +36,15 @@ class Space:
     label: the row name in the report.
     embed_texts: pair indices [N] -> [N, d].
     embed_concepts: (concept indices [M], negated [M]) -> [M, d].
+    embed_clauses: optional, pair indices [N] -> (the clause vectors of their texts [P, d],
+      [P] position in the indices of the pair each belongs to) (`line_jax.eval.by_segment`);
+      ValueError where the space cannot have them.
   """
   key: str
   label: str
   embed_texts: Callable[[np.ndarray], np.ndarray]
   embed_concepts: Callable[[np.ndarray, np.ndarray], np.ndarray]
+  embed_clauses: Optional[Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]] = None
 
   def proxies(self, dataset, pair_idx: np.ndarray) -> np.ndarray:
     """Mean concept embedding of each pair's list: [N] -> [N, d]."""
@@ -80,17 +84,26 @@ def _chunked(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, chunk: int) 
   return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
-def teacher_space(key: str, label: str, teacher) -> Space:
+def teacher_space(key: str, label: str, teacher, clauses: Optional[Callable] = None) -> Space:
+  """A teacher's own rows; `clauses`: () -> its `SegmentEmbeddings` of the pairs' clauses
+  (called when first needed)."""
   return Space(key, label,
                embed_texts=lambda idx: teacher.text_rows(idx, np.float32),
-               embed_concepts=lambda idx, neg: teacher_concept_rows(teacher, idx, neg))
+               embed_concepts=lambda idx, neg: teacher_concept_rows(teacher, idx, neg),
+               embed_clauses=None if clauses is None else
+               lambda idx: clauses().pair_rows(idx, np.float32))
 
 
-def line_space(label: str, model, chunk: int) -> Space:
-  """F on teacher-1 texts; G from the cached dictionary, negated forms through G."""
+def line_space(label: str, model, chunk: int, clauses: Optional[Callable] = None) -> Space:
+  """F on teacher-1 texts; G from the cached dictionary, negated forms through G;
+  `clauses`: () -> teacher 1's `SegmentEmbeddings` of the pairs' clauses, projected by F."""
   def embed_texts(idx):
     return _chunked(model.project_texts,
                     emb_lib.gather_rows(model.teacher1.text, idx, np.float32), chunk)
+
+  def embed_clauses(idx):
+    rows, owner = clauses().pair_rows(idx, np.float32)
+    return _chunked(model.project_texts, rows, chunk).reshape(len(rows), -1), owner
 
   def embed_concepts(idx, neg):
     idx = np.asarray(idx, np.int64)
@@ -101,5 +114,6 @@ def line_space(label: str, model, chunk: int) -> Space:
       rows[neg] = projection.project_negated(model.project_concepts, idx[neg], chunk)
     return rows
 
-  return Space("line", label, embed_texts, embed_concepts)
+  return Space("line", label, embed_texts, embed_concepts,
+               None if clauses is None else embed_clauses)
 

@@ -80,7 +80,9 @@ def negation_terms(positive: jnp.ndarray, negated: jnp.ndarray, weight: jnp.ndar
 def concept_contrastive_terms(texts: jnp.ndarray, concepts: jnp.ndarray,
                               concept_mask: jnp.ndarray, occ_slot: jnp.ndarray,
                               occ_mask: jnp.ndarray, temperature: float,
-                              concept_group: jnp.ndarray | None = None):
+                              concept_group: jnp.ndarray | None = None,
+                              segment_mask: jnp.ndarray | None = None,
+                              pooling: str = "max", segment_temperature: float = 0.05):
   """Per-concept InfoNCE: each text against each concept of its own list, by cosine.
 
   For pair i and each listed (positive) concept p of it, with s_ik = cos(t_i, g_k) / tau:
@@ -102,11 +104,16 @@ def concept_contrastive_terms(texts: jnp.ndarray, concepts: jnp.ndarray,
     concept_group: optional [U] term of each row of `concepts` (a term and its synonym
       entries share one): a row of the same term as one of the text's positives is left out
       of the denominator too, as retrieval counts a term's entries as one answer.
+    segment_mask: with texts [b, S, d], the segments of each text ([b, S] bool, segment 0
+      the whole text): many vectors per text. A text's cosine to a concept is then its
+      segments' best (`pooling` "max": late interaction, as retrieval by segment scores
+      it; the positive is its best-matching segment), or their mean weighted by the
+      softmax of cosine / `segment_temperature` ("softmax"); padded segments take no part.
   Returns:
     (sum of terms, number of (pair, listed concept) terms).
   """
   logits, in_list = _concept_logits(texts, concepts, occ_slot, occ_mask, temperature,
-                                    concept_group)
+                                    concept_group, segment_mask, pooling, segment_temperature)
   u = concepts.shape[0]
   negative = concept_mask[None, :] & ~in_list
   # A finite floor rather than -inf: a text with no negative gets terms of ~0 and no NaN.
@@ -144,14 +151,38 @@ def text_contrastive_terms(texts: jnp.ndarray, text_mask: jnp.ndarray,
   return jnp.sum(jnp.where(occ_mask, terms, 0.0)), jnp.sum(occ_mask).astype(jnp.float32)
 
 
-def _concept_logits(texts, concepts, occ_slot, occ_mask, temperature, concept_group):
-  """Cosines / tau of texts [b, d] x concepts [U, d], and which (text, concept) cells are a
-  listed concept of that text (or, with concept_group, of a listed concept's term)."""
+SEGMENT_POOLINGS = ("max", "softmax")
+
+
+def pool_segments(cos: jnp.ndarray, segment_mask: jnp.ndarray, pooling: str,
+                  temperature: float) -> jnp.ndarray:
+  """[b, S, U] cosines of each text's segments -> [b, U]: the best real segment's ("max"),
+  or the real segments' mean weighted by softmax(cos / temperature) ("softmax"). A text
+  with no real segment gets -2 (below any cosine)."""
+  mask = segment_mask[:, :, None]
+  if pooling == "max":
+    return jnp.max(jnp.where(mask, cos, -2.0), axis=1)
+  if pooling == "softmax":
+    weight = jax.nn.softmax(jnp.where(mask, cos / temperature, -1e9), axis=1)
+    pooled = jnp.sum(jnp.where(mask, weight * cos, 0.0), axis=1)
+    return jnp.where(jnp.any(mask, axis=1), pooled, -2.0)
+  raise ValueError(f"segment pooling {pooling!r}: expected one of {SEGMENT_POOLINGS}")
+
+
+def _concept_logits(texts, concepts, occ_slot, occ_mask, temperature, concept_group,
+                    segment_mask=None, pooling="max", segment_temperature=0.05):
+  """Cosines / tau of texts [b, d] (or [b, S, d] segments, pooled: `pool_segments`) x
+  concepts [U, d], and which (text, concept) cells are a listed concept of that text (or,
+  with concept_group, of a listed concept's term)."""
   b, u = texts.shape[0], concepts.shape[0]
   t = texts * jax.lax.rsqrt(jnp.maximum(jnp.sum(texts * texts, -1, keepdims=True), 1e-24))
   g = concepts * jax.lax.rsqrt(jnp.maximum(jnp.sum(concepts * concepts, -1, keepdims=True),
                                            1e-24))
-  logits = (t @ g.T) / temperature                                       # [b, U]
+  if segment_mask is None:
+    logits = (t @ g.T) / temperature                                     # [b, U]
+  else:
+    cos = jnp.einsum("bsd,ud->bsu", t, g)                                # [b, S, U]
+    logits = pool_segments(cos, segment_mask, pooling, segment_temperature) / temperature
   if concept_group is None:
     in_list = jnp.zeros((b, u), bool).at[jnp.arange(b)[:, None],
                                          jnp.where(occ_mask, occ_slot, u)].set(True,

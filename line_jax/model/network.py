@@ -6,7 +6,13 @@ params = {
   "concept_proj": {"w": [d_c, d]},                W_c, shared by every head (paper eq. 1)
   "attention":    {"src": [K, d], "dst": [K, d]}, one GAT attention vector pair per relation type
   "negation_proj": {"w": [d, d], "b": [d]},        applied after G for negated entries
+  "text_mlp":     {"w1": [d_t, h], "b1": [h], "w2": [h, d], "b2": [d]}   (model.text_hidden)
+  "concept_mlp":  {"w1": [d_c, h], "b1": [h], "w2": [h, d], "b2": [d]}   (model.concept_hidden)
 }
+
+Optional residual MLPs (more room where the linear maps run short): F(t) = t W + b +
+MLP(t), G's W_c x + MLP(x) on the pooled neighbourhood x; MLP(x) = gelu(x W1 + b1) W2 + b2
+with W2 and b2 zero at the start, so training starts at the linear model.
 
 G(c) = mean_k sum_{j in N_k(c) + {c}} alpha^k_cj W_c x_j, with
 alpha^k_c. = softmax_j LeakyReLU(a^k_dst . W_c x_c + a^k_src . W_c x_j).
@@ -32,8 +38,23 @@ def _init_matrix(key, d_in: int, d_out: int, init: str, scale: float) -> jnp.nda
   return jax.random.normal(key, (d_in, d_out), jnp.float32) * (scale / np.sqrt(d_in))
 
 
+def _init_mlp(key, d_in: int, hidden: int, d_out: int) -> dict:
+  """A residual MLP's parameters: W1 He-scaled, W2 and both biases zero (it adds nothing
+  until trained)."""
+  return {"w1": jax.random.normal(key, (d_in, hidden), jnp.float32) * np.sqrt(2.0 / d_in),
+          "b1": jnp.zeros((hidden,), jnp.float32),
+          "w2": jnp.zeros((hidden, d_out), jnp.float32),
+          "b2": jnp.zeros((d_out,), jnp.float32)}
+
+
+def residual_mlp(p: dict, x: jnp.ndarray) -> jnp.ndarray:
+  """gelu(x W1 + b1) W2 + b2."""
+  return jax.nn.gelu(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+
+
 def init_params(key: jax.Array, text_dim: int, concept_dim: int, dim: int, num_types: int,
-                init: str = "identity", init_scale: float = 1.0) -> dict:
+                init: str = "identity", init_scale: float = 1.0, text_hidden: int = 0,
+                concept_hidden: int = 0) -> dict:
   """Parameters of F, G and the negation projector.
 
   With init="identity" every square matrix starts as the identity (a choice of ours: training
@@ -42,7 +63,7 @@ def init_params(key: jax.Array, text_dim: int, concept_dim: int, dim: int, num_t
   """
   k_text, k_concept, k_src, k_dst, k_neg = jax.random.split(key, 5)
   attn_scale = 0.1 / np.sqrt(dim)
-  return {
+  params = {
       "text_proj": {"w": _init_matrix(k_text, text_dim, dim, init, init_scale),
                     "b": jnp.zeros((dim,), jnp.float32)},
       "concept_proj": {"w": _init_matrix(k_concept, concept_dim, dim, init, init_scale)},
@@ -52,12 +73,32 @@ def init_params(key: jax.Array, text_dim: int, concept_dim: int, dim: int, num_t
       "negation_proj": {"w": _init_matrix(k_neg, dim, dim, "identity", 1.0),
                         "b": jnp.zeros((dim,), jnp.float32)},
   }
+  # Drawn from keys of their own, so the linear parameters are those of a run without them.
+  if text_hidden:
+    params["text_mlp"] = _init_mlp(jax.random.fold_in(key, 101), text_dim, text_hidden, dim)
+  if concept_hidden:
+    params["concept_mlp"] = _init_mlp(jax.random.fold_in(key, 102), concept_dim,
+                                      concept_hidden, dim)
+  return params
 
 
 def project_text(params: dict, text: jnp.ndarray) -> jnp.ndarray:
-  """F: [N, d_t] -> [N, d]."""
+  """F: [N, d_t] -> [N, d] (plus the residual MLP where the run has one)."""
   p = params["text_proj"]
-  return text.astype(jnp.float32) @ p["w"] + p["b"]
+  t = text.astype(jnp.float32)
+  out = t @ p["w"] + p["b"]
+  if "text_mlp" in params:
+    out = out + residual_mlp(params["text_mlp"], t)
+  return out
+
+
+def concept_out(params: dict, pooled: jnp.ndarray) -> jnp.ndarray:
+  """G's output before the negation projector: W_c on pooled neighbourhoods [n, d_c] ->
+  [n, d] (plus the residual MLP where the run has one)."""
+  out = pooled @ params["concept_proj"]["w"]
+  if "concept_mlp" in params:
+    out = out + residual_mlp(params["concept_mlp"], pooled)
+  return out
 
 
 @jax.custom_vjp
@@ -201,7 +242,7 @@ def _xla_neighbour_attention(concept_table, graph: jraph.GraphsTuple, num_receiv
 
 def project_pooled(params: dict, pooled: jnp.ndarray, negated: jnp.ndarray) -> jnp.ndarray:
   """W_c on pooled neighbourhoods [n, d_c] -> [n, d]; negated rows through their projector."""
-  out = pooled @ params["concept_proj"]["w"]
+  out = concept_out(params, pooled)
   p = params["negation_proj"]
   return jnp.where(negated[:, None], out @ p["w"] + p["b"], out)
 

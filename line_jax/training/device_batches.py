@@ -23,7 +23,9 @@ Tables (`DeviceTables`, a dict pytree): the pair lists (CSR), rho and the recove
 of each pair, the neighbour CSR per relation type and the merged one (for "is an edge"),
 the hard-negative table, each concept's term group and teacher 1's name rows, and teacher
 1's text rows when they fit the memory budget (`text_on_device`); otherwise the host
-gathers each batch's text rows (`host_text_rows`) and they enter the step as an input.
+gathers each batch's text rows (`host_text_rows`) and they enter the step as an input. A
+model.text_vectors="segments" run adds each pair's clause ranges and teacher 1's clause
+rows, which live with the text rows (on the devices, or streamed: `host_segment_rows`).
 """
 
 from __future__ import annotations
@@ -128,6 +130,8 @@ class BuilderSpec:
   with_groups: bool
   contains_steps: int        # binary-search steps over the longest merged neighbour list
   text_dtype: str
+  segment_slots: int = 0     # clauses carried per pair (data.max_segments_per_pair - 1);
+                             # 0: a "sentence" run, no segments
 
 
 def merged_neighbours(table: graph_lib.NeighbourTable):
@@ -153,16 +157,18 @@ def _int32(name: str, values: np.ndarray) -> np.ndarray:
   return values.astype(np.int32)
 
 
-def text_on_device(config, text: np.ndarray) -> bool:
-  """Whether teacher 1's text table lives on the devices (config train.text_table: "device",
-  "host" or "auto": when its bytes fit train.device_table_budget_gib, or, at 0, half of a
-  GPU/TPU's free memory and 2 GiB of a CPU's)."""
+def text_on_device(config, text: np.ndarray, segments: Optional[np.ndarray] = None) -> bool:
+  """Whether teacher 1's text table (and its clause rows, `segments`, in a "segments" run)
+  lives on the devices (config train.text_table: "device", "host" or "auto": when its bytes
+  fit train.device_table_budget_gib, or, at 0, half of a GPU/TPU's free memory and 2 GiB
+  of a CPU's)."""
   setting = str(config.train.get("text_table", "auto"))
   if setting not in ("auto", "device", "host"):
     raise ValueError(f"train.text_table={setting!r}: expected 'auto', 'device' or 'host'")
   if setting != "auto":
     return setting == "device"
-  nbytes = int(np.prod(text.shape)) * np.dtype(text.dtype).itemsize
+  nbytes = sum(int(np.prod(t.shape)) * np.dtype(t.dtype).itemsize
+               for t in (text, segments) if t is not None)
   budget = float(config.train.get("device_table_budget_gib", 0.0)) * 2**30
   if budget <= 0:
     budget = 2.0 * 2**30
@@ -178,9 +184,12 @@ def make_tables(lists: pipeline.PairLists, table: graph_lib.NeighbourTable,
                 text: Optional[np.ndarray], names: Optional[np.ndarray],
                 groups: Optional[np.ndarray], hard: Optional[np.ndarray],
                 hard_negatives: int, random_concepts: int, seed: int, fanout: int,
-                text_dtype) -> tuple[dict, BuilderSpec]:
+                text_dtype, segments: Optional[pipeline.PairSegments] = None,
+                segment_rows: bool = True) -> tuple[dict, BuilderSpec]:
   """Host arrays of the device tables (numpy; `place_tables` puts them on the devices) and the
-  builder's static spec. `text` None: the text rows are streamed from the host."""
+  builder's static spec. `text` None: the text rows are streamed from the host. `segments`:
+  the pairs' clauses of a "segments" run, their rows on the devices unless `segment_rows`
+  is False (streamed with the text rows)."""
   ds = lists.dataset
   c, k = table.num_concepts, table.num_types
   if k * c + 1 > INT32_LIMIT or len(table.neighbours) > INT32_LIMIT:
@@ -218,6 +227,12 @@ def make_tables(lists: pipeline.PairLists, table: graph_lib.NeighbourTable,
     tables["groups"] = np.asarray(groups, np.int32)
   if hard is not None and hard_negatives:
     tables["hard"] = np.asarray(hard, np.int32)
+  if segments is not None:
+    tables["segment_starts"] = _int32("pairs' clause offsets", segments.starts)
+    tables["segment_lengths"] = segments.lengths.astype(np.int32)
+    if segment_rows:
+      tables["segments"] = (segments.rows if len(segments.rows) else
+                            np.zeros((1, segments.rows.shape[1]), segments.rows.dtype))
   spec = BuilderSpec(
       seed=int(seed), num_concepts=c, num_types=k, fanout=int(fanout),
       max_concepts=lists.max_concepts, random_concepts=int(random_concepts),
@@ -225,7 +240,8 @@ def make_tables(lists: pipeline.PairLists, table: graph_lib.NeighbourTable,
       hard_pool=int(hard.shape[1]) if "hard" in tables else 0,
       with_names=names is not None, with_groups=groups is not None,
       contains_steps=max(1, math.ceil(math.log2(longest + 1))),
-      text_dtype=str(np.dtype(text_dtype)))
+      text_dtype=str(np.dtype(text_dtype)),
+      segment_slots=segments.slots if segments is not None else 0)
   return tables, spec
 
 
@@ -251,6 +267,12 @@ def host_text_rows(text: np.ndarray, pair_idx: np.ndarray) -> np.ndarray:
     rows = np.sort(pair_idx[valid])
     out[valid] = emb_lib.gather_rows(text, rows)[np.searchsorted(rows, pair_idx[valid])]
   return out
+
+
+def host_segment_rows(segments: pipeline.PairSegments, pair_idx: np.ndarray) -> np.ndarray:
+  """[len(pair_idx), S - 1, d_t] clause rows of a batch's pairs (zeros past each pair's
+  clauses and for -1), for a step whose text table is streamed."""
+  return segments.padded(pair_idx)[0]
 
 
 # --- the builder ------------------------------------------------------------------------------
@@ -451,10 +473,11 @@ def sampled_graph(tables: dict, recv, live, recv_neg, step, max_edges: int, bloc
 
 
 def build_shard(tables: dict, pair_idx, step, shard, shapes: pipeline.BatchShapes,
-                spec: BuilderSpec, text_rows=None) -> dict:
+                spec: BuilderSpec, text_rows=None, segment_rows=None) -> dict:
   """One shard of the batch of the global pairs `pair_idx` [B] (-1: padding) at `step`, as
-  `BatchBuilder.build` makes it (without the leading shard axis). `text_rows` [b, d_t]: the
-  shard's text rows when the text table is streamed from the host."""
+  `BatchBuilder.build` makes it (without the leading shard axis). `text_rows` [b, d_t] and
+  `segment_rows` [b, S - 1, d_t]: the shard's text and clause rows when the text table is
+  streamed from the host."""
   sh = shapes
   b, u, v, rs = sh.pairs_per_shard, sh.positive_slots, sh.negated_slots, sh.relational_edges
   idx_all, neg_all, real_all = padded_lists(tables, pair_idx, spec.max_concepts)
@@ -497,17 +520,26 @@ def build_shard(tables: dict, pair_idx, step, shard, shapes: pipeline.BatchShape
   if spec.with_groups:
     out["receiver_group"] = jnp.where(pos_real, tables["groups"][pos0],
                                       -1 - jnp.arange(u, dtype=jnp.int32))
+  if spec.segment_slots:
+    col = jnp.arange(spec.segment_slots, dtype=jnp.int32)[None, :]
+    seg_mask = col < jnp.where(valid_pair, tables["segment_lengths"][p], 0)[:, None]
+    if segment_rows is None:
+      flat = jnp.where(seg_mask, tables["segment_starts"][p][:, None] + col, 0)
+      segment_rows = jnp.where(seg_mask[..., None], tables["segments"][flat], 0)
+    out["segments"] = segment_rows.astype(spec.text_dtype)
+    out["segment_mask"] = seg_mask
   return out
 
 
 def build_batch(tables: dict, pair_idx, step, shapes: pipeline.BatchShapes,
-                spec: BuilderSpec, text_rows=None) -> dict:
+                spec: BuilderSpec, text_rows=None, segment_rows=None) -> dict:
   """Every shard of the batch, stacked on a leading shard axis: what the host builder's
   `build` returns (for tests and the builder-alone benchmark; training builds each shard
   on its own device inside the step)."""
   b = shapes.pairs_per_shard
-  shards = [build_shard(tables, pair_idx, step, s, shapes, spec,
-                        None if text_rows is None else text_rows[s * b:(s + 1) * b])
+  part = lambda rows, s: None if rows is None else rows[s * b:(s + 1) * b]
+  shards = [build_shard(tables, pair_idx, step, s, shapes, spec, part(text_rows, s),
+                        part(segment_rows, s))
             for s in range(shapes.num_shards)]
   return jax.tree.map(lambda *xs: jnp.stack(xs), *shards)
 

@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 MODES = ("stop", "skip")
-TERMS = ("align", "relational", "negation", "concept", "uniformity", "name", "text")
+TERMS = ("align", "relational", "negation", "concept", "uniformity", "name", "text",
+         "sentence_concept")
 
 
 class NonFiniteError(FloatingPointError):

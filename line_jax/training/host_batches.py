@@ -12,6 +12,9 @@ Per shard (b = B / S pairs):
   neg_pos_slot [V], neg_weight [V]   the positive receiver paired with negated receiver U + v,
                                      and how many negated mentions it has in the shard
   rel_head / rel_tail / rel_corrupt [Rs], rel_mask [Rs]   relational-loss triplets
+  segments [b, S - 1, d_t], segment_mask [b, S - 1]   (model.text_vectors="segments") the
+                                     teacher-1 rows of each pair's first S - 1 clauses
+                                     (the whole text, `text`, is its segment 0)
   graph: jraph.GraphsTuple over the U + V receivers (line_jax.model.graph layout)
 Capacities (U, V and the graph's edge count) are planned exactly for every batch of a
 stage before it starts (`line_jax.training.device_batches.plan_capacities`), so one compiled step
@@ -121,6 +124,45 @@ class PairLists:
     return idx, neg
 
 
+class PairSegments:
+  """Each pair's clause rows (`line_jax.cache.segments.SegmentEmbeddings`) in a
+  model.text_vectors="segments" run: at most `max_segments` - 1 per pair (the first ones;
+  the whole text is segment 0), the others left out with a count in the log."""
+
+  def __init__(self, segments, max_segments: int, pair_idx: Optional[np.ndarray] = None):
+    check_max_segments_per_pair(max_segments)
+    self.rows = segments.rows
+    counts = segments.counts
+    self.slots = int(max_segments) - 1
+    self.starts = segments.offsets[:-1].astype(np.int64)
+    self.lengths = np.minimum(counts, self.slots)
+    seen = counts if pair_idx is None else counts[np.asarray(pair_idx, np.int64)]
+    self.truncated = int((seen > self.slots).sum())
+    if self.truncated:
+      logging.warning("%d of %d pairs have more than %d clauses (the most %d); %d clauses are "
+                      "left out of training (raise data.max_segments_per_pair=%d to keep "
+                      "them)", self.truncated, len(seen), self.slots, int(seen.max()),
+                      int(np.maximum(seen - self.slots, 0).sum()), max_segments)
+
+  def padded(self, pair_idx: np.ndarray):
+    """(rows [n, S - 1, d_t] as stored, mask [n, S - 1]) of `pair_idx` (-1: no clause)."""
+    pair_idx = np.asarray(pair_idx, np.int64)
+    valid = pair_idx >= 0
+    lengths = np.where(valid, self.lengths[np.maximum(pair_idx, 0)], 0)
+    mask = np.arange(self.slots)[None, :] < lengths[:, None]
+    out = np.zeros((len(pair_idx), self.slots, self.rows.shape[1]), self.rows.dtype)
+    if mask.any():
+      flat = (self.starts[np.maximum(pair_idx, 0)][:, None] + np.arange(self.slots))[mask]
+      out[mask] = emb_lib.gather_rows(self.rows, flat)
+    return out, mask
+
+
+def check_max_segments_per_pair(value) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 2:
+    raise ValueError(f"data.max_segments_per_pair={value!r} must be an integer >= 2 (the "
+                     "whole text and at least one clause)")
+
+
 def batch_shapes(lists: PairLists, batch_size: int, num_shards: int, num_types: int,
                  fanout: int, relational_edges: int, edge_block: int = 1) -> BatchShapes:
   """Starting capacities; `device_batches.plan_capacities` sets them for a stage."""
@@ -171,7 +213,8 @@ class BatchBuilder:
   def __init__(self, lists: PairLists, table: graph_lib.NeighbourTable, text: np.ndarray,
                shapes: BatchShapes, seed: int, names: Optional[np.ndarray] = None,
                groups: Optional[np.ndarray] = None, random_concepts: int = 0,
-               hard: Optional[np.ndarray] = None, hard_negatives: int = 0):
+               hard: Optional[np.ndarray] = None, hard_negatives: int = 0,
+               segments: Optional[PairSegments] = None):
     """`names`: teacher 1's embedding of every concept's name ([num_concepts, d_t]); when
     given, each batch carries `name_text` [S, U, d_t], the name row of every positive
     receiver (zeros in padding slots), for the name term of the loss. `groups`: the term
@@ -183,8 +226,10 @@ class BatchBuilder:
     concept's nearest other-term concepts ([num_concepts, pool] ints, -1 where none:
     `hard_neighbour_table`); with `hard_negatives` = k > 0, k of them drawn per listed
     concept per step join the shard's receivers the same way (negatives a concept is
-    easily confused with, which in-batch and uniform draws seldom are)."""
+    easily confused with, which in-batch and uniform draws seldom are). `segments`: each
+    pair's clause rows (`PairSegments`), carried as `segments` / `segment_mask`."""
     self.lists, self.table, self.text, self.shapes, self.seed = lists, table, text, shapes, seed
+    self.segments = segments
     self.names = names
     self.groups = None if groups is None else np.asarray(groups, np.int32)
     self.random_concepts = int(random_concepts)
@@ -296,6 +341,10 @@ class BatchBuilder:
       out["name_text"] = np.zeros((s_count, u, self.names.shape[1]), self.names.dtype)
     if self.groups is not None:
       out["receiver_group"] = np.tile(-1 - np.arange(u, dtype=np.int32), (s_count, 1))
+    if self.segments is not None:
+      rows, mask = self.segments.padded(padded)
+      out["segments"] = rows.reshape(s_count, b, *rows.shape[1:])
+      out["segment_mask"] = mask.reshape(s_count, b, -1)
     valid = padded >= 0
     if valid.any():
       rows_sorted = np.sort(padded[valid])

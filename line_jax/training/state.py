@@ -100,7 +100,9 @@ def init_params_from_config(config: ml_collections.ConfigDict, text_dim: int,
   """LINE's parameters initialised from `seed` as the config's model section says."""
   return model_lib.init_params(jax.random.PRNGKey(seed), text_dim, concept_dim,
                                model_dim(config, text_dim), num_relation_types,
-                               config.model.init, config.model.init_scale)
+                               config.model.init, config.model.init_scale,
+                               int(config.model.get("text_hidden", 0)),
+                               int(config.model.get("concept_hidden", 0)))
 
 
 def state_of(config: ml_collections.ConfigDict, params: dict) -> dict:

@@ -58,19 +58,24 @@ def make_loss_fn(config, num_types: int, mesh, cpu_kernel: bool = False):
 def make_device_loss_fn(config, num_types: int, mesh, shapes: pipeline.BatchShapes,
                         spec: device_batches.BuilderSpec, cpu_kernel: bool = False,
                         streamed_text: bool = False):
-  """loss(params, tables, pair_idx, step, concept_table, negated_table[, text_rows]) over
-  the mesh, each device building its own shard of the batch of the global pairs `pair_idx`
-  [B] at `step` from the device tables (`line_jax.training.device_batches`) inside the same program.
-  With `streamed_text`, the text rows come from the host as text_rows [S, b, d_t]."""
+  """loss(params, tables, pair_idx, step, concept_table, negated_table[, text_rows[,
+  segment_rows]]) over the mesh, each device building its own shard of the batch of the
+  global pairs `pair_idx` [B] at `step` from the device tables
+  (`line_jax.training.device_batches`) inside the same program. With `streamed_text`, the
+  text rows come from the host as text_rows [S, b, d_t] (and, in a "segments" run, the
+  clause rows as segment_rows [S, b, slots, d_t])."""
   settings = LossSettings.from_config(config, mesh, cpu_kernel)
 
-  def local(params, tables, pair_idx, step, concept_table, negated_table, *text_rows):
+  def local(params, tables, pair_idx, step, concept_table, negated_table, *streamed):
     shard = jax.lax.axis_index(AXIS)
-    rows = text_rows[0][0] if text_rows else None
-    batch = device_batches.build_shard(tables, pair_idx, step, shard, shapes, spec, rows)
+    rows = streamed[0][0] if streamed else None
+    seg_rows = streamed[1][0] if len(streamed) > 1 else None
+    batch = device_batches.build_shard(tables, pair_idx, step, shard, shapes, spec, rows,
+                                       seg_rows)
     return shard_loss(params, batch, concept_table, negated_table, num_types, settings)
 
-  specs = (P(), P(), P(), P(), P(), P()) + ((P(AXIS),) if streamed_text else ())
+  num_streamed = (1 + bool(spec.segment_slots)) if streamed_text else 0
+  specs = (P(), P(), P(), P(), P(), P()) + (P(AXIS),) * num_streamed
   return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=(P(), P()))
 
 
@@ -87,7 +92,7 @@ def _step_with(loss_fn, optimizer, config):
                                           config.train.on_nonfinite == "skip")
     metrics = {"loss": loss, "align": parts[0], "relational": parts[1], "negation": parts[2],
                "concept": parts[3], "uniformity": parts[4], "name": parts[5],
-               "text": parts[6],
+               "text": parts[6], "sentence_concept": parts[7],
                "finite": finite}
     return new_state, metrics
 

@@ -16,6 +16,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from line_jax.training import device_batches
 from line_jax.cache import export as exporter
+from line_jax.cache import segments as segments_cache
 from line_jax.model import graph as graph_lib
 from line_jax.util import host_memory
 from line_jax.model import kernels
@@ -27,7 +28,8 @@ from line_jax import teachers as teachers_lib
 from line_jax.search import terms as terms_lib
 from line_jax.teachers import finetune
 from line_jax.data import prepare_dataset
-from line_jax.training.objective import LossSettings, check_loss_settings
+from line_jax.training.objective import (LossSettings, check_loss_settings,
+                                        check_model_settings, text_vectors)
 from line_jax.training.step import make_mesh, shard_batch, make_train_step, make_device_train_step, replicate
 
 
@@ -46,6 +48,10 @@ class Trainer:
                        "texts of the train split (only teacher 2 may embed the evaluated "
                        "pairs' texts alone)")
     check_loss_settings(config.loss)    # before the data build and the teacher exports
+    check_model_settings(config)
+    self.text_vectors = text_vectors(config)
+    if self.text_vectors == "segments":
+      pipeline.check_max_segments_per_pair(config.data.max_segments_per_pair)
     state_lib.learning_rate(config)     # (and the schedule's settings)
     self.config = config
     self.workdir = os.path.abspath(workdir)
@@ -68,6 +74,13 @@ class Trainer:
                        "or 'finetuned'")
     self.table = graph_lib.NeighbourTable.from_dataset(ds, config.graph.symmetric)
     self.lists = pipeline.PairLists(ds, config.data.max_concepts_per_pair)
+    # Many vectors per text: teacher 1's rows of every text's clauses (exported once).
+    self.segments = None
+    if self.text_vectors == "segments":
+      self.segments = pipeline.PairSegments(
+          segments_cache.ensure_segments(config.teacher1, self.teacher1, ds,
+                                         str(config.data.segment_pattern), "all"),
+          int(config.data.max_segments_per_pair), ds.split_indices("train"))
     self.mesh = make_mesh(devices)
     shapes = pipeline.batch_shapes(
         self.lists, config.train.batch_size, self.mesh.size, len(ds.relation_types),
@@ -82,10 +95,11 @@ class Trainer:
     # Extra random receivers only serve the terms that compare G of the batch's concepts
     # with each other or with a text's (not the text term: no text lists them).
     extra = (int(config.loss.random_concepts)
-             if settings.weights[3] or settings.weights[4] or settings.weights[5] else 0)
+             if settings.weights[3] or settings.weights[4] or settings.weights[5]
+             or settings.weights[7] else 0)
     # Hard negatives serve the terms that rank concepts for a text (per-concept, name); the
     # text term ranks texts for a concept, so it only shares the same-term masking.
-    contrastive = bool(settings.weights[3] or settings.weights[5])
+    contrastive = bool(settings.weights[3] or settings.weights[5] or settings.weights[7])
     hard, num_hard = None, int(config.loss.get("hard_negatives", 0)) if contrastive else 0
     same_term_masked = ((contrastive or settings.weights[6])
                         and not config.loss.same_term_negatives)
@@ -97,7 +111,8 @@ class Trainer:
     self.builder = pipeline.BatchBuilder(self.lists, self.table, self.teacher1.text,
                                          shapes, config.train.seed, names=names,
                                          groups=groups, random_concepts=extra,
-                                         hard=hard, hard_negatives=num_hard)
+                                         hard=hard, hard_negatives=num_hard,
+                                         segments=self.segments)
     replicated = NamedSharding(self.mesh, P())
     # Where batches are built (config train.batch_builder): on the devices inside the step
     # (line_jax.training.device_batches), or on the host (the reference builder above). The device
@@ -107,13 +122,14 @@ class Trainer:
       raise ValueError(f"train.batch_builder={self.builder_kind!r}: expected one of "
                        f"{BATCH_BUILDERS}")
     on_device = self.builder_kind == "device"
-    self.streamed_text = on_device and not device_batches.text_on_device(config,
-                                                                         self.teacher1.text)
+    self.streamed_text = on_device and not device_batches.text_on_device(
+        config, self.teacher1.text, None if self.segments is None else self.segments.rows)
     host_tables, self.builder_spec = device_batches.make_tables(
         self.lists, self.table,
         self.teacher1.text if on_device and not self.streamed_text else None,
         names if on_device else None, groups if on_device else None, hard, num_hard, extra,
-        config.train.seed, config.graph.fanout, self.teacher1.text.dtype)
+        config.train.seed, config.graph.fanout, self.teacher1.text.dtype, self.segments,
+        segment_rows=on_device and not self.streamed_text)
     self.device_tables = device_batches.place_tables(host_tables, replicated)
     del host_tables
     logging.info("batches built on the %s%s", "devices" if on_device else "host",
@@ -203,7 +219,11 @@ class Trainer:
     if not self.streamed_text:
       return padded, np.int32(step)
     rows = device_batches.host_text_rows(self.teacher1.text, padded)
-    return padded, np.int32(step), rows.reshape(sh.num_shards, sh.pairs_per_shard, -1)
+    out = (padded, np.int32(step), rows.reshape(sh.num_shards, sh.pairs_per_shard, -1))
+    if self.segments is None:
+      return out
+    seg = device_batches.host_segment_rows(self.segments, padded)
+    return out + (seg.reshape(sh.num_shards, sh.pairs_per_shard, *seg.shape[1:]),)
 
   def apply_step(self, state, inputs):
     """One train step on `step_inputs`' output: (state, metrics)."""
@@ -219,7 +239,7 @@ class Trainer:
     args = [state, self.device_tables, replicate(inputs[0], self.mesh),
             replicate(inputs[1], self.mesh), self.concept_table, self.negated_table]
     if self.streamed_text:
-      args.append(shard_batch(inputs[2], self.mesh))
+      args += [shard_batch(x, self.mesh) for x in inputs[2:]]
     return step_fn(*args)
 
   def init_state(self) -> dict:

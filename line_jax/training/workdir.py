@@ -171,7 +171,9 @@ def fingerprint(config, data_root: str) -> dict:
 # Fields added to the config after runs were recorded without them, whose value such a
 # run had and which a later setting cannot take over: the optimiser's state tree differs
 # between a constant rate and a schedule, so a run of one never restores as the other.
-IMPLIED_BEFORE = {"train.lr_schedule": "constant"}
+# The same for a run's kind of text vectors: a run recorded before model.text_vectors
+# existed trained one vector per text.
+IMPLIED_BEFORE = {"train.lr_schedule": "constant", "model.text_vectors": "sentence"}
 
 
 def differences(old: dict, new: dict) -> List[str]:

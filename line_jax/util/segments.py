@@ -63,3 +63,13 @@ def clause_table(texts: Sequence[str], pattern: str = DEFAULT_PATTERN
   pieces, owner = segment_table(texts, pattern)
   clause = np.r_[False, owner[1:] == owner[:-1]] if len(owner) else np.zeros(0, bool)
   return [p for p, keep in zip(pieces, clause) if keep], owner[clause]
+
+
+def clause_offsets(texts: Sequence[str], pattern: str = DEFAULT_PATTERN
+                   ) -> Tuple[List[str], np.ndarray]:
+  """`clause_table` as CSR: (every text's clauses, [len(texts) + 1] int64 offsets: text i's
+  clauses are [offsets[i]:offsets[i + 1]])."""
+  pieces, owner = clause_table(texts, pattern)
+  offsets = np.zeros(len(texts) + 1, np.int64)
+  np.cumsum(np.bincount(owner, minlength=len(texts)), out=offsets[1:])
+  return pieces, offsets
