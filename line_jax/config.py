@@ -329,6 +329,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.recognition_split_seed = 0   # documents split by doc_id: choosing / reporting half
   c.eval.recognition_min_precision = 0.8   # operating-point rule (search.scorer.choose_point)
   c.eval.recognition_grid = [round(0.02 * i, 2) for i in range(1, 50)]   # thresholds tried
+  c.eval.recognition_confidences = ["scorer", "cosine"]   # may be shipped: the one of
+                                    # higher F1 at its point on the choosing data (ties: first)
   c.eval.recognition_max_vignettes = 0   # validation vignettes scored (0 = all)
   c.eval.segment_pattern = segments.DEFAULT_PATTERN   # clause split (regex) of the
                                     # segment-wise retrieval (real text, and the API's

@@ -17,7 +17,8 @@ Systems:
   - extractor + LINE by cosine: the previous recovery (`LineModel.missing_concepts(...,
     operating_point=None)`: the best term of each unexplained clause, its cosine) at the
     threshold the same rule picks;
-  - LINE alone: the scorer's candidates of every clause against an empty list.
+  - LINE alone: either confidence's candidates of every clause against an empty list, at
+    that confidence's point.
 
 Data: `config.eval.recognition_docs` (JSONL: `doc_id`, `text`, a list of ids in
 `config.eval.realtext_ids_field`; other fields such as `spans` ignored), read at evaluation
@@ -30,8 +31,10 @@ concepts are known) choose it. Either way the synthetic validation vignettes are
 The operating point (`scorer.choose_point`, fixed before any reporting number was seen):
 the threshold of `recognition_grid` with the highest combined micro F1 on the choosing data
 among those keeping combined precision >= `recognition_min_precision` and F1 >= the
-extractor's; none: nothing passes. It is written with the scorer to the work dir
-(`scorer.POINT_FILE`), where `LineModel.missing_concepts` and `nearest_concepts` read it.
+extractor's; none: nothing passes. Of the confidences in `recognition_confidences`
+(scorer, cosine) the one of higher F1 at its point on the choosing data is shipped: written
+with its threshold and the scorer to the work dir (`scorer.POINT_FILE`), where
+`LineModel.missing_concepts` and `nearest_concepts` read it.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ from line_jax.util import segments as segments_lib
 REPORT_FILE = "recognition.md"
 PLOT_FILE = "recognition_pr.png"
 KEY = "recognition"      # its entry of metrics.json
+CONFIDENCES = ("scorer", "cosine")     # what may rank recovered concepts
+SYSTEMS = ("scorer", "cosine", "scorer_alone", "cosine_alone")
 
 
 class RecognitionError(ValueError):
@@ -293,31 +298,43 @@ def _lists(listed: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
   return offsets, flat
 
 
+def cosine_candidates(emb: np.ndarray, owner: np.ndarray, n: int, offsets: np.ndarray,
+                      flat: np.ndarray, ctx: "Context") -> Tuple[np.ndarray, ...]:
+  """(text, term, cosine) of the previous recovery: the best term of each clause that the
+  list does not explain (`terms.segment_candidates`), every proposal of every text."""
+  if not len(owner):
+    z = np.zeros(0, np.int64)
+    return z, z, np.zeros(0)
+  cand, best = terms_lib.segment_candidates(
+      emb, owner, n, offsets, ctx.groups.representative[flat], ctx.keys, ctx.groups,
+      top_k=int(np.bincount(owner).max()), explained_k=int(ctx.settings["explained_k"]),
+      skip_terms=np.flatnonzero(ctx.info.skip))
+  found = cand >= 0
+  docs = np.repeat(np.arange(n), cand.shape[1]).reshape(cand.shape)
+  return docs[found], cand[found], best[found]
+
+
 def score_corpus(corpus: Corpus, ctx: Context) -> Dict[str, Additions]:
-  """The additions of each system (`scorer`: extractor + LINE, `cosine`: the previous
-  recovery, `alone`: LINE's candidates against empty lists)."""
+  """The additions of each system (`CONFIDENCES` against the extractor's lists, and the
+  same against empty lists: `<confidence>_alone`, LINE alone)."""
   clauses, owner = segments_lib.clause_table(corpus.texts, ctx.pattern)
   n = len(corpus.texts)
   emb = (np.asarray(ctx.model.embed_texts(clauses), np.float32) if clauses
          else np.zeros((0, ctx.keys.shape[1]), np.float32))
   offsets, flat = _lists(corpus.listed)
+  empty = [set() for _ in range(n)]
   out = {}
-  for name, (off, fl) in (("scorer", (offsets, flat)),
-                          ("alone", (np.zeros(n + 1, np.int64), np.zeros(0, np.int64)))):
+  for suffix, (off, fl), base in (("", (offsets, flat), corpus.base),
+                                  ("_alone", (np.zeros(n + 1, np.int64),
+                                              np.zeros(0, np.int64)), empty)):
     cands = scorer_lib.clause_candidates(emb, owner, clauses, off, fl, ctx.keys, ctx.groups,
                                          ctx.info, **ctx.settings)
     conf = ctx.scorer.predict(cands.features) if len(cands) else np.zeros(0)
-    base = corpus.base if name == "scorer" else [set() for _ in range(n)]
-    out[name] = additions(cands.text, ctx.term_ids[cands.term], conf, base, corpus.gold,
-                          ctx.keep)
-  cand, best = terms_lib.segment_candidates(
-      emb, owner, n, offsets, ctx.groups.representative[flat], ctx.keys, ctx.groups,
-      top_k=int(np.bincount(owner).max()) if len(owner) else 1, explained_k=int(ctx.settings["explained_k"]),
-      skip_terms=np.flatnonzero(ctx.info.skip))
-  found = cand >= 0
-  docs = np.repeat(np.arange(n), cand.shape[1]).reshape(cand.shape)
-  out["cosine"] = additions(docs[found], ctx.term_ids[cand[found]], best[found],
-                            corpus.base, corpus.gold, ctx.keep)
+    out["scorer" + suffix] = additions(cands.text, ctx.term_ids[cands.term], conf, base,
+                                       corpus.gold, ctx.keep)
+    docs, term, cos = cosine_candidates(emb, owner, n, off, fl, ctx)
+    out["cosine" + suffix] = additions(docs, ctx.term_ids[term], cos, base, corpus.gold,
+                                       ctx.keep)
   return out
 
 
@@ -332,7 +349,7 @@ def evaluate_corpus(corpus: Corpus, adds: Dict[str, Additions], halves: Dict[str
     gold = [corpus.gold[d] for d in docs]
     row = {"extractor": document_scores([corpus.base[d] for d in docs], gold)}
     for system, a in adds.items():
-      base = none if system == "alone" else corpus.base
+      base = none if system.endswith("_alone") else corpus.base
       row[system] = dict(document_scores(a.predictions(base, points[system], docs), gold),
                          threshold=points[system])
     sub = adds["scorer"].subset(docs)
@@ -342,8 +359,8 @@ def evaluate_corpus(corpus: Corpus, adds: Dict[str, Additions], halves: Dict[str
         sub.correct, np.unique(sub.confidence), 0.0)
     row["scorer_best_on_itself"] = {"threshold": best["threshold"], "f1": best["f1"],
                                     "precision": best["precision"], "recall": best["recall"]}
-    row["curves"] = {system: curve(none if system == "alone" else corpus.base, corpus.gold,
-                                   a, docs) for system, a in adds.items()}
+    row["curves"] = {system: curve(none if system.endswith("_alone") else corpus.base,
+                                   corpus.gold, a, docs) for system, a in adds.items()}
     out[half] = row
   return out
 
@@ -419,7 +436,8 @@ def scorer_key(model) -> str:
   """What a fitted scorer depends on: the model (parameters, teachers, shaping config) and
   the scorer's and candidates' settings."""
   rc = model.config.recovery
-  blob = json.dumps({"model": model.fingerprint(), "scorer": rc.scorer.to_dict(),
+  fitting = {k: v for k, v in rc.scorer.to_dict().items() if k not in ("use", "threshold")}
+  blob = json.dumps({"model": model.fingerprint(), "scorer": fitting,
                      "explained_k": int(rc.segment_explained_k),
                      "skip": list(rc.get("segment_skip_groups", ())),
                      "pattern": scorer_fit.segment_pattern(model.config),
@@ -483,13 +501,19 @@ def evaluate_recognition(model, workdir: str) -> Dict:
   corpus, halves = corpora[chooser]
   choose_docs = halves["choosing" if chooser == "documents" else "valid"]
   points = {system: choose(corpus, scored[chooser][system], choose_docs, grid, min_precision)
-            for system in ("scorer", "cosine")}
-  points["alone"] = points["scorer"]
-  thresholds = {s: p["threshold"] for s, p in points.items()}
+            for system in CONFIDENCES}
+  allowed = [str(c) for c in ev.recognition_confidences]
+  if not allowed or any(c not in CONFIDENCES for c in allowed):
+    raise RecognitionError(f"config.eval.recognition_confidences={allowed}: expected a "
+                           f"non-empty list of {CONFIDENCES}")
+  # The shipped confidence: the higher F1 at its point on the choosing data (ties: the
+  # first of the list).
+  shipped = max(allowed, key=lambda c: (points[c]["f1"], -allowed.index(c)))
+  thresholds = {s: points[s.replace("_alone", "")]["threshold"] for s in SYSTEMS}
   chosen_on = (f"documents, choosing half ({len(choose_docs)} of {len(corpus.texts)})"
                if chooser == "documents" else f"validation vignettes ({len(corpus.texts)})")
   result = {"notes": notes, "ids_field": str(ev.realtext_ids_field), "chosen_on": chosen_on,
-            "point": points["scorer"], "cosine_point": points["cosine"],
+            "confidence": shipped, "point": points[shipped], "points": points,
             "scorer": {"fit": fit_counts, "weights": dict(zip(
                 scorer.features, np.round(scorer.weights, 4).tolist())),
                 "bias": round(scorer.bias, 4)}, "corpora": {}}
@@ -501,11 +525,14 @@ def evaluate_recognition(model, workdir: str) -> Dict:
       entry["halves"] = {h: [corpus.doc_ids[d] for d in docs] for h, docs in halves.items()
                          if h != "all"}
     result["corpora"][name] = entry
-  record = {"scorer": scorer.to_dict(), "scorer_key": key, "fit": fit_counts,
-            "threshold": points["scorer"]["threshold"],
-            "expected_precision": points["scorer"]["added_precision"],
-            "expected_combined_precision": points["scorer"]["precision"],
-            "chosen_on": chosen_on, "rule": points["scorer"]["rule"],
+  record = {"confidence": shipped, "scorer": scorer.to_dict(), "scorer_key": key,
+            "fit": fit_counts, "threshold": points[shipped]["threshold"],
+            "expected_precision": points[shipped]["added_precision"],
+            "expected_combined_precision": points[shipped]["precision"],
+            "chosen_on": chosen_on, "rule": points[shipped]["rule"],
+            "alternatives": {c: {k: points[c][k] for k in ("threshold", "f1", "precision",
+                                                           "added_precision")}
+                             for c in CONFIDENCES},
             "params_sha256": ckpt_lib.state_checksum(model.params),
             "candidates": dict(ctx.settings, cue_words=list(ctx.settings["cue_words"]),
                                segment_pattern=ctx.pattern)}
@@ -513,15 +540,16 @@ def evaluate_recognition(model, workdir: str) -> Dict:
   plot_curves(result, os.path.join(workdir, PLOT_FILE))
   result["plot"] = PLOT_FILE
   result["seconds"] = round(time.time() - started, 1)
-  logging.info("recognition: point %s chosen on %s (%.1f s)", points["scorer"]["threshold"],
-               chosen_on, result["seconds"])
+  logging.info("recognition: %s >= %s chosen on %s (%.1f s)", shipped,
+               points[shipped]["threshold"], chosen_on, result["seconds"])
   return result
 
 
 # --- outputs ----------------------------------------------------------------------------------
 
 _LABELS = {"extractor": "extractor", "scorer": "extractor + LINE (scorer)",
-           "cosine": "extractor + LINE (cosine, previous)", "alone": "LINE alone (scorer)"}
+           "cosine": "extractor + LINE (cosine)", "scorer_alone": "LINE alone (scorer)",
+           "cosine_alone": "LINE alone (cosine)"}
 
 
 def plot_curves(result: Dict, path: str) -> str:
@@ -560,20 +588,22 @@ def render_markdown(result: Dict) -> List[str]:
   if "skipped" in result:
     return lines + [f"Skipped: {result['skipped']}."] + [f"- {n}" for n in result["notes"]]
   lines += [f"- {n}" for n in result["notes"]]
-  p = result["point"]
-  added = ("nothing added" if p["added_precision"] is None
-           else f"additions' precision {p['added_precision']:.3f}")
-  lines += ["", f"Operating point chosen on {result['chosen_on']}: scorer confidence >= "
-            f"{p['threshold']:g} ({p['rule']}); there combined precision "
-            f"{p['precision']:.3f}, {added}. The previous recovery (cosine) under the same "
-            f"rule: >= {result['cosine_point']['threshold']:g}.", "",
+  lines.append("")
+  for c, p in result["points"].items():
+    added = ("nothing added" if p["added_precision"] is None
+             else f"additions' precision {p['added_precision']:.3f}")
+    lines.append(f"- {c}: point {p['threshold']:g} chosen on {result['chosen_on']}, there "
+                 f"F1 {p['f1']:.3f}, combined precision {p['precision']:.3f}, {added}"
+                 + (" (**shipped**)" if c == result["confidence"] else ""))
+  lines += ["", f"Rule: {result['point']['rule']}; the shipped confidence is the one of "
+            "higher F1 there (eval.recognition_confidences).", "",
             "| corpus | half | system | threshold | micro P | micro R | micro F1 | "
             "macro P | macro R | macro F1 |", "|---|---|---|---|---|---|---|---|---|---|"]
   for name, entry in result["corpora"].items():
     for half, row in entry.items():
       if not isinstance(row, dict) or "extractor" not in row:
         continue
-      for system in ("extractor", "scorer", "cosine", "alone"):
+      for system in ("extractor",) + SYSTEMS:
         s = row[system]
         t = s.get("threshold")
         lines.append(f"| {name} | {half} | {_LABELS[system]} | "
