@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 import ml_collections
 
+from line_jax.search import scorer as scorer_lib
 from line_jax.util import segments
 
 
@@ -242,6 +243,22 @@ def base_config() -> ml_collections.ConfigDict:
   c.recovery.segment_skip_groups = ()   # "segment": concept groups (concepts.parquet
                                    # `group`) never proposed, e.g. modifiers; a clause
                                    # naming one is explained
+  # The confidence of recovered concepts (line_jax.search.scorer, trained without real text by
+  # line_jax.training.scorer_fit; docs/evaluation.md "Recognition on annotated documents").
+  c.recovery.scorer = ml_collections.ConfigDict(dict(
+      use=False,                 # stage 2 (estimator "segment" only): add a pair's most
+                                 # confident candidate when its confidence reaches
+      threshold=0.5,             # this, the scorer (fitted on the stage-1 space) deciding
+      top_k=3,                   # candidates per clause (its best unlisted terms)
+      cue_words=list(scorer_lib.DEFAULT_CUE_WORDS),   # feature `cue`: negation / normality
+      hierarchy_relation="parent_child",   # relation whose head is a child of its tail
+      max_vignettes=1500,        # training-split synthetic vignettes (known missing concepts)
+      max_definitions=2000,      # training-split real texts (definitions): their candidates
+                                 # are taken as wrong (they list what they name)
+      max_names=6000,            # dictionary entries of training-only terms, as clauses
+      vignette_weight=1.0, definition_weight=1.0, name_weight=0.5,   # of each source, in all
+      l2=1.0,                    # ridge on the standardised weights
+      seed=0))
   c.recovery.top_k = 8             # candidates searched, so that ones already in the list can be skipped
   c.recovery.dictionary_chunk = 8192   # concepts projected per call through G
   c.recovery.pair_block = 32768    # pairs whose residuals are formed and searched at once:
@@ -323,6 +340,21 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.realtext = ""              # JSONL of real sentences (text + concept ids) to score
                                     # at evaluation only; "" = none
   c.eval.realtext_ids_field = "hpo_ids"   # its field with the list of concept ids
+  # --- recognition on annotated documents (line_jax/eval/recognition.py; --only=recognition) ---
+  c.eval.recognition_docs = ""      # JSONL of documents (doc_id, text, ids in
+                                    # eval.realtext_ids_field) read at evaluation only; "" =
+                                    # skipped (the point is then chosen on the validation
+                                    # vignettes)
+  c.eval.recognition_ontology = ""  # OBO file of the alt-id map and subtree filter; "" = the
+                                    # HPO builder's (none for other builders)
+  c.eval.recognition_subtree = "HP:0000118"   # gold and predictions kept inside this
+                                    # root's subtree ("" = all); needs the ontology
+  c.eval.recognition_split_seed = 0   # documents split by doc_id: choosing / reporting half
+  c.eval.recognition_min_precision = 0.8   # operating-point rule (search.scorer.choose_point)
+  c.eval.recognition_grid = [round(0.02 * i, 2) for i in range(1, 50)]   # thresholds tried
+  c.eval.recognition_confidences = ["scorer", "cosine"]   # may be shipped: the one of
+                                    # higher F1 at its point on the choosing data (ties: first)
+  c.eval.recognition_max_vignettes = 0   # validation vignettes scored (0 = all)
   c.eval.segment_pattern = segments.DEFAULT_PATTERN   # clause split (regex) of the
                                     # segment-wise retrieval (real text, and the API's
                                     # nearest_concepts(segments=True)); "" = whole texts

@@ -50,6 +50,7 @@ import numpy as np
 
 from line_jax.training import checkpoint as ckpt_lib
 from line_jax import config as config_lib
+from line_jax.api import proposals
 from line_jax.cache import export as exporter
 from line_jax.cache import segments as segments_cache
 from line_jax.model import graph as graph_lib
@@ -60,7 +61,6 @@ from line_jax.training import state as state_lib
 from line_jax.training.objective import text_vectors as text_vectors_of
 from line_jax.model import tables
 from line_jax import teachers
-from line_jax.search import terms as terms_lib
 from line_jax.teachers import finetune
 from line_jax.training import workdir as workdir_lib
 from line_jax.data import prepare_dataset
@@ -179,7 +179,6 @@ class LineModel:
     self._negated_cache: dict = {}
     self._encoders: dict = {}
     self._index: Optional[dict] = None
-    self._groups = None     # terms.Groups of the dictionary, read once (missing_concepts)
 
   @classmethod
   def load(cls, workdir: str, config: Optional[ml_collections.ConfigDict] = None
@@ -476,8 +475,8 @@ class LineModel:
     return [[(str(self.dataset.concept_ids[j]), str(self.dataset.names[j]), float(s))
              for s, j in zip(row_scores, row_idx)] for row_scores, row_idx in zip(scores, idx)]
 
-  def nearest_concepts(self, text: str, k: int = 10, segments: Optional[bool] = None
-                       ) -> List[Tuple[str, str, float]]:
+  def nearest_concepts(self, text: str, k: int = 10, segments: Optional[bool] = None,
+                       operating_point: Optional[str] = proposals.STORED) -> list:
     """The k dictionary concepts whose G is closest (cosine) to F(text).
 
     With `segments`, each concept is scored by its best cosine over the text and its
@@ -486,6 +485,12 @@ class LineModel:
     sentences, recall@10 of the annotated concepts rose from about 0.55 to 0.81). The
     default (None) is True for a run trained with many vectors per text
     (`text_vectors` "segments"), False otherwise.
+
+    Returns (concept_id, name, cosine) tuples, best first; where the work dir holds an
+    operating point (`python -m line_jax.evaluate --only=recognition`) and
+    `operating_point="stored"` (the default), `proposals.Nearest` tuples that add
+    recovery's `confidence` in each and whether it `passes` the point. None: the plain
+    tuples whatever the work dir holds.
     """
     if not isinstance(text, str):
       raise TypeError(f"nearest_concepts takes one string, not a {type(text).__name__}")
@@ -493,8 +498,10 @@ class LineModel:
     if segments is None:
       segments = self.text_vectors == "segments"
     segments = check_flag(segments, "segments", "nearest_concepts")
+    point = proposals.operating_point(self, operating_point)
     if not segments:
-      return self.top_concepts(self.embed_texts([text]), k)[0]
+      hits = self.top_concepts(self.embed_texts([text]), k)[0]
+      return hits if point is None else proposals.nearest(self, text, hits, [text], point)
     pieces = segments_lib.split_segments(text, self.segment_pattern)
     # The best k by best segment are among the union of every segment's own best k.
     best = {}
@@ -503,47 +510,32 @@ class LineModel:
         if cid not in best or score > best[cid][1]:
           best[cid] = (name, score)
     ranked = sorted(best.items(), key=lambda item: -item[1][1])[:k]
-    return [(cid, name, score) for cid, (name, score) in ranked]
+    hits = [(cid, name, score) for cid, (name, score) in ranked]
+    return hits if point is None else proposals.nearest(self, text, hits, pieces, point)
 
-  def missing_concepts(self, text: str, concept_ids: Sequence[str], k: int = 5
-                       ) -> List[Tuple[str, str, float, str]]:
+  def missing_concepts(self, text: str, concept_ids: Sequence[str], k: int = 5,
+                       operating_point: Optional[str] = proposals.STORED) -> list:
     """Concepts that a clause of `text` names and its list `concept_ids` does not explain.
 
-    The "segment" recovery estimator (`line_jax.search.terms.segment_candidates`): each clause
-    (config.eval.segment_pattern) whose config.recovery.segment_explained_k best terms
-    hold none of the list's (in either polarity, synonyms counting as their term) proposes
-    its best term, unless that is of a group in config.recovery.segment_skip_groups.
-    Returns up to k (concept id, name, cosine, clause), best first; the report's recovery
-    section gives the cosine at which about half the proposals were right on validation
-    data. Unknown ids raise DataError."""
+    Where the work dir holds an operating point (`python -m line_jax.evaluate
+    --only=recognition`, docs/evaluation.md "Recognition on annotated documents") and
+    `operating_point="stored"` (the default): up to k `proposals.Recovered` (concept id,
+    name, cosine, clause, confidence, passes), most confident first, ranked by the point's
+    confidence (the recovery scorer's probability, or the cosine); `passes` says whether it
+    reaches the point's threshold (chosen for a precision of the extractor plus these
+    additions of at least 0.8 on real documents).
+
+    Otherwise (no point, or `operating_point=None`): the "segment" recovery estimator
+    (`line_jax.search.terms.segment_candidates`): each clause (config.eval.segment_pattern)
+    whose config.recovery.segment_explained_k best terms hold none of the list's (in either
+    polarity, synonyms counting as their term) proposes its best term, unless that is of a
+    group in config.recovery.segment_skip_groups; up to k (concept id, name, cosine,
+    clause), best first. Unknown ids raise DataError."""
     if not isinstance(text, str):
       raise TypeError(f"missing_concepts takes one string, not a {type(text).__name__}")
     if isinstance(concept_ids, (str, bytes)):
       raise TypeError("missing_concepts takes a list of concept ids, not a single string")
     k = check_count(k, "missing_concepts")
     listed = self.concept_rows(list(concept_ids))
-    rc = self.config.recovery
-    clauses, _ = segments_lib.clause_table(
-        [text], self.config.eval.get("segment_pattern", segments_lib.DEFAULT_PATTERN) or "")
-    if not clauses:
-      return []
-    if self._groups is None:
-      self._groups = terms_lib.dataset_groups(self.dataset)
-    groups = self._groups
-    n = len(clauses)
-    # Every clause as its own text with the same list: each row's proposal is its clause's.
-    cand, best = terms_lib.segment_candidates(
-        self.embed_texts(clauses), np.arange(n), n,
-        np.arange(n + 1, dtype=np.int64) * len(listed), np.tile(listed, n),
-        self.dictionary(), groups, 1, int(rc.get("segment_explained_k", 3)),
-        terms_lib.skip_terms_of(self.dataset, groups, rc.get("segment_skip_groups", ())))
-    found = {}
-    for clause, term, score in zip(clauses, cand[:, 0], best[:, 0]):
-      if term >= 0 and (term not in found or score > found[term][0]):
-        found[int(term)] = (float(score), clause)
-    out = []
-    for term, (score, clause) in sorted(found.items(), key=lambda item: -item[1][0])[:k]:
-      row = int(groups.representative[term])
-      out.append((str(self.dataset.concept_ids[row]), str(self.dataset.names[row]), score,
-                  clause))
-    return out
+    return proposals.missing(self, text, listed, k,
+                             proposals.operating_point(self, operating_point))

@@ -33,13 +33,15 @@ class Synonym:
 
 @dataclasses.dataclass(frozen=True)
 class Term:
-  """An ontology term; `parents` are its is_a targets in file order."""
+  """An ontology term; `parents` are its is_a targets in file order, `alt_ids` the ids it
+  replaced (its `alt_id` lines: an annotation may use one for this term)."""
   term_id: str
   name: str
   definition: str = ""
   synonyms: tuple = ()
   parents: tuple = ()
   obsolete: bool = False
+  alt_ids: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +96,8 @@ def _term_from_fields(fields: list) -> Optional[Term]:
   parents = tuple(v.split("!")[0].strip() for v in values["is_a"])
   return Term(term_id=values["id"][0], name=values["name"][0], definition=definition,
               synonyms=tuple(s for s in synonyms if s.text), parents=parents,
-              obsolete=any(v == "true" for v in values["is_obsolete"]))
+              obsolete=any(v == "true" for v in values["is_obsolete"]),
+              alt_ids=tuple(v.split("!")[0].strip() for v in values["alt_id"]))
 
 
 def read_obo(path: str, max_terms: int = 0) -> dict:
@@ -119,6 +122,19 @@ def read_obo(path: str, max_terms: int = 0) -> dict:
       if max_terms and len(terms) >= max_terms:
         break
   return terms
+
+
+def alt_id_map(terms: dict) -> dict:
+  """{alt id: primary id} of the live terms of `read_obo`'s result (an alt id that is also
+  a live term's own id stays that term)."""
+  out = {}
+  for term_id, term in terms.items():
+    if term.obsolete:
+      continue
+    for alt in term.alt_ids:
+      if alt and (alt not in terms or terms[alt].obsolete):
+        out.setdefault(alt, term_id)
+  return out
 
 
 def _is_excluded_frequency(frequency: str) -> bool:

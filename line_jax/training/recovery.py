@@ -11,7 +11,11 @@ the margin over the runner-up, the texts' unexplained clauses: line_jax.search.t
 scoring, and the paper's where dictionary entries group into terms (a synonym entry of a
 listed term is then no candidate), runs on the host over terms, adding the term's own
 entry. Estimator "segment" embeds every training text's clauses with teacher 1 (minutes on
-a CPU: 151 s for 17,847 HPO pairs here). Where the dataset has synthetic
+a CPU: 151 s for 17,847 HPO pairs here). With `recovery.scorer.use` its candidates (the
+best terms of every clause) are ranked by the recovery scorer (`line_jax.search.scorer`),
+fitted first on the stage-1 space (`line_jax.training.scorer_fit`: vignettes, definitions
+and dictionary entries of the training split), and a pair gains its most confident one when
+that reaches `recovery.scorer.threshold`. Where the dataset has synthetic
 validation pairs, their additions are checked against the true lists and logged
 (`validation` in the returned info: how many pairs gained a concept, precision, recall).
 The dictionary holds the positive concepts only: negated entries stand for an absence the
@@ -37,7 +41,9 @@ from line_jax.model import kernels
 from line_jax.model import projection
 from line_jax.search import topk as search_lib
 from line_jax.util import segments
+from line_jax.search import scorer as scorer_lib
 from line_jax.search import terms
+from line_jax.training import scorer_fit
 
 
 def pair_residuals(padded_lists, text_proj: np.ndarray, positive: np.ndarray,
@@ -138,14 +144,49 @@ def _recover(params, lists, text, table, concept_table, negated_table, config, p
   skip_terms = terms.skip_terms_of(dataset, groups, rc.get("segment_skip_groups", ()))
   pattern = str(config.eval.get("segment_pattern", segments.DEFAULT_PATTERN) or "")
 
+  def embed_clauses(pieces):
+    return (projection.project_texts(params, np.asarray(embed_strings(pieces), np.float32),
+                                     rc.dictionary_chunk, normalize)
+            if pieces else np.zeros((0, positive.shape[1]), np.float32))
+
+  scorer = None
+  if "scorer" in rc and bool(rc.scorer.get("use", False)):
+    if estimator != "segment":
+      raise ValueError("config.recovery.scorer.use scores the segment estimator's "
+                       f"candidates: set recovery.estimator='segment' (not {estimator!r})")
+    fit_started = time.perf_counter()
+    scorer, fit_counts, term_info = scorer_fit.fit_scorer(
+        dataset, embed_clauses,
+        lambda rows: embed_clauses([str(dataset.names[r]) for r in rows]), positive,
+        groups, config)
+    scorer_info = dict(fit_counts, threshold=float(rc.scorer.threshold),
+                       seconds=time.perf_counter() - fit_started)
+
+  def scored_additions(rows, pieces, emb, owner, offsets, listed):
+    """The most confident candidate of each pair (`line_jax.search.scorer`), added when its
+    confidence reaches recovery.scorer.threshold."""
+    cands = scorer_lib.clause_candidates(emb, owner, pieces, offsets, listed, positive,
+                                         groups, term_info,
+                                         **scorer_fit.candidate_settings(config))
+    added = np.full(len(rows), -1, np.int64)
+    conf = np.zeros(len(rows), np.float32)
+    if len(cands):
+      text, term, best, _ = scorer_lib.best_per_text(cands, scorer.predict(cands.features))
+      first = np.r_[True, text[1:] != text[:-1]]
+      text, term, best = text[first], term[first], best[first]
+      conf[text] = best
+      take = best >= float(rc.scorer.threshold)
+      added[text[take]] = groups.representative[term[take]]
+    return added.astype(np.int32), conf
+
   def segment_additions(rows):
     pieces, owner = segments.clause_table([str(dataset.texts[i]) for i in rows], pattern)
-    emb = (projection.project_texts(params, np.asarray(embed_strings(pieces), np.float32),
-                                    rc.dictionary_chunk, normalize)
-           if pieces else np.zeros((0, positive.shape[1]), np.float32))
+    emb = embed_clauses(pieces)
     idx, _, real = lists.padded(rows)
     offsets = np.zeros(len(rows) + 1, np.int64)
     np.cumsum(real.sum(axis=1), out=offsets[1:])
+    if scorer is not None:
+      return scored_additions(rows, pieces, emb, owner, offsets, groups.group_of[idx[real]])
     cand, best = terms.segment_candidates(emb, owner, len(rows), offsets, idx[real],
                                           positive, groups, 1,
                                           int(rc.get("segment_explained_k", 3)), skip_terms)
@@ -183,11 +224,14 @@ def _recover(params, lists, text, table, concept_table, negated_table, config, p
   gained = int((added >= 0).sum())
   info = dict(pairs=int(len(pair_idx)), gained=gained, threshold=float(rc.threshold),
               estimator=estimator, confidence=confidence, by_term=bool(by_term),
+              scorer=scorer_info if scorer is not None else None,
               mean_best_cosine=float(best.mean()) if len(best) else 0.0,
               # G of the dictionary (and its device copy), then the pairs' search.
               dictionary_s=started - projected_at, search_s=time.perf_counter() - started)
   logging.info("recovery: %d of %d pairs gained a concept (%s, %s >= %.4f, mean best %.3f)",
-               gained, len(pair_idx), estimator, confidence, rc.threshold,
+               gained, len(pair_idx), estimator,
+               "scorer" if scorer is not None else confidence,
+               rc.scorer.threshold if scorer is not None else rc.threshold,
                info["mean_best_cosine"])
   check = validation_pairs(dataset)
   if len(check):

@@ -99,6 +99,19 @@ def with_defaults(config: Optional[ml_collections.ConfigDict]) -> ml_collections
   return full
 
 
+def make_document_extractor(config: Optional[ml_collections.ConfigDict] = None
+                            ) -> extract.ConceptExtractor:
+  """The dictionary extractor as the build configures it (same ontology file, dictionary,
+  unmatched branches and negation settings), for texts outside the dataset."""
+  config = with_defaults(config)
+  terms = live_terms(obo.read_obo(config.obo_path or package_data_path("hp.obo")))
+  branch = branch_roots(terms)
+  table, _ = build_concepts(terms, {t: terms[branch[t]].name for t in terms},
+                            config.include_synonyms, config.fold_plurals)
+  unmatched = subtree(terms, tuple(config.unmatched_branches), ancestor_sets(terms))
+  return make_extractor(table, set(terms) - unmatched, config)
+
+
 # --- the build -----------------------------------------------------------------------
 
 
