@@ -49,8 +49,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from absl import logging
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from line_jax.data import obo
 from line_jax.data.dataset import iter_json_lines
@@ -58,6 +56,7 @@ from line_jax.data.hpo import build as hpo_build
 from line_jax.data.hpo import ontology as hpo_ontology
 from line_jax.data.notes import extractor as notes_extractor
 from line_jax.data.notes import settings as notes_settings
+from line_jax.eval import recognition_report
 from line_jax.eval import reuse as reuse_lib
 from line_jax.search import scorer as scorer_lib
 from line_jax.search import terms as terms_lib
@@ -66,11 +65,11 @@ from line_jax.training import scorer_fit
 from line_jax.util import files as files_lib
 from line_jax.util import segments as segments_lib
 
-REPORT_FILE = "recognition.md"
-PLOT_FILE = "recognition_pr.png"
+REPORT_FILE = recognition_report.REPORT_FILE
+PLOT_FILE = recognition_report.PLOT_FILE
 KEY = "recognition"      # its entry of metrics.json
 CONFIDENCES = ("scorer", "cosine")     # what may rank recovered concepts
-SYSTEMS = ("scorer", "cosine", "scorer_alone", "cosine_alone")
+SYSTEMS = recognition_report.SYSTEMS
 
 
 class RecognitionError(ValueError):
@@ -537,86 +536,12 @@ def evaluate_recognition(model, workdir: str) -> Dict:
             "candidates": dict(ctx.settings, cue_words=list(ctx.settings["cue_words"]),
                                segment_pattern=ctx.pattern)}
   result["point_file"] = os.path.basename(scorer_lib.write_point(workdir, record))
-  plot_curves(result, os.path.join(workdir, PLOT_FILE))
+  recognition_report.plot_curves(result, os.path.join(workdir, PLOT_FILE))
   result["plot"] = PLOT_FILE
   result["seconds"] = round(time.time() - started, 1)
   logging.info("recognition: %s >= %s chosen on %s (%.1f s)", shipped,
                points[shipped]["threshold"], chosen_on, result["seconds"])
   return result
-
-
-# --- outputs ----------------------------------------------------------------------------------
-
-_LABELS = {"extractor": "extractor", "scorer": "extractor + LINE (scorer)",
-           "cosine": "extractor + LINE (cosine)", "scorer_alone": "LINE alone (scorer)",
-           "cosine_alone": "LINE alone (cosine)"}
-
-
-def plot_curves(result: Dict, path: str) -> str:
-  """Precision / recall curves of each system, one panel per corpus half."""
-  panels = [(name, half, row) for name, entry in result["corpora"].items()
-            for half, row in entry.items() if isinstance(row, dict) and "curves" in row]
-  cols = max(1, min(3, len(panels)))
-  rows = (len(panels) + cols - 1) // cols
-  fig = Figure(figsize=(4.6 * cols, 3.9 * max(rows, 1)))
-  for k, (name, half, row) in enumerate(panels):
-    ax = fig.add_subplot(rows, cols, k + 1)
-    for j, (system, c) in enumerate(row["curves"].items()):
-      if c["recall"]:
-        ax.plot(c["recall"], c["precision"], color=f"C{j + 1}", label=_LABELS[system],
-                linewidth=1.2)
-      at = row[system]["micro"]
-      ax.plot([at["recall"]], [at["precision"]], marker="o", color=f"C{j + 1}",
-              markersize=5)
-    ext = row["extractor"]["micro"]
-    ax.plot([ext["recall"]], [ext["precision"]], marker="*", color="C0", markersize=10,
-            label="extractor", linestyle="none")
-    ax.set_xlabel("recall (micro)")
-    ax.set_ylabel("precision (micro)")
-    ax.set_xlim(0, 1.02)
-    ax.set_ylim(0, 1.02)
-    ax.set_title(f"{name}: {half}", fontsize=9)
-    ax.legend(fontsize=6, loc="lower left")
-  FigureCanvasAgg(fig)
-  fig.tight_layout()
-  return files_lib.save_figure(fig, path, dpi=110)
-
-
-def render_markdown(result: Dict) -> List[str]:
-  """The report section."""
-  lines = ["", "## Recognition on annotated documents", ""]
-  if "skipped" in result:
-    return lines + [f"Skipped: {result['skipped']}."] + [f"- {n}" for n in result["notes"]]
-  lines += [f"- {n}" for n in result["notes"]]
-  lines.append("")
-  for c, p in result["points"].items():
-    added = ("nothing added" if p["added_precision"] is None
-             else f"additions' precision {p['added_precision']:.3f}")
-    lines.append(f"- {c}: point {p['threshold']:g} chosen on {result['chosen_on']}, there "
-                 f"F1 {p['f1']:.3f}, combined precision {p['precision']:.3f}, {added}"
-                 + (" (**shipped**)" if c == result["confidence"] else ""))
-  lines += ["", f"Rule: {result['point']['rule']}; the shipped confidence is the one of "
-            "higher F1 there (eval.recognition_confidences).", "",
-            "| corpus | half | system | threshold | micro P | micro R | micro F1 | "
-            "macro P | macro R | macro F1 |", "|---|---|---|---|---|---|---|---|---|---|"]
-  for name, entry in result["corpora"].items():
-    for half, row in entry.items():
-      if not isinstance(row, dict) or "extractor" not in row:
-        continue
-      for system in ("extractor",) + SYSTEMS:
-        s = row[system]
-        t = s.get("threshold")
-        lines.append(f"| {name} | {half} | {_LABELS[system]} | "
-                     f"{'' if t is None else format(t, 'g')} | "
-                     + " | ".join(f"{s[a][m]:.3f}" for a in ("micro", "macro")
-                                  for m in ("precision", "recall", "f1")) + " |")
-      b = row["scorer_best_on_itself"]
-      lines.append(f"| {name} | {half} | extractor + LINE at its best threshold on this "
-                   f"half (upper bound) | {b['threshold']:.3g} | {b['precision']:.3f} | "
-                   f"{b['recall']:.3f} | {b['f1']:.3f} | | | |")
-  lines += ["", f"Curves: `{result.get('plot', PLOT_FILE)}`; operating point and scorer: "
-            f"`{result.get('point_file', scorer_lib.POINT_FILE)}`."]
-  return lines
 
 
 def run_alone(model, workdir: str) -> str:
@@ -631,21 +556,7 @@ def run_alone(model, workdir: str) -> str:
       merged = json.load(f)
   merged[KEY] = result
   merged.pop(reuse_lib.KEY_FIELD, None)   # no longer one evaluation of one setting
-  files_lib.write_json(path, _json_safe(merged), ensure_ascii=False)
+  files_lib.write_json(path, files_lib.json_safe(merged), ensure_ascii=False)
   report = os.path.join(workdir, REPORT_FILE)
-  files_lib.write_text(report, "\n".join(render_markdown(result)) + "\n")
+  files_lib.write_text(report, "\n".join(recognition_report.render_markdown(result)) + "\n")
   return os.path.abspath(report)
-
-
-def _json_safe(value):
-  if isinstance(value, dict):
-    return {str(k): _json_safe(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_json_safe(v) for v in value]
-  if isinstance(value, (np.floating, float)):
-    return float(value) if np.isfinite(value) else None
-  if isinstance(value, np.integer):
-    return int(value)
-  if isinstance(value, np.ndarray):
-    return _json_safe(value.tolist())
-  return value
