@@ -310,6 +310,24 @@ class BatchBuilder:
 
   def build(self, pair_idx: np.ndarray, step: int) -> dict:
     padded, shards, need = self._plan(pair_idx, step)
+    self._fit_capacity(need, step)
+    out = self._empty_batch(padded)
+    valid = padded >= 0
+    gathered = self._gather_text(padded, valid)
+    b = self.shapes.pairs_per_shard
+    graphs = []
+    for s, plan in enumerate(shards):
+      self._fill_pairs(out, s, plan)
+      n_before = int(valid[:s * b].sum())
+      here = np.flatnonzero(valid[s * b:(s + 1) * b])
+      out["text"][s, here] = gathered[n_before:n_before + len(here)]
+      self._fill_receivers(out, s, plan)
+      graphs.append(self._shard_graph(plan))
+    out["graph"] = _stack_graphs(graphs)
+    return out
+
+  def _fit_capacity(self, need: np.ndarray, step: int) -> None:
+    """Grows the capacities (with a warning) when the batch needs more than planned."""
     sh = self.shapes
     if (need[0] > sh.positive_slots or need[1] > sh.negated_slots
         or need[2] > sh.edges):
@@ -318,7 +336,11 @@ class BatchBuilder:
       logging.warning("step %d needs more graph capacity than the sampled estimate (%s); "
                       "grown to %s: the train step compiles once more", step, need.tolist(),
                       self.shapes)
-      sh = self.shapes
+
+  def _empty_batch(self, padded: np.ndarray) -> dict:
+    """The batch's arrays at the current capacities, zero (or -1 - slot for groups), with
+    the segment rows of `padded` already in place."""
+    sh = self.shapes
     b, m, u, v, rs = (sh.pairs_per_shard, sh.max_concepts, sh.positive_slots,
                       sh.negated_slots, sh.relational_edges)
     s_count = sh.num_shards
@@ -345,57 +367,67 @@ class BatchBuilder:
       rows, mask = self.segments.padded(padded)
       out["segments"] = rows.reshape(s_count, b, *rows.shape[1:])
       out["segment_mask"] = mask.reshape(s_count, b, -1)
-    valid = padded >= 0
-    if valid.any():
-      rows_sorted = np.sort(padded[valid])
-      gathered = emb_lib.gather_rows(self.text, rows_sorted)[np.searchsorted(rows_sorted,
-                                                                             padded[valid])]
-    graphs = []
-    for s, plan in enumerate(shards):
-      pos, negc = plan["pos"], plan["negc"]
-      for i, pair in enumerate(plan["pairs"]):
-        if pair < 0:
-          continue
-        idx, neg = plan["occ"][i]
-        slots = np.where(neg, u + np.searchsorted(negc, idx), np.searchsorted(pos, idx))
-        out["occ_slot"][s, i, :len(idx)] = slots
-        out["occ_mask"][s, i, :len(idx)] = True
-        out["rho"][s, i] = self.lists.dataset.rho[pair]
-        out["pair_mask"][s, i] = True
-      n_before = int(valid[:s * b].sum())
-      here = np.flatnonzero(valid[s * b:(s + 1) * b])
-      out["text"][s, here] = gathered[n_before:n_before + len(here)]
-      out["neg_pos_slot"][s, :len(negc)] = np.searchsorted(pos, negc)
-      out["neg_weight"][s, :len(negc)] = plan["neg_count"]
-      trip = plan["trip"]
-      if len(trip):
-        out["rel_head"][s, :len(trip)] = np.searchsorted(pos, trip[:, 0])
-        out["rel_tail"][s, :len(trip)] = np.searchsorted(pos, trip[:, 1])
-        out["rel_corrupt"][s, :len(trip)] = np.searchsorted(pos, trip[:, 2])
-        out["rel_mask"][s, :len(trip)] = True
-      out["receiver_real"][s, :len(pos)] = True
-      if self.names is not None and len(pos):
-        out["name_text"][s, :len(pos)] = emb_lib.gather_rows(self.names, pos)  # pos sorted
-      if self.groups is not None:
-        out["receiver_group"][s, :len(pos)] = self.groups[pos]
-      out["receiver_real"][s, u:u + len(negc)] = True
-      # Receiver slots: positives at 0..U-1, negated at U..U+V-1; padding slots are row 0
-      # with no neighbours (a self loop only).
-      recv = np.zeros(u + v, np.int32)
-      recv[:len(pos)] = pos
-      recv[u:u + len(negc)] = negc
-      recv_neg = np.zeros(u + v, bool)
-      recv_neg[u:] = True
-      ids = np.zeros((u + v, sh.num_types, sh.fanout), np.int32)
-      mask = np.zeros((u + v, sh.num_types, sh.fanout), bool)
-      ids[:len(pos)], mask[:len(pos)] = plan["ids"][:len(pos)], plan["mask"][:len(pos)]
-      ids[u:u + len(negc)] = plan["ids"][len(pos):]
-      mask[u:u + len(negc)] = plan["mask"][len(pos):]
-      graphs.append(graph_lib.build_graph(recv, recv_neg, ids, mask, sh.edges,
-                                          sh.edge_block))
-    out["graph"] = _stack_graphs(graphs)
     return out
 
+  def _gather_text(self, padded: np.ndarray, valid: np.ndarray) -> Optional[np.ndarray]:
+    """The text rows of the real pairs of `padded`, in batch order (read in row order)."""
+    if not valid.any():
+      return None
+    rows_sorted = np.sort(padded[valid])
+    return emb_lib.gather_rows(self.text, rows_sorted)[np.searchsorted(rows_sorted,
+                                                                       padded[valid])]
+
+  def _fill_pairs(self, out: dict, s: int, plan: dict) -> None:
+    """Shard `s`'s per-pair arrays: receiver slots of each occurrence, rho, pair mask."""
+    u = self.shapes.positive_slots
+    pos, negc = plan["pos"], plan["negc"]
+    for i, pair in enumerate(plan["pairs"]):
+      if pair < 0:
+        continue
+      idx, neg = plan["occ"][i]
+      slots = np.where(neg, u + np.searchsorted(negc, idx), np.searchsorted(pos, idx))
+      out["occ_slot"][s, i, :len(idx)] = slots
+      out["occ_mask"][s, i, :len(idx)] = True
+      out["rho"][s, i] = self.lists.dataset.rho[pair]
+      out["pair_mask"][s, i] = True
+
+  def _fill_receivers(self, out: dict, s: int, plan: dict) -> None:
+    """Shard `s`'s per-receiver arrays: negated pairing and weight, relational triplets,
+    real slots, name rows and groups."""
+    u = self.shapes.positive_slots
+    pos, negc = plan["pos"], plan["negc"]
+    out["neg_pos_slot"][s, :len(negc)] = np.searchsorted(pos, negc)
+    out["neg_weight"][s, :len(negc)] = plan["neg_count"]
+    trip = plan["trip"]
+    if len(trip):
+      out["rel_head"][s, :len(trip)] = np.searchsorted(pos, trip[:, 0])
+      out["rel_tail"][s, :len(trip)] = np.searchsorted(pos, trip[:, 1])
+      out["rel_corrupt"][s, :len(trip)] = np.searchsorted(pos, trip[:, 2])
+      out["rel_mask"][s, :len(trip)] = True
+    out["receiver_real"][s, :len(pos)] = True
+    if self.names is not None and len(pos):
+      out["name_text"][s, :len(pos)] = emb_lib.gather_rows(self.names, pos)  # pos sorted
+    if self.groups is not None:
+      out["receiver_group"][s, :len(pos)] = self.groups[pos]
+    out["receiver_real"][s, u:u + len(negc)] = True
+
+  def _shard_graph(self, plan: dict):
+    """The shard's graph over its U + V receiver slots: positives at 0..U-1, negated at
+    U..U+V-1; padding slots are row 0 with no neighbours (a self loop only)."""
+    sh = self.shapes
+    u, v = sh.positive_slots, sh.negated_slots
+    pos, negc = plan["pos"], plan["negc"]
+    recv = np.zeros(u + v, np.int32)
+    recv[:len(pos)] = pos
+    recv[u:u + len(negc)] = negc
+    recv_neg = np.zeros(u + v, bool)
+    recv_neg[u:] = True
+    ids = np.zeros((u + v, sh.num_types, sh.fanout), np.int32)
+    mask = np.zeros((u + v, sh.num_types, sh.fanout), bool)
+    ids[:len(pos)], mask[:len(pos)] = plan["ids"][:len(pos)], plan["mask"][:len(pos)]
+    ids[u:u + len(negc)] = plan["ids"][len(pos):]
+    mask[u:u + len(negc)] = plan["mask"][len(pos):]
+    return graph_lib.build_graph(recv, recv_neg, ids, mask, sh.edges, sh.edge_block)
 
 def _stack_graphs(graphs):
   return jax.tree.map(lambda *xs: np.stack(xs), *graphs)
