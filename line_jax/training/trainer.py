@@ -43,6 +43,27 @@ class Trainer:
                dataset=None, teachers=None):
     """`dataset` and `teachers` (a pair of TeacherEmbeddings) may be given in memory
     (benchmarks); otherwise they come from config.data and the teacher cache."""
+    self._check_settings(config)
+    self.config = config
+    self.workdir = os.path.abspath(workdir)
+    os.makedirs(self.workdir, exist_ok=True)
+    self._load_data(dataset, teachers)
+    ds = self.dataset
+    self.mesh = make_mesh(devices)
+    shapes = pipeline.batch_shapes(
+        self.lists, config.train.batch_size, self.mesh.size, len(ds.relation_types),
+        config.graph.fanout, config.loss.relational_edges, config.graph.edge_block)
+    names, groups, extra, hard, num_hard = self._extra_receivers()
+    self.builder = pipeline.BatchBuilder(self.lists, self.table, self.teacher1.text,
+                                         shapes, config.train.seed, names=names,
+                                         groups=groups, random_concepts=extra,
+                                         hard=hard, hard_negatives=num_hard,
+                                         segments=self.segments)
+    self._place_builder_tables(shapes, names, groups, extra, hard, num_hard)
+    self._place_teacher2_and_step()
+
+  def _check_settings(self, config: ml_collections.ConfigDict) -> None:
+    """Refuses settings that cannot train before any data is built or exported."""
     if (config.teacher1.get("text_rows", "all") or "all") != "all":
       raise ValueError("config.teacher1.text_rows must be 'all': LINE trains on teacher 1's "
                        "texts of the train split (only teacher 2 may embed the evaluated "
@@ -53,9 +74,11 @@ class Trainer:
     if self.text_vectors == "segments":
       pipeline.check_max_segments_per_pair(config.data.max_segments_per_pair)
     state_lib.learning_rate(config)     # (and the schedule's settings)
-    self.config = config
-    self.workdir = os.path.abspath(workdir)
-    os.makedirs(self.workdir, exist_ok=True)
+
+  def _load_data(self, dataset, teachers) -> None:
+    """The dataset, the teachers' caches, the graph, the pairs' lists and (many vectors per
+    text) their clause rows."""
+    config = self.config
     self.dataset = dataset if dataset is not None else prepare_dataset(config)
     ds = self.dataset
     logging.info("dataset %s: %d concepts, %d relation types %s, %d edges, %d pairs "
@@ -81,11 +104,12 @@ class Trainer:
           segments_cache.ensure_segments(config.teacher1, self.teacher1, ds,
                                          str(config.data.segment_pattern), "all"),
           int(config.data.max_segments_per_pair), ds.split_indices("train"))
-    self.mesh = make_mesh(devices)
-    shapes = pipeline.batch_shapes(
-        self.lists, config.train.batch_size, self.mesh.size, len(ds.relation_types),
-        config.graph.fanout, config.loss.relational_edges, config.graph.edge_block)
-    # What the batches carry follows the loss that reads them (`LossSettings`).
+
+  def _extra_receivers(self):
+    """What the batches carry beyond the pairs, following the loss that reads them
+    (`LossSettings`): (name rows, concept groups, random concepts per shard, hard-negative
+    table, hard negatives per listed concept)."""
+    config, ds = self.config, self.dataset
     settings = LossSettings.from_config(config, self.mesh)
     names = self.teacher1.concepts if settings.weights[5] else None
     if names is not None and (names.ndim != 2 or names.shape[0] != ds.num_concepts):
@@ -108,11 +132,11 @@ class Trainer:
     groups = term_of if same_term_masked else None
     if num_hard:
       hard = self._hard_table(int(config.loss.hard_pool), term_of)
-    self.builder = pipeline.BatchBuilder(self.lists, self.table, self.teacher1.text,
-                                         shapes, config.train.seed, names=names,
-                                         groups=groups, random_concepts=extra,
-                                         hard=hard, hard_negatives=num_hard,
-                                         segments=self.segments)
+    return names, groups, extra, hard, num_hard
+
+  def _place_builder_tables(self, shapes, names, groups, extra, hard, num_hard) -> None:
+    """The batch builder's device tables, and the first stage's capacities planned."""
+    config = self.config
     replicated = NamedSharding(self.mesh, P())
     # Where batches are built (config train.batch_builder): on the devices inside the step
     # (line_jax.training.device_batches), or on the host (the reference builder above). The device
@@ -137,8 +161,13 @@ class Trainer:
     self.base_shapes = shapes
     self._planned = None             # (stage, first step) the capacities were planned for
     self._device_steps = {}          # shapes -> compiled step
-    if len(ds.split_indices("train")):
+    if len(self.dataset.split_indices("train")):
       self.plan_stage(1, 0)
+
+  def _place_teacher2_and_step(self) -> None:
+    """Teacher 2's device tables, the optimiser and its schedule, and the train step."""
+    config, ds = self.config, self.dataset
+    replicated = NamedSharding(self.mesh, P())
     # Device-resident teacher-2 tables, read with file reads (not through the memmap) and
     # the host copy dropped at once, so peak memory holds one host table at a time.
     table_dtype = tables.resolve_table_dtype(config, self.teacher2)
