@@ -378,52 +378,17 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
   def_rows, def_target, unknown_defined = _definition_rows(dataset, pair_idx, groups, columns)
   synthetic = masks["vignette"]
   vig_rows = np.flatnonzero(synthetic) if dataset.true_offsets is not None else np.zeros(0, int)
-
-  out = {"num_pairs": int(len(pair_idx)), "num_terms": int(groups.num_groups),
-         "num_entries": int(dataset.num_concepts),
-         "pairs_by_source": {k: int(v.sum()) for k, v in masks.items()},
-         "settings": dataclasses.asdict(settings), "models": {}, "text_to_concept": {},
-         "definition_to_term": ({"skipped": "pairs.parquet has no source/source_id columns"}
-                                if "source" not in columns else
-                                {"num_definitions": int(len(def_rows)),
-                                 "unknown_defined_terms": unknown_defined, "results": {}}),
-         "recovery": {"skipped": "no synthetic pairs with true lists"} if not len(vig_rows)
-         else {"results": {}}}
-  # The teachers' encoders, loaded once for the segment estimator's splits: their
-  # encodings of the same strings are kept (realtext.string_embedders).
-  embedders = (_segment_embedders(model) if len(vig_rows) and "segment" in settings.estimators
-               else [])
-  evaluated = _vignettes(model, pair_idx[vig_rows], settings, embedders) if len(vig_rows) \
-      else None
-  # The split whose vignettes choose the operating points (never the evaluated pairs).
-  choose = (_choice_pairs(dataset, pair_idx, settings) if len(vig_rows) and settings.choose_on
-            else np.zeros(0, np.int64))
-  chooser = None
-  if len(choose):
-    chooser = _vignettes(model, choose, settings, embedders)
-    out["recovery"]["chosen_on"] = {"split": settings.choose_on, "vignettes": int(len(choose))}
+  out = _joint_header(dataset, pair_idx, groups, masks, settings, columns, def_rows,
+                      unknown_defined, vig_rows)
+  embedders, evaluated, chooser = _recovery_vignettes(model, pair_idx, vig_rows, settings, out)
   skip_terms = skip_terms_of(dataset, groups, settings.segment_skip_groups)
   for space in spaces:
     out["models"][space.key] = space.label
     texts = np.asarray(space.embed_texts(pair_idx), np.float32)
     keys = np.asarray(space.embed_concepts(np.arange(dataset.num_concepts),
                                            np.zeros(dataset.num_concepts, bool)), np.float32)
-    ranks = retrieval_ranks(texts, keys, owner, target, groups, settings.chunk)
-    out["text_to_concept"][space.key] = {
-        name: retrieval_summary(ranks[mask[owner]], settings.ks) for name, mask in
-        text_masks.items()}
-    if settings.segment_pattern and space.embed_clauses is not None:   # by clause too
-      clauses, why = by_segment.space_clauses(space, pair_idx)
-      if clauses is None:
-        out.setdefault("text_to_concept_segments_skipped", {})[space.key] = why
-      else:
-        out.setdefault("text_to_concept_segments", {})[space.key] = by_segment.clause_level(
-            texts, clauses, keys, owner, target, groups, settings.chunk, text_masks,
-            settings.ks)
-    if len(def_rows):
-      def_ranks = retrieval_ranks(texts, keys, def_rows, def_target, groups, settings.chunk)
-      out["definition_to_term"]["results"][space.key] = retrieval_summary(def_ranks,
-                                                                          settings.ks)
+    _space_retrieval(out, space, pair_idx, texts, keys, owner, target, groups, settings,
+                     text_masks, def_rows, def_target)
     if evaluated is not None:
       out["recovery"]["results"][space.key] = _space_recovery(
           space, dataset, texts[vig_rows], keys, groups, settings, evaluated, chooser,
@@ -439,3 +404,65 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
   except Exception as e:  # pylint: disable=broad-except
     logging.warning("joint space plot not written: %s", e)
   return out
+
+
+def _joint_header(dataset, pair_idx: np.ndarray, groups: Groups, masks: Dict,
+                  settings: JointSettings, columns: Dict, def_rows: np.ndarray,
+                  unknown_defined: int, vig_rows: np.ndarray) -> Dict:
+  """The result's counts and settings, with empty tables for the spaces (or why a protocol
+  is skipped)."""
+  return {"num_pairs": int(len(pair_idx)), "num_terms": int(groups.num_groups),
+          "num_entries": int(dataset.num_concepts),
+          "pairs_by_source": {k: int(v.sum()) for k, v in masks.items()},
+          "settings": dataclasses.asdict(settings), "models": {}, "text_to_concept": {},
+          "definition_to_term": ({"skipped": "pairs.parquet has no source/source_id columns"}
+                                 if "source" not in columns else
+                                 {"num_definitions": int(len(def_rows)),
+                                  "unknown_defined_terms": unknown_defined, "results": {}}),
+          "recovery": {"skipped": "no synthetic pairs with true lists"} if not len(vig_rows)
+          else {"results": {}}}
+
+
+def _recovery_vignettes(model, pair_idx: np.ndarray, vig_rows: np.ndarray,
+                        settings: JointSettings, out: Dict):
+  """(embedders, evaluated vignettes, choosing vignettes or None) for (c); the choosing
+  split is noted in `out`."""
+  dataset = model.dataset
+  # The teachers' encoders, loaded once for the segment estimator's splits: their
+  # encodings of the same strings are kept (realtext.string_embedders).
+  embedders = (_segment_embedders(model) if len(vig_rows) and "segment" in settings.estimators
+               else [])
+  evaluated = _vignettes(model, pair_idx[vig_rows], settings, embedders) if len(vig_rows) \
+      else None
+  # The split whose vignettes choose the operating points (never the evaluated pairs).
+  choose = (_choice_pairs(dataset, pair_idx, settings) if len(vig_rows) and settings.choose_on
+            else np.zeros(0, np.int64))
+  chooser = None
+  if len(choose):
+    chooser = _vignettes(model, choose, settings, embedders)
+    out["recovery"]["chosen_on"] = {"split": settings.choose_on, "vignettes": int(len(choose))}
+  return embedders, evaluated, chooser
+
+
+def _space_retrieval(out: Dict, space, pair_idx: np.ndarray, texts: np.ndarray,
+                     keys: np.ndarray, owner: np.ndarray, target: np.ndarray, groups: Groups,
+                     settings: JointSettings, text_masks: Dict, def_rows: np.ndarray,
+                     def_target: np.ndarray) -> None:
+  """(a) (by text and, where the space embeds clauses, by clause) and (b) in one space,
+  into `out`."""
+  ranks = retrieval_ranks(texts, keys, owner, target, groups, settings.chunk)
+  out["text_to_concept"][space.key] = {
+      name: retrieval_summary(ranks[mask[owner]], settings.ks) for name, mask in
+      text_masks.items()}
+  if settings.segment_pattern and space.embed_clauses is not None:   # by clause too
+    clauses, why = by_segment.space_clauses(space, pair_idx)
+    if clauses is None:
+      out.setdefault("text_to_concept_segments_skipped", {})[space.key] = why
+    else:
+      out.setdefault("text_to_concept_segments", {})[space.key] = by_segment.clause_level(
+          texts, clauses, keys, owner, target, groups, settings.chunk, text_masks,
+          settings.ks)
+  if len(def_rows):
+    def_ranks = retrieval_ranks(texts, keys, def_rows, def_target, groups, settings.chunk)
+    out["definition_to_term"]["results"][space.key] = retrieval_summary(def_ranks,
+                                                                        settings.ks)
