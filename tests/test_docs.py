@@ -118,6 +118,24 @@ import importlib, json, sys
 from absl import flags
 FLAGS = flags.FLAGS
 out = {}
+
+
+def fields(flag):
+  # The dotted fields of a config_dict flag's ConfigDict; None for other flags (and for a
+  # config_file flag, whose config is the file a command names).
+  if "Config" not in type(flag).__name__ or flag.default is None:
+    return None
+  def walk(node, prefix):
+    for key, value in node.items():
+      yield prefix + key
+      if hasattr(value, "items"):
+        yield from walk(value, prefix + key + ".")
+  try:
+    return sorted(walk(flag.value, ""))
+  except Exception:
+    return None
+
+
 for name in sys.argv[1:]:
   before = set(FLAGS)
   try:
@@ -126,7 +144,8 @@ for name in sys.argv[1:]:
     out[name] = {"error": f"{type(e).__name__}: {e}"}
     continue
   out[name] = {"flags": {n: {"config": "Config" in type(FLAGS[n]).__name__,
-                             "bool": bool(FLAGS[n].boolean)} for n in FLAGS}}
+                             "bool": bool(FLAGS[n].boolean),
+                             "fields": fields(FLAGS[n])} for n in FLAGS}}
   # Commands define flags of the same names (workdir, config): forget this one's.
   for n in set(FLAGS) - before:
     delattr(FLAGS, n)
@@ -202,7 +221,10 @@ def unknown_flags(text: str) -> list:
         continue
       if name.startswith("no") and defined.get(name[2:], {}).get("bool"):
         continue
-      if field and defined.get(head, {}).get("config"):
+      if field and defined.get(head, {}).get("fields") is not None:
+        if field in defined[head]["fields"]:
+          continue
+      elif field and defined.get(head, {}).get("config"):
         if config_file not in configs:
           configs[config_file] = _config(config_file)
         if _has_field(configs[config_file], field):
@@ -297,10 +319,12 @@ class CheckersFindMistakesTest(absltest.TestCase):
     text = ("```bash\npython -m line_jax.evaluate --workdir=W --only=recognition \\\n"
             "  --no_such_flag=1 --config=configs/test.py --config.eval.split=valid "
             "--config.eval.nope=1 && python -m line_jax.soup --noevaluate --nowhere\n```\n"
-            "and `python -m line_jax.data.umls --meta=M --out=O --colour=red`.\n")
+            "and `python -m line_jax.data.umls --meta=M --out=O --colour=red "
+            "--umls.invalid_utf8=replace --umls.nope=1`.\n")
     self.assertEqual(unknown_flags(text),
                      ["line_jax.evaluate --no_such_flag", "line_jax.evaluate --config.eval.nope",
-                      "line_jax.soup --nowhere", "line_jax.data.umls --colour"])
+                      "line_jax.soup --nowhere", "line_jax.data.umls --colour",
+                      "line_jax.data.umls --umls.nope"])
     self.assertEqual(unknown_flags("```bash\npython -m line_jax.nope --x=1\n```\n")[0][:14],
                      "line_jax.nope:")
 
