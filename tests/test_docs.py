@@ -6,7 +6,8 @@ command of a code block (and of inline code) names only flags that module define
 flags, read by importing it in a fresh process; `--config.a.b` fields checked against the
 config the command names, else the base config). The README's ```python snippets run against
 a tiny trained run; docs/layout.md lists every module of line_jax/; the README stays under
-14,000 bytes and links every docs/*.md. Each checker is a function that returns what it
+14,000 bytes and links every docs/*.md; the HPO data folder they name is the builder's
+current one (hpo-v<DATA_VERSION>). Each checker is a function that returns what it
 found wrong, and a test plants a mistake to see it reported.
 """
 
@@ -267,6 +268,13 @@ def readme_problems(text: str, docs) -> list:
   return problems
 
 
+def stale_data_dirs(text: str, version: int) -> list:
+  """Mentions of the HPO data folder other than the builder's current `hpo-v<version>`
+  (e.g. an embed example reading `.../line_jax/hpo/pairs.parquet`, which no build writes)."""
+  found = [m for m in re.findall(r"hpo-v\d+", text) if m != f"hpo-v{version}"]
+  return found + re.findall(r"line_jax\}?/hpo/", text)
+
+
 def python_snippets(text: str) -> list:
   return code_blocks(text, languages=("python",))
 
@@ -298,6 +306,12 @@ class DocsTest(absltest.TestCase):
     self.assertNotEmpty(docs)
     self.assertEqual(readme_problems(read(README), docs), [])
 
+  def test_hpo_data_folder_is_current(self):
+    from line_jax.data.hpo import build as hpo_build
+    for doc in doc_files():
+      with self.subTest(doc=doc):
+        self.assertEqual(stale_data_dirs(read(doc), hpo_build.DATA_VERSION), [])
+
   def test_readme_keeps_the_ci_test_line(self):
     """.ci/run runs the README's test command verbatim."""
     ci_lines = [line for line in read(".ci/run").splitlines()
@@ -327,6 +341,10 @@ class CheckersFindMistakesTest(absltest.TestCase):
                       "line_jax.data.umls --umls.nope"])
     self.assertEqual(unknown_flags("```bash\npython -m line_jax.nope --x=1\n```\n")[0][:14],
                      "line_jax.nope:")
+
+  def test_stale_data_folder(self):
+    text = "--input=${LINE_JAX_DATA:-$HOME/.cache/line_jax}/hpo/pairs.parquet, `hpo-v1`, hpo-v2"
+    self.assertEqual(stale_data_dirs(text, 2), ["hpo-v1", "line_jax}/hpo/"])
 
   def test_unlisted_module(self):
     modules = ["line_jax/a.py", "line_jax/new/b.py"]
