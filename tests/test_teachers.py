@@ -3,6 +3,8 @@
 import functools
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from unittest import mock
 
@@ -197,6 +199,27 @@ class TinyBertTest(parameterized.TestCase):
                        os.path.realpath(snapshot))
       with self.assertRaisesRegex(ModelNotFoundError, f"Hugging Face cache {cache}"):
         resolve_model_dir("some-org/other-bert")
+
+
+class TokenizerImportTest(absltest.TestCase):
+
+  def test_loading_a_tokenizer_prints_no_pytorch_advisory(self):
+    """transformers logs "PyTorch was not found ..." at import when torch is missing; the
+    loader silences it (line_jax.teachers.encoder._auto_tokenizer). A fresh process, since
+    the message comes once, at the first import."""
+    folder = write_tiny_bert(os.path.join(self.create_tempdir().full_path, "bert"))
+    code = ("import os, sys; from line_jax.teachers import load_tokenizer; "
+            f"load_tokenizer({folder!r}); "
+            "assert 'TRANSFORMERS_NO_ADVISORY_WARNINGS' not in os.environ; "
+            "assert 'transformers' in sys.modules; print('loaded')")
+    env = {k: v for k, v in os.environ.items() if k != "TRANSFORMERS_NO_ADVISORY_WARNINGS"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, cwd=root, check=False)
+    self.assertEqual(run.returncode, 0, run.stderr)
+    self.assertIn("loaded", run.stdout)
+    self.assertNotIn("PyTorch was not found", run.stdout + run.stderr)
 
 
 class PresetTest(parameterized.TestCase):

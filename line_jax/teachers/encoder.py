@@ -264,13 +264,31 @@ def check_tokenizer(tokenizer, model_dir: str, vocab_size: Optional[int] = None)
                     f"embed as unknown tokens. {_provide_tokenizer_hint(model_dir)}")
 
 
+_NO_ADVISORY = "TRANSFORMERS_NO_ADVISORY_WARNINGS"
+
+
+def _auto_tokenizer():
+  """transformers.AutoTokenizer, imported without the advisory transformers logs at import
+  when PyTorch is missing ("PyTorch was not found. Models won't be available ..."): only its
+  tokenizers are used here, so the message would be noise. The variable that silences it
+  (read when the message is issued) is set for the import alone unless the user set it."""
+  user_set = _NO_ADVISORY in os.environ
+  os.environ.setdefault(_NO_ADVISORY, "1")
+  try:
+    from transformers import AutoTokenizer
+  finally:
+    if not user_set:
+      os.environ.pop(_NO_ADVISORY, None)
+  return AutoTokenizer
+
+
 def load_tokenizer(model_dir: str):
   """The checkpoint's tokenizer through transformers.AutoTokenizer, offline, no remote code.
 
   Refused with a DataError naming the folder: a folder without tokenizer.json or vocab.txt,
   and a tokenizer that fails `check_tokenizer` (e.g. one that maps common words to [UNK]).
   """
-  from transformers import AutoTokenizer
+  AutoTokenizer = _auto_tokenizer()
   check_tokenizer_files(model_dir)
   try:
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True,

@@ -3,11 +3,12 @@
 Why: on XLA:CPU every large op of G runs on one thread over the whole [E, d] slab of
 gathered neighbour rows, which is written once and read four times (logits, weighted sum,
 and their two transposes). On a 2-core machine that traffic, not arithmetic, sets the step
-time (`python -m line_jax.bench --what=train --dim=384`; the profile in README). The kernel in
-`gat_cpu.cc` walks each receiver's neighbour rows once per direction instead (the second use
-finds them in cache) and splits the receivers over threads. Its results do not depend on the
-number of threads: each receiver has one owner, and the one sum over every edge (the
-gradient of the source attention vectors) adds fixed blocks of slots in a fixed order.
+time (`python -m line_jax.bench --what=train --dim=384`; the profile in docs/benchmarks.md).
+The kernel in `gat_cpu.cc` walks each receiver's neighbour rows once per direction instead
+(the second use finds them in cache) and splits the receivers over threads. Its results do
+not depend on the number of threads: each receiver has one owner, and the one sum over every
+edge (the gradient of the source attention vectors) adds fixed blocks of slots in a fixed
+order.
 
 `neighbour_attention` has the same contract and value as the XLA path of
 `line_jax.model.network.aggregate_neighbourhoods` (tested against it, values and gradients). The
