@@ -90,8 +90,8 @@ def load_realtext(path: str, ids_field: str, concept_index: Dict[str, int]) -> D
           "sentences_without_known_ids": without}
 
 
-def alignment_ranks(proxies: np.ndarray, texts: np.ndarray, num_negatives: int,
-                    rng: np.random.Generator) -> np.ndarray:
+def sentence_alignment_ranks(proxies: np.ndarray, texts: np.ndarray, num_negatives: int,
+                             rng: np.random.Generator) -> np.ndarray:
   """Rank of each sentence among `num_negatives` others by cosine to its list's proxy."""
   n = len(texts)
   k = min(num_negatives, n - 1)
@@ -166,8 +166,8 @@ def evaluate_realtext(model, settings, groups: terms.Groups,
     texts = embed(data["texts"])
     keys = dictionary()
     proxies = metrics.segment_mean(keys[data["flat"]], data["offsets"])
-    ranks = alignment_ranks(proxies, texts, settings.num_negatives,
-                            np.random.default_rng([settings.seed, _RNG_REALTEXT]))
+    ranks = sentence_alignment_ranks(proxies, texts, settings.num_negatives,
+                                     np.random.default_rng([settings.seed, _RNG_REALTEXT]))
     out["alignment"][key] = {n: dict(metrics.rank_summary(ranks[m], 10), count=int(m.sum()))
                              for n, m in masks.items()}
     r = terms.retrieval_ranks(texts, keys, owner, target, groups, settings.chunk)

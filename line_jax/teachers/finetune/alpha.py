@@ -14,6 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from line_jax.teachers.encoder import Encoder
+from line_jax.util import files as files_lib
 from line_jax.teachers.finetune.pairs import FinetuneData
 from line_jax.teachers.finetune.settings import FinetuneSettings
 from line_jax.teachers.finetune.step import average
@@ -121,4 +122,4 @@ def plot_curve(info: Mapping, path: str) -> None:
   ax.set_ylabel("held-out synonym -> term")
   ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  files_lib.save_figure(fig, path, dpi=110)
