@@ -56,14 +56,7 @@ def load_realtext(path: str, ids_field: str, concept_index: Dict[str, int]) -> D
   num_lines = num_ids = without = 0
   for line_no, row in iter_json_lines(path, RealTextError):
     num_lines += 1
-    text = row.get("text")
-    if not isinstance(text, str) or not text.strip():
-      raise RealTextError(f"{path}: line {line_no}, field 'text': missing or empty")
-    ids = row.get(ids_field)
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-      raise RealTextError(f"{path}: line {line_no}, field '{ids_field}': expected a list "
-                          f"of id strings, got {type(ids).__name__} "
-                          "(config.eval.realtext_ids_field)")
+    text, ids = text_and_ids(row, path, line_no, ids_field, RealTextError)
     num_ids += len(ids)
     known = []
     for i in dict.fromkeys(ids):
@@ -88,6 +81,19 @@ def load_realtext(path: str, ids_field: str, concept_index: Dict[str, int]) -> D
           "collections": np.asarray(groups, dtype=object), "num_lines": num_lines,
           "num_ids": num_ids, "unknown_ids": dict(unknown.most_common()),
           "sentences_without_known_ids": without}
+
+
+def text_and_ids(row: dict, path: str, line_no: int, ids_field: str, error: type):
+  """(text, ids) of one JSON line of annotated text, or `error` naming the file, line and
+  field: a non-empty string `text` and a list of id strings under `ids_field`."""
+  text = row.get("text")
+  if not isinstance(text, str) or not text.strip():
+    raise error(f"{path}: line {line_no}, field 'text': missing or empty")
+  ids = row.get(ids_field)
+  if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+    raise error(f"{path}: line {line_no}, field '{ids_field}': expected a list of id "
+                f"strings, got {type(ids).__name__} (config.eval.realtext_ids_field)")
+  return text, ids
 
 
 def sentence_alignment_ranks(proxies: np.ndarray, texts: np.ndarray, num_negatives: int,

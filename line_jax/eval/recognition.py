@@ -56,6 +56,7 @@ from line_jax.data.hpo import build as hpo_build
 from line_jax.data.hpo import ontology as hpo_ontology
 from line_jax.data.notes import extractor as notes_extractor
 from line_jax.data.notes import settings as notes_settings
+from line_jax.eval import realtext
 from line_jax.eval import recognition_report
 from line_jax.eval import reuse as reuse_lib
 from line_jax.search import scorer as scorer_lib
@@ -145,14 +146,7 @@ def load_documents(path: str, ids_field: str) -> Tuple[List[str], List[str], Lis
       raise RecognitionError(f"{path}: line {line_no}, field 'doc_id': {doc!r} is also on "
                              f"line {seen[doc]}")
     seen[doc] = line_no
-    text = row.get("text")
-    if not isinstance(text, str) or not text.strip():
-      raise RecognitionError(f"{path}: line {line_no}, field 'text': missing or empty")
-    given = row.get(ids_field)
-    if not isinstance(given, list) or not all(isinstance(i, str) for i in given):
-      raise RecognitionError(f"{path}: line {line_no}, field '{ids_field}': expected a list "
-                             f"of id strings, got {type(given).__name__} "
-                             "(config.eval.realtext_ids_field)")
+    text, given = realtext.text_and_ids(row, path, line_no, ids_field, RecognitionError)
     doc_ids.append(doc)
     texts.append(text)
     ids.append(list(dict.fromkeys(given)))
@@ -549,14 +543,6 @@ def run_alone(model, workdir: str) -> str:
   and its section written to workdir/recognition.md; returns that file's path."""
   os.makedirs(workdir, exist_ok=True)
   result = evaluate_recognition(model, workdir)
-  path = os.path.join(workdir, "metrics.json")
-  merged = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      merged = json.load(f)
-  merged[KEY] = result
-  merged.pop(reuse_lib.KEY_FIELD, None)   # no longer one evaluation of one setting
-  files_lib.write_json(path, files_lib.json_safe(merged), ensure_ascii=False)
-  report = os.path.join(workdir, REPORT_FILE)
-  files_lib.write_text(report, "\n".join(recognition_report.render_markdown(result)) + "\n")
-  return os.path.abspath(report)
+  return reuse_lib.replace_entry(
+      workdir, KEY, files_lib.json_safe(result), REPORT_FILE,
+      "\n".join(recognition_report.render_markdown(result)) + "\n")

@@ -104,3 +104,21 @@ def previous_result(workdir: str, key: Optional[str]) -> Optional[dict]:
   if not isinstance(result, dict) or result.get(KEY_FIELD) != key:
     return None
   return result
+
+
+def replace_entry(workdir: str, key: str, result: dict, report_file: str, section: str) -> str:
+  """One protocol run alone: its `key` entry of workdir/metrics.json is replaced (the other
+  entries kept) and `section` written to workdir/`report_file`; returns that file's path."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "metrics.json")
+  merged = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      merged = json.load(f)
+  merged[key] = result
+  # The file no longer holds one evaluation of one setting: a rerun must not keep it whole.
+  merged.pop(KEY_FIELD, None)
+  files_lib.write_json(path, merged, ensure_ascii=False)
+  report = os.path.join(workdir, report_file)
+  files_lib.write_text(report, section)
+  return os.path.abspath(report)

@@ -11,7 +11,6 @@ plots (rank histograms, ROC curves per relation, recovery precision/recall, loss
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from typing import Dict, List, Optional, Tuple
@@ -261,16 +260,4 @@ def run_alone(model, workdir: str, which: str) -> str:
     section, report = retrieval_report.render_markdown(result), retrieval_lib.REPORT_FILE
   else:
     raise ValueError(f"protocol {which!r}: expected one of {ALONE}")
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, "metrics.json")
-  merged = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      merged = json.load(f)
-  merged[which] = result
-  # The file no longer holds one evaluation of one setting: a rerun must not keep it whole.
-  merged.pop(reuse_lib.KEY_FIELD, None)
-  files_lib.write_json(path, merged, ensure_ascii=False)
-  report = os.path.join(workdir, report)
-  files_lib.write_text(report, section)
-  return os.path.abspath(report)
+  return reuse_lib.replace_entry(workdir, which, result, report, section)
