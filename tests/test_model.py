@@ -208,7 +208,7 @@ class ModelTest(parameterized.TestCase):
         out = model.graph_attention(p, g, c64, n64, len(recv), table.num_types)
         return jnp.sum(jnp.sin(out))
 
-      jtu.check_grads(f, (p64,), order=1, modes=["rev"], atol=1e-5, rtol=1e-5, eps=1e-6)
+      jtu.check_grads(jax.jit(f), (p64,), order=1, modes=["rev"], atol=1e-5, rtol=1e-5, eps=1e-6)
 
 
 if __name__ == "__main__":

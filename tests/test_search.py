@@ -265,7 +265,8 @@ class ChunkSizeTest(parameterized.TestCase):
 
 _FOUR_DEVICE_SCRIPT = textwrap.dedent("""
     import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")   # the tests' flags kept
+                               + " --xla_force_host_platform_device_count=4")
     os.environ["JAX_PLATFORMS"] = "cpu"    # the 4 devices are host CPUs, on a GPU machine too
     import jax
     import numpy as np
@@ -306,7 +307,6 @@ class MultiDeviceTest(ReferenceAssertions, parameterized.TestCase):
     cls.output = os.path.join(absltest.get_default_test_tmpdir(), "four_devices.npz")
     env = dict(os.environ, SEARCH_TEST_OUT=cls.output,
                PYTHONPATH=_REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("XLA_FLAGS", None)
     completed = subprocess.run([sys.executable, "-c", _FOUR_DEVICE_SCRIPT], env=env,
                                capture_output=True, text=True, timeout=300, check=False)
     if completed.returncode:

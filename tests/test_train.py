@@ -446,7 +446,8 @@ class DataParallelTest(absltest.TestCase):
     root = self.create_tempdir().full_path
     script = textwrap.dedent(f"""
       import os
-      os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+      os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")   # the tests' flags kept
+                                 + " --xla_force_host_platform_device_count=4")
       os.environ["JAX_PLATFORMS"] = "cpu"    # host CPU devices, on a GPU machine too
       import jax, numpy as np
       from configs import test as tc
