@@ -10,6 +10,9 @@ from line_jax.model import graph as graph_lib
 from line_jax.model import network as model
 from tolerances import assert_close_to_scale
 
+# G compiled once per shape (op by op, every primitive compiles on its own: seconds a test).
+attention = jax.jit(model.graph_attention, static_argnums=(4, 5))
+
 
 def leaky(x, slope):
   return np.where(x > 0, x, slope * x)
@@ -61,9 +64,8 @@ class ModelTest(parameterized.TestCase):
   def test_graph_attention_matches_reference(self, seed, block):
     params, concepts, negated, table, recv, recv_neg, ids, mask = random_setup(seed)
     g = graph_lib.build_graph(recv, recv_neg, ids, mask, block=block)
-    out = jax.jit(lambda p, c, n: model.graph_attention(p, g, c, n, len(recv), table.num_types,
-                                                        0.2))(
-        params, jnp.asarray(concepts), jnp.asarray(negated))
+    out = attention(params, g, jnp.asarray(concepts), jnp.asarray(negated), len(recv),
+                    table.num_types, 0.2)
     ref = reference_g(params, concepts, negated, table, recv, recv_neg, ids, mask, 0.2)
     self.assertEqual(out.shape, (len(recv), 5))
     np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-4, atol=1e-5)
@@ -137,8 +139,8 @@ class ModelTest(parameterized.TestCase):
           0, num_types=num_types)
       self.assertEqual(params["attention"]["src"].shape, (num_types, 5))
       g = graph_lib.build_graph(recv, recv_neg, ids, mask)
-      out = jax.jit(model.graph_attention, static_argnums=(4, 5))(
-          params, g, jnp.asarray(concepts), jnp.asarray(negated), len(recv), num_types)
+      out = attention(params, g, jnp.asarray(concepts), jnp.asarray(negated), len(recv),
+                      num_types)
       self.assertTrue(np.isfinite(np.asarray(out)).all())
 
   def test_masked_neighbours_do_not_matter(self):
@@ -146,9 +148,8 @@ class ModelTest(parameterized.TestCase):
     g1 = graph_lib.build_graph(recv, recv_neg, ids, mask)
     ids2 = np.where(mask, ids, (ids + 7) % concepts.shape[0])     # garbage in padded slots
     g2 = graph_lib.build_graph(recv, recv_neg, ids2, mask)
-    f = jax.jit(lambda g: model.graph_attention(params, g, jnp.asarray(concepts),
-                                                jnp.asarray(negated), len(recv),
-                                                table.num_types))
+    f = lambda g: attention(params, g, jnp.asarray(concepts), jnp.asarray(negated), len(recv),
+                            table.num_types)
     np.testing.assert_allclose(np.asarray(f(g1)), np.asarray(f(g2)), rtol=1e-6)
 
   def test_concept_without_neighbours_is_its_projection(self):
@@ -161,8 +162,7 @@ class ModelTest(parameterized.TestCase):
     else:
       ids, mask = graph_lib.sample_neighbours(table, lonely[:1], 3)
     g = graph_lib.build_graph(lonely[:1], np.zeros(1, bool), ids, mask)
-    out = jax.jit(model.graph_attention, static_argnums=(4, 5))(
-        params, g, jnp.asarray(concepts), jnp.asarray(negated), 1, table.num_types)
+    out = attention(params, g, jnp.asarray(concepts), jnp.asarray(negated), 1, table.num_types)
     np.testing.assert_allclose(np.asarray(out)[0],
                                concepts[lonely[0]] @ np.asarray(params["concept_proj"]["w"]),
                                rtol=1e-5, atol=1e-6)
