@@ -5,7 +5,6 @@ SLURM detection."""
 
 import json
 import os
-import re
 import socket
 import stat
 import subprocess
@@ -18,12 +17,12 @@ import jax
 import numpy as np
 
 from configs import test as test_config
+from host_devices import REPO, cpu_env
 from line_jax.api import line_model as api
 from line_jax.training import state as state_lib
 from line_jax.training import workdir as workdir_lib
 from line_jax.data import prepare_dataset
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 240
 # Stage 1 of one epoch, recovery, stage 2: every phase that crosses processes, in seconds.
 SHORT = ["--config.train.stage1_epochs=1", "--config.train.stage2_epochs=1"]
@@ -33,17 +32,6 @@ def free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     return s.getsockname()[1]
-
-
-def cpu_env(devices: int, **extra) -> dict:
-  """The environment of a child on `devices` host CPU devices (the tests' XLA flags kept)."""
-  flags = re.sub(r"--xla_force_host_platform_device_count=\S+", "",
-                 os.environ.get("XLA_FLAGS", ""))
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={devices}".strip(),
-             PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  env.update(extra)
-  return env
 
 
 def start(args, env, log_path):

@@ -10,10 +10,9 @@ from absl.testing import parameterized
 import jax
 import numpy as np
 
+import host_devices
 from line_jax.search import topk as search
 from line_jax.config import base_config
-
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def random_rows(seed: int, rows: int, dim: int) -> np.ndarray:
@@ -265,9 +264,6 @@ class ChunkSizeTest(parameterized.TestCase):
 
 _FOUR_DEVICE_SCRIPT = textwrap.dedent("""
     import os
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")   # the tests' flags kept
-                               + " --xla_force_host_platform_device_count=4")
-    os.environ["JAX_PLATFORMS"] = "cpu"    # the 4 devices are host CPUs, on a GPU machine too
     import jax
     import numpy as np
     from line_jax.search import topk as search
@@ -305,8 +301,7 @@ class MultiDeviceTest(ReferenceAssertions, parameterized.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.output = os.path.join(absltest.get_default_test_tmpdir(), "four_devices.npz")
-    env = dict(os.environ, SEARCH_TEST_OUT=cls.output,
-               PYTHONPATH=_REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = host_devices.cpu_env(4, SEARCH_TEST_OUT=cls.output)
     completed = subprocess.run([sys.executable, "-c", _FOUR_DEVICE_SCRIPT], env=env,
                                capture_output=True, text=True, timeout=300, check=False)
     if completed.returncode:

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from configs import test as test_config
+import host_devices
 from line_jax.benchmarks import train_step as bench_train
 from line_jax.training import checkpoint as ckpt_lib
 from line_jax.cache import store as emb_lib
@@ -446,9 +447,6 @@ class DataParallelTest(absltest.TestCase):
     root = self.create_tempdir().full_path
     script = textwrap.dedent(f"""
       import os
-      os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")   # the tests' flags kept
-                                 + " --xla_force_host_platform_device_count=4")
-      os.environ["JAX_PLATFORMS"] = "cpu"    # host CPU devices, on a GPU machine too
       import jax, numpy as np
       from configs import test as tc
       from line_jax.training import loop as loop_lib
@@ -476,9 +474,9 @@ class DataParallelTest(absltest.TestCase):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
       print("OK", results[4][0][0])
     """)
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=host_devices.REPO,
+                          env=host_devices.cpu_env(4), capture_output=True, text=True,
+                          timeout=600)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn("OK", proc.stdout)
 
