@@ -40,7 +40,7 @@ def rank_histograms(ranks: Mapping[str, np.ndarray], num_negatives: int, path: s
   bins = np.arange(1, num_negatives + 3) - 0.5
   for i, (label, r) in enumerate(ranks.items()):
     ax = fig.add_subplot(rows, cols, i + 1)
-    ax.hist(np.asarray(r), bins=bins, color="C%d" % (i % 10))
+    ax.hist(np.asarray(r), bins=bins, color="C%d" % (i % 10), histtype="stepfilled")
     ax.set_yscale("log")
     ax.set_title(f"{label}\nmean rank {np.mean(r):.2f}", fontsize=9)
     ax.set_xlabel(f"rank among {num_negatives} negatives + 1")
