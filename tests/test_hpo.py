@@ -295,6 +295,44 @@ class PartsTest(parameterized.TestCase):
       "E": obo.Term("E", "Glaucoma", parents=("B",)),
   }
 
+  @staticmethod
+  def sibling_reference(terms, count, linked, rng):
+    """sibling_pairs drawn as first written: rng.choice with the weights at every draw."""
+    children = collections.defaultdict(list)
+    for t, term in terms.items():
+      for p in term.parents:
+        children[p].append(t)
+    families = sorted(p for p, c in children.items() if len(c) > 1)
+    sizes = np.array([len(children[p]) for p in families], np.float64)
+    weights = sizes * (sizes - 1) / (sizes * (sizes - 1)).sum()
+    pairs, seen = [], set()
+    for _ in range(count * 20):
+      parent = families[rng.choice(len(families), p=weights)]
+      a, b = rng.choice(len(children[parent]), size=2, replace=False)
+      key = tuple(sorted((children[parent][a], children[parent][b])))
+      if key not in seen and key not in linked:
+        seen.add(key)
+        pairs.append((key[0], key[1], "sibling"))
+        if len(pairs) >= count:
+          break
+    return pairs
+
+  @parameterized.parameters((60, 5), (60, 400), (400, 30), (400, 2000))
+  def test_sibling_pairs_are_the_draw_by_draw_ones(self, num_terms, count):
+    """The same pairs as drawing each family with rng.choice(p=...), on ontologies with
+    fewer candidate pairs than asked for (the draws end early) and with more."""
+    shape = np.random.default_rng(num_terms)
+    terms = {"t0": obo.Term("t0", "root")}
+    for i in range(1, num_terms):
+      parents = shape.choice(i, size=min(i, 1 + int(shape.integers(2))), replace=False)
+      terms[f"t{i}"] = obo.Term(f"t{i}", f"term {i}", parents=tuple(f"t{j}" for j in parents))
+    linked = {tuple(sorted((t, p))) for t, term in terms.items() for p in term.parents}
+    linked |= {("t1", "t2"), ("t3", "t4")}
+    got = hpo_graph.sibling_pairs(terms, count, linked, np.random.default_rng(7))
+    want = self.sibling_reference(terms, count, linked, np.random.default_rng(7))
+    self.assertNotEmpty(got)
+    self.assertEqual(got, want)
+
   def test_branch_roots_and_ancestors(self):
     branch = hpo_ontology.branch_roots(self.TERMS)
     self.assertEqual(branch["D"], "B")

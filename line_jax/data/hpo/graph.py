@@ -87,7 +87,14 @@ def hold_out_edges(edges: Sequence[tuple], relations: Sequence[str], fraction: f
 
 
 def sibling_pairs(terms: dict, count: int, linked: set, rng: np.random.Generator) -> list:
-  """`count` pairs of distinct children of one parent, none already linked by an edge."""
+  """`count` pairs of distinct children of one parent, none already linked by an edge.
+
+  A family is drawn with probability proportional to its number of ordered child pairs,
+  then two of its children; at most count x 20 draws. The family is drawn by inverting the
+  cumulative weights with one uniform number, which is what `rng.choice(p=weights)` does,
+  without re-checking the weights at each of the draws (that made each draw cost the
+  number of families). On a small ontology the draws end once every candidate pair is taken
+  (the rest could add none)."""
   children = collections.defaultdict(list)
   for t, term in terms.items():
     for p in term.parents:
@@ -96,17 +103,28 @@ def sibling_pairs(terms: dict, count: int, linked: set, rng: np.random.Generator
   if not families or count <= 0:
     return []
   sizes = np.array([len(children[p]) for p in families], np.float64)
-  weights = sizes * (sizes - 1)
-  weights /= weights.sum()
+  cdf = np.cumsum(sizes * (sizes - 1))
+  cdf /= cdf[-1]
+  available = _candidate_count(children, families, linked, limit=count * 20)
   pairs, seen = [], set()
   for _ in range(count * 20):
-    parent = families[rng.choice(len(families), p=weights)]
+    parent = families[int(cdf.searchsorted(rng.random(), side="right"))]
     a, b = rng.choice(len(children[parent]), size=2, replace=False)
     key = _pair_key(children[parent][a], children[parent][b])
     if key in seen or key in linked:
       continue
     seen.add(key)
     pairs.append((key[0], key[1], SIBLING_RELATION))
-    if len(pairs) >= count:
+    if len(pairs) >= count or len(pairs) == available:
       break
   return pairs
+
+
+def _candidate_count(children: dict, families: list, linked, limit: int):
+  """The number of distinct sibling pairs not in `linked`; None when the families hold more
+  than `limit` pairs (they are not listed then)."""
+  if sum(len(children[p]) * (len(children[p]) - 1) // 2 for p in families) > limit:
+    return None
+  keys = {_pair_key(a, b) for p in families for i, a in enumerate(children[p])
+          for b in children[p][i + 1:]}
+  return sum(key not in linked for key in keys)
