@@ -3,6 +3,8 @@ imports a command-line entry point. Read from the source with `ast`; nothing is 
 
 import ast
 import os
+import subprocess
+import sys
 
 from absl.testing import absltest
 
@@ -14,7 +16,7 @@ ENTRY_POINTS = {"line_jax.train", "line_jax.evaluate", "line_jax.export", "line_
                 "line_jax.data.umls.__main__", "line_jax.data.notes.__main__",
                 "line_jax.eval.ner.__main__", "line_jax.finetune"}
 # Imported inside a function only where they are optional or heavy and rarely needed.
-OPTIONAL = {"faiss", "torch", "transformers", "safetensors", "huggingface_hub"}
+OPTIONAL = {"faiss", "torch", "transformers", "safetensors", "huggingface_hub", "matplotlib"}
 
 
 def module_files():
@@ -159,6 +161,18 @@ class ImportDirectionTest(absltest.TestCase):
           todo.append(other)
     self.assertFalse({m for m in reached if m.startswith("line_jax.eval")} |
                      ({"line_jax.api.line_model"} & reached), sorted(reached))
+
+
+class ImportCostTest(absltest.TestCase):
+
+  def test_commands_that_draw_nothing_do_not_load_matplotlib(self):
+    """matplotlib (about half a second) is loaded with the first figure, not with training,
+    embedding or export: each of their processes starts that much sooner."""
+    code = ("import sys, line_jax.train, line_jax.api.embed_file, line_jax.cache.export; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    self.assertEqual(out.strip(), "[]")
 
 
 if __name__ == "__main__":

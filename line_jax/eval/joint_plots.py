@@ -6,8 +6,6 @@ from __future__ import annotations
 from typing import Dict
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from line_jax.util import files
 
@@ -18,8 +16,7 @@ def plot(result: Dict, path: str) -> str:
   recovery precision against recall per model and estimator (confidence = score)."""
   ks = result["settings"]["ks"]
   k = max(ks)
-  fig = Figure(figsize=(12, 4.2))
-  FigureCanvasAgg(fig)
+  fig = files.new_figure(figsize=(12, 4.2))
   ax = fig.add_subplot(1, 2, 1)
   bars = {}
   for key, by_source in result["text_to_concept"].items():

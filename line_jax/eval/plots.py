@@ -12,8 +12,6 @@ import math
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from line_jax.util import files
 
@@ -22,8 +20,7 @@ LOSS_FIELDS = ("loss", "align", "relational", "negation")
 OPTIONAL_FIELDS = ("concept", "name", "text", "uniformity", "learning_rate")
 
 
-def _save(fig: Figure, path: str) -> str:
-  FigureCanvasAgg(fig)
+def _save(fig, path: str) -> str:
   fig.tight_layout()
   return files.save_figure(fig, path, dpi=110)
 
@@ -36,7 +33,7 @@ def _grid(count: int, max_cols: int = 3) -> Tuple[int, int]:
 def rank_histograms(ranks: Mapping[str, np.ndarray], num_negatives: int, path: str) -> str:
   """One panel per model: histogram of the positive's rank among its negatives."""
   rows, cols = _grid(len(ranks))
-  fig = Figure(figsize=(4.2 * cols, 3.2 * rows))
+  fig = files.new_figure(figsize=(4.2 * cols, 3.2 * rows))
   bins = np.arange(1, num_negatives + 3) - 0.5
   for i, (label, r) in enumerate(ranks.items()):
     ax = fig.add_subplot(rows, cols, i + 1)
@@ -57,7 +54,7 @@ def roc_curves(curves: Mapping[str, Mapping[str, Tuple[np.ndarray, np.ndarray, f
     path: output PNG.
   """
   rows, cols = _grid(max(len(curves), 1))
-  fig = Figure(figsize=(4.0 * cols, 3.6 * rows))
+  fig = files.new_figure(figsize=(4.0 * cols, 3.6 * rows))
   for i, (relation, by_model) in enumerate(curves.items()):
     ax = fig.add_subplot(rows, cols, i + 1)
     for j, (label, (fpr, tpr, auc)) in enumerate(by_model.items()):
@@ -77,7 +74,7 @@ def roc_curves(curves: Mapping[str, Mapping[str, Tuple[np.ndarray, np.ndarray, f
 def recovery_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str,
                     training_threshold: float = float("nan")) -> str:
   """Precision and recall of residual recovery against the cosine threshold, per model."""
-  fig = Figure(figsize=(6.4, 4.0))
+  fig = files.new_figure(figsize=(6.4, 4.0))
   ax = fig.add_subplot(1, 1, 1)
   for j, (label, curve) in enumerate(curves.items()):
     color = "C%d" % (j % 10)
@@ -125,7 +122,7 @@ def loss_curves(records: Sequence[Mapping], path: str) -> str:
   """One panel per field of `curve_fields` against the record index, coloured by stage."""
   fields = curve_fields(records)
   rows, cols = _grid(max(len(fields), 1), max_cols=2)
-  fig = Figure(figsize=(5.0 * cols, 3.2 * rows))
+  fig = files.new_figure(figsize=(5.0 * cols, 3.2 * rows))
   position = np.arange(len(records))
   stages = np.array([int(r.get("stage", 1)) for r in records])
   for i, field in enumerate(fields):

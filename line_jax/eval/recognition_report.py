@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from line_jax.search import scorer as scorer_lib
 from line_jax.util import files as files_lib
@@ -26,7 +24,7 @@ def plot_curves(result: Dict, path: str) -> str:
             for half, row in entry.items() if isinstance(row, dict) and "curves" in row]
   cols = max(1, min(3, len(panels)))
   rows = (len(panels) + cols - 1) // cols
-  fig = Figure(figsize=(4.6 * cols, 3.9 * max(rows, 1)))
+  fig = files_lib.new_figure(figsize=(4.6 * cols, 3.9 * max(rows, 1)))
   for k, (name, half, row) in enumerate(panels):
     ax = fig.add_subplot(rows, cols, k + 1)
     for j, (system, c) in enumerate(row["curves"].items()):
@@ -45,7 +43,6 @@ def plot_curves(result: Dict, path: str) -> str:
     ax.set_ylim(0, 1.02)
     ax.set_title(f"{name}: {half}", fontsize=9)
     ax.legend(fontsize=6, loc="lower left")
-  FigureCanvasAgg(fig)
   fig.tight_layout()
   return files_lib.save_figure(fig, path, dpi=110)
 

@@ -181,6 +181,17 @@ def reserve(path: str) -> None:
     os.close(fd)
 
 
+def new_figure(**figure_args):
+  """A matplotlib `Figure` on the Agg canvas (no pyplot state, no display). matplotlib is
+  imported here, on the first figure, not with the modules that draw: it takes about half a
+  second, and training or embedding processes that draw nothing need not pay it."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(**figure_args)
+  FigureCanvasAgg(fig)
+  return fig
+
+
 def save_figure(fig, path: str, **savefig_args) -> str:
   """fig.savefig(path), atomically (the format from the file's extension); returns path."""
   fmt = os.path.splitext(path)[1][1:].lower() or "png"

@@ -10,8 +10,6 @@ import time
 import ml_collections
 import numpy as np
 from absl import logging
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from line_jax import config as config_lib
@@ -108,8 +106,7 @@ def render_report(metrics: dict) -> str:
 def plot_f1(metrics: dict, path: str) -> str:
   """Bars of mean F1 (error bars: std over seeds) per model, split and average."""
   keys = list(metrics["results"])
-  fig = Figure(figsize=(6, 3.5))
-  FigureCanvasAgg(fig)
+  fig = files_lib.new_figure(figsize=(6, 3.5))
   ax = fig.add_subplot(1, 1, 1)
   width = 0.2
   for j, (split, metric) in enumerate((("test", "micro_f1"), ("test", "macro_f1"),

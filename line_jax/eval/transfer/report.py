@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Mapping, Optional
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from line_jax.util import files
 from line_jax.eval.transfer.settings import STRATEGIES, STRATEGY_LABELS
@@ -18,7 +16,7 @@ def plot_transfer(result: Mapping, path: str) -> str:
             for d, res in info["directions"].items()]
   cols = 2
   rows = max(1, int(np.ceil(len(panels) / cols)))
-  fig = Figure(figsize=(6.0 * cols, 3.6 * rows))
+  fig = files.new_figure(figsize=(6.0 * cols, 3.6 * rows))
   for i, (variant, direction, res) in enumerate(panels):
     ax = fig.add_subplot(rows, cols, i + 1)
     keys = list(res)
@@ -35,7 +33,6 @@ def plot_transfer(result: Mapping, path: str) -> str:
     ax.set_title(f"{direction} ({variant.replace('_', ' ')})", fontsize=9)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=6)
-  FigureCanvasAgg(fig)
   fig.tight_layout()
   return files.save_figure(fig, path, dpi=110)
 

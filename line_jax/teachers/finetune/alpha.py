@@ -10,8 +10,6 @@ import time
 from typing import Mapping, Optional
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from line_jax.teachers.encoder import Encoder
 from line_jax.util import files as files_lib
@@ -111,8 +109,7 @@ def best_alpha(curve: Mapping, s: FinetuneSettings) -> float:
 def plot_curve(info: Mapping, path: str) -> None:
   curve = info["curve"]
   alphas = [c["alpha"] for c in curve]
-  fig = Figure(figsize=(5, 3.5))
-  FigureCanvasAgg(fig)
+  fig = files_lib.new_figure(figsize=(5, 3.5))
   ax = fig.add_subplot()
   for split, style in (("validation", "-o"), ("test", "--s")):
     ax.plot(alphas, [c[split]["acc@1"] for c in curve], style, label=f"{split} acc@1")
