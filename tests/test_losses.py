@@ -1,5 +1,7 @@
 """Losses against plain numpy references on random inputs, plus finite-difference gradients."""
 
+import types
+
 from absl.testing import absltest, parameterized
 import jax
 import jax.numpy as jnp
@@ -7,6 +9,16 @@ from jax import test_util as jtu
 import numpy as np
 
 from line_jax.model import losses
+
+
+# The loss functions as the trainer runs them, jitted: each test shape compiles one program
+# instead of one per operation (op by op, every jnp call compiles on its own).
+jitted = types.SimpleNamespace(**{
+    name: jax.jit(getattr(losses, name), static_argnames=static)
+    for name, static in (("alignment_terms", ("per_anchor",)), ("relational_terms", ()),
+                         ("negation_terms", ()),
+                         ("concept_contrastive_terms", ("pooling",)),
+                         ("text_contrastive_terms", ()), ("uniformity_terms", ()))})
 
 
 def np_alignment(c, t, rho, mask, margin):
@@ -110,7 +122,7 @@ class LossTest(parameterized.TestCase):
     c, t = rng.normal(size=(n, d)), rng.normal(size=(n, d))
     rho = rng.uniform(0.1, 1.0, n)
     mask = rng.random(n) > 0.2
-    s, k = losses.alignment_terms(jnp.asarray(c, jnp.float32), jnp.asarray(mask),
+    s, k = jitted.alignment_terms(jnp.asarray(c, jnp.float32), jnp.asarray(mask),
                                   jnp.asarray(rho, jnp.float32), jnp.asarray(t, jnp.float32),
                                   jnp.asarray(mask), 0, margin)
     ref_s, ref_k = np_alignment(c, t, rho, mask, margin)
@@ -123,8 +135,8 @@ class LossTest(parameterized.TestCase):
     mask = np.array([1, 1, 0, 1, 1, 1], bool)
     args = (jnp.asarray(c, jnp.float32), jnp.asarray(mask), jnp.ones(6),
             jnp.asarray(t, jnp.float32), jnp.asarray(mask), 0, 0.5)
-    s_term, k_term = losses.alignment_terms(*args)
-    s_pair, k_pair = losses.alignment_terms(*args, per_anchor=True)
+    s_term, k_term = jitted.alignment_terms(*args)
+    s_pair, k_pair = jitted.alignment_terms(*args, per_anchor=True)
     self.assertAlmostEqual(float(s_term), float(s_pair), places=5)
     self.assertEqual(int(k_term), 5 * 4)      # valid (i, i') with i != i'
     self.assertEqual(int(k_pair), 5)          # valid pairs
@@ -135,7 +147,7 @@ class LossTest(parameterized.TestCase):
     c, t = rng.normal(size=(8, 4)), rng.normal(size=(8, 4))
     rho, mask = np.ones(8), np.ones(8, bool)
     full = np_alignment(c, t, rho, mask, 0.3)
-    parts = [losses.alignment_terms(jnp.asarray(c[s:s + 4], jnp.float32), jnp.ones(4, bool),
+    parts = [jitted.alignment_terms(jnp.asarray(c[s:s + 4], jnp.float32), jnp.ones(4, bool),
                                     jnp.ones(4), jnp.asarray(t, jnp.float32), jnp.ones(8, bool),
                                     s, 0.3) for s in (0, 4)]
     np.testing.assert_allclose(sum(float(p[0]) for p in parts), full[0], rtol=1e-5)
@@ -145,7 +157,7 @@ class LossTest(parameterized.TestCase):
     rng = np.random.default_rng(1)
     h, t, c = (rng.normal(size=(10, 6)) for _ in range(3))
     mask = rng.random(10) > 0.3
-    s, k = losses.relational_terms(*(jnp.asarray(x, jnp.float32) for x in (h, t, c)),
+    s, k = jitted.relational_terms(*(jnp.asarray(x, jnp.float32) for x in (h, t, c)),
                                    jnp.asarray(mask), 0.2)
     ref = np.maximum(0, 0.2 - np_cos(h, t) + np_cos(h, c))[mask]
     np.testing.assert_allclose(float(s), ref.sum(), rtol=1e-5)
@@ -156,7 +168,7 @@ class LossTest(parameterized.TestCase):
     rng = np.random.default_rng(2)
     p, n = rng.normal(size=(7, 5)), rng.normal(size=(7, 5))
     weight = np.array([1, 2, 0, 1, 1, 3, 0], np.float32)   # mentions per negated concept
-    s, k = losses.negation_terms(jnp.asarray(p, jnp.float32), jnp.asarray(n, jnp.float32),
+    s, k = jitted.negation_terms(jnp.asarray(p, jnp.float32), jnp.asarray(n, jnp.float32),
                                  jnp.asarray(weight), delta)
     x = delta - np_cos(p, n)
     ref = -np.log(np.exp(x) / (1 + np.exp(x)))   # the paper's A.1 form
@@ -170,9 +182,9 @@ class LossTest(parameterized.TestCase):
     m6, m5 = jnp.ones(6, bool), jnp.ones(5, bool)
 
     def total(c, t, h, tl, cr):
-      a = losses.alignment_terms(c, m6, jnp.linspace(0.2, 1.0, 6), t, m6, 0, 2.0)[0]
-      r = losses.relational_terms(h, tl, cr, m5, 0.5)[0]
-      n = losses.negation_terms(h, tl, jnp.arange(5.0), 0.3)[0]
+      a = jitted.alignment_terms(c, m6, jnp.linspace(0.2, 1.0, 6), t, m6, 0, 2.0)[0]
+      r = jitted.relational_terms(h, tl, cr, m5, 0.5)[0]
+      n = jitted.negation_terms(h, tl, jnp.arange(5.0), 0.3)[0]
       return a + r + n
 
     with jax.enable_x64(True):
@@ -190,7 +202,7 @@ class LossTest(parameterized.TestCase):
     occ_slot = rng.integers(0, u - 2, size=(b, m)).astype(np.int32)
     occ_mask = rng.random((b, m)) > 0.3
     occ_mask[0] = False                                    # a padded pair
-    s, k = losses.concept_contrastive_terms(
+    s, k = jitted.concept_contrastive_terms(
         jnp.asarray(t, jnp.float32), jnp.asarray(g, jnp.float32), jnp.asarray(g_mask),
         jnp.asarray(occ_slot), jnp.asarray(occ_mask), tau)
     ref_s, ref_k = np_concept_contrastive(t, g, g_mask, occ_slot, occ_mask, tau)
@@ -211,13 +223,13 @@ class LossTest(parameterized.TestCase):
     group = np.array([0, 0, 1, 2, 2, 2, 3, 4, 5, -1], np.int32)
     args = (jnp.asarray(t, jnp.float32), jnp.asarray(g, jnp.float32), jnp.asarray(g_mask),
             jnp.asarray(occ_slot), jnp.asarray(occ_mask), tau)
-    s, k = losses.concept_contrastive_terms(*args, jnp.asarray(group))
+    s, k = jitted.concept_contrastive_terms(*args, jnp.asarray(group))
     ref_s, ref_k = np_concept_contrastive(t, g, g_mask, occ_slot, occ_mask, tau, group)
     plain_s, _ = np_concept_contrastive(t, g, g_mask, occ_slot, occ_mask, tau)
     self.assertEqual(int(k), ref_k)
     np.testing.assert_allclose(float(s), ref_s, rtol=2e-5, atol=1e-5)
     self.assertLess(ref_s, plain_s)       # fewer negatives, a smaller loss
-    s_id, _ = losses.concept_contrastive_terms(*args, jnp.arange(u, dtype=jnp.int32))
+    s_id, _ = jitted.concept_contrastive_terms(*args, jnp.arange(u, dtype=jnp.int32))
     np.testing.assert_allclose(float(s_id), plain_s, rtol=2e-5, atol=1e-5)
 
   @parameterized.parameters(("max", 0.1, 0), ("softmax", 0.5, 1), ("max", 1.0, 2),
@@ -233,7 +245,7 @@ class LossTest(parameterized.TestCase):
     g_mask[-2:] = False
     occ_slot = rng.integers(0, u - 2, size=(b, m)).astype(np.int32)
     occ_mask = (rng.random((b, m)) > 0.3) & seg_mask[:, :1]
-    s, k = losses.concept_contrastive_terms(
+    s, k = jitted.concept_contrastive_terms(
         jnp.asarray(t, jnp.float32), jnp.asarray(g, jnp.float32), jnp.asarray(g_mask),
         jnp.asarray(occ_slot), jnp.asarray(occ_mask), tau, None, jnp.asarray(seg_mask),
         pooling, 0.05)
@@ -247,12 +259,12 @@ class LossTest(parameterized.TestCase):
     t, g = rng.normal(size=(4, 5)).astype(np.float32), rng.normal(size=(7, 5)).astype(
         np.float32)
     occ_slot, occ_mask = jnp.asarray([[0, 1], [2, 3], [4, 0], [5, 6]]), jnp.ones((4, 2), bool)
-    plain = losses.concept_contrastive_terms(t, g, jnp.ones(7, bool), occ_slot, occ_mask, 0.2)
+    plain = jitted.concept_contrastive_terms(t, g, jnp.ones(7, bool), occ_slot, occ_mask, 0.2)
     padded = np.concatenate([t[:, None], rng.normal(size=(4, 2, 5))], 1).astype(np.float32)
     one = np.zeros((4, 3), bool)
     one[:, 0] = True
     for pooling in ("max", "softmax"):
-      got = losses.concept_contrastive_terms(padded, g, jnp.ones(7, bool), occ_slot, occ_mask,
+      got = jitted.concept_contrastive_terms(padded, g, jnp.ones(7, bool), occ_slot, occ_mask,
                                              0.2, None, jnp.asarray(one), pooling)
       np.testing.assert_allclose(float(got[0]), float(plain[0]), rtol=1e-6)
 
@@ -261,14 +273,14 @@ class LossTest(parameterized.TestCase):
     # orthogonal: the loss is log(1 + exp(-1/tau)) per listed concept, not log 2 more.
     t = np.array([[1.0, 0.0]])
     g = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    s, k = losses.concept_contrastive_terms(
+    s, k = jitted.concept_contrastive_terms(
         jnp.asarray(t), jnp.asarray(g), jnp.ones(3, bool), jnp.asarray([[0, 1]]),
         jnp.ones((1, 2), bool), 0.5)
     self.assertEqual(int(k), 2)
     np.testing.assert_allclose(float(s), 2 * np.log1p(np.exp(-2.0)), rtol=1e-6)
 
   def test_concept_contrastive_without_negatives_is_zero_not_nan(self):
-    val, grad = jax.value_and_grad(lambda t: losses.concept_contrastive_terms(
+    val, grad = jax.value_and_grad(lambda t: jitted.concept_contrastive_terms(
         t, jnp.eye(2), jnp.ones(2, bool), jnp.asarray([[0, 1]]), jnp.ones((1, 2), bool),
         0.1)[0])(jnp.ones((1, 2)))
     self.assertAlmostEqual(float(val), 0.0, places=6)
@@ -284,7 +296,7 @@ class LossTest(parameterized.TestCase):
     occ_slot = rng.integers(0, u, size=(b, m)).astype(np.int32)
     occ_mask = (rng.random((b, m)) > 0.3) & t_mask[:, None]
     group = np.array([0, 0, 1, 2, 3, 3, 4, 5], np.int32) if grouped else None
-    s, k = losses.text_contrastive_terms(
+    s, k = jitted.text_contrastive_terms(
         jnp.asarray(t, jnp.float32), jnp.asarray(t_mask), jnp.asarray(g, jnp.float32),
         jnp.asarray(occ_slot), jnp.asarray(occ_mask), tau,
         None if group is None else jnp.asarray(group))
@@ -299,11 +311,11 @@ class LossTest(parameterized.TestCase):
     # off-list concept of text 0 changes).
     t = jnp.asarray([[1.0, 0.0], [1.0, 0.0]])
     occ_slot, occ_mask = jnp.asarray([[0], [1]]), jnp.asarray([[True], [False]])
-    hub = losses.text_contrastive_terms(t, jnp.ones(2, bool), jnp.asarray([[1.0, 0.0],
+    hub = jitted.text_contrastive_terms(t, jnp.ones(2, bool), jnp.asarray([[1.0, 0.0],
                                                                            [0.0, 1.0]]),
                                         occ_slot, occ_mask, 0.5)
     np.testing.assert_allclose(float(hub[0]), np.log(2.0), rtol=1e-6)
-    apart = losses.text_contrastive_terms(jnp.asarray([[1.0, 0.0], [-1.0, 0.0]]),
+    apart = jitted.text_contrastive_terms(jnp.asarray([[1.0, 0.0], [-1.0, 0.0]]),
                                           jnp.ones(2, bool), jnp.asarray([[1.0, 0.0],
                                                                           [0.0, 1.0]]),
                                           occ_slot, occ_mask, 0.5)
@@ -314,10 +326,10 @@ class LossTest(parameterized.TestCase):
     rng = np.random.default_rng(4)
     x = rng.normal(size=(7, 3))
     mask = np.array([1, 1, 1, 0, 1, 1, 0], bool)
-    v, k = losses.uniformity_terms(jnp.asarray(x, jnp.float32), jnp.asarray(mask), temp)
+    v, k = jitted.uniformity_terms(jnp.asarray(x, jnp.float32), jnp.asarray(mask), temp)
     np.testing.assert_allclose(float(v), np_uniformity(x, mask, temp), rtol=1e-5)
     self.assertEqual(float(k), 1.0)
-    v, k = losses.uniformity_terms(jnp.asarray(x, jnp.float32), jnp.asarray(mask & False),
+    v, k = jitted.uniformity_terms(jnp.asarray(x, jnp.float32), jnp.asarray(mask & False),
                                    temp)
     self.assertEqual((float(v), float(k)), (0.0, 0.0))
 
@@ -329,9 +341,9 @@ class LossTest(parameterized.TestCase):
     g_mask = jnp.ones(7, bool)
 
     def total(t, g):
-      c = losses.concept_contrastive_terms(t, g, g_mask, occ_slot, occ_mask, 0.3)[0]
-      x = losses.text_contrastive_terms(t, jnp.ones(4, bool), g, occ_slot, occ_mask, 0.3)[0]
-      return c + x + losses.uniformity_terms(g, g_mask, 2.0)[0]
+      c = jitted.concept_contrastive_terms(t, g, g_mask, occ_slot, occ_mask, 0.3)[0]
+      x = jitted.text_contrastive_terms(t, jnp.ones(4, bool), g, occ_slot, occ_mask, 0.3)[0]
+      return c + x + jitted.uniformity_terms(g, g_mask, 2.0)[0]
 
     with jax.enable_x64(True):
       args = tuple(jnp.asarray(x, jnp.float64) for x in (t, g))
