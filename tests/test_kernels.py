@@ -107,7 +107,7 @@ class KernelTest(parameterized.TestCase):
     def run(threads):
       f = lambda p: model.graph_attention(p, g, c, n, len(recv), table.num_types,
                                           cpu_kernel=True, kernel_threads=threads)
-      return f(params), jax.grad(lambda p: jnp.sum(jnp.tanh(f(p))))(params)
+      return jax.jit(lambda p: (f(p), jax.grad(lambda q: jnp.sum(jnp.tanh(f(q))))(p)))(params)
 
     out1, grads1 = run(1)
     for threads in (2, 7):

@@ -175,6 +175,9 @@ class PartsTest(parameterized.TestCase):
     model = cnn.ListCNN(num_classes=3, filters=6, vocab_size=vocab_size)
     params = model.init(jax.random.PRNGKey(0), jnp.asarray(ids), jnp.asarray(mask),
                         table)["params"]
+    # Jitted, as fitting runs them: one program per batch shape, not one per operation.
+    packed_logits = jax.jit(cnn.packed_logits, static_argnums=5)
+    apply = jax.jit(model.apply)
     order = np.array([3, 5, 0, 6, 1, 2, 7, 4])   # lengths 5, 5, 3, 4, 1, 0, 1, 2
     capacity = 8   # some batches stop before 3 rows: their lists would overflow it
     packed = packing.pack_batches(ids, mask, [order], batch=3, capacity=capacity)
@@ -186,10 +189,9 @@ class PartsTest(parameterized.TestCase):
       rows = packed["rows"][0, t][w > 0]
       seen.extend(rows.tolist())
       self.assertLessEqual(mask[rows].sum(), capacity)
-      got = cnn.packed_logits(params, packed["flat_ids"][0, t], packed["local_idx"][0, t],
-                              packed["local_mask"][0, t], table, vocab_size)
-      want = model.apply({"params": params}, jnp.asarray(ids[rows]), jnp.asarray(mask[rows]),
-                         table)
+      got = packed_logits(params, packed["flat_ids"][0, t], packed["local_idx"][0, t],
+                          packed["local_mask"][0, t], table, vocab_size)
+      want = apply({"params": params}, jnp.asarray(ids[rows]), jnp.asarray(mask[rows]), table)
       np.testing.assert_allclose(np.asarray(got)[w > 0], want, rtol=1e-5, atol=1e-6)
     self.assertEqual(seen, order.tolist())   # every row once, in the given order
     # Scoring from entry features (large sets) equals the padded model (small sets).
