@@ -276,6 +276,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.reuse = True               # a rerun keeps an evaluation made of the same parameters,
                                     # teachers, data, settings and code (line_jax.eval.reuse)
   c.eval.num_negatives = 100
+  c.eval.plots = True               # the PNG figures beside report.md; False: numbers only
   c.eval.seed = 0
   c.eval.cv_folds = 5
   c.eval.max_pairs = 0              # 0 = all

@@ -211,9 +211,19 @@ class RunEvaluationTest(absltest.TestCase):
     self.assertGreater(result["recovery"]["num_missing"], 0)
     self.assertEqual(result["training_log"]["records"], 3)
 
+    # Again in another work dir, without figures (eval.plots=False): the same numbers, no
+    # PNG, and a report that links none.
     rerun_dir = self.make_workdir_with_log()
-    again = runner.run_evaluation(make_model(), rerun_dir)
-    self.assertEqual(again, result)
+    again = runner.run_evaluation(make_model(make_config(plots=False)), rerun_dir)
+    joint = dict(result["joint"])
+    self.assertEqual(joint.pop("plot"), "joint_space.png")
+    self.assertEqual(again, {**result, "joint": joint})
+    self.assertEqual(sorted(os.listdir(rerun_dir)),
+                     ["metrics.json", "report.md", "train_log.jsonl"])
+    again_text = open(os.path.join(rerun_dir, "report.md")).read()
+    self.assertNotIn("![", again_text)
+    self.assertEqual([line for line in text.splitlines() if line and line[:2] != "!["],
+                     [line for line in again_text.splitlines() if line])
 
   def test_caps_and_negatives_from_config(self):
     workdir = self.make_workdir()
@@ -262,7 +272,7 @@ class ReuseTest(absltest.TestCase):
     handle = tempfile.TemporaryDirectory()
     self.addCleanup(handle.cleanup)
     workdir = handle.name
-    model = make_model(make_config(classifier_max_epochs=20, cv_folds=2))
+    model = make_model(make_config(classifier_max_epochs=20, cv_folds=2, plots=False))
     model.config.eval.transfer.enabled = False    # what is measured here is the bookkeeping
     model.params = {"f": model._f, "g": model._g}
     first = runner.run_evaluation(model, workdir)

@@ -88,6 +88,7 @@ class TwoProcessTest(absltest.TestCase):
     for i in range(2):
       procs.append(start(
           train_args(two, os.path.join(root, "data2"), "--config.train.evaluate=True",
+                     "--config.eval.plots=False",
                      "--distributed", f"--coordinator_address=127.0.0.1:{port}",
                      "--num_processes=2", f"--process_id={i}"),
           cpu_env(1), os.path.join(root, f"two{i}.log")))

@@ -21,9 +21,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def fast_eval(config):
-  """Keeps the evaluation of a tiny run to a few seconds."""
+  """Keeps the evaluation of a tiny run to a few seconds (no figures: numbers only)."""
   config.eval.classifier_max_epochs = 100
   config.eval.cv_folds = 2
+  config.eval.plots = False
   return config
 
 

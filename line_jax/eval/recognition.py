@@ -530,8 +530,9 @@ def evaluate_recognition(model, workdir: str) -> Dict:
             "candidates": dict(ctx.settings, cue_words=list(ctx.settings["cue_words"]),
                                segment_pattern=ctx.pattern)}
   result["point_file"] = os.path.basename(scorer_lib.write_point(workdir, record))
-  recognition_report.plot_curves(result, os.path.join(workdir, PLOT_FILE))
-  result["plot"] = PLOT_FILE
+  if model.config.eval.get("plots", True):
+    recognition_report.plot_curves(result, os.path.join(workdir, PLOT_FILE))
+    result["plot"] = PLOT_FILE
   result["seconds"] = round(time.time() - started, 1)
   logging.info("recognition: %s >= %s chosen on %s (%.1f s)", shipped,
                points[shipped]["threshold"], chosen_on, result["seconds"])

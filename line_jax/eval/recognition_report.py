@@ -79,6 +79,7 @@ def render_markdown(result: Dict) -> List[str]:
       lines.append(f"| {name} | {half} | extractor + LINE at its best threshold on this "
                    f"half (upper bound) | {b['threshold']:.3g} | {b['precision']:.3f} | "
                    f"{b['recall']:.3f} | {b['f1']:.3f} | | | |")
-  lines += ["", f"Curves: `{result.get('plot', PLOT_FILE)}`; operating point and scorer: "
+  curves = f"Curves: `{result['plot']}`; o" if result.get("plot") else "O"
+  lines += ["", f"{curves}perating point and scorer: "
             f"`{result.get('point_file', scorer_lib.POINT_FILE)}`."]
   return lines

@@ -398,6 +398,8 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
   if settings.realtext:
     out["realtext"] = realtext.evaluate_realtext(model, settings, groups,
                                                  embedders or None)
+  if not model.config.eval.get("plots", True):
+    return out
   try:
     joint_plots.plot(out, os.path.join(workdir, PLOT_FILE))
     out["plot"] = PLOT_FILE

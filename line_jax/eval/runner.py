@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -158,6 +159,23 @@ def _write_files(workdir: str, result: Dict, figures: Dict, train_records: List[
   # so a write that fails (a full disk) cannot leave an old report or missing plots taken
   # for this evaluation's.
   labels, recovery = result["models"], result["recovery"]
+  if settings.plots:
+    _write_plots(workdir, result, figures, train_records, settings)
+  report = (report_lib.render_report(result)
+            + retrieval_report.render_markdown(result["joint"])
+            + transfer_report.render_section(result["transfer"])
+            + finetune.report_section(result["concept_teacher"], labels))
+  if not settings.plots:
+    report = re.sub(r"(?m)^!\[[^\]]*\]\([^)]*\)\n?", "", report)   # no links to absent PNGs
+  files_lib.write_text(os.path.join(workdir, "report.md"), report)
+  files_lib.write_json(os.path.join(workdir, "metrics.json"), files_lib.json_safe(result),
+                       ensure_ascii=False)
+
+
+def _write_plots(workdir: str, result: Dict, figures: Dict, train_records: List[Dict],
+                 settings: EvalSettings) -> None:
+  """The evaluation's PNG figures (eval.plots)."""
+  labels, recovery = result["models"], result["recovery"]
   files = report_lib.PLOT_FILES
   plots.rank_histograms(figures["ranks"], figures["num_negatives"],
                         os.path.join(workdir, files["ranks"]))
@@ -168,13 +186,6 @@ def _write_files(workdir: str, result: Dict, figures: Dict, train_records: List[
                           settings.training_threshold)
   if train_records:
     plots.loss_curves(train_records, os.path.join(workdir, files["loss"]))
-  files_lib.write_text(os.path.join(workdir, "report.md"),
-                       report_lib.render_report(result)
-                       + retrieval_report.render_markdown(result["joint"])
-                       + transfer_report.render_section(result["transfer"])
-                       + finetune.report_section(result["concept_teacher"], labels))
-  files_lib.write_json(os.path.join(workdir, "metrics.json"), files_lib.json_safe(result),
-                       ensure_ascii=False)
 
 
 def run_evaluation(model, workdir: str) -> Dict:
@@ -229,7 +240,7 @@ def transfer_protocol(model, workdir: str) -> Dict:
                                                           settings.chunk_size).embed_concepts)}
   return files_lib.json_safe(transfer_run.run_transfer(
       model.dataset, embedders, transfer_settings.read_config(model.config),
-      os.path.join(workdir, transfer_settings.PLOT_FILE)))
+      os.path.join(workdir, transfer_settings.PLOT_FILE) if settings.plots else None))
 
 
 def joint_protocol(model, workdir: str) -> Dict:

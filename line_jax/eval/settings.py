@@ -33,6 +33,7 @@ class EvalSettings:
   chunk_size: int                       # rows per matmul / projection call
   search_memory_mb: float               # config.search.memory_budget_mb (recovery search)
   probe: probe_lib.ProbeConfig
+  plots: bool = True                    # PNG figures (and their links in report.md)
 
 
 def read_settings(config: ml_collections.ConfigDict) -> EvalSettings:
@@ -63,7 +64,8 @@ def read_settings(config: ml_collections.ConfigDict) -> EvalSettings:
       geometry_max_points=int(ev.geometry_max_points),
       chunk_size=int(ev.chunk_size),
       search_memory_mb=float(config.search.memory_budget_mb),
-      probe=probe)
+      probe=probe,
+      plots=bool(ev.get("plots", True)))
 
 
 def rng(settings: EvalSettings, code: int) -> np.random.Generator:
