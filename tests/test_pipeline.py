@@ -57,6 +57,15 @@ class PipelineTest(absltest.TestCase):
     for i in range(0, 2048, 64):
       b.build(order[i:i + 64], 5 + i // 64)
     self.assertEqual(b.growths, 0)
+    # Plans of other lengths (32 batches above, 3 and 17 here: a stage's length) run the
+    # same compiled program, which takes 16 batches a call.
+    needs_fn = device_batches._needs_fn(shapes, device_batches.make_tables(
+        b.lists, b.table, None, None, None, b.hard, b.hard_negatives, b.random_concepts,
+        b.seed, b.shapes.fanout, b.text.dtype)[1])
+    compiled = needs_fn._cache_size()
+    for length in (3 * 64, 17 * 64):
+      plan(b, order[:length])
+    self.assertEqual(needs_fn._cache_size(), compiled)
 
   def test_name_rows_and_groups_follow_the_receivers(self):
     b = builder(64, 32, 2, relational_edges=8)

@@ -565,7 +565,9 @@ def plan_capacities(tables: dict, orders: list, first_step: int,
     return shapes
   batches = np.concatenate(batches)
   steps = np.concatenate(steps).astype(np.int32)
-  chunk = max(1, min(steps_per_call, len(steps)))
+  # Always steps_per_call batches a call (the last padded with empty batches, which need
+  # nothing): one compiled program for every plan of these shapes, whatever a stage's length.
+  chunk = max(1, steps_per_call)
   pad = -len(steps) % chunk
   batches = np.concatenate([batches, np.full((pad, bsz), -1, np.int32)])
   steps = np.concatenate([steps, np.zeros(pad, np.int32)])
