@@ -552,7 +552,7 @@ def plan_capacities(tables: dict, orders: list, first_step: int,
   """`shapes` with capacities that hold every batch of the given epoch orders (each a
   permutation of train pairs, batched by shapes.batch_size; epoch e's batch i is step
   first_step + e * batches_per_epoch + i): the largest needs, rounded up (U, V to 8, E to a
-  multiple of 256 and of the edge block)."""
+  multiple of 256 and of the edge block). Measured `steps_per_call` batches a call."""
   bsz = shapes.batch_size
   per_epoch = -(-len(orders[0]) // bsz) if orders else 0
   batches, steps = [], []
@@ -565,9 +565,7 @@ def plan_capacities(tables: dict, orders: list, first_step: int,
     return shapes
   batches = np.concatenate(batches)
   steps = np.concatenate(steps).astype(np.int32)
-  # Always steps_per_call batches a call (the last padded with empty batches, which need
-  # nothing): one compiled program for every plan of these shapes, whatever a stage's length.
-  chunk = max(1, steps_per_call)
+  chunk = max(1, steps_per_call)   # always (empty batches pad): one program per shapes
   pad = -len(steps) % chunk
   batches = np.concatenate([batches, np.full((pad, bsz), -1, np.int32)])
   steps = np.concatenate([steps, np.zeros(pad, np.int32)])
