@@ -57,6 +57,7 @@ from line_jax.data.hpo import ontology as hpo_ontology
 from line_jax.data.notes import extractor as notes_extractor
 from line_jax.data.notes import settings as notes_settings
 from line_jax.eval import realtext
+from line_jax.eval import settings as settings_lib
 from line_jax.eval import recognition_report
 from line_jax.eval import reuse as reuse_lib
 from line_jax.search import scorer as scorer_lib
@@ -530,7 +531,7 @@ def evaluate_recognition(model, workdir: str) -> Dict:
             "candidates": dict(ctx.settings, cue_words=list(ctx.settings["cue_words"]),
                                segment_pattern=ctx.pattern)}
   result["point_file"] = os.path.basename(scorer_lib.write_point(workdir, record))
-  if model.config.eval.get("plots", True):
+  if settings_lib.plots_enabled(model.config):
     recognition_report.plot_curves(result, os.path.join(workdir, PLOT_FILE))
     result["plot"] = PLOT_FILE
   result["seconds"] = round(time.time() - started, 1)

@@ -72,7 +72,12 @@ def _rows_then_line(keys, row, width: int, with_line: bool, line_arrows: bool = 
   return rows
 
 
-def _alignment_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
+def _figure(label: str, key: str, plots: bool) -> List[str]:
+  """The markdown link to one of PLOT_FILES, or nothing when no figures are drawn."""
+  return [f"![{label}]({PLOT_FILES[key]})", ""] if plots else []
+
+
+def _alignment_section(m: Mapping, labels: Mapping[str, str], plots: bool) -> List[str]:
   a = m["alignment"]
   k = a["top_k"]
   res = a["results"]
@@ -111,11 +116,11 @@ def _alignment_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
             "mapped into teacher 2's space, lists as teacher 2 embeds them).", ""]
     rows = _rows_then_line(maps, row, len(header), LINE in res, line_arrows=False)
     out += _table(header, rows) + [""]
-  out += [f"![rank histograms]({PLOT_FILES['ranks']})", ""]
+  out += _figure("rank histograms", "ranks", plots)
   return out
 
 
-def _relations_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
+def _relations_section(m: Mapping, labels: Mapping[str, str], plots: bool) -> List[str]:
   r = m["relations"]
   out = ["## Table 2: AUC for detecting related pairs vs random pairs (section 3.3.1)", ""]
   classes = r["classes"]
@@ -145,7 +150,7 @@ def _relations_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
   rows = _rows_then_line([k for k in model_keys if k != LINE], row, len(header),
                          LINE in model_keys)
   rows.append(["# relation pairs"] + [str(c["count"]) for c in classes])
-  out += _table(header, rows) + ["", f"![ROC curves]({PLOT_FILES['roc']})", ""]
+  out += _table(header, rows) + [""] + _figure("ROC curves", "roc", plots)
   return out
 
 
@@ -214,7 +219,7 @@ def _classification_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
   return out
 
 
-def _recovery_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
+def _recovery_section(m: Mapping, labels: Mapping[str, str], plots: bool) -> List[str]:
   r = m["recovery"]
   out = ["## Residual recovery on the synthetic vignettes (section 2.4, appendix A.2)", ""]
   if "skipped" in r:
@@ -239,7 +244,7 @@ def _recovery_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
       cells += [str(curve["recovered"][i]), str(curve["correct"][i]),
                 fmt(curve["precision"][i]), fmt(curve["recall"][i])]
     rows.append(cells)
-  out += _table(header, rows) + ["", f"![recovery]({PLOT_FILES['recovery']})", ""]
+  out += _table(header, rows) + [""] + _figure("recovery", "recovery", plots)
   return out
 
 
@@ -268,8 +273,9 @@ def _geometry_section(m: Mapping, labels: Mapping[str, str]) -> List[str]:
   return out + _table(header, rows) + [""]
 
 
-def render_report(m: Mapping) -> str:
-  """The whole report.md text for a metrics dictionary built by `line_jax.eval.protocols`."""
+def render_report(m: Mapping, plots: bool = True) -> str:
+  """The whole report.md text for a metrics dictionary built by `line_jax.eval.protocols`;
+  `plots`: link the figures of PLOT_FILES (False when the evaluation drew none)."""
   labels: Dict[str, str] = dict(m["models"])
   out = [f"# LINE evaluation: {m['split']} split", "",
          f"Dataset `{m['dataset']}`; {m['num_pairs_evaluated']} of the "
@@ -282,15 +288,15 @@ def render_report(m: Mapping) -> str:
          "↑ higher is better).", ""]
   if m.get("notes"):
     out += ["Notes:", ""] + [f"- {n}" for n in m["notes"]] + [""]
-  out += _alignment_section(m, labels)
-  out += _relations_section(m, labels)
+  out += _alignment_section(m, labels, plots)
+  out += _relations_section(m, labels, plots)
   out += _classification_section(m, labels)
-  out += _recovery_section(m, labels)
+  out += _recovery_section(m, labels, plots)
   out += _geometry_section(m, labels)
   out += ["## Training loss curves", ""]
   if m.get("training_log"):
-    out += [f"{m['training_log']['records']} records of `train_log.jsonl`.", "",
-            f"![loss curves]({PLOT_FILES['loss']})", ""]
+    out += [f"{m['training_log']['records']} records of `train_log.jsonl`.", ""]
+    out += _figure("loss curves", "loss", plots)
   else:
     out += ["No `train_log.jsonl` in the work dir.", ""]
   return "\n".join(out)

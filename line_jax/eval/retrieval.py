@@ -39,6 +39,7 @@ from line_jax.util import segments
 from line_jax.eval import by_segment
 from line_jax.eval import joint_plots
 from line_jax.eval import realtext
+from line_jax.eval import settings as settings_lib
 from line_jax.eval.spaces import list_slices, true_slices
 from line_jax.search.terms import (CONFIDENCES, ESTIMATORS, Groups, confidence_of, dataset_groups,
                             segment_candidates, skip_terms_of,
@@ -398,7 +399,7 @@ def evaluate_joint(model, pair_idx: np.ndarray, spaces: Sequence, workdir: str) 
   if settings.realtext:
     out["realtext"] = realtext.evaluate_realtext(model, settings, groups,
                                                  embedders or None)
-  if not model.config.eval.get("plots", True):
+  if not settings_lib.plots_enabled(model.config):
     return out
   try:
     joint_plots.plot(out, os.path.join(workdir, PLOT_FILE))

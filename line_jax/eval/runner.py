@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -158,16 +157,13 @@ def _write_files(workdir: str, result: Dict, figures: Dict, train_records: List[
   # eval.reuse keeps an evaluation only when its metrics.json holds this evaluation's key,
   # so a write that fails (a full disk) cannot leave an old report or missing plots taken
   # for this evaluation's.
-  labels, recovery = result["models"], result["recovery"]
   if settings.plots:
     _write_plots(workdir, result, figures, train_records, settings)
-  report = (report_lib.render_report(result)
-            + retrieval_report.render_markdown(result["joint"])
-            + transfer_report.render_section(result["transfer"])
-            + finetune.report_section(result["concept_teacher"], labels))
-  if not settings.plots:
-    report = re.sub(r"(?m)^!\[[^\]]*\]\([^)]*\)\n?", "", report)   # no links to absent PNGs
-  files_lib.write_text(os.path.join(workdir, "report.md"), report)
+  files_lib.write_text(os.path.join(workdir, "report.md"),
+                       report_lib.render_report(result, settings.plots)
+                       + retrieval_report.render_markdown(result["joint"])
+                       + transfer_report.render_section(result["transfer"])
+                       + finetune.report_section(result["concept_teacher"], result["models"]))
   files_lib.write_json(os.path.join(workdir, "metrics.json"), files_lib.json_safe(result),
                        ensure_ascii=False)
 

@@ -36,6 +36,12 @@ class EvalSettings:
   plots: bool = True                    # PNG figures (and their links in report.md)
 
 
+def plots_enabled(config: ml_collections.ConfigDict) -> bool:
+  """config.eval.plots: whether an evaluation draws its PNG figures (runs saved before the
+  field existed: yes)."""
+  return bool(config.eval.get("plots", True))
+
+
 def read_settings(config: ml_collections.ConfigDict) -> EvalSettings:
   """`EvalSettings` of a config (a full one: `line_jax.config.base_config` and overrides)."""
   ev = config.eval
@@ -65,7 +71,7 @@ def read_settings(config: ml_collections.ConfigDict) -> EvalSettings:
       chunk_size=int(ev.chunk_size),
       search_memory_mb=float(config.search.memory_budget_mb),
       probe=probe,
-      plots=bool(ev.get("plots", True)))
+      plots=plots_enabled(config))
 
 
 def rng(settings: EvalSettings, code: int) -> np.random.Generator:
