@@ -22,11 +22,16 @@ def builder(num_pairs, batch_size, num_shards, relational_edges, edge_block=4):
   return pipeline.BatchBuilder(lists, table, text, shapes, seed=0)
 
 
-def plan(b, order, first_step=0):
-  """Sets the builder's capacities to those planned for the batches of `order`."""
-  tables, spec = device_batches.make_tables(
+def device_tables(b):
+  """(tables, spec) of the device builder for host builder `b`'s data and settings."""
+  return device_batches.make_tables(
       b.lists, b.table, None, None, None, b.hard, b.hard_negatives, b.random_concepts, b.seed,
       b.shapes.fanout, b.text.dtype)
+
+
+def plan(b, order, first_step=0):
+  """Sets the builder's capacities to those planned for the batches of `order`."""
+  tables, spec = device_tables(b)
   b.shapes = device_batches.plan_capacities(jax.tree.map(jnp.asarray, tables), [order],
                                             first_step, b.shapes, spec)
   return b.shapes
@@ -59,9 +64,7 @@ class PipelineTest(absltest.TestCase):
     self.assertEqual(b.growths, 0)
     # Plans of other lengths (32 batches above, 3 and 17 here: a stage's length) run the
     # same compiled program, which takes 16 batches a call.
-    needs_fn = device_batches._needs_fn(shapes, device_batches.make_tables(
-        b.lists, b.table, None, None, None, b.hard, b.hard_negatives, b.random_concepts,
-        b.seed, b.shapes.fanout, b.text.dtype)[1])
+    needs_fn = device_batches._needs_fn(shapes, device_tables(b)[1])
     compiled = needs_fn._cache_size()
     for length in (3 * 64, 17 * 64):
       plan(b, order[:length])
