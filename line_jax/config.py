@@ -104,6 +104,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.max_segments_per_pair = 8         # segments of a pair in a batch (the whole text +
                                            # up to this - 1 clauses, the first ones); more
                                            # are left out, with a count in the log
+  c.data.heldout_terms = 0.0               # fraction of the terms kept out of training (pairs,
+                                           # graph, negatives), for the placement protocol
+                                           # (line_jax.data.heldout_terms); 0 = none
+  c.data.heldout_terms_seed = 0            # which terms (a stable hash of seed and term id)
   c.data.synthetic = ml_collections.ConfigDict(dict(
       num_concepts=300, num_pairs=400, num_relation_types=3, edges_per_concept=3,
       mean_concepts=4, negated_fraction=0.15, dim=32, noise=0.1, seed=0))
@@ -326,6 +330,8 @@ def base_config() -> ml_collections.ConfigDict:
   # --- end transfer protocol ---
   # --- single concepts (line_jax/eval/retrieval.py, realtext.py) ---
   c.eval.retrieval_ks = [1, 10]     # recall@k of text -> concept / definition -> term
+  c.eval.placement_seen_queries = 2000   # placement protocol (a run with data.heldout_terms):
+                                    # reference queries drawn from trained terms
   c.eval.retrieval_chunk = 256      # texts scored against the whole dictionary at once
   c.eval.retrieval_by_term = True   # a term's synonym entries count as the term (best of
                                     # them); False: each entry ranked on its own

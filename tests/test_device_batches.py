@@ -1,6 +1,8 @@
 """Batches built on the device equal the host reference builder's, bit for bit; the 32-bit
 draws, sets and capacities they rest on."""
 
+import dataclasses
+
 from absl.testing import absltest, parameterized
 import jax
 import jax.numpy as jnp
@@ -8,6 +10,7 @@ import numpy as np
 
 from line_jax.benchmarks import train_step as bench_train
 from line_jax.cache import segments as segments_cache
+from line_jax.data import heldout_terms
 from line_jax.training import device_batches as db
 from line_jax.model import graph as graph_lib
 from line_jax.training import host_batches as pipeline
@@ -15,10 +18,15 @@ from line_jax.training import host_batches as pipeline
 
 def setting(num_shards=2, batch_size=32, relational_edges=8, fanout=2, names=True,
             groups=True, random_concepts=16, hard_negatives=2, added=True, num_pairs=400,
-            num_concepts=300, edges=1200, seed=3, segments=True, max_segments=4):
+            num_concepts=300, edges=1200, seed=3, segments=True, max_segments=4,
+            heldout=False):
   """A host builder and the device tables of the same data and settings (with `segments`,
-  0 to 5 clause rows per pair, some beyond the max_segments - 1 carried)."""
+  0 to 5 clause rows per pair, some beyond the max_segments - 1 carried; with `heldout`,
+  every fourth concept held out of training, as data.heldout_terms does)."""
   ds = bench_train.synthetic_dataset(num_pairs, num_concepts, edges, 3, 4, seed=1)
+  if heldout:
+    ds = heldout_terms.training_view(dataclasses.replace(
+        ds, heldout_concepts=np.arange(0, num_concepts, 4, dtype=np.int32)))
   lists = pipeline.PairLists(ds, 16)
   if added:   # recovered concepts, as stage 2 has them
     lists.added[::5] = np.arange(0, num_pairs, 5) % num_concepts
@@ -121,6 +129,7 @@ class SameBatchesTest(parameterized.TestCase):
                      added=False, segments=False)),
       ("two_segments", dict(max_segments=2)),
       ("high_degree_fanout", dict(fanout=3, edges=6000, num_concepts=120)),
+      ("heldout_terms", dict(heldout=True)),
   )
   def test_device_batches_equal_the_host_batches(self, overrides):
     host, tables, spec = setting(**overrides)

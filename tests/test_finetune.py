@@ -1,5 +1,6 @@
 """The fine-tuned concept teacher: loss, leakage, batches, merge, HF output, resume, wiring."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -150,6 +151,22 @@ class FinetuneTest(parameterized.TestCase):
     self.assertEqual(len(defs), 8)    # the train-split definitions only
     self.assertEqual(d.counts["candidates"], 12)
     self.assertTrue(all(ds.concept_ids[c].count("-") == 0 for c in d.candidates))
+
+  def test_held_out_terms_are_not_trained_on(self):
+    """A term held out of training (data.heldout_terms) loses its synonym pairs and its
+    train definition, and nothing else changes."""
+    ds = self.dataset
+    rows = np.flatnonzero([c == "T3" or c.startswith("T3-") for c in ds.concept_ids])
+    marked = ft_pairs.build_data(
+        dataclasses.replace(ds, heldout_concepts=rows.astype(np.int32)), self.settings)
+    d = self.data
+    touches = np.isin(d.group, rows) | np.isin([str(p) for p in d.positive],
+                                               list(ds.names[rows]))
+    self.assertEqual(int(touches.sum()), 4)      # three entries and one train definition
+    np.testing.assert_array_equal(marked.anchor, d.anchor[~touches])
+    np.testing.assert_array_equal(marked.positive, d.positive[~touches])
+    np.testing.assert_array_equal(marked.val_query, d.val_query)
+    self.assertNotEqual(marked.digest(), d.digest())
 
   def test_batches_mask_same_term_and_cover_static_shapes(self):
     tok = load_tokenizer(self.model_dir)

@@ -1,5 +1,6 @@
 """Residual recovery on a constructed case where the right answer is known exactly."""
 
+import dataclasses
 import os
 
 from absl.testing import absltest
@@ -21,7 +22,8 @@ from line_jax.data import dataset as ds_lib
 
 class RecoveryTest(parameterized.TestCase):
 
-  def test_recovers_the_missing_concept_and_never_a_present_one(self):
+  def constructed_case(self):
+    """Four pairs over 40 orthonormal concepts whose right additions are known (below)."""
     rng = np.random.default_rng(0)
     n, d = 40, 64
     x = np.linalg.qr(rng.normal(size=(d, d)))[0][:n]            # orthonormal concept rows
@@ -49,6 +51,10 @@ class RecoveryTest(parameterized.TestCase):
     cfg = config_lib.base_config()
     cfg.recovery.threshold = 0.5
     cfg.recovery.dictionary_chunk = 16
+    return ds, params, table, lists, text, x, cfg
+
+  def test_recovers_the_missing_concept_and_never_a_present_one(self):
+    ds, params, table, lists, text, x, cfg = self.constructed_case()
     added, info = recovery.recover(params, lists, text, table, jnp.asarray(x, jnp.float32),
                                    jnp.asarray(x, jnp.float32), cfg, np.arange(4))
     self.assertEqual(added[0], 10)
@@ -80,6 +86,16 @@ class RecoveryTest(parameterized.TestCase):
     self.assertEqual(added[0], 10)
     self.assertEqual(added[3], -1)
 
+
+  def test_never_adds_a_held_out_term(self):
+    """A concept held out of training (data.heldout_terms) is never added: p0's missing C10
+    is not, the other pairs' additions stay."""
+    ds, params, table, lists, text, x, cfg = self.constructed_case()
+    marked = pipeline.PairLists(dataclasses.replace(ds, heldout_concepts=np.int32([10])), 8)
+    added, info = recovery.recover(params, marked, text, table, jnp.asarray(x, jnp.float32),
+                                   jnp.asarray(x, jnp.float32), cfg, np.arange(4))
+    np.testing.assert_array_equal(added, [-1, -1, 20, 11])
+    self.assertEqual(info["gained"], 2)
   def test_segment_recovery_adds_what_an_unexplained_clause_names(self):
     rng = np.random.default_rng(1)
     n, d = 40, 64

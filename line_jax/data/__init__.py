@@ -3,6 +3,7 @@
 import logging
 import os
 
+from line_jax.data import heldout_terms
 from line_jax.data import hpo
 from line_jax.data import synthetic
 from line_jax.data.dataset import (DataError, Dataset, check_max_concepts_per_pair,
@@ -12,6 +13,7 @@ from line_jax.data.dataset import (DataError, Dataset, check_max_concepts_per_pa
 def prepare_dataset(config) -> Dataset:
   """Builds `config.data.dir` with `config.data.builder` when it is missing, then loads it."""
   check_max_concepts_per_pair(config.data.get("max_concepts_per_pair", 1))  # before any work
+  heldout_terms.check_fraction(config.data.get("heldout_terms", 0.0))
   root = os.path.abspath(config.data.dir)
   if not os.path.exists(os.path.join(root, "pairs.parquet")):
     builder = config.data.builder
@@ -25,5 +27,6 @@ def prepare_dataset(config) -> Dataset:
                       "dataset folder (docs/data.md) or set data.builder")
     logging.info("built the %s dataset in %s", builder, root)
   relations = config.graph.relations
-  return load_dataset(root, relations=list(relations) if relations is not None else None,
-                      negation_template=config.data.negation_template)
+  dataset = load_dataset(root, relations=list(relations) if relations is not None else None,
+                         negation_template=config.data.negation_template)
+  return heldout_terms.with_heldout(dataset, config)

@@ -91,6 +91,8 @@ class Dataset:
   true_offsets: Optional[np.ndarray] = None   # [P + 1] int64 (synthetic truth)
   true_flat: Optional[np.ndarray] = None      # [sum] int32
   synthetic: Optional[np.ndarray] = None      # [P] bool
+  heldout_concepts: Optional[np.ndarray] = None   # [k] int32 entries kept out of training
+                                                  # (`line_jax.data.heldout_terms`)
 
   @property
   def num_concepts(self) -> int:

@@ -42,6 +42,7 @@ import numpy as np
 
 from line_jax.model import graph as graph_lib
 from line_jax.cache import store as emb_lib
+from line_jax.data import heldout_terms
 from line_jax.util import processes as multihost
 from line_jax.training import host_batches as pipeline
 from line_jax.util.shapes import round_up
@@ -218,13 +219,11 @@ def make_tables(lists: pipeline.PairLists, table: graph_lib.NeighbourTable,
       if len(table.neighbours) else np.zeros(1, np.int32),
       "any_offsets": _int32("neighbour offsets", any_offsets),
       "any_neighbours": any_neighbours if len(any_neighbours) else np.zeros(1, np.int32),
+      "trainable": ~heldout_terms.held_mask(ds),   # no held-out term is ever a negative
   }
-  if text is not None:
-    tables["text"] = text
-  if names is not None:
-    tables["names"] = names
-  if groups is not None:
-    tables["groups"] = np.asarray(groups, np.int32)
+  optional = dict(text=text, names=names,
+                  groups=None if groups is None else np.asarray(groups, np.int32))
+  tables.update({name: v for name, v in optional.items() if v is not None})
   if hard is not None and hard_negatives:
     tables["hard"] = np.asarray(hard, np.int32)
   if segments is not None:
@@ -357,7 +356,7 @@ def relational_triplets(tables: dict, idx, real, step, shard, shapes: pipeline.B
   tail = any_neighbour(tables, head, word(graph_lib.STREAM_TAIL), spec)
   corrupt = draw_below(word(graph_lib.STREAM_CORRUPT), spec.num_concepts)
   ok = ((n_cand > 0) & (corrupt != head) & (corrupt != tail)
-        & ~contains(tables, head, corrupt, spec))
+        & ~contains(tables, head, corrupt, spec) & tables["trainable"][corrupt])
   rank = jnp.cumsum(ok) - 1
   mine = ok & (rank % shapes.num_shards == shard) & (rank // shapes.num_shards < rs)
   dest = jnp.where(mine, rank // shapes.num_shards, rs)
@@ -376,7 +375,7 @@ def _receivers(tables: dict, idx, neg, real, trip, step, shard, shapes, spec: Bu
     drawn = draw_below(hash_u32(spec.seed, step, shard,
                                 jnp.arange(spec.random_concepts, dtype=jnp.uint32),
                                 graph_lib.STREAM_RANDOM), spec.num_concepts)
-    parts.append((drawn, jnp.ones(spec.random_concepts, bool)))
+    parts.append((drawn, tables["trainable"][drawn]))
   if spec.hard_negatives:
     listed = idx.reshape(-1)
     is_listed = (real & ~neg).reshape(-1)

@@ -38,6 +38,7 @@ import jax
 import numpy as np
 
 from line_jax.cache import store as emb_lib
+from line_jax.data import heldout_terms
 from line_jax.model import graph as graph_lib
 from line_jax.search import topk as search_lib
 from line_jax.data.dataset import Dataset, check_max_concepts_per_pair
@@ -236,6 +237,8 @@ class BatchBuilder:
     self.hard = None if hard is None else np.asarray(hard, np.int32)
     self.hard_negatives = int(hard_negatives) if hard is not None else 0
     self.num_concepts = lists.dataset.num_concepts
+    # Held-out terms (data.heldout_terms) are never drawn as random or corrupted concepts.
+    self.trainable = ~heldout_terms.held_mask(lists.dataset)
     self.growths = 0   # batches that outgrew the capacities (each one more compilation)
 
   def _relational(self, positives: np.ndarray, step: int):
@@ -249,7 +252,8 @@ class BatchBuilder:
     head = cand[graph_lib.draw_below(word(graph_lib.STREAM_HEAD), len(cand))]
     tail = self.table.any_neighbour(head, word(graph_lib.STREAM_TAIL))
     corrupt = graph_lib.draw_below(word(graph_lib.STREAM_CORRUPT), self.num_concepts)
-    ok = (corrupt != head) & (corrupt != tail) & ~self.table.contains(head, corrupt)
+    ok = ((corrupt != head) & (corrupt != tail) & ~self.table.contains(head, corrupt)
+          & self.trainable[corrupt])
     return np.stack([head, tail, corrupt], 1)[ok]
 
   def _plan(self, pair_idx: np.ndarray, step: int):
@@ -270,6 +274,7 @@ class BatchBuilder:
       drawn = graph_lib.draw_below(graph_lib.hash_u32(
           self.seed, step, s, np.arange(self.random_concepts), graph_lib.STREAM_RANDOM),
           self.num_concepts).astype(np.int32)
+      drawn = drawn[self.trainable[drawn]]
       pos = np.unique(np.concatenate([o[0] for o in occ] + [trip.reshape(-1).astype(np.int32),
                                                            drawn, np.zeros(0, np.int32)]))
       if self.hard_negatives:

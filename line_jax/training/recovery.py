@@ -36,6 +36,7 @@ from typing import Callable, Optional
 import jax
 import numpy as np
 
+from line_jax.data import heldout_terms
 from line_jax.util import host_memory
 from line_jax.model import kernels
 from line_jax.model import projection
@@ -119,10 +120,12 @@ def _recover(params, lists, text, table, concept_table, negated_table, config, p
   block = int(rc.pair_block)
   if estimator == "segment":    # a block's clauses are embedded at once: smaller blocks
     block = min(block, max(1, int(rc.get("segment_pair_block", 2048))))   # show progress
+  held = heldout_terms.held_mask(r.dataset)     # never added (data.heldout_terms)
   started = time.perf_counter()
   for first in range(0, len(pair_idx), block):
     rows = pair_idx[first:first + block]
-    added[rows], best[first:first + len(rows)] = r.block_additions(rows)
+    proposed, best[first:first + len(rows)] = r.block_additions(rows)
+    added[rows] = np.where(held[np.maximum(proposed, 0)], -1, proposed)
     if len(pair_idx) > block:
       logging.info("recovery: %d/%d pairs searched, %.1f s", first + len(rows),
                    len(pair_idx), time.perf_counter() - started)

@@ -27,7 +27,7 @@ from line_jax.model import tables
 from line_jax import teachers as teachers_lib
 from line_jax.search import terms as terms_lib
 from line_jax.teachers import finetune
-from line_jax.data import prepare_dataset
+from line_jax.data import heldout_terms, prepare_dataset
 from line_jax.training.objective import (LossSettings, check_loss_settings,
                                         check_model_settings, text_vectors)
 from line_jax.training.step import make_mesh, shard_batch, make_train_step, make_device_train_step, replicate
@@ -90,6 +90,9 @@ class Trainer:
       teachers = (exporter.ensure_teacher(config.teacher1, ds, self.workdir),
                   exporter.ensure_teacher(config.teacher2, ds, self.workdir))
     self.teacher1, self.teacher2 = teachers
+    # Terms held out of training (data.heldout_terms): their edges and the train pairs that
+    # list them are left out from here on (the teachers' rows above cover every string).
+    ds = self.dataset = heldout_terms.training_view(ds)
     if (str(config.recovery.get("estimator", "residual")) == "segment" and
         finetune.new_strings_config(config.teacher1, self.teacher1.meta).kind != "hf"):
       raise ValueError("recovery.estimator='segment' embeds the texts' clauses with teacher "
@@ -206,6 +209,8 @@ class Trainer:
                                             self.dataset.split_indices("train"))]
     rows = np.unique(np.concatenate(listed + [np.zeros(0, np.int32)]))
     hard = pipeline.hard_neighbour_table(self.teacher2.concepts, term_of, rows, pool)
+    held = heldout_terms.held_mask(self.dataset)    # never a held-out term (data.heldout_terms)
+    hard[(hard >= 0) & held[np.maximum(hard, 0)]] = -1
     logging.info("hard negatives: the %d nearest other-term concepts of %d listed concepts "
                  "in %.1f s", pool, len(rows), time.perf_counter() - started)
     return hard

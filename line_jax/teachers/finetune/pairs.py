@@ -5,7 +5,8 @@ Positives: a term's name <-> each of its synonym / layperson entries (the tails 
 for definition pairs of the *train* split only (pairs.parquet columns source ==
 "definition", source_id = the term). `validation_size` of those edges, string and edge, are
 held out to choose the merge weight; every edge of heldout_relations.parquet, every string
-of such an edge and every pair text of the valid/test splits stays out of training as well.
+of such an edge and every pair text of the valid/test splits stays out of training as well,
+and so do the edges and definitions of terms held out of training (data.heldout_terms).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 
 import numpy as np
 
+from line_jax.data import heldout_terms
 from line_jax.data.dataset import Dataset, DataError, read_optional_columns
 from line_jax.teachers.finetune.settings import FinetuneSettings
 from line_jax.util.digest import hash_strings
@@ -123,10 +125,14 @@ def entry_pairs(dataset: Dataset, held: HeldOut, forbidden: set, dropped: dict) 
   held_edges |= {(b, a) for a, b in held_edges}
   pairs = []
   train = ~held.val_mask
+  held_term = heldout_terms.held_mask(dataset)    # terms kept out (data.heldout_terms)
   for h, t in zip(held.head[train].tolist(), held.tail[train].tolist()):
     text = dataset.names[t]
     if (h, t) in held_edges:
       dropped["heldout_edge"] += 1
+      continue
+    if held_term[h] or held_term[t]:
+      dropped["heldout_term"] += 1
       continue
     if norm_text(text) in forbidden:
       dropped["validation_or_heldout_string"] += 1
@@ -167,7 +173,7 @@ def definition_pairs(dataset: Dataset, s: FinetuneSettings, forbidden: set,
   def_rows, def_terms, unknown = _definition_rows(dataset)
   if not (s.use_definitions and len(def_rows)):
     return [], unknown
-  train = dataset.split[def_rows] == "train"
+  train = (dataset.split[def_rows] == "train") & ~heldout_terms.held_mask(dataset)[def_terms]
   def_rows, def_terms = def_rows[train], def_terms[train]
   keep = np.array([norm_text(dataset.texts[r]) not in forbidden for r in def_rows], bool)
   dropped["definition_text_in_valid_or_test"] = int((~keep).sum())
@@ -208,7 +214,8 @@ def build_data(dataset: Dataset, s: FinetuneSettings) -> FinetuneData:
   candidates = candidate_terms(dataset, s)
   held = hold_out(dataset, s)
   forbidden = forbidden_strings(dataset, held)
-  dropped = {"validation_or_heldout_string": 0, "heldout_edge": 0, "same_as_name": 0}
+  dropped = {"validation_or_heldout_string": 0, "heldout_edge": 0, "same_as_name": 0,
+             "heldout_term": 0}
   entries = entry_pairs(dataset, held, forbidden, dropped)
   definitions, unknown = definition_pairs(dataset, s, forbidden, dropped)
   pairs = entries + definitions
