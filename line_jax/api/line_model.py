@@ -151,6 +151,19 @@ def _negated_flags(flags, i: int, length: int) -> np.ndarray:
   return out
 
 
+def _check_heldout_terms(recorded, config) -> None:
+  """ValueError when `config` holds out other terms than the run trained without: the
+  placement protocol would rank terms the model did see as if it had not."""
+  if recorded is None:
+    return
+  for name in ("heldout_terms", "heldout_terms_seed"):
+    was, now = recorded.data.get(name, 0), config.data.get(name, 0)
+    if was != now:
+      raise ValueError(f"config.data.{name}={now!r}, but the run in this work dir was "
+                       f"trained with {was!r}: the terms held out of training are the run's "
+                       "own and cannot be changed afterwards")
+
+
 class LineModel:
   """Parameters of a run plus what projecting needs: dataset, teachers, graph.
 
@@ -195,6 +208,7 @@ class LineModel:
     recorded = (load_config(workdir) if config is None or os.path.exists(
         os.path.join(workdir, workdir_lib.CONFIG_FILE)) else None)
     config = config if config is not None else recorded
+    _check_heldout_terms(recorded, config)
     dataset = prepare_dataset(config)
     workdir_lib.check_data(workdir, dataset.root)   # the data the checkpoints were made on
     teacher1 = exporter.ensure_teacher(config.teacher1, dataset, workdir)

@@ -21,6 +21,7 @@ from absl import logging
 from line_jax.cache import segments as segments_cache
 from line_jax.util import files as files_lib
 from line_jax.training import guards
+from line_jax.eval import placement as placement_lib
 from line_jax.eval import plots
 from line_jax.eval import protocols
 from line_jax.eval import report as report_lib
@@ -138,6 +139,7 @@ def _run_protocols(model, workdir: str, settings: EvalSettings, labels: Dict[str
   # 6. Single concepts: retrieval, definitions, recovery, real text; 7. transfer; 8. the
   # fine-tuned concept teacher's own validation.
   joint = retrieval_lib.evaluate_joint(model, pair_idx, all_spaces, workdir)
+  placement = placement_lib.evaluate_placement(model, labels)   # None: no held-out terms
   transfer = transfer_protocol(model, workdir)
   concept_teacher = finetune.report_metrics(model)
   finetune.write_report_files(concept_teacher, workdir)
@@ -145,7 +147,7 @@ def _run_protocols(model, workdir: str, settings: EvalSettings, labels: Dict[str
       "num_pairs_in_split": int(len(split_idx)), "num_pairs_evaluated": int(len(pair_idx)),
       "alignment": alignment, "linear_maps": map_info,
       "relations": relations, "classification": classification, "recovery": recovery,
-      "geometry": geo, "transfer": transfer, "joint": joint,
+      "geometry": geo, "transfer": transfer, "joint": joint, "placement": placement,
       "concept_teacher": concept_teacher}
   return entries, {"ranks": rank_arrays, "num_negatives": num_negatives, "roc": roc}
 
@@ -162,6 +164,7 @@ def _write_files(workdir: str, result: Dict, figures: Dict, train_records: List[
   files_lib.write_text(os.path.join(workdir, "report.md"),
                        report_lib.render_report(result, settings.plots)
                        + retrieval_report.render_markdown(result["joint"])
+                       + placement_lib.render_section(result.get("placement"))
                        + transfer_report.render_section(result["transfer"])
                        + finetune.report_section(result["concept_teacher"], result["models"]))
   files_lib.write_json(os.path.join(workdir, "metrics.json"), files_lib.json_safe(result),
@@ -217,7 +220,8 @@ def run_evaluation(model, workdir: str) -> Dict:
       "linear_maps": entries["linear_maps"], "relations": entries["relations"],
       "classification": entries["classification"], "recovery": entries["recovery"],
       "geometry": entries["geometry"], "transfer": entries["transfer"],
-      "joint": entries["joint"], "concept_teacher": entries["concept_teacher"],
+      "joint": entries["joint"], "placement": entries["placement"],
+      "concept_teacher": entries["concept_teacher"],
       "training_log": {"records": len(train_records)} if train_records else None,
       reuse_lib.KEY_FIELD: key,
   }
