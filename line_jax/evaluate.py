@@ -4,9 +4,10 @@ r"""Evaluates a trained LINE model as in the paper (`line_jax.eval.protocols`).
 
 writes into DIR: report.md (the paper's tables), metrics.json (every number) and PNG plots.
 Without --config the config saved with the model in DIR is used; --config.FIELD=VALUE
-overrides one field (e.g. --config.eval.split=valid). `--only=transfer`, `--only=joint` or
-`--only=recognition` runs that protocol alone: its entry of metrics.json is replaced and its
-section written to DIR/transfer.md, DIR/joint.md or DIR/recognition.md.
+overrides one field (e.g. --config.eval.split=valid). `--only=transfer`, `--only=joint`,
+`--only=placement` (a run with held-out terms) or `--only=recognition` runs that protocol
+alone: its entry of metrics.json is replaced and its section written to DIR/transfer.md,
+DIR/joint.md, DIR/placement.md or DIR/recognition.md.
 """
 
 from __future__ import annotations

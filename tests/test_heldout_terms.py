@@ -2,6 +2,7 @@
 sees of them, and the placement protocol that ranks them afterwards."""
 
 import dataclasses
+import json
 import os
 
 from absl.testing import absltest, parameterized
@@ -12,6 +13,7 @@ from line_jax.api import line_model
 from line_jax.data import heldout_terms, prepare_dataset
 from line_jax.data.dataset import load_dataset, write_dataset
 from line_jax.eval import placement
+from line_jax.eval import runner
 from line_jax.model import graph as graph_lib
 from line_jax.search.terms import Groups
 from line_jax.training import host_batches as pipeline
@@ -206,9 +208,17 @@ class PlacementTest(absltest.TestCase):
     section = placement.render_section(result)
     self.assertIn("| LINE | held out |", section)
     self.assertIn(f"{result['heldout_terms']} of the 60 terms", section)
+    # Alone (`--only=placement`): the metrics.json entry and placement.md.
+    workdir = self.create_tempdir().full_path
+    path = runner.run_alone(model, workdir, "placement")
+    self.assertEqual(os.path.basename(path), placement.REPORT_FILE)
+    with open(os.path.join(workdir, "metrics.json")) as f:
+      self.assertEqual(json.load(f)["placement"]["heldout_entries"], int(held.sum()))
     model.dataset = dataclasses.replace(ds, heldout_concepts=None)
     self.assertIsNone(placement.evaluate_placement(model, labels))
     self.assertEqual(placement.render_section(None), "")
+    with self.assertRaisesRegex(ValueError, "held no terms out of training"):
+      runner.run_alone(model, workdir, "placement")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ the model trained on:
       splits' texts only).
 
 Ranks count the terms scoring strictly higher (1 = first); recall@k and MRR as
-`line_jax.search.terms.retrieval_summary`.
+`line_jax.search.terms.retrieval_summary`. Part of every evaluation of such a run (report.md,
+the `placement` entry of metrics.json); alone: `python -m line_jax.evaluate --workdir=DIR
+--only=placement` (DIR/placement.md).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from line_jax.data import heldout_terms
 from line_jax.data.dataset import read_optional_columns
 from line_jax.eval import settings as settings_lib
 from line_jax.search.terms import Groups, dataset_groups, l2_normalize, retrieval_summary
+
+REPORT_FILE = "placement.md"      # the section alone (`--only=placement`)
 
 def exclusion_ranks(queries: np.ndarray, keys: np.ndarray, target: np.ndarray,
                     own: Optional[np.ndarray] = None, groups: Optional[Groups] = None,

@@ -257,7 +257,7 @@ def joint_protocol(model, workdir: str) -> Dict:
   return files_lib.json_safe(dict(result, split=settings.split, alignment=alignment))
 
 
-ALONE = ("transfer", "joint")    # protocols `python -m line_jax.evaluate --only` runs alone
+ALONE = ("transfer", "joint", "placement")   # what `python -m line_jax.evaluate --only` runs
 
 
 def run_alone(model, workdir: str, which: str) -> str:
@@ -269,6 +269,13 @@ def run_alone(model, workdir: str, which: str) -> str:
   elif which == "joint":
     result = joint_protocol(model, workdir)
     section, report = retrieval_report.render_markdown(result), retrieval_lib.REPORT_FILE
+  elif which == "placement":
+    guards.check_model_finite(model)
+    result = placement_lib.evaluate_placement(model, _labels(model.config))
+    if result is None:
+      raise ValueError(f"{workdir}: the run held no terms out of training "
+                       "(config.data.heldout_terms is 0): there is no placement to measure")
+    section, report = placement_lib.render_section(result), placement_lib.REPORT_FILE
   else:
     raise ValueError(f"protocol {which!r}: expected one of {ALONE}")
   return reuse_lib.replace_entry(workdir, which, result, report, section)
