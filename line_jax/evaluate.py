@@ -32,9 +32,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None,
                                "Work dir of the trained model; outputs go there.")
 _ONLY = flags.DEFINE_enum("only", "", ["", *runner.ALONE, recognition.KEY],
                           "Run one protocol alone (transfer: the CNN transfer; joint: single "
-                          "concepts in the joint space; recognition: concepts of annotated "
-                          "documents, line_jax.eval.recognition); its numbers replace that "
-                          "entry of metrics.json.")
+                          "concepts in the joint space; placement: the terms a run with "
+                          "data.heldout_terms kept out of training; recognition: concepts of "
+                          "annotated documents, line_jax.eval.recognition); its numbers "
+                          "replace that entry of metrics.json.")
 _NER = flags.DEFINE_string("ner", None, "CoNLL/BIO file or folder: run only the token-level "
                            "NER protocol (line_jax.eval.ner), outputs in WORKDIR/ner")
 flags.mark_flag_as_required("workdir")
