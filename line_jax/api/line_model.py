@@ -152,7 +152,7 @@ def _negated_flags(flags, i: int, length: int) -> np.ndarray:
 
 
 def _check_heldout_terms(recorded, config) -> None:
-  """ValueError when `config` holds out other terms than the run trained without: the
+  """ValueError when `config` holds out other terms than the run was trained with: the
   placement protocol would rank terms the model did see as if it had not."""
   if recorded is None:
     return
