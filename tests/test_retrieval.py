@@ -330,8 +330,33 @@ class RealTextTest(absltest.TestCase):
       # By the number of concepts a sentence lists: both sentences list two.
       by_size = out["text_to_concept_segments"]["first"]
       self.assertEqual((by_size["2 concepts"]["count"], by_size["1 concept"]["count"]), (4, 0))
-      self.assertIn("| first | all | 1.000 | 1.000 | 1.000 |",
+      # Late interaction: each list's best clauses are its own concepts, so its own
+      # sentence comes first (the whole sentences alone tie the negative: rank 1 as well).
+      self.assertEqual(out["alignment_segments"]["first"]["all"]["mean_reciprocal_rank"], 1.0)
+      self.assertIn("| first | all | 1.000 | 1.000 | 1.000 | 1.000 |",
                     "\n".join(realtext.render_markdown(out, (1, 10))))
+
+  def test_late_alignment_against_a_loop(self):
+    """Table 1 by clause: a list scores a sentence by the mean over its concepts of the
+    best cosine over the sentence's segments."""
+    rng = np.random.default_rng(0)
+    keys = rng.standard_normal((9, 4))
+    owner = np.array([0, 0, 1, 2, 2, 2, 3, 4, 4])
+    rows = rng.standard_normal((len(owner), 4))
+    offsets = np.array([0, 2, 3, 6, 7, 9])
+    flat = rng.integers(0, 9, 9)
+    negatives = np.array([[1, 2], [0, 3], [4, 1], [2, 0], [3, 1]])
+    got = realtext.late_alignment_ranks(rows, owner, keys, offsets, flat, negatives)
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+
+    def score(list_j, text_i):
+      listed = flat[offsets[list_j]:offsets[list_j + 1]]
+      cos = unit(rows[owner == text_i]) @ unit(keys[listed]).T
+      return cos.max(axis=0).mean()
+
+    for j in range(5):
+      own = score(j, j)
+      self.assertEqual(got[j], 1 + sum(score(j, i) > own for i in negatives[j]), f"list {j}")
 
   def test_a_bad_segment_pattern_is_named(self):
     config = ml_collections.ConfigDict({"eval": {"segment_pattern": "(oops"}})

@@ -9,7 +9,9 @@ read at evaluation time only, never trained on. Its sentences are embedded by ea
     its own sentence among `config.eval.num_negatives` other sentences of the set;
   - text -> concept retrieval: each annotated concept ranked among the whole dictionary;
   - the same retrieval by segment (`line_jax.util.segments`, config.eval.segment_pattern; "" =
-    off): each concept scored by its best cosine over the sentence and its clauses.
+    off): each concept scored by its best cosine over the sentence and its clauses; and
+    list alignment by segment, a list scoring a sentence by the mean over its concepts of
+    that best cosine (late interaction), against the same negatives.
 Each is given for the whole set, by collection and by the number of concepts a sentence
 lists (1, 2, 3-4, 5+: `line_jax.eval.by_segment`).
 Ids not in the dictionary are counted and listed in the report; a sentence left with none is
@@ -96,13 +98,22 @@ def text_and_ids(row: dict, path: str, line_no: int, ids_field: str, error: type
   return text, ids
 
 
-def sentence_alignment_ranks(proxies: np.ndarray, texts: np.ndarray, num_negatives: int,
-                             rng: np.random.Generator) -> np.ndarray:
-  """Rank of each sentence among `num_negatives` others by cosine to its list's proxy."""
-  n = len(texts)
-  k = min(num_negatives, n - 1)
-  negatives = metrics.draw_negative_indices(n, n, k, np.arange(n), rng)
-  return metrics.alignment_ranks(proxies, texts, np.arange(n), negatives)
+def late_alignment_ranks(segment_rows: np.ndarray, segment_owner: np.ndarray,
+                         keys: np.ndarray, offsets: np.ndarray, flat: np.ndarray,
+                         negatives: np.ndarray) -> np.ndarray:
+  """Table 1 by clause (late interaction): each sentence's list ranks its own sentence
+  among the `negatives` [n, K], a list scoring a sentence by the mean over its concepts of
+  each concept's best cosine over the sentence's segments (`segment_owner` [P]
+  non-decreasing, the whole sentence among them)."""
+  seg = terms.l2_normalize(np.asarray(segment_rows, np.float32))
+  listed = terms.l2_normalize(np.asarray(keys, np.float32)[flat])
+  starts = np.flatnonzero(np.r_[True, np.diff(segment_owner) != 0])
+  best = np.maximum.reduceat(seg @ listed.T, starts, axis=0)      # [n texts, M listed]
+  sizes = np.diff(offsets)                     # every list holds a concept
+  by_list = np.add.reduceat(best, offsets[:-1], axis=1) / sizes    # [n texts, n lists]
+  n = len(sizes)
+  own = by_list[np.arange(n), np.arange(n)]
+  return metrics.ranks_against_negatives(own, by_list[negatives, np.arange(n)[:, None]])
 
 
 def string_embedders(model) -> List[tuple]:
@@ -172,8 +183,11 @@ def evaluate_realtext(model, settings, groups: terms.Groups,
     texts = embed(data["texts"])
     keys = dictionary()
     proxies = metrics.segment_mean(keys[data["flat"]], data["offsets"])
-    ranks = sentence_alignment_ranks(proxies, texts, settings.num_negatives,
-                                     np.random.default_rng([settings.seed, _RNG_REALTEXT]))
+    rng = np.random.default_rng([settings.seed, _RNG_REALTEXT])
+    k = min(settings.num_negatives, len(texts) - 1)
+    negatives = metrics.draw_negative_indices(len(texts), len(texts), k,
+                                              np.arange(len(texts)), rng)
+    ranks = metrics.alignment_ranks(proxies, texts, np.arange(len(texts)), negatives)
     out["alignment"][key] = {n: dict(metrics.rank_summary(ranks[m], 10), count=int(m.sum()))
                              for n, m in masks.items()}
     r = terms.retrieval_ranks(texts, keys, owner, target, groups, settings.chunk)
@@ -181,8 +195,14 @@ def evaluate_realtext(model, settings, groups: terms.Groups,
                                    for n, m in masks.items()}
     if settings.segment_pattern:
       pieces, piece_owner = segments.segment_table(data["texts"], settings.segment_pattern)
-      r = terms.retrieval_ranks(embed(pieces), keys, owner, target, groups,
+      piece_rows = embed(pieces)
+      r = terms.retrieval_ranks(piece_rows, keys, owner, target, groups,
                                 settings.chunk, text_owner=piece_owner)
+      late = late_alignment_ranks(piece_rows, piece_owner, keys, data["offsets"],
+                                  data["flat"], negatives)
+      out.setdefault("alignment_segments", {})[key] = {
+          n: dict(metrics.rank_summary(late[m], 10), count=int(m.sum()))
+          for n, m in masks.items()}
       out.setdefault("text_to_concept_segments", {})[key] = {
           n: terms.retrieval_summary(r[m[owner]], settings.ks) for n, m in masks.items()}
       out["num_segments"] = len(pieces)
@@ -216,15 +236,20 @@ def render_markdown(result: Dict, ks: Sequence[int]) -> List[str]:
                      + " | ".join(f"{r[f'recall@{k}']:.3f}" for k in ks)
                      + f" | {r['mrr']:.3f} | {a['count']} |")
   if result.get("text_to_concept_segments"):
-    lines += ["", f"Text -> concept retrieval by segment: each dictionary concept scored by "
+    late = result.get("alignment_segments", {})
+    lines += ["", f"By segment: text -> concept retrieval scores each dictionary concept by "
               f"its best cosine over a sentence and its clauses ({result['num_segments']} "
-              "segments, config.eval.segment_pattern); the table above scores one cosine "
-              "per sentence.", "",
-              "| model | subset | " + " | ".join(f"R@{k}" for k in ks) + " | retrieval MRR |",
-              "|---|---|" + "---|" * len(ks) + "---|"]
+              "segments, config.eval.segment_pattern), and Table 1 scores a sentence for a "
+              "list by the mean over the list's concepts of that best cosine (late "
+              "interaction); the table above scores one cosine per sentence.", "",
+              "| model | subset | " + " | ".join(f"R@{k}" for k in ks) + " | retrieval MRR |"
+              + (" Table 1 MRR |" if late else ""),
+              "|---|---|" + "---|" * len(ks) + "---|" + ("---|" if late else "")]
     for key, by_subset in result["text_to_concept_segments"].items():
       for subset, r in by_subset.items():
         lines.append(f"| {key} | {subset} | "
                      + " | ".join(f"{r[f'recall@{k}']:.3f}" for k in ks)
-                     + f" | {r['mrr']:.3f} |")
+                     + f" | {r['mrr']:.3f} |"
+                     + (f" {late[key][subset]['mean_reciprocal_rank']:.3f} |"
+                        if key in late else ""))
   return lines
