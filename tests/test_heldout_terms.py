@@ -10,6 +10,7 @@ import numpy as np
 
 from line_jax import config as config_lib
 from line_jax.api import line_model
+from line_jax.cache import store as emb_lib
 from line_jax.data import heldout_terms, prepare_dataset
 from line_jax.data.dataset import load_dataset, write_dataset
 from line_jax.eval import placement
@@ -149,9 +150,9 @@ class SelectionTest(parameterized.TestCase):
     self.assertGreater(seen["unmarked"], 0)
 
 
-class FakeTeacher:
-  def __init__(self, concepts, text):
-    self.concepts, self.text = concepts, text
+def teacher_rows(concepts, text):
+  """In-memory teacher embeddings (the negated rows are not read here)."""
+  return emb_lib.TeacherEmbeddings(text, concepts, concepts, {}, "<memory>")
 
 
 class PlacementTest(absltest.TestCase):
@@ -181,9 +182,9 @@ class PlacementTest(absltest.TestCase):
     c = config_lib.base_config()
     c.data.heldout_terms = 0.25
     c.eval.placement_seen_queries = 7
-    t1 = FakeTeacher(rng.standard_normal((ds.num_concepts, 6)).astype(np.float32),
-                     rng.standard_normal((ds.num_pairs, 6)).astype(np.float32))
-    t2 = FakeTeacher(rng.standard_normal((ds.num_concepts, 4)).astype(np.float32), None)
+    t1 = teacher_rows(rng.standard_normal((ds.num_concepts, 6)).astype(np.float32),
+                      rng.standard_normal((ds.num_pairs, 6)).astype(np.float32))
+    t2 = teacher_rows(rng.standard_normal((ds.num_concepts, 4)).astype(np.float32), None)
     w = rng.standard_normal((6, 3)).astype(np.float32)
     g = rng.standard_normal((ds.num_concepts, 3)).astype(np.float32)
     model = type("Model", (), dict(config=c, dataset=ds, teacher1=t1, teacher2=t2,

@@ -35,12 +35,14 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from line_jax.cache import store as emb_lib
-from line_jax.data import heldout_terms
 from line_jax.data.dataset import read_optional_columns
+from line_jax.eval import retrieval as retrieval_lib
 from line_jax.eval import settings as settings_lib
+from line_jax.eval import spaces as spaces_lib
 from line_jax.search.terms import Groups, dataset_groups, l2_normalize, retrieval_summary
 
 REPORT_FILE = "placement.md"      # the section alone (`--only=placement`)
+
 
 def exclusion_ranks(queries: np.ndarray, keys: np.ndarray, target: np.ndarray,
                     own: Optional[np.ndarray] = None, groups: Optional[Groups] = None,
@@ -71,13 +73,19 @@ def exclusion_ranks(queries: np.ndarray, keys: np.ndarray, target: np.ndarray,
   return ranks
 
 
-def name_queries(groups: Groups, held: np.ndarray, seen_count: int, rng) -> Dict:
-  """Entries of held-out terms (and a draw of at most `seen_count` entries of trained terms)
-  that are queries of (a), i.e. whose term has other entries, and of (b), every entry."""
+def held_terms(groups: Groups, held: np.ndarray) -> np.ndarray:
+  """[G] bool: the terms whose entries `held` are kept out of training."""
+  out = np.zeros(groups.num_groups, bool)
+  out[groups.group_of[held]] = True
+  return out
+
+
+def name_queries(groups: Groups, held_term: np.ndarray, seen_count: int, rng) -> Dict:
+  """Entries of held-out terms (`held_term` [G]; and a draw of at most `seen_count` entries
+  of trained terms) that are queries of (a), i.e. whose term has other entries, and of (b),
+  every entry."""
   size = np.bincount(groups.group_of, minlength=groups.num_groups)
   several = size[groups.group_of] > 1
-  held_term = np.zeros(groups.num_groups, bool)
-  held_term[groups.group_of[held]] = True
   out = {}
   for name, mask in (("synonym", several), ("own", np.ones(len(several), bool))):
     heldout = np.flatnonzero(mask & held_term[groups.group_of])
@@ -87,16 +95,15 @@ def name_queries(groups: Groups, held: np.ndarray, seen_count: int, rng) -> Dict
   return out
 
 
-def definition_queries(dataset, groups: Groups, held: np.ndarray):
-  """(pair rows, their defined term) of the definitions of held-out terms and of the
-  trained terms' definitions in the evaluated splits (valid and test: never trained on)."""
+def definition_queries(dataset, groups: Groups, held_term: np.ndarray):
+  """(pair rows, their defined term) of the definitions of held-out terms (`held_term` [G])
+  and of the trained terms' definitions in the evaluated splits (valid and test: never
+  trained on)."""
   columns = read_optional_columns(os.path.join(str(dataset.root), "pairs.parquet"),
                                   ["source", "source_id"])
   if "source" not in columns or "source_id" not in columns:
     return None
   index = dataset.concept_index()
-  held_term = np.zeros(groups.num_groups, bool)
-  held_term[groups.group_of[held]] = True
   rows, terms = [], []
   for p, (source, sid) in enumerate(zip(columns["source"], columns["source_id"])):
     if source == "definition" and sid in index:
@@ -110,21 +117,20 @@ def definition_queries(dataset, groups: Groups, held: np.ndarray):
 
 
 def _spaces(model, labels: Dict[str, str], chunk: int) -> Dict:
-  """key -> (label, string rows -> query vectors, text rows -> vectors, keys)."""
+  """key -> (label, string rows -> query vectors, pair rows -> text vectors, keys): the
+  teachers' own rows, and LINE's F of teacher 1's rows against G (`line_jax.eval.spaces`)."""
   t1 = lambda rows: emb_lib.gather_rows(model.teacher1.concepts, rows, np.float32)  # noqa
   t2 = lambda rows: emb_lib.gather_rows(model.teacher2.concepts, rows, np.float32)  # noqa
-  texts = lambda rows: emb_lib.gather_rows(model.teacher1.text, rows, np.float32)  # noqa
-  project = lambda x: _chunked(model.project_texts, x, chunk)  # noqa: E731
+  line = spaces_lib.line_space(labels["line"], model, chunk)
   return {
-      "teacher1": (labels["teacher1"], t1, texts, lambda: model.teacher1.concepts),
+      "teacher1": (labels["teacher1"], t1,
+                   spaces_lib.teacher_space("teacher1", labels["teacher1"],
+                                            model.teacher1).embed_texts,
+                   lambda: model.teacher1.concepts),
       "teacher2": (labels["teacher2"], t2, None, lambda: model.teacher2.concepts),
-      "line": (labels["line"], lambda rows: project(t1(rows)),
-               lambda rows: project(texts(rows)), model.dictionary)}
-
-
-def _chunked(fn, x: np.ndarray, chunk: int) -> np.ndarray:
-  parts = [np.asarray(fn(x[s:s + chunk]), np.float32) for s in range(0, len(x), chunk)]
-  return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+      "line": (labels["line"],
+               lambda rows: spaces_lib.chunked(model.project_texts, t1(rows), chunk),
+               line.embed_texts, model.dictionary)}
 
 
 def evaluate_placement(model, labels: Dict[str, str]) -> Optional[Dict]:
@@ -133,12 +139,13 @@ def evaluate_placement(model, labels: Dict[str, str]) -> Optional[Dict]:
   if dataset.heldout_concepts is None or not len(dataset.heldout_concepts):
     return None
   held = np.asarray(dataset.heldout_concepts, np.int64)
-  ev = model.config.eval
   settings = settings_lib.read_settings(model.config)
-  ks = tuple(int(k) for k in ev.get("retrieval_ks", (1, 10)))
-  chunk = int(ev.get("retrieval_chunk", 256))
+  joint = retrieval_lib.read_settings(model.config)     # retrieval_ks, retrieval_chunk
+  ks, chunk = joint.ks, joint.chunk
   groups = dataset_groups(dataset)
-  queries = name_queries(groups, held, int(ev.get("placement_seen_queries", 2000)),
+  held_term = held_terms(groups, held)
+  queries = name_queries(groups, held_term,
+                         int(model.config.eval.get("placement_seen_queries", 2000)),
                          settings_lib.rng(settings, settings_lib.RNG_PLACEMENT))
   spaces = _spaces(model, labels, settings.chunk_size)
   keys = {key: np.asarray(space[3](), np.float32) for key, space in spaces.items()}
@@ -148,7 +155,7 @@ def evaluate_placement(model, labels: Dict[str, str]) -> Optional[Dict]:
                                              groups if by_term else None, chunk), ks)
 
   result = {"fraction": float(model.config.data.heldout_terms),
-            "heldout_terms": int(len(np.unique(groups.group_of[held]))),
+            "heldout_terms": int(held_term.sum()),
             "heldout_entries": int(len(held)), "num_terms": int(groups.num_groups),
             "ks": list(ks), "models": {key: space[0] for key, space in spaces.items()},
             "name_to_term": {key: {part: summary(key, space[1](rows), groups.group_of[rows],
@@ -159,7 +166,7 @@ def evaluate_placement(model, labels: Dict[str, str]) -> Optional[Dict]:
             "name_to_own_entry": {"line": {
                 part: summary("line", spaces["line"][1](rows), rows, None, by_term=False)
                 for part, rows in zip(("heldout", "seen"), queries["own"])}}}
-  definitions = definition_queries(dataset, groups, held)
+  definitions = definition_queries(dataset, groups, held_term)
   result["definition_to_term"] = (
       {"skipped": "pairs.parquet has no source/source_id columns"} if definitions is None
       else {key: {part: summary(key, spaces[key][2](rows), terms, None)

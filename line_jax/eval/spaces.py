@@ -79,7 +79,8 @@ def true_slices(dataset, pair_idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
   return gather_segments(dataset.true_offsets, pair_idx, dataset.true_flat)
 
 
-def _chunked(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, chunk: int) -> np.ndarray:
+def chunked(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, chunk: int) -> np.ndarray:
+  """fn over `x` in blocks of `chunk` rows, float32."""
   parts = [np.asarray(fn(x[s:s + chunk]), np.float32) for s in range(0, len(x), chunk)]
   return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
@@ -98,12 +99,12 @@ def line_space(label: str, model, chunk: int, clauses: Optional[Callable] = None
   """F on teacher-1 texts; G from the cached dictionary, negated forms through G;
   `clauses`: () -> teacher 1's `SegmentEmbeddings` of the pairs' clauses, projected by F."""
   def embed_texts(idx):
-    return _chunked(model.project_texts,
+    return chunked(model.project_texts,
                     emb_lib.gather_rows(model.teacher1.text, idx, np.float32), chunk)
 
   def embed_clauses(idx):
     rows, owner = clauses().pair_rows(idx, np.float32)
-    return _chunked(model.project_texts, rows, chunk).reshape(len(rows), -1), owner
+    return chunked(model.project_texts, rows, chunk).reshape(len(rows), -1), owner
 
   def embed_concepts(idx, neg):
     idx = np.asarray(idx, np.int64)
