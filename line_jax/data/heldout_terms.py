@@ -26,11 +26,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
 
 import numpy as np
 
-from line_jax.data.dataset import Dataset, read_optional_columns
+from line_jax.data.dataset import Dataset
+from line_jax.search import terms as terms_lib
 
 HELDOUT_SPLIT = "heldout_terms"   # the split a train pair listing a held-out term gets
 
@@ -45,12 +45,10 @@ def check_fraction(fraction) -> float:
 
 def term_ids(dataset: Dataset) -> np.ndarray:
   """[C] the term id of every entry: concepts.parquet `term_id` where the column is there
-  and complete, else the entry's own concept id."""
-  path = os.path.join(str(dataset.root), "concepts.parquet")
-  column = read_optional_columns(path, ["term_id"]).get("term_id")
-  if column is None or len(column) != dataset.num_concepts or any(t is None for t in column):
-    return np.asarray(dataset.concept_ids, dtype=object)
-  return column
+  and complete (the grouping `line_jax.search.terms.dataset_groups` reads), else the
+  entry's own concept id."""
+  column = terms_lib.term_id_column(dataset)
+  return np.asarray(dataset.concept_ids if column is None else column, dtype=object)
 
 
 def _unit_hash(seed: int, term: str) -> float:

@@ -87,8 +87,9 @@ def _is_identity(order: np.ndarray) -> bool:
   return bool(np.all(order == np.arange(len(order))))
 
 
-def dataset_groups(dataset) -> Groups:
-  """Groups from concepts.parquet's `term_id` column when it has one, else one per entry."""
+def term_id_column(dataset) -> Optional[list]:
+  """concepts.parquet's `term_id` of every entry, or None where the file has no such column
+  or it misses a row's value (then every entry is its own term)."""
   path = os.path.join(str(dataset.root), "concepts.parquet")
   term_ids = None
   if os.path.exists(path):
@@ -96,6 +97,14 @@ def dataset_groups(dataset) -> Groups:
       term_ids = pq.read_table(path, columns=["term_id"]).column("term_id").to_pylist()
   if term_ids is None or len(term_ids) != dataset.num_concepts or any(
       t is None for t in term_ids):
+    return None
+  return term_ids
+
+
+def dataset_groups(dataset) -> Groups:
+  """Groups from concepts.parquet's `term_id` column when it has one, else one per entry."""
+  term_ids = term_id_column(dataset)
+  if term_ids is None:
     return Groups.identity(dataset.num_concepts)
   return Groups.from_ids(dataset.concept_ids, term_ids)
 
