@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-
 from line_jax.search import scorer as scorer_lib
 from line_jax.util import files as files_lib
 
@@ -79,7 +78,8 @@ def render_markdown(result: Dict) -> List[str]:
       lines.append(f"| {name} | {half} | extractor + LINE at its best threshold on this "
                    f"half (upper bound) | {b['threshold']:.3g} | {b['precision']:.3f} | "
                    f"{b['recall']:.3f} | {b['f1']:.3f} | | | |")
-  curves = f"Curves: `{result['plot']}`; o" if result.get("plot") else "O"
-  lines += ["", f"{curves}perating point and scorer: "
-            f"`{result.get('point_file', scorer_lib.POINT_FILE)}`."]
+  point = (f"operating point and scorer: "
+           f"`{result.get('point_file', scorer_lib.POINT_FILE)}`.")
+  lines += ["", f"Curves: `{result['plot']}`; {point}" if result.get("plot")
+            else point[0].upper() + point[1:]]
   return lines

@@ -11,8 +11,8 @@ import numpy as np
 from line_jax.eval import classifier as probe_lib
 
 # Independent random streams per protocol: default_rng([seed, code]).
-RNG_PAIR_CAP, RNG_NEGATIVES, RNG_MAP_CAP, RNG_RELATIONS, RNG_PROBE, RNG_GEOMETRY = range(6)
-RNG_PLACEMENT = 6      # line_jax.eval.placement's reference queries
+(RNG_PAIR_CAP, RNG_NEGATIVES, RNG_MAP_CAP, RNG_RELATIONS, RNG_PROBE, RNG_GEOMETRY,
+ RNG_PLACEMENT) = range(7)
 
 
 @dataclasses.dataclass(frozen=True)
