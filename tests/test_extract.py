@@ -57,6 +57,15 @@ class NegationTest(parameterized.TestCase):
       ("No fever, headache or cough.", {"FEVER": True, "HEADACHE": True, "COUGH": True}),
       ("Fever, but seizure was ruled out", {"FEVER": False, "SEIZURE": True}),
       ("no cough except fever", {"COUGH": True, "FEVER": False}),
+      # Sentences joined without a space still end: a semicolon anywhere, . ! ? before an
+      # upper-case letter.
+      ("No fever.;Cough", {"FEVER": True, "COUGH": False}),
+      ("No fever;cough", {"FEVER": True, "COUGH": False}),
+      ("Fever was not observed.Seizures in infancy", {"FEVER": True, "SEIZURE": False}),
+      ("Not febrile?Headache", {"HEADACHE": False}),
+      # ... but not before a lower-case letter or a digit (abbreviations, decimals).
+      ("no fever.cough", {"FEVER": True, "COUGH": True}),
+      ("no fever 2.5 cough", {"FEVER": True, "COUGH": True}),
   )
   def test_scope(self, text, expected):
     self.assertEqual(polarities(self.extractor, text), expected)

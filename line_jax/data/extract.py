@@ -61,8 +61,11 @@ PSEUDO_NEGATION = (
 )
 
 _WORD_RE = re.compile(r"[A-Za-z0-9]+")
-# A sentence ends at . ! ? ; followed by white space or the end of the text.
-_SENTENCE_END_RE = re.compile(r"[.!?;](?=\s|$)")
+# A sentence ends at a semicolon, and at . ! ? followed by white space, the end of the text
+# or an upper-case ASCII letter. Texts joined without a space ("... not been reported.;Visual
+# deficits including myopia", "optic chiasm.The optic") otherwise run two sentences into
+# one, and a negation trigger of the first would reach the findings of the second.
+_SENTENCE_END_RE = re.compile(r";|[.!?](?=\s|$|[A-Z])")
 _SENTENCE_BREAK = "|"  # placed between sentences in the normalised string; never a token
 
 
