@@ -61,11 +61,12 @@ PSEUDO_NEGATION = (
 )
 
 _WORD_RE = re.compile(r"[A-Za-z0-9]+")
-# A sentence ends at a semicolon, and at . ! ? followed by white space, the end of the text
-# or an upper-case ASCII letter. Texts joined without a space ("... not been reported.;Visual
-# deficits including myopia", "optic chiasm.The optic") otherwise run two sentences into
-# one, and a negation trigger of the first would reach the findings of the second.
-_SENTENCE_END_RE = re.compile(r";|[.!?](?=\s|$|[A-Z])")
+# A sentence ends at . ! ? ; followed by white space or the end of the text, and at a
+# semicolon followed by an ASCII letter: sentences joined without a space ("... have not been
+# reported.;Visual deficits including myopia") otherwise run into one, and a negation
+# trigger of the first would reach the findings of the second. A full stop before a letter
+# does not end one ("E.Coli", "St.John's").
+_SENTENCE_END_RE = re.compile(r"[.!?;](?=\s|$)|;(?=[A-Za-z])")
 _SENTENCE_BREAK = "|"  # placed between sentences in the normalised string; never a token
 
 

@@ -1,8 +1,8 @@
 """A note's texts as arrays of token ids, found with numpy on the texts' UTF-8 bytes.
 
 `extract.tokenize` splits a text into words ([A-Za-z0-9]+), lower-cased and plural-folded,
-and sentences (ending at a semicolon, and at . ! ? before a white space, the text's end or
-an upper-case ASCII letter). Here the same is
+and sentences (ending at . ! ? ; before a white space or the text's end, and at ; before an
+ASCII letter). Here the same is
 found for all of a note's texts at once, without a Python string per word: a word's
 characters are digits 1-36 of a base-37 number (mod 2**64), computed for every word from
 one cumulative sum over the bytes, with the plural fold applied to the number. A word of
@@ -38,11 +38,11 @@ def _byte_table(chars: dict, dtype) -> np.ndarray:
 # byte -> digit (either case), 0 for a byte of no word ([A-Za-z0-9] as extract._WORD_RE).
 _CODE = _byte_table({**{c: i + 1 for i, c in enumerate(_ALPHABET)},
                      **{c.upper(): i + 1 for i, c in enumerate(_ALPHABET)}}, np.uint8)
-# The characters that end a sentence before a white space or an upper-case ASCII letter
-# (extract._SENTENCE_END_RE); a semicolon ends one before anything.
+# The characters that end a sentence before a white space (extract._SENTENCE_END_RE), and
+# the one that also ends one before an ASCII letter.
 _ENDS = _byte_table(dict.fromkeys(".!?;", True), bool)
-_ALWAYS_ENDS = ord(";")
-_UPPER = _byte_table(dict.fromkeys("ABCDEFGHIJKLMNOPQRSTUVWXYZ", True), bool)
+_SEMICOLON = ord(";")
+_LETTER = _byte_table(dict.fromkeys(_ALPHABET[10:] + _ALPHABET[10:].upper(), True), bool)
 _ASCII_SPACE = np.array([chr(i).isspace() for i in range(128)] + [False] * 128)
 _I, _E, _S, _U, _Y = (_ALPHABET.index(c) + 1 for c in "iesuy")
 # After every text: a line break ends a sentence as a text's end does, and the NUL says
@@ -131,11 +131,11 @@ class Tokenizer:
     edge = np.diff((code > 0).view(np.int8))
     start = np.flatnonzero(edge == 1) + 1
     end = np.flatnonzero(edge == -1) + 1   # the text ends with a line break: all end
-    # Sentence ends: ; anywhere, . ! ? before a white space (the line breaks after a text
-    # included) or an upper-case ASCII letter.
+    # Sentence ends: . ! ? ; before a white space (the line breaks after a text included),
+    # ; before an ASCII letter.
     ends = np.flatnonzero(_ENDS.take(b))
     after = b[ends + 1]
-    is_end = _ASCII_SPACE.take(after) | _UPPER.take(after) | (b[ends] == _ALWAYS_ENDS)
+    is_end = _ASCII_SPACE.take(after) | ((b[ends] == _SEMICOLON) & _LETTER.take(after))
     for k in np.flatnonzero(after >= 0x80).tolist():
       is_end[k] = is_end[k] or _space_at(data, int(ends[k]) + 1)
     text_ends = np.flatnonzero(b == 0)
