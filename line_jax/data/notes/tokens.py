@@ -2,13 +2,12 @@
 
 `extract.tokenize` splits a text into words ([A-Za-z0-9]+), lower-cased and plural-folded,
 and sentences (ending at . ! ? ; before a white space or the text's end, and at ; before an
-ASCII letter). Here the same is
-found for all of a note's texts at once, without a Python string per word: a word's
-characters are digits 1-36 of a base-37 number (mod 2**64), computed for every word from
-one cumulative sum over the bytes, with the plural fold applied to the number. A word of
-at most 12 characters is its own number (37**12 < 2**64), so looking the numbers up among
-the dictionary words' is exact; a longer word is looked up by its text, in the rare case
-that its number is one of a long dictionary word's.
+ASCII letter). Here the same is found for all of a note's texts at once, without a Python
+string per word: a word's characters are digits 1-36 of a base-37 number (mod 2**64),
+computed for every word from one cumulative sum over the bytes, with the plural fold
+applied to the number. A word of at most 12 characters is its own number (37**12 < 2**64),
+so looking the numbers up among the dictionary words' is exact; a longer word is looked up
+by its text, in the rare case that its number is one of a long dictionary word's.
 
 Only ASCII letters and digits make words and only ASCII characters end sentences, so bytes
 suffice: a character outside ASCII is bytes >= 0x80, none a letter, digit or sentence end.
@@ -39,10 +38,9 @@ def _byte_table(chars: dict, dtype) -> np.ndarray:
 _CODE = _byte_table({**{c: i + 1 for i, c in enumerate(_ALPHABET)},
                      **{c.upper(): i + 1 for i, c in enumerate(_ALPHABET)}}, np.uint8)
 # The characters that end a sentence before a white space (extract._SENTENCE_END_RE), and
-# the one that also ends one before an ASCII letter.
+# the one that also ends one before an ASCII letter (a byte whose _CODE is above 10).
 _ENDS = _byte_table(dict.fromkeys(".!?;", True), bool)
 _SEMICOLON = ord(";")
-_LETTER = _byte_table(dict.fromkeys(_ALPHABET[10:] + _ALPHABET[10:].upper(), True), bool)
 _ASCII_SPACE = np.array([chr(i).isspace() for i in range(128)] + [False] * 128)
 _I, _E, _S, _U, _Y = (_ALPHABET.index(c) + 1 for c in "iesuy")
 # After every text: a line break ends a sentence as a text's end does, and the NUL says
@@ -135,9 +133,9 @@ class Tokenizer:
     # ; before an ASCII letter.
     ends = np.flatnonzero(_ENDS.take(b))
     after = b[ends + 1]
-    is_end = _ASCII_SPACE.take(after) | ((b[ends] == _SEMICOLON) & _LETTER.take(after))
-    for k in np.flatnonzero(after >= 0x80).tolist():
-      is_end[k] = is_end[k] or _space_at(data, int(ends[k]) + 1)
+    is_end = _ASCII_SPACE.take(after) | ((b[ends] == _SEMICOLON) & (code[ends + 1] > 10))
+    for k in np.flatnonzero(after >= 0x80).tolist():   # no ASCII letter: a space or not
+      is_end[k] = _space_at(data, int(ends[k]) + 1)
     text_ends = np.flatnonzero(b == 0)
     breaks = np.sort(np.concatenate((ends[is_end], text_ends)))
     sentence = np.searchsorted(breaks, start)
