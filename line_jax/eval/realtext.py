@@ -175,6 +175,14 @@ def evaluate_realtext(model, settings, groups: terms.Groups,
   owner, target = terms.listed_targets(data["offsets"], data["flat"],
                                            np.zeros(len(data["flat"]), bool), groups)
   masks.update(by_segment.size_masks(by_segment.target_counts(owner, len(data["texts"]))))
+  # One draw of negatives and one clause split for every space: each space's sentence is
+  # ranked among the same other sentences.
+  n = len(data["texts"])
+  negatives = metrics.draw_negative_indices(
+      n, n, min(settings.num_negatives, n - 1), np.arange(n),
+      np.random.default_rng([settings.seed, _RNG_REALTEXT]))
+  if settings.segment_pattern:
+    pieces, piece_owner = segments.segment_table(data["texts"], settings.segment_pattern)
   for item in (embedders if embedders is not None else string_embedders(model)):
     if len(item) == 2:
       out["skipped"][item[0]] = item[1]
@@ -183,18 +191,13 @@ def evaluate_realtext(model, settings, groups: terms.Groups,
     texts = embed(data["texts"])
     keys = dictionary()
     proxies = metrics.segment_mean(keys[data["flat"]], data["offsets"])
-    rng = np.random.default_rng([settings.seed, _RNG_REALTEXT])
-    k = min(settings.num_negatives, len(texts) - 1)
-    negatives = metrics.draw_negative_indices(len(texts), len(texts), k,
-                                              np.arange(len(texts)), rng)
-    ranks = metrics.alignment_ranks(proxies, texts, np.arange(len(texts)), negatives)
+    ranks = metrics.alignment_ranks(proxies, texts, np.arange(n), negatives)
     out["alignment"][key] = {n: dict(metrics.rank_summary(ranks[m], 10), count=int(m.sum()))
                              for n, m in masks.items()}
     r = terms.retrieval_ranks(texts, keys, owner, target, groups, settings.chunk)
     out["text_to_concept"][key] = {n: terms.retrieval_summary(r[m[owner]], settings.ks)
                                    for n, m in masks.items()}
     if settings.segment_pattern:
-      pieces, piece_owner = segments.segment_table(data["texts"], settings.segment_pattern)
       piece_rows = embed(pieces)
       r = terms.retrieval_ranks(piece_rows, keys, owner, target, groups,
                                 settings.chunk, text_owner=piece_owner)
